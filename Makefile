@@ -1,0 +1,44 @@
+# Vigie: `make demo` to see it work, `make test` to check it.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-test
+PYTHON ?= python3
+
+.PHONY: demo test bench lint schema peers clean help
+
+help:
+	@echo "make demo   run the daemon against loopback demo services (Ctrl-C stops)"
+	@echo "make test   create .venv, install test peers (when root) and run the tests"
+	@echo "make bench  run the benchmarks and write docs/benchmarks.md"
+	@echo "make lint   ruff and mypy --strict"
+	@echo "make schema regenerate config/schema.json"
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,lab]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/vigie demo
+
+peers:
+	bash tests/peers.sh
+
+test: $(STAMP) peers
+	$(VENV)/bin/pytest -q
+
+bench: $(STAMP) peers
+	$(PY) -m tests.bench.run
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy --strict
+
+schema: $(STAMP)
+	$(VENV)/bin/vigie schema > config/schema.json
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

@@ -1,0 +1,182 @@
+"""Wiring: build the daemon from a config, run it, reload on SIGHUP, drain on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import structlog
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Gauge
+
+from monitor.config import ConfigErrors, LoadedConfig, load_config
+from monitor.exposition import Exposition, check_labels
+from monitor.results import ResultStore
+from monitor.scheduler import Scheduler, SchedulerMetrics
+from monitor.systemd import SystemdNotifier, watchdog_loop
+from probes.base import ProbeRegistry
+
+
+class Daemon:
+    """The running daemon: scheduler, result store, exposition, web server, systemd notifier."""
+
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        registry: ProbeRegistry,
+        session: aiohttp.ClientSession,
+        *,
+        notifier: SystemdNotifier | None = None,
+        env: Mapping[str, str] | None = None,
+        logger: Any = None,
+    ) -> None:
+        self.loaded = loaded
+        self.registry = registry
+        self.session = session
+        self.env = os.environ if env is None else env
+        self.notifier = notifier or SystemdNotifier.from_env({})
+        self.log = logger if logger is not None else structlog.get_logger()
+        self.own_registry = CollectorRegistry()
+        self.store = ResultStore()
+        self.exposition = Exposition(self.own_registry)
+        self.store.subscribe(self.exposition.update)
+        self.reload_ok = Gauge(
+            "vigie_config_last_reload_successful",
+            "Whether the last configuration reload succeeded.",
+            registry=self.own_registry,
+        )
+        self.reload_time = Gauge(
+            "vigie_config_last_reload_success_timestamp_seconds",
+            "Timestamp of the last successful configuration reload.",
+            registry=self.own_registry,
+        )
+        sched = loaded.config.scheduler
+        self.scheduler = Scheduler(
+            registry,
+            self.store,
+            session,
+            SchedulerMetrics(self.own_registry),
+            max_concurrency=sched.max_concurrency,
+            per_host_concurrency=sched.per_host_concurrency,
+            logger=self.log,
+        )
+        self._runner: web.AppRunner | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self._reload_lock = asyncio.Lock()
+        self.listen_port: int | None = None
+
+    async def start(self, app: web.Application | None = None) -> None:
+        """Start the plan and the web server, then tell systemd we are ready."""
+        self.exposition.set_labels({cid: check_labels(c) for cid, c in self.loaded.plan.items()})
+        self.scheduler.apply(self.loaded.plan)
+        self.reload_ok.set(1)
+        self.reload_time.set(time.time())
+        if app is None:
+            from monitor.web import build_app
+
+            app = build_app(self)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        host, port = self.loaded.config.web.host_port()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        server = getattr(site, "_server", None)
+        sockets = getattr(server, "sockets", None) or []
+        self.listen_port = sockets[0].getsockname()[1] if sockets else port
+        interval = self.notifier.watchdog_interval
+        if interval is not None:
+            self._watchdog = asyncio.create_task(watchdog_loop(self.notifier, interval))
+        self.notifier.ready()
+        self.log.info(
+            "daemon_started",
+            config=str(self.loaded.path),
+            checks=len(self.loaded.plan),
+            listen=f"{host}:{self.listen_port}",
+        )
+
+    async def reload(self) -> list[str]:
+        """Reload the config file: apply it if valid, else keep the old plan. Return errors."""
+        async with self._reload_lock:
+            self.notifier.reloading()
+            try:
+                loaded = load_config(self.loaded.path, self.registry, self.env)
+            except ConfigErrors as exc:
+                self.reload_ok.set(0)
+                for error in exc.errors:
+                    self.log.error("config_reload_failed", error=str(error))
+                self.notifier.ready()
+                return [str(e) for e in exc.errors]
+            if loaded.config.web != self.loaded.config.web:
+                self.log.warning("config_web_change_needs_restart")
+            if loaded.config.scheduler != self.loaded.config.scheduler:
+                self.log.warning("config_scheduler_change_needs_restart")
+            self.exposition.set_labels({cid: check_labels(c) for cid, c in loaded.plan.items()})
+            added, removed, changed = self.scheduler.apply(loaded.plan)
+            self.loaded = loaded
+            self.reload_ok.set(1)
+            self.reload_time.set(time.time())
+            self.log.info(
+                "config_reloaded", added=len(added), removed=len(removed), changed=len(changed)
+            )
+            self.notifier.ready()
+            return []
+
+    async def stop(self) -> None:
+        """Drain in-flight probes (bounded), stop the web server and tell systemd."""
+        self.notifier.stopping()
+        self.log.info("daemon_stopping", in_flight=self.scheduler.probing())
+        await self.scheduler.stop(self.loaded.config.scheduler.drain_timeout)
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
+        if self._runner is not None:
+            await self._runner.cleanup()
+        self.log.info("daemon_stopped")
+
+
+async def run_daemon(
+    config_path: Path, registry: ProbeRegistry, env: Mapping[str, str] | None = None
+) -> int:
+    """Run the daemon until SIGTERM or SIGINT; SIGHUP reloads. Return the exit code."""
+    from probes.http import make_session
+
+    env = os.environ if env is None else env
+    log = structlog.get_logger()
+    try:
+        loaded = load_config(config_path, registry, env)
+    except ConfigErrors as exc:
+        for error in exc.errors:
+            log.error("config_invalid", error=str(error))
+        return 1
+    notifier = SystemdNotifier.from_env(env)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    async with make_session() as session:
+        daemon = Daemon(loaded, registry, session, notifier=notifier, env=env, logger=log)
+        reloads: set[asyncio.Task[list[str]]] = set()
+
+        def on_hup() -> None:
+            task = asyncio.create_task(daemon.reload())
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        try:
+            await daemon.start()
+        except OSError as exc:
+            log.error("listen_failed", listen=loaded.config.web.listen, error=str(exc))
+            return 1
+        await stop.wait()
+        await daemon.stop()
+        notifier.close()
+    return 0

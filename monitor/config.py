@@ -1,0 +1,516 @@
+"""Configuration: YAML with positions, pydantic models built from the probe registry, the plan."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    create_model,
+    field_validator,
+)
+
+from monitor.durations import Duration
+from probes.base import Check, ProbeRegistry
+
+RESERVED_LABELS = frozenset({"check", "target", "kind", "job", "instance"})
+"""Labels Vigie sets itself on every series: the config may not set them."""
+
+LabelName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")]
+CheckId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]*$")]
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$\$")
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigError:
+    """One configuration error with its place: file, line, column and field path."""
+
+    file: str
+    line: int
+    column: int
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}:{self.column}"
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+class ConfigErrors(Exception):
+    """Every error found in a configuration file, in file order."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        self.errors = sorted(errors, key=lambda e: (e.file, e.line, e.column, e.path))
+        super().__init__("\n".join(str(e) for e in self.errors))
+
+
+# --- YAML with positions -------------------------------------------------------------------
+
+Mark = tuple[int, int]
+
+
+class PosDict(dict[Any, Any]):
+    """A mapping from YAML that remembers where it and each of its keys stand."""
+
+    mark: Mark = (1, 1)
+    pos: dict[Any, Mark]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pos = {}
+
+
+class PosList(list[Any]):
+    """A sequence from YAML that remembers where it and each of its items stand."""
+
+    mark: Mark = (1, 1)
+    pos: list[Mark]
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.pos = []
+
+
+def _mark(node: yaml.Node) -> Mark:
+    return (node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that keeps positions and substitutes ${ENV} in strings."""
+
+    env: Mapping[str, str]
+    problems: list[tuple[Mark, str]]
+
+
+def _construct_map(loader: _Loader, node: yaml.MappingNode) -> Iterator[PosDict]:
+    data = PosDict()
+    data.mark = _mark(node)
+    yield data
+    loader.flatten_mapping(node)
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in data:
+            loader.problems.append((_mark(key_node), f"duplicate key {key!r}"))
+        data[key] = loader.construct_object(value_node, deep=True)
+        data.pos[key] = _mark(key_node)
+
+
+def _construct_seq(loader: _Loader, node: yaml.SequenceNode) -> Iterator[PosList]:
+    data = PosList()
+    data.mark = _mark(node)
+    yield data
+    for item in node.value:
+        data.append(loader.construct_object(item, deep=True))
+        data.pos.append(_mark(item))
+
+
+def _construct_str(loader: _Loader, node: yaml.ScalarNode) -> str:
+    value = loader.construct_scalar(node)
+    assert isinstance(value, str)
+    if "$" not in value:
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name is None:
+            return "$"
+        if name not in loader.env:
+            loader.problems.append((_mark(node), f"environment variable {name} is not set"))
+            return ""
+        return loader.env[name]
+
+    return _ENV_REF.sub(substitute, value)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:map", _construct_map)
+_Loader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)
+_Loader.add_constructor("tag:yaml.org,2002:str", _construct_str)
+
+
+def load_yaml(text: str, file: str, env: Mapping[str, str]) -> Any:
+    """Parse YAML keeping positions; raise ConfigErrors on syntax errors or unset variables."""
+    loader = _Loader(text)
+    loader.env = env
+    loader.problems = []
+    try:
+        data = loader.get_single_data()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        reason = " ".join(p for p in (exc.context, exc.problem) if p)
+        raise ConfigErrors([ConfigError(file, line, col, "", f"invalid YAML: {reason}")]) from None
+    finally:
+        loader.dispose()
+    if loader.problems:
+        raise ConfigErrors(
+            [ConfigError(file, ln, col, "", msg) for (ln, col), msg in loader.problems]
+        )
+    return data
+
+
+# --- Models --------------------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_labels(labels: dict[str, str]) -> dict[str, str]:
+    reserved = sorted(RESERVED_LABELS & labels.keys())
+    if reserved:
+        raise ValueError(f"label {reserved[0]!r} is reserved: Vigie sets it on every series")
+    return labels
+
+
+class Defaults(_Strict):
+    """Values every check inherits unless it sets its own."""
+
+    interval: Duration = Field(30.0, description="Time between two runs of a check.")
+    timeout: Duration = Field(10.0, description="Time a run may take before it fails.")
+    labels: dict[LabelName, str] = Field(
+        default_factory=dict, description="Labels added to every check's series."
+    )
+
+    _labels = field_validator("labels")(_check_labels)
+
+
+class WebSettings(_Strict):
+    """The HTTP server for /metrics, health endpoints and the probe debug page."""
+
+    listen: str = Field("127.0.0.1:9465", description="host:port to listen on.")
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        _, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"must be host:port with a port from 0 to 65535, got {value!r}")
+        return value
+
+    def host_port(self) -> tuple[str, int]:
+        """Return the host and port to bind."""
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]") or "0.0.0.0", int(port)
+
+
+class SchedulerSettings(_Strict):
+    """Limits that protect targets and the monitoring host."""
+
+    max_concurrency: int = Field(1024, gt=0, description="Probes running at once, in all.")
+    per_host_concurrency: int = Field(8, gt=0, description="Probes running at once per host.")
+    drain_timeout: Duration = Field(10.0, description="On stop, time left to in-flight probes.")
+
+
+class CheckBase(_Strict):
+    """Fields every check has, whatever its kind."""
+
+    id: CheckId = Field(description="Unique id of the check; the `check` label.")
+    target: str = Field(description="What to probe: a URL, host:port... depending on the kind.")
+    interval: Duration = Field(30.0, description="Time between two runs.")
+    timeout: Duration = Field(10.0, description="Time a run may take; at most the interval.")
+    labels: dict[LabelName, str] = Field(default_factory=dict, description="Extra labels.")
+    module: str | None = Field(None, description="Name of a module whose settings to inherit.")
+
+    _labels = field_validator("labels")(_check_labels)
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout_within_interval(cls, value: float, info: ValidationInfo) -> float:
+        interval = info.data.get("interval")
+        if interval is not None and value > interval:
+            raise ValueError(f"timeout ({value:g}s) is longer than the interval ({interval:g}s)")
+        return value
+
+
+class ModuleBase(_Strict):
+    """Settings shared by many checks, as blackbox_exporter's modules."""
+
+    interval: Duration | None = None
+    timeout: Duration | None = None
+    labels: dict[LabelName, str] = Field(default_factory=dict)
+
+
+class ConfigBase(_Strict):
+    """The whole configuration file; `checks` and `modules` are typed from the registry."""
+
+    defaults: Defaults = Field(default_factory=Defaults)
+    modules: dict[str, ModuleBase] = Field(default_factory=dict)
+    checks: list[CheckBase] = Field(default_factory=list)
+    web: WebSettings = Field(default_factory=WebSettings)
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+
+
+def build_config_model(registry: ProbeRegistry) -> type[ConfigBase]:
+    """Build the Config model whose checks are a union tagged by `kind`, one member per probe."""
+    checks: list[Any] = []
+    modules: list[Any] = []
+    for probe in registry:
+        kind = probe.kind
+        settings_field = (probe.Settings, Field(default_factory=probe.Settings))
+
+        def valid_target(cls: type[BaseModel], value: str, _probe: Any = probe) -> str:
+            result: str = _probe.parse_target(value)
+            return result
+
+        title = kind.capitalize()
+        checks.append(
+            create_model(  # type: ignore[call-overload]
+                f"{title}Check",
+                __base__=CheckBase,
+                __validators__={"_target": field_validator("target")(classmethod(valid_target))},
+                kind=(Literal[kind], Field(description="Probe kind.")),
+                **{kind: settings_field},
+            )
+        )
+        modules.append(
+            create_model(  # type: ignore[call-overload]
+                f"{title}Module",
+                __base__=ModuleBase,
+                kind=(Literal[kind], Field(description="Probe kind.")),
+                **{kind: settings_field},
+            )
+        )
+    if len(checks) == 1:
+        check_type: Any = checks[0]
+        module_type: Any = modules[0]
+    else:
+        check_type = Annotated[_union(checks), Field(discriminator="kind")]
+        module_type = Annotated[_union(modules), Field(discriminator="kind")]
+    model: type[ConfigBase] = create_model(
+        "Config",
+        __base__=ConfigBase,
+        checks=(list[check_type], Field(default_factory=list, description="The checks to run.")),
+        modules=(
+            dict[str, module_type],
+            Field(default_factory=dict, description="Settings shared by checks, by name."),
+        ),
+    )
+    return model
+
+
+def _union(members: list[Any]) -> Any:
+    result = members[0]
+    for member in members[1:]:
+        result = result | member
+    return result
+
+
+# --- Loading -------------------------------------------------------------------------------
+
+
+def _path_text(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _position(raw: Any, loc: tuple[int | str, ...]) -> Mark:
+    """Return the position of the deepest node of loc that exists in the raw data."""
+    node, mark = raw, getattr(raw, "mark", (1, 1))
+    for part in loc:
+        if isinstance(node, PosDict) and part in node:
+            mark, node = node.pos.get(part, mark), node[part]
+        elif isinstance(node, PosList) and isinstance(part, int) and 0 <= part < len(node):
+            mark, node = node.pos[part], node[part]
+        else:
+            break
+    return mark
+
+
+def _message(error: Any, kinds: list[str]) -> tuple[tuple[int | str, ...], str]:
+    loc: tuple[int | str, ...] = tuple(error["loc"])
+    kind_list = ", ".join(kinds)
+    etype = error["type"]
+    if etype == "union_tag_invalid":
+        tag = error["ctx"]["tag"]
+        return (*loc, "kind"), f"unknown probe kind {tag!r}; known kinds: {kind_list}"
+    if etype == "union_tag_not_found":
+        return loc, f"missing 'kind'; known kinds: {kind_list}"
+    if etype == "extra_forbidden":
+        return loc, "unknown key"
+    if etype == "missing":
+        return loc, "required field is missing"
+    msg: str = error["msg"]
+    return loc, msg.removeprefix("Value error, ")
+
+
+def _strip_tags(loc: tuple[int | str, ...], kinds: list[str]) -> tuple[int | str, ...]:
+    """Drop the union tag pydantic inserts after `checks[i]` and `modules.name`."""
+    if len(kinds) < 2 or len(loc) < 3 or loc[0] not in ("checks", "modules"):
+        return loc
+    if loc[2] in kinds:
+        return (*loc[:2], *loc[3:])
+    return loc
+
+
+def _copy_pos(target: PosDict, source: PosDict) -> None:
+    for key, mark in source.pos.items():
+        target.pos.setdefault(key, mark)
+
+
+def _merge(base: Any, over: Any) -> Any:
+    """Deep-merge two raw mappings, `over` winning, keeping positions from both."""
+    if not (isinstance(base, dict) and isinstance(over, dict)):
+        return over
+    merged = PosDict(base)
+    merged.mark = getattr(over, "mark", (1, 1))
+    for key, value in over.items():
+        merged[key] = _merge(base[key], value) if key in base else value
+    if isinstance(over, PosDict):
+        _copy_pos(merged, over)
+    if isinstance(base, PosDict):
+        _copy_pos(merged, base)
+    return merged
+
+
+def _expand_checks(raw: PosDict, file: str) -> list[ConfigError]:
+    """Apply modules and defaults to each raw check in place; return unknown-module errors."""
+    errors: list[ConfigError] = []
+    modules = raw.get("modules") or {}
+    defaults = raw.get("defaults") or {}
+    checks = raw.get("checks")
+    if not isinstance(checks, list) or not isinstance(modules, dict):
+        return errors
+    for i, check in enumerate(checks):
+        if not isinstance(check, PosDict):
+            continue
+        name = check.get("module")
+        merged = check
+        if name is not None:
+            module = modules.get(name) if isinstance(name, str) else None
+            if not isinstance(module, dict):
+                line, col = check.pos.get("module", check.mark)
+                known = ", ".join(sorted(map(str, modules))) or "none defined"
+                errors.append(
+                    ConfigError(
+                        file,
+                        line,
+                        col,
+                        f"checks[{i}].module",
+                        f"unknown module {name!r}; known modules: {known}",
+                    )
+                )
+                continue
+            merged = _merge(module, check)
+        if isinstance(defaults, dict):
+            for key in ("interval", "timeout"):
+                if key not in merged and key in defaults:
+                    merged[key] = defaults[key]
+            labels = defaults.get("labels")
+            if isinstance(labels, dict):
+                merged["labels"] = _merge(labels, merged.get("labels") or PosDict())
+        checks[i] = merged
+    return errors
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    """A validated configuration and the plan of checks derived from it."""
+
+    path: Path
+    config: ConfigBase
+    plan: dict[str, Check]
+
+    def checks_by_kind(self) -> dict[str, int]:
+        """Return the number of checks of each kind."""
+        counts: dict[str, int] = {}
+        for check in self.plan.values():
+            counts[check.kind] = counts.get(check.kind, 0) + 1
+        return dict(sorted(counts.items()))
+
+    def sites(self) -> dict[str, int]:
+        """Return the number of checks per `site` label."""
+        counts: dict[str, int] = {}
+        for check in self.plan.values():
+            site = dict(check.labels).get("site", "(no site)")
+            counts[site] = counts.get(site, 0) + 1
+        return dict(sorted(counts.items()))
+
+
+def load_config(
+    path: Path | str, registry: ProbeRegistry, env: Mapping[str, str] | None = None
+) -> LoadedConfig:
+    """Read, validate and plan a config file; raise ConfigErrors listing every problem."""
+    path = Path(path)
+    file = str(path)
+    env = os.environ if env is None else env
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigErrors([ConfigError(file, 1, 1, "", f"cannot read config: {exc}")]) from None
+    raw = load_yaml(text, file, env)
+    if raw is None:
+        raw = PosDict()
+    if not isinstance(raw, PosDict):
+        raise ConfigErrors([ConfigError(file, 1, 1, "", "the top level must be a mapping")])
+    errors = _expand_checks(raw, file)
+    kinds = registry.kinds()
+    model = build_config_model(registry)
+    config: ConfigBase | None = None
+    try:
+        config = model.model_validate(raw)
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc, msg = _message(err, kinds)
+            loc = _strip_tags(loc, kinds)
+            line, col = _position(raw, loc)
+            errors.append(ConfigError(file, line, col, _path_text(loc), msg))
+    if config is not None:
+        seen: dict[str, int] = {}
+        for i, check in enumerate(config.checks):
+            if check.id in seen:
+                line, col = _position(raw, ("checks", i, "id"))
+                first, _ = _position(raw, ("checks", seen[check.id], "id"))
+                errors.append(
+                    ConfigError(
+                        file,
+                        line,
+                        col,
+                        f"checks[{i}].id",
+                        f"duplicate check id {check.id!r} (first at line {first})",
+                    )
+                )
+            seen.setdefault(check.id, i)
+    if errors or config is None:
+        raise ConfigErrors(errors)
+    return LoadedConfig(path=path, config=config, plan=build_plan(config, registry))
+
+
+def build_plan(config: ConfigBase, registry: ProbeRegistry) -> dict[str, Check]:
+    """Turn validated checks into scheduler Checks, keyed by id."""
+    plan: dict[str, Check] = {}
+    for item in config.checks:
+        kind: str = getattr(item, "kind")  # noqa: B009 - set by the dynamic model
+        probe = registry[kind]
+        plan[item.id] = Check(
+            id=item.id,
+            kind=kind,
+            target=item.target,
+            interval=item.interval,
+            timeout=item.timeout,
+            settings=getattr(item, kind),
+            labels=tuple(sorted(item.labels.items())),
+            host=probe.host_of(item.target),
+        )
+    return plan
+
+
+def json_schema(registry: ProbeRegistry) -> dict[str, Any]:
+    """Return the JSON Schema of the config file."""
+    schema = build_config_model(registry).model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "Vigie configuration"
+    return schema

@@ -1,0 +1,158 @@
+"""Fast /metrics: each check's lines are rendered when its result arrives and joined on scrape."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from monitor.results import ProbeResult, Sample
+from probes.base import Check
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """A metric family's header: its type and help text."""
+
+    type: str
+    help: str
+
+
+COMMON_FAMILIES = {
+    "probe_success": Family("gauge", "Whether the probe succeeded (1) or failed (0)."),
+    "probe_duration_seconds": Family("gauge", "How long the probe took, in seconds."),
+}
+
+_TEXT_TYPES = {"gauge": "gauge", "counter": "counter", "info": "gauge", "stateset": "gauge"}
+
+
+def check_labels(check: Check) -> list[tuple[str, str]]:
+    """Return the labels that identify a check's series: check, kind, target, then config labels."""
+    return [("check", check.id), ("kind", check.kind), ("target", check.target), *check.labels]
+
+
+def escape_label_value(value: str) -> str:
+    """Escape a label value for the text format."""
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def escape_help(text: str) -> str:
+    """Escape a HELP text for the text format."""
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def format_value(value: float) -> str:
+    """Format a sample value as Prometheus expects (Go's float formatting for specials)."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    return repr(float(value))
+
+
+def label_text(labels: Iterable[tuple[str, str]]) -> str:
+    """Render label pairs as `a="x",b="y"` (without braces)."""
+    return ",".join(f'{k}="{escape_label_value(v)}"' for k, v in labels)
+
+
+def sample_line(
+    name: str, prefix: str, sample_labels: Iterable[tuple[str, str]], value: float
+) -> str:
+    """Render one sample line with the check's label prefix and the sample's own labels."""
+    own = label_text(sample_labels)
+    labels = f"{prefix},{own}" if prefix and own else prefix or own
+    return (
+        f"{name}{{{labels}}} {format_value(value)}\n"
+        if labels
+        else f"{name} {format_value(value)}\n"
+    )
+
+
+def result_samples(result: ProbeResult) -> list[Sample]:
+    """Return the samples of a result including the common probe_success and duration."""
+    return [
+        Sample("probe_success", 1.0 if result.success else 0.0),
+        Sample("probe_duration_seconds", result.duration),
+        *result.samples,
+    ]
+
+
+class Exposition:
+    """Holds rendered lines per family and per check; renders the whole page on scrape."""
+
+    def __init__(self, own_registry: CollectorRegistry) -> None:
+        self._own = own_registry
+        self._families: dict[str, Family] = dict(COMMON_FAMILIES)
+        self._lines: dict[str, dict[str, str]] = {}
+        self._check_families: dict[str, set[str]] = {}
+        self._prefixes: dict[str, str] = {}
+
+    def set_labels(self, labels_by_check: Mapping[str, Iterable[tuple[str, str]]]) -> None:
+        """Set each check's identifying labels; checks no longer listed are dropped."""
+        for cid in list(self._prefixes):
+            if cid not in labels_by_check:
+                self.drop(cid)
+        for cid, labels in labels_by_check.items():
+            prefix = label_text(labels)
+            if self._prefixes.get(cid) not in (None, prefix):
+                self.drop(cid)
+            self._prefixes[cid] = prefix
+
+    def update(self, check_id: str, result: ProbeResult | None) -> None:
+        """Render a check's new result, or drop its series when result is None."""
+        if result is None:
+            self.drop(check_id)
+            return
+        prefix = self._prefixes.get(check_id)
+        if prefix is None:
+            return
+        rendered = self.render_samples(prefix, result_samples(result))
+        old = self._check_families.get(check_id, set())
+        for family in old - rendered.keys():
+            self._lines[family].pop(check_id, None)
+        for family, text in rendered.items():
+            self._lines.setdefault(family, {})[check_id] = text
+        self._check_families[check_id] = set(rendered)
+
+    def render_samples(self, prefix: str, samples: Iterable[Sample]) -> dict[str, str]:
+        """Render samples grouped by family, registering new families' headers."""
+        out: dict[str, list[str]] = {}
+        for sample in samples:
+            if sample.name not in self._families:
+                self._families[sample.name] = Family(_TEXT_TYPES[sample.type], sample.help)
+            out.setdefault(sample.name, []).append(
+                sample_line(sample.name, prefix, sample.labels, sample.value)
+            )
+        return {name: "".join(lines) for name, lines in out.items()}
+
+    def drop(self, check_id: str) -> None:
+        """Remove every series of a check."""
+        for family in self._check_families.pop(check_id, set()):
+            self._lines[family].pop(check_id, None)
+        self._prefixes.pop(check_id, None)
+
+    def render_text(self, families: Mapping[str, str]) -> str:
+        """Render a family->lines mapping with headers, e.g. for one check's debug output."""
+        parts: list[str] = []
+        for name, lines in families.items():
+            fam = self._families[name]
+            parts.append(f"# HELP {name} {escape_help(fam.help)}\n# TYPE {name} {fam.type}\n")
+            parts.append(lines)
+        return "".join(parts)
+
+    def render(self) -> bytes:
+        """Return the whole /metrics page: probe families, then the daemon's own metrics."""
+        parts: list[str] = []
+        for name, per_check in self._lines.items():
+            if not per_check:
+                continue
+            fam = self._families[name]
+            parts.append(f"# HELP {name} {escape_help(fam.help)}\n# TYPE {name} {fam.type}\n")
+            parts.extend(per_check.values())
+        return "".join(parts).encode() + generate_latest(self._own)

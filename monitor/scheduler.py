@@ -1,0 +1,234 @@
+"""Scheduler: one loop per check on a monotonic grid, with limits, timeouts and error capture."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import math
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import aiohttp
+import structlog
+from prometheus_client import CollectorRegistry, Gauge, Histogram
+
+from monitor.results import ProbeResult, ResultStore, bound_text
+from probes.base import Check, ProbeContext, ProbeLog, ProbeRegistry
+
+Clock = Callable[[], float]
+
+LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+def start_offset(check_id: str, interval: float) -> float:
+    """Return a stable offset in [0, interval) from a hash of the id, to spread the load."""
+    digest = hashlib.blake2b(check_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64 * interval
+
+
+class SchedulerMetrics:
+    """The scheduler's own metrics, registered in the registry passed in."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.lag = Histogram(
+            "vigie_scheduler_lag_seconds",
+            "Delay between a check's due time and the start of its probe.",
+            buckets=LAG_BUCKETS,
+            registry=registry,
+        )
+        self.in_flight = Gauge("vigie_probes_in_flight", "Probes running now.", registry=registry)
+        self.duration = Histogram(
+            "vigie_probe_duration_seconds",
+            "Duration of probe runs by kind.",
+            ["kind"],
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.checks = Gauge(
+            "vigie_checks", "Checks in the running plan by kind.", ["kind"], registry=registry
+        )
+
+
+class Scheduler:
+    """Runs every check of the plan on its own grid; reloads by diffing plans."""
+
+    def __init__(
+        self,
+        registry: ProbeRegistry,
+        store: ResultStore,
+        session: aiohttp.ClientSession,
+        metrics: SchedulerMetrics,
+        *,
+        max_concurrency: int = 1024,
+        per_host_concurrency: int = 8,
+        clock: Clock = time.monotonic,
+        logger: Any = None,
+    ) -> None:
+        self._registry = registry
+        self._store = store
+        self._session = session
+        self._metrics = metrics
+        self._clock = clock
+        self._base = clock()
+        self._global = asyncio.Semaphore(max_concurrency)
+        self._per_host_limit = per_host_concurrency
+        self._hosts: dict[str, asyncio.Semaphore] = {}
+        self._plan: dict[str, Check] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._pending_first: set[str] = set()
+        self.first_round_done = asyncio.Event()
+        self._log = logger if logger is not None else structlog.get_logger()
+        self._stopping = False
+        self._probing: set[str] = set()
+        self._wake: dict[str, asyncio.Event] = {}
+
+    @property
+    def plan(self) -> Mapping[str, Check]:
+        """The checks running now, by id."""
+        return self._plan
+
+    def apply(self, plan: Mapping[str, Check]) -> tuple[list[str], list[str], list[str]]:
+        """Swap in a new plan; return (added, removed, changed) ids. Unchanged checks go on."""
+        added = [cid for cid in plan if cid not in self._plan]
+        removed = [cid for cid in self._plan if cid not in plan]
+        changed = [cid for cid in plan if cid in self._plan and plan[cid] != self._plan[cid]]
+        for cid in removed + changed:
+            task = self._tasks.pop(cid, None)
+            if task is not None:
+                task.cancel()
+            self._pending_first.discard(cid)
+        for cid in removed:
+            self._store.remove(cid)
+            self._wake.pop(cid, None)
+        first = not self._plan and not self._tasks
+        self._plan = dict(plan)
+        for cid in added + changed:
+            self._wake[cid] = asyncio.Event()
+            self._tasks[cid] = asyncio.create_task(self._loop(self._plan[cid]), name=f"check:{cid}")
+        if first:
+            self._pending_first = set(self._plan)
+            if not self._pending_first:
+                self.first_round_done.set()
+        kinds: dict[str, int] = {}
+        for check in self._plan.values():
+            kinds[check.kind] = kinds.get(check.kind, 0) + 1
+        self._metrics.checks.clear()
+        for kind, count in kinds.items():
+            self._metrics.checks.labels(kind=kind).set(count)
+        return added, removed, changed
+
+    def next_due(self, check: Check, now: float) -> float:
+        """Return the first due time of the check's grid at or after now."""
+        phase = self._base + start_offset(check.id, check.interval)
+        k = max(0, math.ceil((now - phase) / check.interval))
+        return phase + k * check.interval
+
+    async def _loop(self, check: Check) -> None:
+        """Run one check forever on its grid, skipping ticks missed while a run was late."""
+        wake = self._wake[check.id]
+        due = self.next_due(check, self._clock())
+        while True:
+            delay = due - self._clock()
+            start_at = due
+            if wake.is_set():
+                start_at = self._clock()
+            elif delay > 0:
+                try:
+                    async with asyncio.timeout(delay):
+                        await wake.wait()
+                    start_at = self._clock()  # triggered: run now, then back on the grid
+                except TimeoutError:
+                    pass
+            wake.clear()
+            self._probing.add(check.id)
+            try:
+                result = await self.run(check, start_at)
+            finally:
+                self._probing.discard(check.id)
+            self._record(check, result)
+            if self._stopping:
+                return
+            if start_at == due:
+                due = max(due + check.interval, self.next_due(check, self._clock()))
+
+    def trigger(self, check_id: str) -> bool:
+        """Run a check now (e.g. after a trap) without moving its grid; False if unknown."""
+        wake = self._wake.get(check_id)
+        if wake is None or check_id not in self._plan:
+            return False
+        wake.set()
+        return True
+
+    def _record(self, check: Check, result: ProbeResult) -> None:
+        previous = self._store.latest(check.id)
+        self._store.update(check.id, result)
+        if previous is None or previous.success != result.success:
+            self._log.info(
+                "check_up" if result.success else "check_down",
+                check=check.id,
+                kind=check.kind,
+                target=check.target,
+                error=result.error,
+            )
+        if check.id in self._pending_first:
+            self._pending_first.discard(check.id)
+            if not self._pending_first:
+                self.first_round_done.set()
+
+    def _host_limit(self, host: str) -> asyncio.Semaphore:
+        sem = self._hosts.get(host)
+        if sem is None:
+            sem = self._hosts[host] = asyncio.Semaphore(self._per_host_limit)
+        return sem
+
+    async def run(self, check: Check, due: float | None = None) -> ProbeResult:
+        """Run a check once under the limits; timeouts and exceptions become failed results."""
+        probe = self._registry[check.kind]
+        async with self._global, self._host_limit(check.host):
+            start = self._clock()
+            if due is not None:
+                self._metrics.lag.observe(max(0.0, start - due))
+            log = ProbeLog(self._log.bind(check=check.id, target=check.target))
+            ctx = ProbeContext(session=self._session, log=log)
+            self._metrics.in_flight.inc()
+            try:
+                async with asyncio.timeout(check.timeout):
+                    result = await probe(check, ctx)
+            except TimeoutError:
+                result = ProbeResult(False, error=f"timeout after {check.timeout:g}s")
+            except Exception as exc:  # a probe must never kill the scheduler
+                reason = bound_text(f"{type(exc).__name__}: {exc}")
+                result = ProbeResult(False, error=reason)
+            finally:
+                self._metrics.in_flight.dec()
+            duration = self._clock() - start
+        self._metrics.duration.labels(kind=check.kind).observe(duration)
+        if result.error is not None:
+            log("probe_failed", reason=result.error)
+        return dataclasses.replace(
+            result, duration=duration, logs=(*result.logs, *log.lines), timestamp=time.time()
+        )
+
+    def probing(self) -> int:
+        """Return the number of checks whose probe is running now."""
+        return len(self._probing)
+
+    async def stop(self, drain_timeout: float) -> None:
+        """Stop scheduling; let probes in flight finish for up to drain_timeout, then cancel."""
+        self._stopping = True
+        tasks = dict(self._tasks)
+        self._tasks.clear()
+        for cid, task in tasks.items():
+            if cid not in self._probing:
+                task.cancel()
+        running = [t for cid, t in tasks.items() if cid in self._probing]
+        if running:
+            _, pending = await asyncio.wait(running, timeout=drain_timeout)
+            if pending:
+                self._log.warning("drain_timeout", cancelled=len(pending))
+        for task in tasks.values():
+            task.cancel()
+        await asyncio.gather(*tasks.values(), return_exceptions=True)

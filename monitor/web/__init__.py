@@ -1,0 +1,107 @@
+"""HTTP endpoints: /metrics, health and readiness, reload, and the probe debug page."""
+
+from __future__ import annotations
+
+import html
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from monitor.exposition import CONTENT_TYPE, check_labels, label_text, result_samples
+from monitor.results import bound_text
+
+if TYPE_CHECKING:
+    from monitor.app import Daemon
+
+DAEMON_KEY: web.AppKey[Daemon] = web.AppKey("daemon")
+
+
+def build_app(daemon: Daemon) -> web.Application:
+    """Build the aiohttp application serving the daemon's endpoints."""
+    app = web.Application()
+    app[DAEMON_KEY] = daemon
+    app.router.add_get("/", index)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/-/healthy", healthy)
+    app.router.add_get("/-/ready", ready)
+    app.router.add_post("/-/reload", reload)
+    app.router.add_get("/probe", probe)
+    return app
+
+
+async def index(request: web.Request) -> web.Response:
+    """Serve a small landing page with links to the endpoints."""
+    daemon = request.app[DAEMON_KEY]
+    rows = []
+    for cid, check in sorted(daemon.scheduler.plan.items()):
+        result = daemon.store.latest(cid)
+        state = "pending" if result is None else ("up" if result.success else "down")
+        error = "" if result is None or result.error is None else result.error
+        rows.append(
+            f"<tr><td><a href='/probe?check={html.escape(cid, quote=True)}&amp;debug=true'>"
+            f"{html.escape(cid)}</a></td><td>{html.escape(check.kind)}</td>"
+            f"<td>{html.escape(check.target)}</td><td class='{state}'>{state}</td>"
+            f"<td>{html.escape(bound_text(error))}</td></tr>"
+        )
+    body = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>Vigie</title>"
+        "<meta http-equiv='refresh' content='10'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        "<style>body{font-family:sans-serif}td{padding:2px 8px}.down{color:#b00;font-weight:bold}"
+        ".up{color:#070}</style></head><body><h1>Vigie</h1>"
+        "<p><a href='/metrics'>Metrics</a> · <a href='/-/healthy'>Healthy</a> · "
+        "<a href='/-/ready'>Ready</a></p><table><tr><th>Check</th><th>Kind</th><th>Target</th>"
+        f"<th>State</th><th>Reason</th></tr>{''.join(rows)}</table></body></html>"
+    )
+    return web.Response(text=body, content_type="text/html")
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Serve every check's series and the daemon's own metrics."""
+    body = request.app[DAEMON_KEY].exposition.render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
+async def healthy(_: web.Request) -> web.Response:
+    """Answer 200 while the process serves requests."""
+    return web.Response(text="Healthy.\n")
+
+
+async def ready(request: web.Request) -> web.Response:
+    """Answer 200 once every check has run once, 503 before."""
+    if request.app[DAEMON_KEY].scheduler.first_round_done.is_set():
+        return web.Response(text="Ready.\n")
+    return web.Response(status=503, text="Not ready: the first round of checks is running.\n")
+
+
+async def reload(request: web.Request) -> web.Response:
+    """Reload the config file; on error keep the old config and list every error."""
+    errors = await request.app[DAEMON_KEY].reload()
+    if errors:
+        return web.Response(status=500, text="Reload failed:\n" + "\n".join(errors) + "\n")
+    return web.Response(text="Reloaded.\n")
+
+
+async def probe(request: web.Request) -> web.Response:
+    """Run one check now and return its samples; with debug=true, its log lines too."""
+    daemon = request.app[DAEMON_KEY]
+    check_id = request.query.get("check", "")
+    check = daemon.scheduler.plan.get(check_id)
+    if check is None:
+        return web.Response(status=404, text=f"unknown check {bound_text(check_id, 100)!r}\n")
+    result = await daemon.scheduler.run(check)
+    exp = daemon.exposition
+    text = exp.render_text(
+        exp.render_samples(label_text(check_labels(check)), result_samples(result))
+    )
+    if request.query.get("debug", "").lower() not in ("1", "true", "yes"):
+        return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})
+    verdict = "succeeded" if result.success else f"failed: {result.error}"
+    debug = (
+        f"Logs for the probe of check {check.id} ({check.kind} {check.target}):\n"
+        + "".join(f"{line}\n" for line in result.logs)
+        + f"Probe {verdict} in {result.duration:.6f}s\n\n"
+        + "Metrics that would have been returned:\n"
+        + text
+    )
+    return web.Response(text=debug, content_type="text/plain")

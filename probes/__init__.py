@@ -1,0 +1,13 @@
+"""Probe kinds; `default_registry` lists the ones Vigie ships."""
+
+from probes.base import Check, Probe, ProbeContext, ProbeLog, ProbeRegistry
+
+__all__ = ["Check", "Probe", "ProbeContext", "ProbeLog", "ProbeRegistry", "default_registry"]
+
+
+def default_registry() -> ProbeRegistry:
+    """Return a registry holding every shipped probe kind."""
+    from probes.http import HttpProbe
+    from probes.tcp import TcpProbe
+
+    return ProbeRegistry([HttpProbe(), TcpProbe()])

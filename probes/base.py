@@ -1,0 +1,90 @@
+"""The probe interface: one async callable per kind, the context it gets, and the registry."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import aiohttp
+import structlog
+from pydantic import BaseModel
+
+from monitor.results import ProbeResult, bound_text
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One scheduled check, resolved from the config: what to probe, how, how often."""
+
+    id: str
+    kind: str
+    target: str
+    interval: float
+    timeout: float
+    settings: BaseModel
+    labels: tuple[tuple[str, str], ...] = ()
+    host: str = ""
+
+
+class ProbeLog:
+    """Debug lines of one probe run: kept for /probe?debug=true and sent to the logger."""
+
+    def __init__(self, logger: Any) -> None:
+        self.lines: list[str] = []
+        self._logger = logger
+
+    def __call__(self, event: str, **fields: object) -> None:
+        """Record one event with its fields."""
+        text = " ".join([event, *(f"{k}={v}" for k, v in fields.items())])
+        self.lines.append(bound_text(text))
+        self._logger.debug(event, **fields)
+
+
+@dataclass(slots=True)
+class ProbeContext:
+    """What a probe needs from outside: the shared HTTP session and a log bound to the check."""
+
+    session: aiohttp.ClientSession
+    log: ProbeLog = field(default_factory=lambda: ProbeLog(structlog.get_logger()))
+
+
+@runtime_checkable
+class Probe(Protocol):
+    """A probe kind: its settings model, its target syntax, and the async call that runs it."""
+
+    kind: ClassVar[str]
+    Settings: ClassVar[type[BaseModel]]
+
+    def parse_target(self, target: str) -> str:
+        """Return the normalised target or raise ValueError saying why it is invalid."""
+        ...
+
+    def host_of(self, target: str) -> str:
+        """Return the host a target hits, for the per-host concurrency limit."""
+        ...
+
+    async def __call__(self, check: Check, ctx: ProbeContext) -> ProbeResult:
+        """Run the check once; timeouts and exceptions are handled by the scheduler."""
+        ...
+
+
+class ProbeRegistry:
+    """The one list of probe kinds: the config's union of check models is built from it."""
+
+    def __init__(self, probes: Iterable[Probe]) -> None:
+        self._probes: dict[str, Probe] = {}
+        for probe in probes:
+            if probe.kind in self._probes:
+                raise ValueError(f"probe kind {probe.kind!r} registered twice")
+            self._probes[probe.kind] = probe
+
+    def __getitem__(self, kind: str) -> Probe:
+        return self._probes[kind]
+
+    def __iter__(self) -> Iterator[Probe]:
+        return iter(self._probes.values())
+
+    def kinds(self) -> list[str]:
+        """Return the registered kinds, sorted."""
+        return sorted(self._probes)

@@ -1,0 +1,148 @@
+"""The daemon as systemd runs it: `vigie run` in a process, sd_notify on a real socket,
+SIGHUP reloads (a bad config keeps the old plan), SIGTERM drains and exits 0."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port
+
+
+class Notifications:
+    """A unix datagram socket standing in for systemd's NOTIFY_SOCKET (a real socket)."""
+
+    def __init__(self, path: Path) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.2)
+        self.received: list[tuple[float, str]] = []
+
+    def wait_for(self, message: str, deadline: float, count: int = 1) -> None:
+        """Read datagrams until `count` of them contain message, or fail."""
+        end = time.monotonic() + deadline
+        while time.monotonic() < end:
+            if sum(message in m for _, m in self.received) >= count:
+                return
+            try:
+                data = self.sock.recv(4096)
+            except TimeoutError:
+                continue
+            self.received.append((time.monotonic(), data.decode()))
+        pytest.fail(f"no {message!r} from the daemon; got {self.received}")
+
+
+def poll(condition: Callable[[], bool], deadline: float, what: str) -> None:
+    """Poll condition until true or fail."""
+    end = time.monotonic() + deadline
+    while not condition():
+        if time.monotonic() > end:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def fetch(url: str) -> str:
+    """GET a URL and return its body, or '' when unreachable."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            body: bytes = resp.read()
+            return body.decode()
+    except OSError:
+        return ""
+
+
+@pytest.fixture
+def running(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Notifications, Path, int]]:
+    """A `vigie run` process with NOTIFY_SOCKET and WATCHDOG_USEC set."""
+    port = free_port()
+    target_port = free_port()  # nothing listens: the check fails fast, which is fine here
+    config = tmp_path / "vigie.yaml"
+    config.write_text(
+        f"web: {{listen: '127.0.0.1:{port}'}}\n"
+        f"checks:\n  - {{id: first, kind: tcp, target: '127.0.0.1:{target_port}', interval: 1s,"
+        " timeout: 500ms}\n"
+    )
+    notes = Notifications(tmp_path / "notify.sock")
+    env = {
+        **os.environ,
+        "NOTIFY_SOCKET": str(tmp_path / "notify.sock"),
+        "WATCHDOG_USEC": "400000",
+        "WATCHDOG_PID": "",
+    }
+    env.pop("WATCHDOG_PID")
+    log = (tmp_path / "stdout.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "monitor.cli", "run", "--config", str(config)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    try:
+        yield proc, notes, config, port
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+        notes.sock.close()
+
+
+def events(tmp_path: Path) -> list[dict[str, object]]:
+    """Return the daemon's JSON log lines."""
+    lines = (tmp_path / "stdout.log").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.startswith("{")]
+
+
+def test_daemon_lifecycle(
+    running: tuple[subprocess.Popen[bytes], Notifications, Path, int], tmp_path: Path
+) -> None:
+    """READY, watchdog pings, SIGHUP reload (bad then good config), SIGTERM drain, exit 0."""
+    proc, notes, config, port = running
+    notes.wait_for("READY=1", 15)
+    metrics = f"http://127.0.0.1:{port}/metrics"
+    poll(lambda: 'probe_success{check="first"' in fetch(metrics), 10, "first check in /metrics")
+    notes.wait_for("WATCHDOG=1", 5, count=5)  # every 0.2 s: half of WATCHDOG_USEC
+    good = config.read_text()
+    config.write_text(good.replace("interval: 1s", "interval: -1s"))
+    proc.send_signal(signal.SIGHUP)
+    poll(lambda: "vigie_config_last_reload_successful 0.0" in fetch(metrics), 10, "failed reload")
+    assert 'probe_success{check="first"' in fetch(metrics), "old plan must keep running"
+    errors = [e for e in events(tmp_path) if e.get("event") == "config_reload_failed"]
+    assert errors and "checks[0].interval: must be greater than 0" in str(errors[0]["error"])
+    config.write_text(good.replace("id: first", "id: second"))
+    proc.send_signal(signal.SIGHUP)
+    poll(lambda: 'probe_success{check="second"' in fetch(metrics), 10, "reloaded plan")
+    page = fetch(metrics)
+    assert 'check="first"' not in page and "vigie_config_last_reload_successful 1.0" in page
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=15) == 0
+    notes.wait_for("STOPPING=1", 2)
+    names = [e.get("event") for e in events(tmp_path)]
+    assert "daemon_started" in names and "config_reloaded" in names and "daemon_stopped" in names
+    assert all(e.get("level") and e.get("timestamp") for e in events(tmp_path))
+
+
+def test_bad_config_at_start_exits_1(tmp_path: Path) -> None:
+    """`vigie run` with an invalid config logs every error and exits 1."""
+    config = tmp_path / "vigie.yaml"
+    config.write_text("checks:\n  - {id: a, kind: icmp, target: x}\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "monitor.cli", "run", "--config", str(config)],
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 1
+    line = json.loads(proc.stdout.decode().splitlines()[0])
+    assert line["event"] == "config_invalid"
+    assert "unknown probe kind 'icmp'; known kinds: http, tcp" in line["error"]

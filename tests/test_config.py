@@ -1,0 +1,136 @@
+"""Config loading: every invalid file gives its exact message; valid files give the right plan."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from monitor.config import ConfigErrors, json_schema, load_config
+from probes import default_registry
+
+HERE = Path(__file__).parent
+ROOT = HERE.parent
+INVALID = sorted((HERE / "config").glob("invalid-*.yaml"))
+
+
+def expected_messages(path: Path) -> list[str]:
+    """Return the `# expect:` lines at the top of an invalid config."""
+    lines = path.read_text().splitlines()
+    return [line.removeprefix("# expect: ") for line in lines if line.startswith("# expect: ")]
+
+
+@pytest.mark.parametrize("path", INVALID, ids=[p.stem for p in INVALID])
+def test_invalid_config_gives_exact_message(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each invalid config fails with exactly the messages it declares, file:line:col first."""
+    monkeypatch.chdir(path.parent)
+    expected = expected_messages(path)
+    assert expected, f"{path.name} declares no expected message"
+    with pytest.raises(ConfigErrors) as info:
+        load_config(path.name, default_registry(), env={})
+    assert [str(e) for e in info.value.errors] == expected
+
+
+def test_required_invalid_cases_exist() -> None:
+    """The invalid configs cover every case the issue lists."""
+    names = {p.stem.removeprefix("invalid-") for p in INVALID}
+    required = {
+        "bad-yaml",
+        "unknown-key",
+        "unknown-kind",
+        "negative-interval",
+        "timeout-longer-than-interval",
+        "duplicate-id",
+        "missing-secret-file",
+        "undefined-env",
+        "bad-url",
+        "bad-port",
+    }
+    assert required <= names
+
+
+def test_example_config_plans_checks_with_defaults_modules_and_overrides() -> None:
+    """The shipped example loads; modules, defaults and per-check overrides combine."""
+    loaded = load_config(
+        ROOT / "config" / "vigie.example.yaml",
+        default_registry(),
+        env={"VIGIE_RDV_PASSWORD": "s3cret-rdv"},
+    )
+    plan = loaded.plan
+    assert loaded.checks_by_kind() == {"http": 3, "tcp": 2}
+    assert loaded.sites() == {"bellevue": 1, "nord-salle-1": 4}
+    labo = plan["labo-api"]
+    assert labo.interval == 15.0
+    assert labo.timeout == 5.0  # from the module
+    assert dict(labo.labels) == {"site": "nord-salle-1", "component": "resultats-labo"}
+    dpi = plan["dpi-web"]
+    assert dpi.timeout == 5.0 and dpi.interval == 30.0
+    settings = dpi.settings.model_dump()
+    assert settings["valid_status_codes"] == [200]  # from the module
+    assert str(settings["tls"]["ca_file"]) == "/etc/vigie/ca/chu-root.pem"  # from the check
+    rdv = plan["rdv-web"]
+    assert dict(rdv.labels)["site"] == "bellevue"
+    assert plan["pacs-dicom"].host == "pacs.chu.local"
+
+
+def test_secret_from_env_is_never_printed(tmp_path: Path) -> None:
+    """A secret substituted from the environment stays hidden in repr, str and dumps."""
+    loaded = load_config(
+        ROOT / "config" / "vigie.example.yaml",
+        default_registry(),
+        env={"VIGIE_RDV_PASSWORD": "s3cret-rdv"},
+    )
+    settings = loaded.plan["rdv-web"].settings
+    assert "s3cret-rdv" not in repr(settings)
+    assert "s3cret-rdv" not in str(settings)
+    assert "s3cret-rdv" not in json.dumps(settings.model_dump(mode="json"))
+    auth = settings.model_dump()["basic_auth"]
+    assert auth["password"].get_secret_value() == "s3cret-rdv"
+
+
+def test_secret_file_is_read_at_load(tmp_path: Path) -> None:
+    """A `*_file` secret is read from its file, trailing newline stripped."""
+    secret = tmp_path / "token"
+    secret.write_text("tok-123\n")
+    config = tmp_path / "vigie.yaml"
+    config.write_text(
+        "checks:\n  - id: a\n    kind: http\n    target: http://127.0.0.1:1/\n"
+        f"    http: {{bearer_token_file: {secret}}}\n"
+    )
+    loaded = load_config(config, default_registry(), env={})
+    token = loaded.plan["a"].settings.model_dump()["bearer_token"]
+    assert token.get_secret_value() == "tok-123"
+
+
+def test_dollar_dollar_escapes_a_literal_dollar(tmp_path: Path) -> None:
+    """`$$` in a string gives a literal `$`, not a variable reference."""
+    config = tmp_path / "vigie.yaml"
+    config.write_text(
+        "checks:\n  - id: a\n    kind: tcp\n    target: 127.0.0.1:25\n"
+        "    tcp: {query_response: [{expect: 'cost $$5'}]}\n"
+    )
+    loaded = load_config(config, default_registry(), env={})
+    steps = loaded.plan["a"].settings.model_dump()["query_response"]
+    assert steps[0]["expect"] == "cost $5"
+
+
+def test_empty_config_is_valid_with_no_checks(tmp_path: Path) -> None:
+    """An empty file is a valid config with no checks."""
+    config = tmp_path / "vigie.yaml"
+    config.write_text("")
+    assert load_config(config, default_registry(), env={}).plan == {}
+
+
+def test_schema_file_is_up_to_date() -> None:
+    """config/schema.json matches `vigie schema`; regenerate with `make schema`."""
+    committed = json.loads((ROOT / "config" / "schema.json").read_text())
+    assert committed == json_schema(default_registry())
+
+
+def test_schema_knows_every_kind() -> None:
+    """The schema's checks are a union with one member per registered kind."""
+    schema = json_schema(default_registry())
+    text = json.dumps(schema)
+    for kind in default_registry().kinds():
+        assert f'"const": "{kind}"' in text

@@ -1,0 +1,301 @@
+"""Scheduler: cadence, offsets, limits, timeouts, error capture, reload diffs and draining."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, ClassVar
+
+import aiohttp
+import pytest
+from prometheus_client import CollectorRegistry
+from pydantic import BaseModel
+
+from monitor.results import ProbeResult, ResultStore
+from monitor.scheduler import Scheduler, SchedulerMetrics, start_offset
+from probes import default_registry
+from probes.base import Check, ProbeContext, ProbeRegistry
+from probes.http import HttpProbe, make_session
+from probes.tcp import TcpProbe
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def wait_for(condition: Callable[[], bool], deadline: float, what: str) -> None:
+    """Wait until condition() holds, failing after deadline seconds."""
+    end = time.monotonic() + deadline
+    while not condition():
+        if time.monotonic() > end:
+            pytest.fail(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    """The daemon's shared HTTP session."""
+    async with make_session() as s:
+        yield s
+
+
+async def serve(handler: Handler, host: str = "127.0.0.1") -> tuple[asyncio.Server, int]:
+    """Start a TCP server on a free port."""
+    server = await asyncio.start_server(handler, host, 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def close_quickly(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Accept and close."""
+    writer.close()
+
+
+def tcp_check(
+    cid: str, port: int, interval: float, timeout: float, host: str = "127.0.0.1", **settings: Any
+) -> Check:
+    """Return a tcp Check against host:port."""
+    return Check(
+        cid,
+        "tcp",
+        f"{host}:{port}",
+        interval,
+        timeout,
+        TcpProbe.Settings.model_validate(settings),
+        host=host,
+    )
+
+
+def make_scheduler(
+    session: aiohttp.ClientSession, registry: ProbeRegistry | None = None, **limits: int
+) -> tuple[Scheduler, ResultStore, CollectorRegistry]:
+    """Return a scheduler with its store and metrics registry."""
+    store = ResultStore()
+    own = CollectorRegistry()
+    sched = Scheduler(
+        registry or default_registry(), store, session, SchedulerMetrics(own), **limits
+    )
+    return sched, store, own
+
+
+def arrivals(store: ResultStore) -> dict[str, list[float]]:
+    """Record the monotonic arrival time of each result by check id."""
+    times: dict[str, list[float]] = defaultdict(list)
+
+    def listener(cid: str, result: ProbeResult | None) -> None:
+        if result is not None:
+            times[cid].append(time.monotonic())
+
+    store.subscribe(listener)
+    return times
+
+
+def test_start_offset_is_stable_and_spread() -> None:
+    """Offsets depend only on the id, stay within the interval and spread evenly."""
+    assert start_offset("dpi-web", 30.0) == start_offset("dpi-web", 30.0)
+    offsets = [start_offset(f"check-{i}", 10.0) for i in range(2000)]
+    assert all(0 <= o < 10.0 for o in offsets)
+    buckets = [0] * 10
+    for o in offsets:
+        buckets[int(o)] += 1
+    assert min(buckets) > 140 and max(buckets) < 260, buckets
+
+
+async def test_hung_target_does_not_delay_other_checks(session: aiohttp.ClientSession) -> None:
+    """A blackholed HTTP target times out at 2 s while 100 TCP checks keep a 1 s cadence."""
+    hung: list[asyncio.StreamWriter] = []
+
+    async def blackhole(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        hung.append(writer)  # accept, read nothing, answer nothing
+
+    good, good_port = await serve(close_quickly)
+    bad, bad_port = await serve(blackhole)
+    sched, store, _ = make_scheduler(session, per_host_concurrency=200)
+    times = arrivals(store)
+    plan = {f"c{i}": tcp_check(f"c{i}", good_port, 1.0, 0.5) for i in range(100)}
+    plan["hung"] = Check(
+        "hung",
+        "http",
+        f"http://127.0.0.1:{bad_port}/",
+        3.0,
+        2.0,
+        HttpProbe.Settings(),
+        host="127.0.0.1",
+    )
+    sched.apply(plan)
+    try:
+        await wait_for(
+            lambda: all(len(times[f"c{i}"]) >= 4 for i in range(100)) and len(times["hung"]) >= 1,
+            8.0,
+            "4 rounds of 100 checks",
+        )
+    finally:
+        await sched.stop(0.1)
+        good.close()
+        bad.close()
+        for w in hung:
+            w.close()
+    result = store.latest("hung")
+    assert result is not None and not result.success
+    assert result.error == "timeout after 2s"
+    assert 1.9 < result.duration < 2.5
+    for i in range(100):
+        gaps = [b - a for a, b in zip(times[f"c{i}"], times[f"c{i}"][1:], strict=False)]
+        assert all(0.75 < g < 1.25 for g in gaps), (i, gaps)
+
+
+async def test_ticks_do_not_drift(session: aiohttp.ClientSession) -> None:
+    """Runs stay on the grid base + offset + k*interval, with no accumulated delay."""
+    server, port = await serve(close_quickly)
+    sched, store, _ = make_scheduler(session)
+    check = tcp_check("drift", port, 0.1, 0.05)
+    times = arrivals(store)
+    sched.apply({"drift": check})
+    try:
+        await wait_for(lambda: len(times["drift"]) >= 15, 5.0, "15 runs")
+    finally:
+        await sched.stop(0.1)
+        server.close()
+    first = times["drift"][0]
+    for k, t in enumerate(times["drift"][:15]):
+        assert abs((t - first) - k * 0.1) < 0.05, (k, t - first)
+
+
+class ExplodingProbe:
+    """A deliberately broken probe kind (a test double of a buggy probe, not of a peer)."""
+
+    kind: ClassVar[str] = "explode"
+    Settings: ClassVar[type[BaseModel]] = TcpProbe.Settings
+
+    def parse_target(self, target: str) -> str:
+        """Accept any target."""
+        return target
+
+    def host_of(self, target: str) -> str:
+        """Use the target as host."""
+        return target
+
+    async def __call__(self, check: Check, ctx: ProbeContext) -> ProbeResult:
+        """Raise instead of returning a result."""
+        raise RuntimeError("probe bug: list index out of range")
+
+
+async def test_probe_exception_becomes_failed_result(session: aiohttp.ClientSession) -> None:
+    """A probe that raises gives a failed result with the reason; its loop keeps running."""
+    registry = ProbeRegistry([ExplodingProbe(), TcpProbe()])
+    sched, store, _ = make_scheduler(session, registry)
+    times = arrivals(store)
+    check = Check("boom", "explode", "x", 0.1, 0.05, TcpProbe.Settings(), host="x")
+    sched.apply({"boom": check})
+    try:
+        await wait_for(lambda: len(times["boom"]) >= 3, 3.0, "3 runs of the broken probe")
+    finally:
+        await sched.stop(0.1)
+    result = store.latest("boom")
+    assert result is not None and not result.success
+    assert result.error == "RuntimeError: probe bug: list index out of range"
+
+
+async def test_per_host_and_global_limits(session: aiohttp.ClientSession) -> None:
+    """No more than per_host probes hit one host, nor max_concurrency in all."""
+    active: dict[str, int] = defaultdict(int)
+    peak: dict[str, int] = defaultdict(int)
+
+    def handler_for(host: str) -> Handler:
+        async def slow_banner(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            active[host] += 1
+            active["all"] += 1
+            peak[host] = max(peak[host], active[host])
+            peak["all"] = max(peak["all"], active["all"])
+            await asyncio.sleep(0.2)
+            active[host] -= 1
+            active["all"] -= 1
+            writer.write(b"220 ready\r\n")
+            await writer.drain()
+            writer.close()
+
+        return slow_banner
+
+    s1, p1 = await serve(handler_for("127.0.0.1"), "127.0.0.1")
+    s2, p2 = await serve(handler_for("127.0.0.2"), "127.0.0.2")
+    sched, store, _ = make_scheduler(session, max_concurrency=3, per_host_concurrency=2)
+    steps = {"query_response": [{"expect": "^220"}]}
+    plan = {f"a{i}": tcp_check(f"a{i}", p1, 5.0, 4.0, "127.0.0.1", **steps) for i in range(10)}
+    plan |= {f"b{i}": tcp_check(f"b{i}", p2, 5.0, 4.0, "127.0.0.2", **steps) for i in range(10)}
+    sched.apply(plan)
+    try:
+        await wait_for(lambda: len(list(store.check_ids())) == 20, 10.0, "20 results")
+    finally:
+        await sched.stop(0.1)
+        s1.close()
+        s2.close()
+    assert all(store.latest(cid).success for cid in plan)  # type: ignore[union-attr]
+    assert peak["127.0.0.1"] <= 2 and peak["127.0.0.2"] <= 2
+    assert peak["all"] == 3
+
+
+async def test_reload_keeps_unchanged_drops_removed_starts_new(
+    session: aiohttp.ClientSession,
+) -> None:
+    """Unchanged checks keep their history; removed ones vanish; new and changed ones start."""
+    server, port = await serve(close_quickly)
+    sched, store, own = make_scheduler(session)
+    times = arrivals(store)
+    a, b, c = (tcp_check(n, port, 0.2, 0.1) for n in "abc")
+    sched.apply({"a": a, "b": b, "c": c})
+    try:
+        await wait_for(lambda: all(len(times[n]) >= 2 for n in "abc"), 3.0, "two rounds")
+        c2 = tcp_check("c", port, 0.3, 0.1)
+        d = tcp_check("d", port, 0.2, 0.1)
+        added, removed, changed = sched.apply({"a": a, "c": c2, "d": d})
+        assert (added, removed, changed) == (["d"], ["b"], ["c"])
+        assert store.latest("b") is None
+        kept = len(store.history("a"))
+        await wait_for(lambda: len(times["d"]) >= 1, 2.0, "new check d to run")
+        assert len(store.history("a")) >= kept >= 2
+        assert own.get_sample_value("vigie_checks", {"kind": "tcp"}) == 3
+    finally:
+        await sched.stop(0.1)
+        server.close()
+
+
+async def test_first_round_and_own_metrics(session: aiohttp.ClientSession) -> None:
+    """first_round_done is set once every check ran; lag and duration are observed."""
+    server, port = await serve(close_quickly)
+    sched, _, own = make_scheduler(session)
+    sched.apply({f"m{i}": tcp_check(f"m{i}", port, 0.5, 0.2) for i in range(5)})
+    try:
+        assert not sched.first_round_done.is_set()
+        await asyncio.wait_for(sched.first_round_done.wait(), 2.0)
+    finally:
+        await sched.stop(0.1)
+        server.close()
+    assert (own.get_sample_value("vigie_scheduler_lag_seconds_count") or 0) >= 5
+    assert (own.get_sample_value("vigie_probe_duration_seconds_count", {"kind": "tcp"}) or 0) >= 5
+    assert own.get_sample_value("vigie_probes_in_flight") == 0
+
+
+async def test_stop_drains_in_flight_probe(session: aiohttp.ClientSession) -> None:
+    """stop() lets a probe in flight finish and record its result within the drain bound."""
+    started = asyncio.Event()
+
+    async def slow(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        started.set()
+        await asyncio.sleep(0.3)
+        writer.write(b"220 ok\r\n")
+        await writer.drain()
+        writer.close()
+
+    server, port = await serve(slow)
+    sched, store, _ = make_scheduler(session)
+    check = tcp_check("slow", port, 5.0, 2.0, query_response=[{"expect": "^220"}])
+    sched.apply({"slow": check})
+    assert sched.trigger("slow")
+    try:
+        await asyncio.wait_for(started.wait(), 2.0)
+        t0 = time.monotonic()
+        await sched.stop(2.0)
+        assert time.monotonic() - t0 < 1.0
+        result = store.latest("slow")
+        assert result is not None and result.success
+    finally:
+        server.close()
