@@ -22,7 +22,7 @@ from pydantic import (
 )
 
 from monitor.durations import Duration
-from probes.base import Check, ProbeRegistry
+from probes.base import Check, ProbeRegistry, SectionProbe
 
 RESERVED_LABELS = frozenset({"check", "target", "kind", "job", "instance"})
 """Labels Vigie sets itself on every series: the config may not set them."""
@@ -149,7 +149,11 @@ def load_yaml(text: str, file: str, env: Mapping[str, str]) -> Any:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        reason = " ".join(p for p in (exc.context, exc.problem) if p)
+        context = exc.context or ""
+        if exc.context_mark is not None and exc.context_mark is not mark:
+            ctx_mark = exc.context_mark
+            context += f" (started at line {ctx_mark.line + 1}, column {ctx_mark.column + 1})"
+        reason = ": ".join(p for p in (context, exc.problem) if p)
         raise ConfigErrors([ConfigError(file, line, col, "", f"invalid YAML: {reason}")]) from None
     finally:
         loader.dispose()
@@ -256,7 +260,13 @@ def build_config_model(registry: ProbeRegistry) -> type[ConfigBase]:
     """Build the Config model whose checks are a union tagged by `kind`, one member per probe."""
     checks: list[Any] = []
     modules: list[Any] = []
+    sections: dict[str, Any] = {}
     for probe in registry:
+        if isinstance(probe, SectionProbe):
+            sections[probe.kind] = (
+                probe.Section,
+                Field(default_factory=probe.Section, description=f"Shared {probe.kind} settings."),
+            )
         kind = probe.kind
         settings_field = (probe.Settings, Field(default_factory=probe.Settings))
 
@@ -296,6 +306,7 @@ def build_config_model(registry: ProbeRegistry) -> type[ConfigBase]:
             dict[str, module_type],
             Field(default_factory=dict, description="Settings shared by checks, by name."),
         ),
+        **sections,
     )
     return model
 
@@ -457,15 +468,19 @@ def load_config(
     if not isinstance(raw, PosDict):
         raise ConfigErrors([ConfigError(file, 1, 1, "", "the top level must be a mapping")])
     errors = _expand_checks(raw, file)
+    # A check whose module is unknown has no kind yet: its own error says enough.
+    unmerged = {e.path.removesuffix(".module") for e in errors}
     kinds = registry.kinds()
     model = build_config_model(registry)
     config: ConfigBase | None = None
     try:
-        config = model.model_validate(raw)
+        config = model.model_validate(raw, context={"config_dir": path.parent})
     except ValidationError as exc:
         for err in exc.errors():
             loc, msg = _message(err, kinds)
             loc = _strip_tags(loc, kinds)
+            if _path_text(loc[:2]) in unmerged:
+                continue
             line, col = _position(raw, loc)
             errors.append(ConfigError(file, line, col, _path_text(loc), msg))
     if config is not None:
@@ -486,26 +501,52 @@ def load_config(
             seen.setdefault(check.id, i)
     if errors or config is None:
         raise ConfigErrors(errors)
-    return LoadedConfig(path=path, config=config, plan=build_plan(config, registry))
+    plan, bind_errors = _plan(config, registry, path.parent)
+    for loc, msg in bind_errors:
+        line, col = _position(raw, loc)
+        errors.append(ConfigError(file, line, col, _path_text(loc), msg))
+    if errors:
+        raise ConfigErrors(errors)
+    return LoadedConfig(path=path, config=config, plan=plan)
 
 
-def build_plan(config: ConfigBase, registry: ProbeRegistry) -> dict[str, Check]:
-    """Turn validated checks into scheduler Checks, keyed by id."""
+def build_plan(
+    config: ConfigBase, registry: ProbeRegistry, config_dir: Path | None = None
+) -> dict[str, Check]:
+    """Turn validated checks into scheduler Checks, keyed by id; raise ValueError on bad refs."""
+    plan, errors = _plan(config, registry, config_dir or Path("."))
+    if errors:
+        raise ValueError("; ".join(f"{'.'.join(map(str, loc))}: {msg}" for loc, msg in errors))
+    return plan
+
+
+def _plan(
+    config: ConfigBase, registry: ProbeRegistry, config_dir: Path
+) -> tuple[dict[str, Check], list[tuple[tuple[int | str, ...], str]]]:
+    """Build the plan, binding each check's settings to its kind's section when it has one."""
     plan: dict[str, Check] = {}
-    for item in config.checks:
+    errors: list[tuple[tuple[int | str, ...], str]] = []
+    for i, item in enumerate(config.checks):
         kind: str = getattr(item, "kind")  # noqa: B009 - set by the dynamic model
         probe = registry[kind]
+        settings = getattr(item, kind)
+        if isinstance(probe, SectionProbe):
+            try:
+                settings = probe.bind(settings, getattr(config, kind), config_dir)
+            except ValueError as exc:
+                errors.append((("checks", i, kind), str(exc)))
+                continue
         plan[item.id] = Check(
             id=item.id,
             kind=kind,
             target=item.target,
             interval=item.interval,
             timeout=item.timeout,
-            settings=getattr(item, kind),
+            settings=settings,
             labels=tuple(sorted(item.labels.items())),
             host=probe.host_of(item.target),
         )
-    return plan
+    return plan, errors
 
 
 def json_schema(registry: ProbeRegistry) -> dict[str, Any]:

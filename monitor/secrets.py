@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import SecretStr
+from pydantic import AfterValidator, SecretStr, ValidationInfo
 
 MAX_SECRET_BYTES = 64 * 1024
 
@@ -28,3 +29,15 @@ def resolve_secret(inline: SecretStr | None, file: Path | None, name: str) -> Se
     if file is not None:
         return read_secret_file(file)
     return inline
+
+
+def _against_config_dir(path: Path, info: ValidationInfo) -> Path:
+    """Resolve a relative path against the config file's directory, as Prometheus does."""
+    base = (info.context or {}).get("config_dir")
+    if path.is_absolute() or base is None:
+        return path
+    return Path(base) / path
+
+
+ConfigPath = Annotated[Path, AfterValidator(_against_config_dir)]
+"""A file path in the config: relative paths are taken from the config file's directory."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import aiohttp
@@ -66,6 +67,21 @@ class Probe(Protocol):
 
     async def __call__(self, check: Check, ctx: ProbeContext) -> ProbeResult:
         """Run the check once; timeouts and exceptions are handled by the scheduler."""
+        ...
+
+
+@runtime_checkable
+class SectionProbe(Probe, Protocol):
+    """A probe kind with a top-level config block of its own (e.g. `snmp:` auths and profiles).
+
+    `bind` resolves a check's references into that block (an auth name, a profile name) when
+    the plan is built, so errors show at load time and probes get ready-to-use settings.
+    """
+
+    Section: ClassVar[type[BaseModel]]
+
+    def bind(self, settings: BaseModel, section: BaseModel, config_dir: Path) -> BaseModel:
+        """Return the check's settings with references resolved, or raise ValueError."""
         ...
 
 

@@ -55,7 +55,7 @@ def test_example_config_plans_checks_with_defaults_modules_and_overrides() -> No
     loaded = load_config(
         ROOT / "config" / "vigie.example.yaml",
         default_registry(),
-        env={"VIGIE_RDV_PASSWORD": "s3cret-rdv"},
+        env={"VIGIE_RDV_PASSWORD": "s3cret-rdv", "VIGIE_LABO_TOKEN": "t0ken"},
     )
     plan = loaded.plan
     assert loaded.checks_by_kind() == {"http": 3, "tcp": 2}
@@ -79,7 +79,7 @@ def test_secret_from_env_is_never_printed(tmp_path: Path) -> None:
     loaded = load_config(
         ROOT / "config" / "vigie.example.yaml",
         default_registry(),
-        env={"VIGIE_RDV_PASSWORD": "s3cret-rdv"},
+        env={"VIGIE_RDV_PASSWORD": "s3cret-rdv", "VIGIE_LABO_TOKEN": "t0ken"},
     )
     settings = loaded.plan["rdv-web"].settings
     assert "s3cret-rdv" not in repr(settings)
@@ -134,3 +134,20 @@ def test_schema_knows_every_kind() -> None:
     text = json.dumps(schema)
     for kind in default_registry().kinds():
         assert f'"const": "{kind}"' in text
+
+
+def test_relative_secret_file_is_taken_from_the_config_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relative `*_file` path is resolved against the config file's directory, not the cwd."""
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "token").write_text("rel-tok\n")
+    config = tmp_path / "vigie.yaml"
+    config.write_text(
+        "checks:\n  - id: a\n    kind: http\n    target: http://127.0.0.1:1/\n"
+        "    http: {bearer_token_file: secrets/token}\n"
+    )
+    monkeypatch.chdir("/")
+    loaded = load_config(config, default_registry(), env={})
+    token = loaded.plan["a"].settings.model_dump()["bearer_token"]
+    assert token.get_secret_value() == "rel-tok"

@@ -66,13 +66,21 @@ def tcp_check(
 
 
 def make_scheduler(
-    session: aiohttp.ClientSession, registry: ProbeRegistry | None = None, **limits: int
+    session: aiohttp.ClientSession,
+    registry: ProbeRegistry | None = None,
+    max_concurrency: int = 1024,
+    per_host_concurrency: int = 8,
 ) -> tuple[Scheduler, ResultStore, CollectorRegistry]:
     """Return a scheduler with its store and metrics registry."""
     store = ResultStore()
     own = CollectorRegistry()
     sched = Scheduler(
-        registry or default_registry(), store, session, SchedulerMetrics(own), **limits
+        registry or default_registry(),
+        store,
+        session,
+        SchedulerMetrics(own),
+        max_concurrency=max_concurrency,
+        per_host_concurrency=per_host_concurrency,
     )
     return sched, store, own
 

@@ -171,7 +171,7 @@ async def test_reload_applies_good_config_and_keeps_old_on_error(
     config.write_text("checks:\n  - {id: bad, kind: http, target: 'ftp://x'}\n")
     status, body = await get(daemon, "/-/reload", "POST")
     assert status == 500
-    assert "vigie.yaml:2:5: checks[0].target: must be an http or https URL" in body
+    assert "vigie.yaml:2:27: checks[0].target: must be an http or https URL" in body
     _, text = await get(daemon, "/metrics")
     assert "vigie_config_last_reload_successful 0.0" in text
     assert set(daemon.scheduler.plan) == {"up", "new"}
