@@ -18,6 +18,11 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from monitor.config import ConfigErrors, LoadedConfig, load_config
 from monitor.exposition import Exposition, check_labels
+from monitor.health.engine import Snapshot, build_engine, rules_of
+from monitor.health.maintenance import MaintenanceBook
+from monitor.health.metrics import HealthCollector
+from monitor.health.persist import HealthStateStore
+from monitor.health.runner import HealthRunner
 from monitor.results import ResultStore
 from monitor.scheduler import Scheduler, SchedulerMetrics
 from monitor.systemd import SystemdNotifier, watchdog_loop
@@ -67,15 +72,32 @@ class Daemon:
             per_host_concurrency=sched.per_host_concurrency,
             logger=self.log,
         )
+        config = loaded.config
+        persist = (
+            HealthStateStore(config.state_dir / "health.sqlite") if config.state_dir else None
+        )
+        self.health = HealthRunner(
+            build_engine(config, loaded.plan, logger=self.log),
+            self.scheduler.first_round_done,
+            publish=self._publish,
+            persist=persist,
+            maintenance=MaintenanceBook(config.maintenance),
+        )
+        self.store.subscribe(self.health.on_result)
+        self.own_registry.register(HealthCollector(lambda: self.health.engine.snapshot))
         self._runner: web.AppRunner | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._reload_lock = asyncio.Lock()
         self.listen_port: int | None = None
 
+    def _publish(self, snapshot: Snapshot) -> None:
+        """Hand a new health snapshot to the alerting side (when configured)."""
+
     async def start(self, app: web.Application | None = None) -> None:
         """Start the plan and the web server, then tell systemd we are ready."""
         self.exposition.set_labels({cid: check_labels(c) for cid, c in self.loaded.plan.items()})
         self.scheduler.apply(self.loaded.plan)
+        self.health.start()
         self.reload_ok.set(1)
         self.reload_time.set(time.time())
         if app is None:
@@ -119,6 +141,7 @@ class Daemon:
                 self.log.warning("config_scheduler_change_needs_restart")
             self.exposition.set_labels({cid: check_labels(c) for cid, c in loaded.plan.items()})
             added, removed, changed = self.scheduler.apply(loaded.plan)
+            self._reload_health(loaded)
             self.loaded = loaded
             self.reload_ok.set(1)
             self.reload_time.set(time.time())
@@ -128,11 +151,25 @@ class Daemon:
             self.notifier.ready()
             return []
 
+    def _reload_health(self, loaded: LoadedConfig) -> None:
+        """Keep the engine (and its rule timers) when the topology is unchanged, else rebuild."""
+        old, new = self.loaded.config, loaded.config
+        engine = self.health.engine
+        if (old.sites, old.components, old.health) == (new.sites, new.components, new.health):
+            engine.set_plan(loaded.plan, rules_of(new))
+        else:
+            fresh = build_engine(new, loaded.plan, logger=self.log)
+            fresh.restore(*engine.durable_state())
+            self.health.engine = fresh
+        self.health.maintenance.set_config(new.maintenance)
+        self.health.wake()
+
     async def stop(self) -> None:
         """Drain in-flight probes (bounded), stop the web server and tell systemd."""
         self.notifier.stopping()
         self.log.info("daemon_stopping", in_flight=self.scheduler.probing())
         await self.scheduler.stop(self.loaded.config.scheduler.drain_timeout)
+        await self.health.stop()
         if self._watchdog is not None:
             self._watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):

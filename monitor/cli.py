@@ -45,7 +45,9 @@ def cmd_check(path: Path) -> int:
             print(error, file=sys.stderr)
         print(f"{len(exc.errors)} error(s) in {path}", file=sys.stderr)
         return 1
-    print(f"{path}: OK, {len(loaded.plan)} checks")
+    for warning in loaded.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"{path}: OK, {len(loaded.plan)} checks, {len(loaded.config.components)} components")
     print("checks by kind:")
     for kind, count in loaded.checks_by_kind().items():
         print(f"  {kind}: {count}")

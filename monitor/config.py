@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -22,6 +22,10 @@ from pydantic import (
 )
 
 from monitor.durations import Duration
+from monitor.health.maintenance import MaintenanceSpec
+from monitor.health.topology import ComponentSpec, HealthSettings, RuleSpec, SiteSpec
+from monitor.health.validate import validate_topology
+from monitor.secrets import ConfigPath
 from probes.base import Check, ProbeRegistry, SectionProbe
 
 RESERVED_LABELS = frozenset({"check", "target", "kind", "job", "instance"})
@@ -254,6 +258,20 @@ class ConfigBase(_Strict):
     checks: list[CheckBase] = Field(default_factory=list)
     web: WebSettings = Field(default_factory=WebSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    sites: list[SiteSpec] = Field(default_factory=list, description="Datacenters and rooms.")
+    components: list[ComponentSpec] = Field(
+        default_factory=list, description="What can fail, what it depends on, what it feeds."
+    )
+    rules: list[RuleSpec] = Field(
+        default_factory=list, description="Conditions on checks' metrics that set states."
+    )
+    health: HealthSettings = Field(default_factory=HealthSettings)
+    maintenance: list[MaintenanceSpec] = Field(
+        default_factory=list, description="Windows during which pages are held."
+    )
+    state_dir: ConfigPath | None = Field(
+        None, description="Where durable state (alert outbox, incidents) is kept."
+    )
 
 
 def build_config_model(registry: ProbeRegistry) -> type[ConfigBase]:
@@ -434,6 +452,7 @@ class LoadedConfig:
     path: Path
     config: ConfigBase
     plan: dict[str, Check]
+    warnings: list[ConfigError] = field(default_factory=list)
 
     def checks_by_kind(self) -> dict[str, int]:
         """Return the number of checks of each kind."""
@@ -502,12 +521,19 @@ def load_config(
     if errors or config is None:
         raise ConfigErrors(errors)
     plan, bind_errors = _plan(config, registry, path.parent)
-    for loc, msg in bind_errors:
-        line, col = _position(raw, loc)
-        errors.append(ConfigError(file, line, col, _path_text(loc), msg))
+    topo_errors, topo_warnings = validate_topology(
+        config.sites, config.components, config.rules, plan, config.maintenance
+    )
+
+    def located(problems: list[tuple[tuple[int | str, ...], str]]) -> list[ConfigError]:
+        return [ConfigError(file, *_position(raw, loc), _path_text(loc), msg)
+                for loc, msg in problems]
+
+    errors.extend(located(bind_errors + topo_errors))
     if errors:
         raise ConfigErrors(errors)
-    return LoadedConfig(path=path, config=config, plan=plan)
+    return LoadedConfig(path=path, config=config, plan=plan,
+                        warnings=sorted(located(topo_warnings), key=lambda e: e.line))
 
 
 def build_plan(

@@ -9,11 +9,11 @@ from aiohttp import web
 
 from monitor.exposition import CONTENT_TYPE, check_labels, label_text, result_samples
 from monitor.results import bound_text
+from monitor.web import api
+from monitor.web.keys import DAEMON_KEY
 
 if TYPE_CHECKING:
     from monitor.app import Daemon
-
-DAEMON_KEY: web.AppKey[Daemon] = web.AppKey("daemon")
 
 
 def build_app(daemon: Daemon) -> web.Application:
@@ -26,6 +26,7 @@ def build_app(daemon: Daemon) -> web.Application:
     app.router.add_get("/-/ready", ready)
     app.router.add_post("/-/reload", reload)
     app.router.add_get("/probe", probe)
+    api.add_routes(app)
     return app
 
 

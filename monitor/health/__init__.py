@@ -1,0 +1,1 @@
+"""Health model: rules, topology, component states, incidents."""

@@ -1,0 +1,746 @@
+"""From check results to component states, root causes and incidents (one per root cause)."""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import structlog
+
+from monitor.exposition import result_samples
+from monitor.health.states import SEVERITY_STATE, State, worst
+from monitor.health.topology import (
+    DEFAULT_RULE,
+    AnyOf,
+    ComponentSpec,
+    Dependency,
+    Rule,
+    SiteSpec,
+    dependency_members,
+    selector_matches,
+)
+from monitor.results import ProbeResult, Sample
+from probes.base import Check
+
+Clock = Callable[[], float]
+APPLICATION_KINDS = frozenset({"application", "business_service"})
+
+
+class AlertTarget(Protocol):
+    """Where incidents go: the alert dispatcher (fire and resolve by key)."""
+
+    def fire(self, alert: Any) -> None:
+        """Fire or update an alert."""
+        ...
+
+    def resolve(self, key: str, at: datetime) -> None:
+        """Resolve the alert with this key."""
+        ...
+
+
+# --- Rules on checks -------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class RuleTracker:
+    """One rule on one check: pending (`for`), active, clearing (`clear_for`)."""
+
+    rule: Rule
+    active: bool = False
+    pending_since: float | None = None
+    clearing_since: float | None = None
+    holds: bool = False
+    clear_holds: bool = False
+    seen: str = ""
+    active_since: float = 0.0
+
+    def observe(self, samples: Sequence[Sample], now: float) -> None:
+        """Evaluate the rule on a new result, then advance its timers."""
+        holds, seen = self.rule.condition.evaluate(samples)
+        self.holds = bool(holds)
+        if holds is not None:
+            self.seen = seen
+        if self.rule.clear is not None:
+            clear, clear_seen = self.rule.clear.evaluate(samples)
+            self.clear_holds = bool(clear)
+            if self.active and clear is not None and not clear:
+                self.seen = seen if holds else clear_seen
+        else:
+            self.clear_holds = not self.holds
+        self.advance(now)
+
+    def advance(self, now: float) -> None:
+        """Apply `for` and `clear_for` with the last evaluation."""
+        if not self.active:
+            self.clearing_since = None
+            if not self.holds:
+                self.pending_since = None
+                return
+            if self.pending_since is None:
+                self.pending_since = now
+            if now - self.pending_since >= self.rule.for_:
+                self.active, self.active_since = True, now
+            return
+        self.pending_since = None
+        if not self.clear_holds:
+            self.clearing_since = None
+            return
+        if self.clearing_since is None:
+            self.clearing_since = now
+        if now - self.clearing_since >= self.rule.clear_for:
+            self.active, self.clearing_since = False, None
+
+
+@dataclass(slots=True)
+class CheckHealth:
+    """A check's rules and freshness."""
+
+    check: Check
+    trackers: list[RuleTracker]
+    last_result: float | None = None
+    samples: tuple[Sample, ...] = ()
+
+    def state(self, now: float, stale_intervals: int) -> tuple[State, list[str]]:
+        """Return the check's state and the reasons of its active rules."""
+        if self.last_result is None or now - self.last_result > stale_intervals * max(
+            self.check.interval, 1.0
+        ):
+            return State.UNKNOWN, [f"no result from check {self.check.id}"]
+        active = [t for t in self.trackers if t.active]
+        if not active:
+            return State.OK, []
+        state = worst([SEVERITY_STATE[t.rule.severity] for t in active])
+        return state, [f"{self.check.id}: {t.rule.name}: {t.seen}" for t in active]
+
+
+# --- Snapshot --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentStatus:
+    """What the health model says of one component now."""
+
+    id: str
+    kind: str
+    site: str
+    state: State
+    own: State
+    since: float
+    reasons: tuple[str, ...]
+    roots: tuple[str, ...]
+    maintenance: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ImpactedApp:
+    """An application hit by an incident, with what clinicians do meanwhile."""
+
+    id: str
+    name: str
+    criticality: int
+    state: State
+    degraded_mode: str
+    runbook_url: str
+    team: str
+
+
+@dataclass(frozen=True, slots=True)
+class Incident:
+    """One root cause with its blast radius."""
+
+    key: str
+    root_cause: str
+    site: str
+    severity: str
+    started_at: float
+    summary: str
+    description: str
+    impacted: tuple[str, ...]
+    applications: tuple[ImpactedApp, ...]
+    site_wide: bool = False
+    maintenance: bool = False
+    runbook_url: str = ""
+    component: str = ""
+
+    @property
+    def id(self) -> str:
+        """A readable incident id: root cause and start time."""
+        stamp = datetime.fromtimestamp(self.started_at, UTC).strftime("%Y%m%dT%H%M%SZ")
+        return f"{self.root_cause}@{stamp}"
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The whole health picture at one instant."""
+
+    at: float
+    components: Mapping[str, ComponentStatus]
+    incidents: Mapping[str, Incident]
+    sites: Mapping[str, State]
+    warnings: Mapping[str, ComponentStatus] = field(default_factory=dict)
+
+
+# --- Topology --------------------------------------------------------------------------------
+
+
+class Topology:
+    """Sites and components with their dependency graph, in dependency order."""
+
+    def __init__(self, sites: Iterable[SiteSpec], components: Iterable[ComponentSpec]) -> None:
+        self.sites = {s.id: s for s in sites}
+        self.components = {c.id: c for c in components}
+        self.deps: dict[str, list[Dependency]] = {
+            cid: [*c.depends_on, *c.powered_by] for cid, c in self.components.items()
+        }
+        self.order = self._order()
+        self.dependents: dict[str, list[str]] = collections.defaultdict(list)
+        for cid, deps in self.deps.items():
+            for dep in deps:
+                for member in dependency_members(dep):
+                    self.dependents[member].append(cid)
+
+    def _order(self) -> list[str]:
+        """Dependencies before dependents (the config validation rejects cycles)."""
+        done: set[str] = set()
+        order: list[str] = []
+
+        def visit(cid: str) -> None:
+            if cid in done:
+                return
+            done.add(cid)
+            for dep in self.deps.get(cid, ()):
+                for member in dependency_members(dep):
+                    if member in self.components:
+                        visit(member)
+            order.append(cid)
+
+        for cid in self.components:
+            visit(cid)
+        return order
+
+    def datacenter(self, site: str | None) -> str:
+        """Return the top-level site a site or room belongs to."""
+        seen: set[str] = set()
+        while (
+            site is not None and site in self.sites and self.sites[site].parent and site not in seen
+        ):
+            seen.add(site)
+            site = self.sites[site].parent
+        return site or ""
+
+    def site_name(self, site: str) -> str:
+        """Return a site's human name, or its id."""
+        spec = self.sites.get(site)
+        return spec.name if spec is not None and spec.name else site
+
+
+# --- Engine ----------------------------------------------------------------------------------
+
+
+class HealthEngine:
+    """Keeps rule state per check and recomputes components, sites and incidents on demand."""
+
+    def __init__(
+        self,
+        topology: Topology,
+        *,
+        stale_intervals: int = 3,
+        flap_changes: int = 6,
+        flap_window: float = 600.0,
+        site_window: float = 120.0,
+        site_ratio: float = 0.5,
+        clock: Clock = time.time,
+        logger: Any = None,
+    ) -> None:
+        self.topology = topology
+        self.stale_intervals = stale_intervals
+        self.flap_changes = flap_changes
+        self.flap_window = flap_window
+        self.site_window = site_window
+        self.site_ratio = site_ratio
+        self.clock = clock
+        self.log = logger if logger is not None else structlog.get_logger()
+        self.checks: dict[str, CheckHealth] = {}
+        self.check_components: dict[str, list[str]] = {}
+        self.component_checks: dict[str, list[str]] = collections.defaultdict(list)
+        self.maintenance: dict[str, str] = {}
+        self._since: dict[str, tuple[State, float]] = {}
+        self._fail_changes: dict[str, collections.deque[float]] = collections.defaultdict(
+            collections.deque
+        )
+        self._failing_since: dict[str, float] = {}
+        self._incident_start: dict[str, float] = {}
+        self.snapshot = Snapshot(0.0, {}, {}, {})
+
+    def restore(
+        self, incident_start: Mapping[str, float], since: Mapping[str, tuple[State, float]]
+    ) -> None:
+        """Take back incident start times and component `since` saved before a restart."""
+        self._incident_start.update(incident_start)
+        self._since.update(since)
+        for cid, (state, at) in since.items():
+            if state.failing:
+                self._failing_since[cid] = at
+
+    def durable_state(self) -> tuple[dict[str, float], dict[str, tuple[State, float]]]:
+        """Return what must survive a restart: incident starts and component states."""
+        return dict(self._incident_start), dict(self._since)
+
+    def set_plan(
+        self,
+        plan: Mapping[str, Check],
+        rules: Sequence[tuple[Rule, Sequence[str], Mapping[str, str]]] = (),
+    ) -> None:
+        """Attach checks to components and rules to checks; keep trackers of unchanged checks."""
+        old = self.checks
+        self.checks = {}
+        self.check_components = {}
+        self.component_checks = collections.defaultdict(list)
+        for cid, check in plan.items():
+            labels = dict(check.labels)
+            check_rules = [DEFAULT_RULE, *_profile_rules(check)]
+            check_rules += [
+                r for r, ids, sel in rules if cid in ids or selector_matches(sel, labels)
+            ]
+            previous = old.get(cid)
+            if (
+                previous is not None
+                and previous.check == check
+                and [t.rule for t in previous.trackers] == check_rules
+            ):
+                self.checks[cid] = previous
+            else:
+                self.checks[cid] = CheckHealth(check, [RuleTracker(r) for r in check_rules])
+            comps = [
+                comp.id
+                for comp in self.topology.components.values()
+                if cid in comp.checks or selector_matches(comp.selector, labels)
+            ]
+            self.check_components[cid] = comps
+            for comp in comps:
+                self.component_checks[comp].append(cid)
+
+    def observe(self, check_id: str, result: ProbeResult | None) -> bool:
+        """Feed a check result to its rules; return True when the check is known."""
+        health = self.checks.get(check_id)
+        if health is None or result is None:
+            return False
+        now = self.clock()
+        health.last_result = now
+        health.samples = tuple(result_samples(result))
+        for tracker in health.trackers:
+            tracker.observe(health.samples, now)
+        return True
+
+    def samples_of(self, component: str) -> list[Sample]:
+        """Return the latest samples of every check of a component."""
+        out: list[Sample] = []
+        for cid in self.component_checks.get(component, ()):
+            out.extend(self.checks[cid].samples)
+        return out
+
+    def _own_state(self, cid: str, now: float) -> tuple[State, list[str]]:
+        checks = self.component_checks.get(cid, [])
+        if not checks:
+            return State.OK, []
+        states: list[State] = []
+        reasons: list[str] = []
+        for check_id in checks:
+            health = self.checks[check_id]
+            for tracker in health.trackers:
+                tracker.advance(now)
+            state, why = health.state(now, self.stale_intervals)
+            states.append(state)
+            reasons.extend(why)
+        if all(s is State.UNKNOWN for s in states):
+            return State.UNKNOWN, reasons
+        known = [s for s in states if s is not State.UNKNOWN]
+        return worst(known), [r for r in reasons if not r.startswith("no result")] or reasons
+
+    def _flapping(self, cid: str, failing: bool, now: float) -> bool:
+        """Count failing/not-failing changes in the window; True while there are too many."""
+        changes = self._fail_changes[cid]
+        was = cid in self._failing_since
+        if failing != was:
+            changes.append(now)
+            if failing:
+                self._failing_since[cid] = now
+            else:
+                self._failing_since.pop(cid, None)
+        while changes and now - changes[0] > self.flap_window:
+            changes.popleft()
+        return len(changes) >= self.flap_changes
+
+    def _dep_ok(self, dep: Dependency, states: Mapping[str, State]) -> bool:
+        members = dependency_members(dep)
+        need = dep.need if isinstance(dep, AnyOf) else 1
+        healthy = sum(1 for m in members if m in states and not states[m].failing)
+        return healthy >= min(need, len(members))
+
+    def evaluate(self) -> Snapshot:
+        """Recompute every component, site and incident now."""
+        now = self.clock()
+        topo = self.topology
+        states: dict[str, State] = {}
+        owns: dict[str, State] = {}
+        roots: dict[str, tuple[str, ...]] = {}
+        reasons: dict[str, list[str]] = {}
+        for cid in topo.order:
+            own, why = self._own_state(cid, now)
+            flapping = self._flapping(cid, own.failing, now)
+            if flapping:
+                own = State.FLAPPING  # held failing: no page storm while it flaps
+                why = [*why, "flapping: too many state changes"]
+            owns[cid] = own
+            broken = [d for d in topo.deps[cid] if not self._dep_ok(d, states)]
+            dep_roots: set[str] = set()
+            for dep in broken:
+                for member in dependency_members(dep):
+                    if member in states and states[member].failing:
+                        dep_roots.update(roots.get(member, ()))
+            has_checks = bool(self.component_checks.get(cid))
+            if broken and (own.failing or own is State.UNKNOWN or not has_checks):
+                states[cid] = State.IMPACTED
+                roots[cid] = tuple(sorted(dep_roots))
+                why = [*why, f"impacted by {', '.join(sorted(dep_roots))}"]
+            else:
+                states[cid] = own
+                roots[cid] = (cid,) if own.failing else ()
+            reasons[cid] = why
+        components: dict[str, ComponentStatus] = {}
+        for cid in topo.order:
+            spec = topo.components[cid]
+            prev = self._since.get(cid)
+            since = prev[1] if prev is not None and prev[0] is states[cid] else now
+            if prev is not None and prev[0] is not states[cid]:
+                self.log.info(
+                    "component_state_changed",
+                    component=cid,
+                    site=spec.site,
+                    old=prev[0].name,
+                    new=states[cid].name,
+                )
+            self._since[cid] = (states[cid], since)
+            components[cid] = ComponentStatus(
+                id=cid,
+                kind=spec.kind,
+                site=spec.site or "",
+                state=states[cid],
+                own=owns[cid],
+                since=since,
+                reasons=tuple(reasons[cid]),
+                roots=roots[cid],
+                maintenance=self._in_maintenance(spec),
+            )
+        incidents = self._incidents(components, now)
+        sites = self._site_states(components)
+        warnings = {
+            cid: c
+            for cid, c in components.items()
+            if c.state is State.WARNING and not c.maintenance
+        }
+        self.snapshot = Snapshot(now, components, incidents, sites, warnings)
+        return self.snapshot
+
+    def _in_maintenance(self, spec: ComponentSpec) -> bool:
+        return spec.id in self.maintenance or (
+            spec.site is not None
+            and (
+                spec.site in self.maintenance
+                or self.topology.datacenter(spec.site) in self.maintenance
+            )
+        )
+
+    def _site_states(self, components: Mapping[str, ComponentStatus]) -> dict[str, State]:
+        by_site: dict[str, list[State]] = collections.defaultdict(list)
+        for comp in components.values():
+            if comp.site:
+                by_site[comp.site].append(comp.state)
+                dc = self.topology.datacenter(comp.site)
+                if dc != comp.site:
+                    by_site[dc].append(comp.state)
+        out = {site: State.OK for site in self.topology.sites}
+        for site, states in by_site.items():
+            failing = sum(1 for s in states if s.failing)
+            if failing == 0:
+                out[site] = worst([s for s in states if s is not State.UNKNOWN] or [State.OK])
+            elif failing >= self.site_ratio * len(states):
+                out[site] = State.DOWN
+            else:
+                out[site] = State.DEGRADED
+        return out
+
+    # --- incidents ---------------------------------------------------------------------------
+
+    def _impacted_by(self, components: Mapping[str, ComponentStatus]) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = collections.defaultdict(list)
+        for comp in components.values():
+            if comp.state is State.IMPACTED:
+                for root in comp.roots:
+                    out[root].append(comp.id)
+        return out
+
+    def _apps(
+        self, ids: Iterable[str], components: Mapping[str, ComponentStatus]
+    ) -> list[ImpactedApp]:
+        apps = []
+        for cid in ids:
+            spec = self.topology.components[cid]
+            if spec.kind in APPLICATION_KINDS:
+                apps.append(
+                    ImpactedApp(
+                        id=cid,
+                        name=spec.name or cid,
+                        criticality=spec.criticality or 4,
+                        state=components[cid].state,
+                        degraded_mode=spec.degraded_mode,
+                        runbook_url=spec.runbook_url,
+                        team=spec.team,
+                    )
+                )
+        return sorted(apps, key=lambda a: (a.criticality, a.id))
+
+    def _redundant_only(self, root: str) -> bool:
+        """True when everything depending on root reaches it through a redundancy group."""
+        for dependent in self.topology.dependents.get(root, ()):
+            for dep in self.topology.deps[dependent]:
+                if isinstance(dep, str) and dep == root:
+                    return False
+        return bool(self.topology.dependents.get(root))
+
+    def _at_risk_apps(self, site: str) -> list[str]:
+        """Applications that depend, directly or not, on a component of this datacenter."""
+        start = [
+            c.id
+            for c in self.topology.components.values()
+            if self.topology.datacenter(c.site) == site
+        ]
+        seen = set(start)
+        queue = collections.deque(start)
+        while queue:
+            for nxt in self.topology.dependents.get(queue.popleft(), ()):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    queue.append(nxt)
+        return [c for c in seen if self.topology.components[c].kind in APPLICATION_KINDS]
+
+    def _site_power(
+        self, site: str, components: Mapping[str, ComponentStatus]
+    ) -> tuple[float, float | None] | None:
+        """Return (mains lost at, runtime left) when every UPS of the site runs on battery."""
+        ups = [
+            c
+            for c in self.topology.components.values()
+            if c.kind == "ups" and self.topology.datacenter(c.site) == site
+        ]
+        if not ups:
+            return None
+        lost_at: list[float] = []
+        runtimes: list[float] = []
+        for spec in ups:
+            trackers = [
+                t
+                for cid in self.component_checks.get(spec.id, ())
+                for t in self.checks[cid].trackers
+                if t.rule.name == "on_battery"
+            ]
+            active = [t for t in trackers if t.active]
+            if not active and not components[spec.id].state.failing:
+                return None
+            lost_at.extend(t.active_since for t in active)
+            runtimes.extend(
+                s.value for s in self.samples_of(spec.id) if s.name == "ups_battery_runtime_seconds"
+            )
+        return (
+            min(lost_at) if lost_at else components[ups[0].id].since,
+            min(runtimes) if runtimes else None,
+        )
+
+    def _incidents(
+        self, components: Mapping[str, ComponentStatus], now: float
+    ) -> dict[str, Incident]:
+        topo = self.topology
+        impacted_by = self._impacted_by(components)
+        roots = [c for c in components.values() if c.roots == (c.id,)]
+        incidents: dict[str, Incident] = {}
+        absorbed: set[str] = set()
+        for site in [s for s in topo.sites if not topo.sites[s].parent]:
+            power = self._site_power(site, components)
+            members = [c for c in components.values() if topo.datacenter(c.site) == site]
+            site_roots = [r for r in roots if topo.datacenter(r.site) == site]
+            failing = [c for c in members if c.state.failing]
+            recent = [
+                c
+                for c in failing
+                if now - c.since <= self.site_window or f"site:{site}" in self._incident_start
+            ]
+            # A mass failure with a single root cause is that root's incident, not the site's.
+            mass = (
+                len(members) >= 3
+                and len(recent) >= self.site_ratio * len(members)
+                and (len(site_roots) > 1 or f"site:{site}" in self._incident_start)
+            )
+            if power is None and not mass:
+                continue
+            key = f"site:{site}"
+            impacted = sorted(
+                {c.id for c in failing} | {i for r in site_roots for i in impacted_by.get(r.id, ())}
+            )
+            apps = self._apps(impacted, components)
+            name = topo.site_name(site)
+            if power is not None:
+                lost_at, runtime = power
+                clock = datetime.fromtimestamp(lost_at).strftime("%H:%M")
+                what = f"mains lost at {clock}, on battery"
+                if runtime is not None:
+                    minutes = round(runtime / 60)
+                    unit = "minute" if minutes == 1 else "minutes"
+                    what += f", about {minutes} {unit} of runtime left"
+                started = lost_at
+            else:
+                first = min(c.since for c in recent) if recent else now
+                what = f"{len(failing)} of {len(members)} components failing"
+                started = first
+            at_risk = len(self._at_risk_apps(site))
+            summary = f"{name}: {what}; {len(apps)} applications impacted"
+            if power is not None and at_risk > len(apps):
+                summary += f", {at_risk} at risk"
+            incidents[key] = self._incident(
+                key,
+                key,
+                site=site,
+                severity="critical",
+                started=started,
+                summary=summary,
+                impacted=impacted,
+                apps=apps,
+                components=components,
+                site_wide=True,
+            )
+            absorbed.update(r.id for r in site_roots)
+        for root in roots:
+            if root.id in absorbed:
+                continue
+            impacted = sorted(impacted_by.get(root.id, ()))
+            apps = self._apps([root.id, *impacted], components)
+            spec = topo.components[root.id]
+            label = spec.name or root.id
+            if not impacted and self._redundant_only(root.id):
+                severity = "warning"
+                summary = f"{label} is {root.state.name}: running without redundancy"
+            else:
+                severity = "critical"
+                summary = f"{label} is {root.state.name}"
+                if apps:
+                    summary += (
+                        f"; {len(apps)} applications impacted: "
+                        + ", ".join(a.name for a in apps[:5])
+                        + ("..." if len(apps) > 5 else "")
+                    )
+            key = f"component:{root.id}"
+            incidents[key] = self._incident(
+                key,
+                root.id,
+                site=root.site,
+                severity=severity,
+                started=root.since,
+                summary=summary,
+                impacted=impacted,
+                apps=apps,
+                components=components,
+                component=root.id,
+            )
+        for key in list(self._incident_start):
+            if key not in incidents:
+                del self._incident_start[key]
+        return incidents
+
+    def _incident(
+        self,
+        key: str,
+        root: str,
+        *,
+        site: str,
+        severity: str,
+        started: float,
+        summary: str,
+        impacted: list[str],
+        apps: list[ImpactedApp],
+        components: Mapping[str, ComponentStatus],
+        site_wide: bool = False,
+        component: str = "",
+    ) -> Incident:
+        started = self._incident_start.setdefault(key, started)
+        root_spec = self.topology.components.get(root)
+        maintenance = (
+            components[root].maintenance
+            if root in components
+            else site.removeprefix("site:") in self.maintenance
+            or key.removeprefix("site:") in self.maintenance
+        )
+        lines: list[str] = []
+        if root in components:
+            lines.extend(components[root].reasons)
+        for app in apps:
+            lines.append(
+                f"[tier {app.criticality}] {app.name}: {app.state.name}"
+                + (f" - degraded mode: {app.degraded_mode}" if app.degraded_mode else "")
+            )
+        if maintenance:
+            lines.append("In a maintenance window: not paged.")
+        runbook = (
+            root_spec.runbook_url
+            if root_spec and root_spec.runbook_url
+            else next((a.runbook_url for a in apps if a.runbook_url), "")
+        )
+        return Incident(
+            key=key,
+            root_cause=root,
+            site=site if not site_wide else key.removeprefix("site:"),
+            severity=severity,
+            started_at=started,
+            summary=summary,
+            description="\n".join(lines),
+            impacted=tuple(impacted),
+            applications=tuple(apps),
+            site_wide=site_wide,
+            maintenance=maintenance,
+            runbook_url=runbook,
+            component=component,
+        )
+
+
+def _profile_rules(check: Check) -> list[Rule]:
+    """Rules a device profile carries (the SNMP probe's settings expose them)."""
+    rules = getattr(check.settings, "health_rules", None)
+    if not callable(rules):
+        return []
+    found: list[Rule] = rules()
+    return found
+
+
+def build_engine(config: Any, plan: Mapping[str, Check], clock: Clock = time.time,
+                 logger: Any = None) -> HealthEngine:
+    """Build a health engine from a validated config (a ConfigBase) and its plan."""
+    settings = config.health
+    engine = HealthEngine(
+        Topology(config.sites, config.components),
+        stale_intervals=settings.stale_intervals,
+        flap_changes=settings.flapping.changes,
+        flap_window=settings.flapping.window,
+        site_window=settings.site_window,
+        site_ratio=settings.site_ratio,
+        clock=clock,
+        logger=logger,
+    )
+    engine.set_plan(plan, rules_of(config))
+    return engine
+
+
+def rules_of(config: Any) -> list[tuple[Rule, Sequence[str], Mapping[str, str]]]:
+    """Return the config's rules with the checks and selector they apply to."""
+    return [(Rule.from_spec(r), tuple(r.checks), dict(r.selector)) for r in config.rules]

@@ -1,0 +1,86 @@
+"""Runs the health engine in the daemon: feeds results, re-evaluates, publishes, persists."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+from monitor.health.engine import HealthEngine, Snapshot
+from monitor.health.maintenance import MaintenanceBook
+from monitor.health.persist import HealthStateStore
+from monitor.results import ProbeResult
+
+Publisher = Callable[[Snapshot], None]
+
+
+class HealthRunner:
+    """Re-evaluates after results (at most every min_period) and every tick for timers."""
+
+    def __init__(
+        self,
+        engine: HealthEngine,
+        ready: asyncio.Event,
+        *,
+        publish: Publisher | None = None,
+        persist: HealthStateStore | None = None,
+        maintenance: MaintenanceBook | None = None,
+        min_period: float = 0.2,
+        tick: float = 1.0,
+    ) -> None:
+        self.engine = engine
+        self._ready = ready
+        self._publish = publish
+        self._persist = persist
+        self._min_period = min_period
+        self._tick = tick
+        self.maintenance = maintenance or MaintenanceBook()
+        self._dirty = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.evaluations = 0
+        if persist is not None:
+            engine.restore(*persist.load())
+
+    def on_result(self, check_id: str, result: ProbeResult | None) -> None:
+        """Feed a result to the engine (ResultStore listener) and ask for an evaluation."""
+        if self.engine.observe(check_id, result):
+            self._dirty.set()
+
+    def wake(self) -> None:
+        """Ask for an evaluation now (after a reload, a maintenance change, a trap)."""
+        self._dirty.set()
+
+    def evaluate(self) -> Snapshot:
+        """Evaluate now, persist, publish; return the snapshot."""
+        self.engine.maintenance = self.maintenance.active(self.engine.clock())
+        snapshot = self.engine.evaluate()
+        self.evaluations += 1
+        if self._persist is not None:
+            self._persist.save(*self.engine.durable_state())
+        if self._publish is not None:
+            self._publish(snapshot)
+        return snapshot
+
+    async def run(self) -> None:
+        """Wait for the first round of checks (no verdict on no data), then evaluate on change."""
+        await self._ready.wait()
+        while True:
+            self._dirty.clear()
+            self.evaluate()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._tick):
+                    await self._dirty.wait()
+            await asyncio.sleep(self._min_period)  # coalesce a burst of results
+
+    def start(self) -> None:
+        """Start the evaluation loop as a task."""
+        self._task = asyncio.create_task(self.run(), name="health")
+
+    async def stop(self) -> None:
+        """Stop the loop and close the state store."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._persist is not None:
+            self._persist.close()

@@ -1,0 +1,191 @@
+"""Topology in the config: sites, components, dependencies (with redundancy groups), rules."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from monitor.durations import Duration
+from monitor.health.expr import Condition, parse_condition
+
+Ident = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]
+
+ComponentKind = Literal[
+    "ups",
+    "pdu",
+    "san_array",
+    "san_fabric",
+    "switch",
+    "hypervisor_cluster",
+    "server",
+    "vm",
+    "database",
+    "application",
+    "business_service",
+]
+
+Severity = Literal["warning", "degraded", "down"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SiteSpec(_Strict):
+    """A datacenter or a room of one; rooms name their datacenter as parent."""
+
+    id: Ident
+    name: str = Field("", description="Human name, e.g. 'Datacenter Nord'.")
+    parent: Ident | None = Field(None, description="The site this room belongs to.")
+
+
+class AnyOf(_Strict):
+    """A redundancy group: the dependent needs `need` of these members healthy."""
+
+    any_of: list[Ident] = Field(min_length=1)
+    need: int = Field(1, ge=1)
+
+
+Dependency = Ident | AnyOf
+
+
+class ComponentSpec(_Strict):
+    """One thing that can fail: a UPS, a SAN array, a server, an application..."""
+
+    id: Ident
+    kind: ComponentKind
+    site: Ident | None = None
+    name: str = ""
+    checks: list[Ident] = Field(default_factory=list, description="Ids of the checks feeding it.")
+    selector: dict[str, str] = Field(
+        default_factory=dict, description="Checks whose labels all match also feed it."
+    )
+    depends_on: list[Dependency] = Field(default_factory=list)
+    powered_by: list[Dependency] = Field(
+        default_factory=list, description="Power feeds; two feeds (A/B) are any_of need 1."
+    )
+    criticality: int | None = Field(None, ge=1, le=4, description="Tier 1 (vital) to 4.")
+    team: str = ""
+    runbook_url: str = ""
+    degraded_mode: str = Field("", description="What clinicians do while it is down.")
+
+    @field_validator("powered_by")
+    @classmethod
+    def _feeds(cls, value: list[Dependency]) -> list[Dependency]:
+        """Several plain feeds mean A/B power: one healthy feed is enough."""
+        plain = [v for v in value if isinstance(v, str)]
+        if len(plain) > 1:
+            return [AnyOf(any_of=plain, need=1), *(v for v in value if not isinstance(v, str))]
+        return value
+
+
+class RuleSpec(_Strict):
+    """A condition on a check's metrics that puts its components in a state."""
+
+    name: str
+    expr: str = Field(description="e.g. 'ups_battery_runtime_seconds < 600'.")
+    severity: Severity = "down"
+    for_: Duration | None = Field(None, alias="for", description="How long it must hold.")
+    clear_expr: str | None = Field(None, description="Condition to clear; default: not expr.")
+    clear_for: Duration | None = Field(None, description="How long clear must hold.")
+    checks: list[Ident] = Field(default_factory=list, description="Checks it applies to.")
+    selector: dict[str, str] = Field(default_factory=dict, description="Or checks by labels.")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("expr", "clear_expr")
+    @classmethod
+    def _parse(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_condition(value)
+        return value
+
+
+class FlapSettings(_Strict):
+    """Flap detection: too many state changes in a window hold the page steady."""
+
+    changes: int = Field(6, ge=2)
+    window: Duration = 600.0
+
+
+class HealthSettings(_Strict):
+    """Health model settings."""
+
+    stale_intervals: int = Field(3, ge=1, description="Missed runs before UNKNOWN.")
+    flapping: FlapSettings = Field(default_factory=FlapSettings)
+    site_window: Duration = Field(120.0, description="Window for a site-wide failure.")
+    site_ratio: float = Field(0.5, gt=0, le=1, description="Share of a site failing at once.")
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """A parsed rule."""
+
+    name: str
+    condition: Condition
+    clear: Condition | None
+    severity: Severity
+    for_: float
+    clear_for: float
+
+    @classmethod
+    def from_spec(cls, spec: RuleSpec) -> Rule:
+        """Parse a rule spec."""
+        return cls(
+            name=spec.name,
+            condition=parse_condition(spec.expr),
+            clear=parse_condition(spec.clear_expr) if spec.clear_expr else None,
+            severity=spec.severity,
+            for_=spec.for_ or 0.0,
+            clear_for=spec.clear_for or 0.0,
+        )
+
+
+DEFAULT_RULE = Rule(
+    name="probe_failed",
+    condition=parse_condition("probe_success == 0"),
+    clear=None,
+    severity="down",
+    for_=0.0,
+    clear_for=0.0,
+)
+
+
+def dependency_members(dep: Dependency) -> list[str]:
+    """Return the component ids a dependency names."""
+    return [dep] if isinstance(dep, str) else list(dep.any_of)
+
+
+def find_cycle(edges: Mapping[str, Iterable[str]]) -> list[str] | None:
+    """Return a dependency cycle as a list of ids (first repeated last), or None."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in edges.get(node, ()):
+            if state.get(nxt) == 1:
+                return [*stack[stack.index(nxt) :], nxt]
+            if nxt not in state:
+                found = visit(nxt)
+                if found:
+                    return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(edges):
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return None
+
+
+def selector_matches(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
+    """True when every selector label has that value in labels (an empty selector matches none)."""
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())

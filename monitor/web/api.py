@@ -1,0 +1,183 @@
+"""JSON API under /api/v1: sites, components, incidents, checks, maintenance windows."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from monitor.health.engine import ComponentStatus, Incident
+from monitor.health.maintenance import MaintenanceSpec
+from monitor.results import bound_text
+from monitor.web.keys import DAEMON_KEY
+
+if TYPE_CHECKING:
+    from monitor.app import Daemon
+
+MAX_BODY = 16 * 1024
+
+
+def iso(ts: float) -> str:
+    """Return an epoch time as ISO 8601 UTC."""
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def component_json(c: ComponentStatus) -> dict[str, Any]:
+    """Serialise a component's status."""
+    return {
+        "id": c.id,
+        "kind": c.kind,
+        "site": c.site,
+        "state": c.state.name,
+        "since": iso(c.since),
+        "reasons": [bound_text(r) for r in c.reasons],
+        "root_causes": list(c.roots),
+        "maintenance": c.maintenance,
+    }
+
+
+def incident_json(i: Incident) -> dict[str, Any]:
+    """Serialise an incident."""
+    return {
+        "id": i.id,
+        "key": i.key,
+        "root_cause": i.root_cause,
+        "site": i.site,
+        "severity": i.severity,
+        "started_at": iso(i.started_at),
+        "summary": i.summary,
+        "description": bound_text(i.description, 8000),
+        "site_wide": i.site_wide,
+        "maintenance": i.maintenance,
+        "impacted": list(i.impacted),
+        "applications": [
+            {
+                "id": a.id,
+                "name": a.name,
+                "criticality": a.criticality,
+                "state": a.state.name,
+                "degraded_mode": a.degraded_mode,
+                "runbook_url": a.runbook_url,
+                "team": a.team,
+            }
+            for a in i.applications
+        ],
+    }
+
+
+def _daemon(request: web.Request) -> Daemon:
+    return request.app[DAEMON_KEY]
+
+
+async def sites(request: web.Request) -> web.Response:
+    """List sites with their state."""
+    snap = _daemon(request).health.engine.snapshot
+    topo = _daemon(request).health.engine.topology
+    body = [
+        {
+            "id": s,
+            "name": topo.site_name(s),
+            "parent": topo.sites[s].parent,
+            "state": snap.sites[s].name if s in snap.sites else "UNKNOWN",
+        }
+        for s in topo.sites
+    ]
+    return web.json_response(body)
+
+
+async def components(request: web.Request) -> web.Response:
+    """List components with their state, reasons and root causes."""
+    snap = _daemon(request).health.engine.snapshot
+    return web.json_response([component_json(c) for c in snap.components.values()])
+
+
+async def incidents(request: web.Request) -> web.Response:
+    """List open incidents, most severe first."""
+    snap = _daemon(request).health.engine.snapshot
+    ordered = sorted(
+        snap.incidents.values(), key=lambda i: (i.severity != "critical", i.started_at)
+    )
+    return web.json_response([incident_json(i) for i in ordered])
+
+
+async def checks(request: web.Request) -> web.Response:
+    """List checks with their last result."""
+    daemon = _daemon(request)
+    out = []
+    for cid, check in sorted(daemon.scheduler.plan.items()):
+        result = daemon.store.latest(cid)
+        out.append(
+            {
+                "id": cid,
+                "kind": check.kind,
+                "target": check.target,
+                "labels": dict(check.labels),
+                "interval": check.interval,
+                "success": None if result is None else result.success,
+                "error": None
+                if result is None or result.error is None
+                else bound_text(result.error),
+                "at": None if result is None else iso(result.timestamp),
+            }
+        )
+    return web.json_response(out)
+
+
+async def maintenance_list(request: web.Request) -> web.Response:
+    """List maintenance windows."""
+    book = _daemon(request).health.maintenance
+    return web.json_response(
+        [
+            {
+                "target": w.target,
+                "start": iso(w.start),
+                "end": iso(w.end),
+                "reason": w.reason,
+                "source": w.source,
+            }
+            for w in book.windows
+        ]
+    )
+
+
+async def maintenance_add(request: web.Request) -> web.Response:
+    """Open a maintenance window: pages are held for its target, states still change."""
+    daemon = _daemon(request)
+    raw = await request.content.read(MAX_BODY + 1)
+    if len(raw) > MAX_BODY:
+        return web.json_response({"error": "body too large"}, status=413)
+    try:
+        spec = MaintenanceSpec.model_validate(json.loads(raw or b"null"))
+    except (ValueError, ValidationError) as exc:
+        return web.json_response({"error": bound_text(str(exc))}, status=400)
+    topo = daemon.health.engine.topology
+    if spec.target not in topo.components and spec.target not in topo.sites:
+        return web.json_response(
+            {"error": f"unknown component or site {spec.target!r}"}, status=404
+        )
+    win = daemon.health.maintenance.add(spec)
+    daemon.log.info("maintenance_added", target=win.target, end=iso(win.end), reason=win.reason)
+    daemon.health.wake()
+    return web.json_response(
+        {
+            "target": win.target,
+            "start": iso(win.start),
+            "end": iso(win.end),
+            "reason": win.reason,
+            "source": win.source,
+        },
+        status=201,
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the API routes."""
+    app.router.add_get("/api/v1/sites", sites)
+    app.router.add_get("/api/v1/components", components)
+    app.router.add_get("/api/v1/incidents", incidents)
+    app.router.add_get("/api/v1/checks", checks)
+    app.router.add_get("/api/v1/maintenance", maintenance_list)
+    app.router.add_post("/api/v1/maintenance", maintenance_add)
