@@ -16,8 +16,10 @@ import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge
 
+from monitor.alerting import AlertDispatcher, Outbox, build_sinks
 from monitor.config import ConfigErrors, LoadedConfig, load_config
 from monitor.exposition import Exposition, check_labels
+from monitor.health.alerts import IncidentNotifier
 from monitor.health.engine import Snapshot, build_engine, rules_of
 from monitor.health.maintenance import MaintenanceBook
 from monitor.health.metrics import HealthCollector
@@ -76,6 +78,19 @@ class Daemon:
         persist = (
             HealthStateStore(config.state_dir / "health.sqlite") if config.state_dir else None
         )
+        self.alerts: AlertDispatcher | None = None
+        self._notifier: IncidentNotifier | None = None
+        if config.alerting is not None and config.state_dir is not None:
+            self.alerts = AlertDispatcher(
+                config.alerting,
+                Outbox(config.state_dir / "outbox.sqlite"),
+                build_sinks(config.alerting),
+                session,
+                self.own_registry,
+                logger=self.log,
+            )
+            self._notifier = IncidentNotifier(self.alerts, url=config.alerting.external_url or "")
+        self._alert_task: asyncio.Task[None] | None = None
         self.health = HealthRunner(
             build_engine(config, loaded.plan, logger=self.log),
             self.scheduler.first_round_done,
@@ -92,11 +107,15 @@ class Daemon:
 
     def _publish(self, snapshot: Snapshot) -> None:
         """Hand a new health snapshot to the alerting side (when configured)."""
+        if self._notifier is not None:
+            self._notifier.update(snapshot)
 
     async def start(self, app: web.Application | None = None) -> None:
         """Start the plan and the web server, then tell systemd we are ready."""
         self.exposition.set_labels({cid: check_labels(c) for cid, c in self.loaded.plan.items()})
         self.scheduler.apply(self.loaded.plan)
+        if self.alerts is not None:
+            self._alert_task = asyncio.create_task(self.alerts.run(), name="alerting")
         self.health.start()
         self.reload_ok.set(1)
         self.reload_time.set(time.time())
@@ -137,6 +156,11 @@ class Daemon:
                 return [str(e) for e in exc.errors]
             if loaded.config.web != self.loaded.config.web:
                 self.log.warning("config_web_change_needs_restart")
+            if (loaded.config.alerting, loaded.config.state_dir) != (
+                self.loaded.config.alerting,
+                self.loaded.config.state_dir,
+            ):
+                self.log.warning("config_alerting_change_needs_restart")
             if loaded.config.scheduler != self.loaded.config.scheduler:
                 self.log.warning("config_scheduler_change_needs_restart")
             self.exposition.set_labels({cid: check_labels(c) for cid, c in loaded.plan.items()})
@@ -170,6 +194,10 @@ class Daemon:
         self.log.info("daemon_stopping", in_flight=self.scheduler.probing())
         await self.scheduler.stop(self.loaded.config.scheduler.drain_timeout)
         await self.health.stop()
+        if self.alerts is not None:
+            await self.alerts.stop()
+        if self._alert_task is not None:
+            await self._alert_task
         if self._watchdog is not None:
             self._watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -19,8 +19,10 @@ from pydantic import (
     ValidationInfo,
     create_model,
     field_validator,
+    model_validator,
 )
 
+from monitor.alerting.settings import AlertingSettings
 from monitor.durations import Duration
 from monitor.health.maintenance import MaintenanceSpec
 from monitor.health.topology import ComponentSpec, HealthSettings, RuleSpec, SiteSpec
@@ -272,6 +274,15 @@ class ConfigBase(_Strict):
     state_dir: ConfigPath | None = Field(
         None, description="Where durable state (alert outbox, incidents) is kept."
     )
+    alerting: AlertingSettings | None = Field(
+        None, description="Alert delivery: Alertmanager, webhooks, SMTP."
+    )
+
+    @model_validator(mode="after")
+    def _alerting_needs_state(self) -> ConfigBase:
+        if self.alerting is not None and self.state_dir is None:
+            raise ValueError("alerting needs state_dir: the durable alert outbox is kept there")
+        return self
 
 
 def build_config_model(registry: ProbeRegistry) -> type[ConfigBase]:

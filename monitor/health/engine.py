@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 
@@ -28,18 +28,6 @@ from probes.base import Check
 
 Clock = Callable[[], float]
 APPLICATION_KINDS = frozenset({"application", "business_service"})
-
-
-class AlertTarget(Protocol):
-    """Where incidents go: the alert dispatcher (fire and resolve by key)."""
-
-    def fire(self, alert: Any) -> None:
-        """Fire or update an alert."""
-        ...
-
-    def resolve(self, key: str, at: datetime) -> None:
-        """Resolve the alert with this key."""
-        ...
 
 
 # --- Rules on checks -------------------------------------------------------------------------
@@ -103,18 +91,33 @@ class CheckHealth:
     trackers: list[RuleTracker]
     last_result: float | None = None
     samples: tuple[Sample, ...] = ()
+    cached: tuple[State, list[str]] | None = None
+    cached_until: float = 0.0
 
     def state(self, now: float, stale_intervals: int) -> tuple[State, list[str]]:
-        """Return the check's state and the reasons of its active rules."""
-        if self.last_result is None or now - self.last_result > stale_intervals * max(
-            self.check.interval, 1.0
-        ):
-            return State.UNKNOWN, [f"no result from check {self.check.id}"]
-        active = [t for t in self.trackers if t.active]
-        if not active:
-            return State.OK, []
-        state = worst([SEVERITY_STATE[t.rule.severity] for t in active])
-        return state, [f"{self.check.id}: {t.rule.name}: {t.seen}" for t in active]
+        """Return the check's state and reasons; cached until a result or a timer changes it."""
+        if self.cached is not None and now < self.cached_until:
+            return self.cached
+        stale_after = stale_intervals * max(self.check.interval, 1.0)
+        if self.last_result is None or now - self.last_result > stale_after:
+            self.cached = (State.UNKNOWN, [f"no result from check {self.check.id}"])
+            self.cached_until = float("inf")  # until the next result
+            return self.cached
+        state = State.OK
+        reasons: list[str] = []
+        until = self.last_result + stale_after
+        for tracker in self.trackers:
+            if tracker.pending_since is not None or tracker.clearing_since is not None:
+                tracker.advance(now)
+            if tracker.pending_since is not None:
+                until = min(until, tracker.pending_since + tracker.rule.for_)
+            if tracker.clearing_since is not None:
+                until = min(until, tracker.clearing_since + tracker.rule.clear_for)
+            if tracker.active:
+                state = worst((state, SEVERITY_STATE[tracker.rule.severity]))
+                reasons.append(f"{self.check.id}: {tracker.rule.name}: {tracker.seen}")
+        self.cached, self.cached_until = (state, reasons), until
+        return self.cached
 
 
 # --- Snapshot --------------------------------------------------------------------------------
@@ -202,6 +205,19 @@ class Topology:
             for dep in deps:
                 for member in dependency_members(dep):
                     self.dependents[member].append(cid)
+        # Indexes so that attaching 20,000 checks to 5,000 components stays linear.
+        self.by_check: dict[str, list[str]] = collections.defaultdict(list)
+        self.by_selector: dict[tuple[str, str], list[str]] = collections.defaultdict(list)
+        for comp in self.components.values():
+            for check_id in comp.checks:
+                self.by_check[check_id].append(comp.id)
+            if comp.selector:
+                self.by_selector[min(comp.selector.items())].append(comp.id)
+        self.dc = {cid: self._datacenter(c.site) for cid, c in self.components.items()}
+        self.members: dict[str, list[str]] = collections.defaultdict(list)
+        for cid, dc in self.dc.items():
+            self.members[dc].append(cid)
+        self.at_risk = {site: self._at_risk_apps(site) for site in self.sites}
 
     def _order(self) -> list[str]:
         """Dependencies before dependents (the config validation rejects cycles)."""
@@ -222,7 +238,23 @@ class Topology:
             visit(cid)
         return order
 
+    def _at_risk_apps(self, site: str) -> list[str]:
+        """Applications that depend, directly or not, on a component of this datacenter."""
+        start = list(self.members.get(site, ()))
+        seen = set(start)
+        queue = collections.deque(start)
+        while queue:
+            for nxt in self.dependents.get(queue.popleft(), ()):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    queue.append(nxt)
+        return [c for c in seen if self.components[c].kind in APPLICATION_KINDS]
+
     def datacenter(self, site: str | None) -> str:
+        """Return the top-level site a site or room belongs to."""
+        return self._datacenter(site)
+
+    def _datacenter(self, site: str | None) -> str:
         """Return the top-level site a site or room belongs to."""
         seen: set[str] = set()
         while (
@@ -253,6 +285,7 @@ class HealthEngine:
         flap_window: float = 600.0,
         site_window: float = 120.0,
         site_ratio: float = 0.5,
+        resolve_hold: float = 0.0,
         clock: Clock = time.time,
         logger: Any = None,
     ) -> None:
@@ -262,6 +295,9 @@ class HealthEngine:
         self.flap_window = flap_window
         self.site_window = site_window
         self.site_ratio = site_ratio
+        self.resolve_hold = resolve_hold
+        self._open: dict[str, Incident] = {}
+        self._last_seen: dict[str, float] = {}
         self.clock = clock
         self.log = logger if logger is not None else structlog.get_logger()
         self.checks: dict[str, CheckHealth] = {}
@@ -315,11 +351,12 @@ class HealthEngine:
                 self.checks[cid] = previous
             else:
                 self.checks[cid] = CheckHealth(check, [RuleTracker(r) for r in check_rules])
-            comps = [
-                comp.id
-                for comp in self.topology.components.values()
-                if cid in comp.checks or selector_matches(comp.selector, labels)
-            ]
+            comps = list(self.topology.by_check.get(cid, ()))
+            for key, value in labels.items():
+                for comp_id in self.topology.by_selector.get((key, value), ()):
+                    selector = self.topology.components[comp_id].selector
+                    if comp_id not in comps and selector_matches(selector, labels):
+                        comps.append(comp_id)
             self.check_components[cid] = comps
             for comp in comps:
                 self.component_checks[comp].append(cid)
@@ -331,6 +368,7 @@ class HealthEngine:
             return False
         now = self.clock()
         health.last_result = now
+        health.cached = None
         health.samples = tuple(result_samples(result))
         for tracker in health.trackers:
             tracker.observe(health.samples, now)
@@ -344,22 +382,23 @@ class HealthEngine:
         return out
 
     def _own_state(self, cid: str, now: float) -> tuple[State, list[str]]:
-        checks = self.component_checks.get(cid, [])
-        if not checks:
-            return State.OK, []
-        states: list[State] = []
+        """Worst state of the component's checks; UNKNOWN only when none of them is known."""
+        own = State.OK
+        known = False
         reasons: list[str] = []
-        for check_id in checks:
-            health = self.checks[check_id]
-            for tracker in health.trackers:
-                tracker.advance(now)
-            state, why = health.state(now, self.stale_intervals)
-            states.append(state)
-            reasons.extend(why)
-        if all(s is State.UNKNOWN for s in states):
-            return State.UNKNOWN, reasons
-        known = [s for s in states if s is not State.UNKNOWN]
-        return worst(known), [r for r in reasons if not r.startswith("no result")] or reasons
+        stale: list[str] = []
+        for check_id in self.component_checks.get(cid, ()):
+            state, why = self.checks[check_id].state(now, self.stale_intervals)
+            if state is State.UNKNOWN:
+                stale.extend(why)
+                continue
+            known = True
+            if state is not State.OK:
+                own = worst((own, state))
+                reasons.extend(why)
+        if stale and not known:
+            return State.UNKNOWN, stale
+        return own, reasons
 
     def _flapping(self, cid: str, failing: bool, now: float) -> bool:
         """Count failing/not-failing changes in the window; True while there are too many."""
@@ -417,7 +456,11 @@ class HealthEngine:
             prev = self._since.get(cid)
             since = prev[1] if prev is not None and prev[0] is states[cid] else now
             if prev is not None and prev[0] is not states[cid]:
-                self.log.info(
+                # IMPACTED changes follow from their root's: debug, so an outage logs its roots.
+                level = (
+                    self.log.debug if State.IMPACTED in (prev[0], states[cid]) else self.log.info
+                )
+                level(
                     "component_state_changed",
                     component=cid,
                     site=spec.site,
@@ -449,10 +492,7 @@ class HealthEngine:
     def _in_maintenance(self, spec: ComponentSpec) -> bool:
         return spec.id in self.maintenance or (
             spec.site is not None
-            and (
-                spec.site in self.maintenance
-                or self.topology.datacenter(spec.site) in self.maintenance
-            )
+            and (spec.site in self.maintenance or self.topology.dc[spec.id] in self.maintenance)
         )
 
     def _site_states(self, components: Mapping[str, ComponentStatus]) -> dict[str, State]:
@@ -460,7 +500,7 @@ class HealthEngine:
         for comp in components.values():
             if comp.site:
                 by_site[comp.site].append(comp.state)
-                dc = self.topology.datacenter(comp.site)
+                dc = self.topology.dc[comp.id]
                 if dc != comp.site:
                     by_site[dc].append(comp.state)
         out = {site: State.OK for site in self.topology.sites}
@@ -512,30 +552,15 @@ class HealthEngine:
                     return False
         return bool(self.topology.dependents.get(root))
 
-    def _at_risk_apps(self, site: str) -> list[str]:
-        """Applications that depend, directly or not, on a component of this datacenter."""
-        start = [
-            c.id
-            for c in self.topology.components.values()
-            if self.topology.datacenter(c.site) == site
-        ]
-        seen = set(start)
-        queue = collections.deque(start)
-        while queue:
-            for nxt in self.topology.dependents.get(queue.popleft(), ()):
-                if nxt not in seen:
-                    seen.add(nxt)
-                    queue.append(nxt)
-        return [c for c in seen if self.topology.components[c].kind in APPLICATION_KINDS]
-
     def _site_power(
         self, site: str, components: Mapping[str, ComponentStatus]
     ) -> tuple[float, float | None] | None:
         """Return (mains lost at, runtime left) when every UPS of the site runs on battery."""
+        topo = self.topology
         ups = [
-            c
-            for c in self.topology.components.values()
-            if c.kind == "ups" and self.topology.datacenter(c.site) == site
+            topo.components[c]
+            for c in topo.members.get(site, ())
+            if topo.components[c].kind == "ups"
         ]
         if not ups:
             return None
@@ -570,23 +595,27 @@ class HealthEngine:
         absorbed: set[str] = set()
         for site in [s for s in topo.sites if not topo.sites[s].parent]:
             power = self._site_power(site, components)
-            members = [c for c in components.values() if topo.datacenter(c.site) == site]
-            site_roots = [r for r in roots if topo.datacenter(r.site) == site]
+            members = [components[c] for c in topo.members.get(site, ())]
+            site_roots = [r for r in roots if topo.dc[r.id] == site]
             failing = [c for c in members if c.state.failing]
-            recent = [
-                c
-                for c in failing
-                if now - c.since <= self.site_window or f"site:{site}" in self._incident_start
-            ]
+            key = f"site:{site}"
+            opened = self._incident_start.get(key)
+            recent = [c for c in failing if now - c.since <= self.site_window]
             # A mass failure with a single root cause is that root's incident, not the site's.
             mass = (
                 len(members) >= 3
                 and len(recent) >= self.site_ratio * len(members)
-                and (len(site_roots) > 1 or f"site:{site}" in self._incident_start)
+                and len(site_roots) > 1
             )
-            if power is None and not mass:
+            # Once open, the site incident follows the recovery: it stays while anything that
+            # failed during it is still failing, so the recovery ends with one resolve.
+            during = (
+                [c for c in failing if c.since >= opened - self.site_window]
+                if opened is not None
+                else []
+            )
+            if power is None and not mass and not during:
                 continue
-            key = f"site:{site}"
             impacted = sorted(
                 {c.id for c in failing} | {i for r in site_roots for i in impacted_by.get(r.id, ())}
             )
@@ -601,11 +630,13 @@ class HealthEngine:
                     unit = "minute" if minutes == 1 else "minutes"
                     what += f", about {minutes} {unit} of runtime left"
                 started = lost_at
-            else:
-                first = min(c.since for c in recent) if recent else now
+            elif mass:
                 what = f"{len(failing)} of {len(members)} components failing"
-                started = first
-            at_risk = len(self._at_risk_apps(site))
+                started = min(c.since for c in recent)
+            else:
+                what = f"recovering, {len(failing)} of {len(members)} components still failing"
+                started = opened if opened is not None else now
+            at_risk = len(topo.at_risk[site])
             summary = f"{name}: {what}; {len(apps)} applications impacted"
             if power is not None and at_risk > len(apps):
                 summary += f", {at_risk} at risk"
@@ -654,9 +685,18 @@ class HealthEngine:
                 components=components,
                 component=root.id,
             )
-        for key in list(self._incident_start):
-            if key not in incidents:
-                del self._incident_start[key]
+        # An incident whose cause cleared is held open for resolve_hold: a failure coming back
+        # within it continues the same incident (one page, not one per flap).
+        for key, previous in self._open.items():
+            if key not in incidents and now - self._last_seen.get(key, now) < self.resolve_hold:
+                incidents[key] = previous
+        for key, incident in incidents.items():
+            if self._open.get(key) is not incident:
+                self._last_seen[key] = now
+        self._open = dict(incidents)
+        for store in (self._incident_start, self._last_seen):
+            for key in [k for k in store if k not in incidents]:
+                del store[key]
         return incidents
 
     def _incident(
@@ -723,8 +763,9 @@ def _profile_rules(check: Check) -> list[Rule]:
     return found
 
 
-def build_engine(config: Any, plan: Mapping[str, Check], clock: Clock = time.time,
-                 logger: Any = None) -> HealthEngine:
+def build_engine(
+    config: Any, plan: Mapping[str, Check], clock: Clock = time.time, logger: Any = None
+) -> HealthEngine:
     """Build a health engine from a validated config (a ConfigBase) and its plan."""
     settings = config.health
     engine = HealthEngine(
@@ -734,6 +775,7 @@ def build_engine(config: Any, plan: Mapping[str, Check], clock: Clock = time.tim
         flap_window=settings.flapping.window,
         site_window=settings.site_window,
         site_ratio=settings.site_ratio,
+        resolve_hold=settings.resolve_hold,
         clock=clock,
         logger=logger,
     )

@@ -40,4 +40,8 @@ _RANK = {
 
 def worst(states: Iterable[State]) -> State:
     """Return the most severe of states (OK when empty)."""
-    return max(states, key=_RANK.__getitem__, default=State.OK)
+    best, rank = State.OK, 0
+    for state in states:
+        if _RANK[state] > rank:
+            best, rank = state, _RANK[state]
+    return best

@@ -118,6 +118,9 @@ class HealthSettings(_Strict):
     flapping: FlapSettings = Field(default_factory=FlapSettings)
     site_window: Duration = Field(120.0, description="Window for a site-wide failure.")
     site_ratio: float = Field(0.5, gt=0, le=1, description="Share of a site failing at once.")
+    resolve_hold: Duration | Literal[0] = Field(
+        30.0, description="An incident stays open this long after its cause clears (no re-page)."
+    )
 
 
 @dataclass(frozen=True, slots=True)

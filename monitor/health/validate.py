@@ -80,8 +80,9 @@ def validate_topology(
         )
     for i, win in enumerate(maintenance):
         if win.target not in comp_ids and win.target not in site_ids:
-            errors.append((("maintenance", i, "target"),
-                           f"unknown component or site {win.target!r}"))
+            errors.append(
+                (("maintenance", i, "target"), f"unknown component or site {win.target!r}")
+            )
     for i, rule in enumerate(rules):
         for j, check_id in enumerate(rule.checks):
             if check_id not in plan:

@@ -156,16 +156,55 @@ def test_site_power_cut_is_one_site_incident(engine: HealthEngine, clock: Clock)
     assert (
         "about 1 minute of runtime left; 20 applications impacted, 30 at risk" in incident.summary
     )
+    clock.now += 60  # mains back; the SAN and 4 servers are not yet
+    still = {"san-nord", "srv-00", "srv-01", "srv-02", "srv-03"}
+    feed_all(engine, still | {c for c in failing if c.startswith("app-")})
+    snap = engine.evaluate()
+    assert list(snap.incidents) == ["site:nord"], "the recovery stays in the site incident"
+    assert "mains lost" not in snap.incidents["site:nord"].summary
+    assert "components" in snap.incidents["site:nord"].summary
+    assert snap.incidents["site:nord"].started_at == started
+    clock.now += 60
+    feed_all(engine, set())
+    engine.evaluate()
+    clock.now += 31
+    feed_all(engine, set())
+    assert engine.evaluate().incidents == {}, "all back: the site incident resolves, once"
 
 
-def test_root_recovers_dependent_stays_down_becomes_own_incident(engine: HealthEngine) -> None:
+def test_root_recovers_dependent_stays_down_becomes_own_incident(
+    engine: HealthEngine, clock: Clock
+) -> None:
     """When the root recovers and a dependent stays down, the dependent gets its own incident."""
     feed_all(engine, {"srv-01", "app-labo-01"})
     assert list(engine.evaluate().incidents) == ["component:srv-01"]
     feed_all(engine, {"app-labo-01"})
     snap = engine.evaluate()
-    assert list(snap.incidents) == ["component:app-labo-01"]
+    assert sorted(snap.incidents) == ["component:app-labo-01", "component:srv-01"]
     assert snap.incidents["component:app-labo-01"].applications[0].id == "app-labo-01"
+    clock.now += 31  # past health.resolve_hold: the server's incident resolves
+    feed_all(engine, {"app-labo-01"})
+    assert list(engine.evaluate().incidents) == ["component:app-labo-01"]
+
+
+def test_failure_within_resolve_hold_continues_the_incident(
+    engine: HealthEngine, clock: Clock
+) -> None:
+    """A root that fails again within resolve_hold continues its incident (same start)."""
+    feed_all(engine, {"srv-04"})
+    started = engine.evaluate().incidents["component:srv-04"].started_at
+    clock.now += 5
+    feed_all(engine, set())
+    assert "component:srv-04" in engine.evaluate().incidents, "held open after recovery"
+    clock.now += 20
+    feed_all(engine, {"srv-04"})
+    assert engine.evaluate().incidents["component:srv-04"].started_at == started
+    clock.now += 5
+    feed_all(engine, set())
+    engine.evaluate()
+    clock.now += 31
+    feed_all(engine, set())
+    assert engine.evaluate().incidents == {}
 
 
 def test_for_and_clear_for_hysteresis(tmp_path: Path, clock: Clock) -> None:
