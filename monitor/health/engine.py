@@ -484,7 +484,9 @@ class HealthEngine:
         warnings = {
             cid: c
             for cid, c in components.items()
-            if c.state is State.WARNING and not c.maintenance
+            if c.state is State.WARNING
+            and not c.maintenance
+            and f"site:{self.topology.dc[cid]}" not in incidents  # explained by the site's
         }
         self.snapshot = Snapshot(now, components, incidents, sites, warnings)
         return self.snapshot

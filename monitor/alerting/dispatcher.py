@@ -1,0 +1,375 @@
+"""The dispatcher: state changes to the outbox at once, then delivery to every sink with retries."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from monitor.alerting.model import Alert
+from monitor.alerting.outbox import Entry, Outbox, Row
+from monitor.alerting.settings import AlertingSettings
+from monitor.alerting.sink import DeliveryError, Sink
+from monitor.results import bound_text
+
+Clock = Callable[[], float]
+"""Wall-clock seconds since the epoch: alert times and Alertmanager's endsAt are wall times."""
+
+WATCHDOG_KEY = "watchdog"
+WATCHDOG_NAME = "VigieWatchdog"
+
+
+def watchdog_alert(instance: str, at: datetime) -> Alert:
+    """Return the always-firing dead man's switch alert of a Vigie instance."""
+    return Alert(
+        key=WATCHDOG_KEY,
+        labels={"alertname": WATCHDOG_NAME, "severity": "none", "vigie_instance": instance},
+        annotations={
+            "summary": f"Vigie {instance} alerting pipeline is alive",
+            "description": (
+                "This alert is always firing while Vigie runs and reaches Alertmanager. "
+                "Route it to a dead man's switch: its absence means Vigie, or its path to "
+                "Alertmanager, is down."
+            ),
+        },
+        starts_at=at,
+    )
+
+
+class AlertingMetrics:
+    """The delivery layer's own metrics, registered in the registry passed in."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.depth = Gauge(
+            "vigie_alert_outbox_depth",
+            "Notifications queued in the outbox, not yet acknowledged, by sink.",
+            ["sink"],
+            registry=registry,
+        )
+        self.failures = Counter(
+            "vigie_alert_delivery_failures",
+            "Failed delivery attempts by sink (one per attempt, whatever its size).",
+            ["sink"],
+            registry=registry,
+        )
+        self.sent = Counter(
+            "vigie_alerts_sent",
+            "Alert notifications acknowledged by sink, re-sends included.",
+            ["sink"],
+            registry=registry,
+        )
+        self.active = Gauge(
+            "vigie_alerts_active",
+            "Alerts firing now, the watchdog excepted.",
+            registry=registry,
+        )
+
+
+class AlertDispatcher:
+    """Records each state change in the outbox before returning, then delivers it to every sink.
+
+    Each sink has its own delivery loop, so a slow mail relay never holds back Alertmanager.
+    A failed sink is retried with exponential backoff and full jitter until it acknowledges.
+    """
+
+    def __init__(
+        self,
+        settings: AlertingSettings,
+        outbox: Outbox,
+        sinks: Sequence[Sink],
+        session: aiohttp.ClientSession,
+        registry: CollectorRegistry,
+        *,
+        clock: Clock = time.time,
+        logger: Any = None,
+        rng: random.Random | None = None,
+        send_guard: float = 300.0,
+    ) -> None:
+        names = [sink.name for sink in sinks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"sink names must be unique: {names}")
+        self._settings = settings
+        self._outbox = outbox
+        self._sinks = list(sinks)
+        self._session = session
+        self._clock = clock
+        self._log = logger if logger is not None else structlog.get_logger()
+        self._rng = rng or random.Random()
+        self._send_guard = send_guard
+        self._metrics = AlertingMetrics(registry)
+        self._wake = {name: asyncio.Event() for name in names}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopped = asyncio.Event()
+        for name in names:
+            self._metrics.failures.labels(sink=name)
+            self._metrics.sent.labels(sink=name)
+        for sink, count in outbox.drop_sinks(names).items():
+            self._log.warning("alert_sink_removed", sink=sink, dropped=count)
+        self._active: dict[str, Alert] = outbox.active()
+        self._update_gauges()
+
+    # --- state changes: synchronous, on disk before returning ------------------------------
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock(), UTC)
+
+    def fire(self, alert: Alert) -> None:
+        """Fire or update an alert (no-op if unchanged); on disk when this returns."""
+        # A failed write raises sqlite3.Error and changes nothing, so calling again retries.
+        self._check_user_alert(alert)
+        self._apply([alert], [], self._now())
+
+    def resolve(self, key: str, at: datetime | None = None) -> None:
+        """Resolve the alert with this key (at `at`, default now); unknown keys are ignored."""
+        if key == WATCHDOG_KEY:
+            raise ValueError("the watchdog is resolved only by turning it off in the config")
+        self._apply([], [key], at or self._now())
+
+    def sync(self, alerts: Iterable[Alert], at: datetime | None = None) -> None:
+        """Make the given alerts the firing set: fire or update them, resolve the others."""
+        alerts = list(alerts)
+        for alert in alerts:
+            self._check_user_alert(alert)
+        wanted = {alert.key for alert in alerts}
+        gone = [key for key in self._active if key not in wanted and key != WATCHDOG_KEY]
+        self._apply(alerts, gone, at or self._now())
+
+    def active(self) -> dict[str, Alert]:
+        """Return the firing alerts by key, the watchdog excepted."""
+        return {k: a for k, a in self._active.items() if k != WATCHDOG_KEY}
+
+    @staticmethod
+    def _check_user_alert(alert: Alert) -> None:
+        if alert.key == WATCHDOG_KEY:
+            raise ValueError(f"alert key {WATCHDOG_KEY!r} is reserved for the watchdog")
+        if alert.ends_at is not None:
+            raise ValueError(f"alert {alert.key!r} has ends_at set: use resolve()")
+
+    def _entries(self, alert: Alert, change: bool) -> list[Entry]:
+        """Queue a state change for every sink, an update only for the refreshed ones."""
+        return [
+            Entry(sink.name, alert, sink.delivery)
+            for sink in self._sinks
+            if (change or sink.refresh) and (sink.refresh or alert.key != WATCHDOG_KEY)
+        ]
+
+    def _apply(self, fired: Sequence[Alert], resolved: Sequence[str], at: datetime) -> None:
+        """Record fired and resolved alerts in one transaction, then let the sinks know."""
+        instance = {"vigie_instance": self._settings.vigie_instance}
+        entries: list[Entry] = []
+        activate: list[Alert] = []
+        events: list[tuple[str, Alert]] = []
+        for given in fired:
+            alert = given.with_labels(instance)
+            old = self._active.get(alert.key)
+            if old == alert:
+                continue
+            activate.append(alert)
+            if old is None:
+                entries += self._entries(alert, change=True)
+                events.append(("alert_fired", alert))
+            elif old.labels != alert.labels:
+                # New labels are a new alert for Alertmanager: end the old one explicitly,
+                # or it would linger until its endsAt.
+                entries += self._entries(old.resolved(at), change=True)
+                entries += self._entries(alert, change=True)
+                events.append(("alert_relabelled", alert))
+            else:
+                entries += self._entries(alert, change=False)
+                events.append(("alert_updated", alert))
+        deactivate: list[str] = []
+        for key in resolved:
+            old = self._active.get(key)
+            if old is None:
+                continue
+            deactivate.append(key)
+            entries += self._entries(old.resolved(at), change=True)
+            events.append(("alert_resolved", old))
+        if not activate and not deactivate:
+            return
+        self._outbox.record(entries, activate=activate, deactivate=deactivate, now=self._clock())
+        for alert in activate:
+            self._active[alert.key] = alert
+        for key in deactivate:
+            del self._active[key]
+        for entry in entries:
+            self._wake[entry.sink].set()
+        self._update_gauges()
+        for event, alert in events:
+            self._log.info(
+                event,
+                key=alert.key,
+                alertname=alert.name,
+                severity=alert.labels.get("severity"),
+                site=alert.labels.get("site"),
+            )
+
+    def _update_gauges(self) -> None:
+        try:
+            depth = self._outbox.depth()
+        except Exception as exc:  # metrics must not turn a recorded change into an error
+            self._log.error("alert_outbox_failed", error=bound_text(str(exc)))
+            return
+        for sink in self._sinks:
+            self._metrics.depth.labels(sink=sink.name).set(depth.get(sink.name, 0))
+        self._metrics.active.set(len(self._active) - (WATCHDOG_KEY in self._active))
+
+    # --- delivery ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Deliver queued rows, new changes, re-sends and the watchdog until stop()."""
+        if self._settings.watchdog:
+            # Keep the start time across restarts: the watchdog has been up all along.
+            old = self._active.get(WATCHDOG_KEY)
+            start = old.starts_at if old is not None else self._now()
+            self._apply([watchdog_alert(self._settings.vigie_instance, start)], [], self._now())
+        elif WATCHDOG_KEY in self._active:
+            self._apply([], [WATCHDOG_KEY], self._now())
+        self._log.info(
+            "alerting_started",
+            sinks=[sink.name for sink in self._sinks],
+            active=len(self.active()),
+            queued=sum(self._outbox.depth().values()),
+        )
+        self._tasks = [
+            asyncio.create_task(self._deliver(sink), name=f"alert-sink:{sink.name}")
+            for sink in self._sinks
+        ]
+        self._tasks.append(asyncio.create_task(self._resend_loop(), name="alert-resend"))
+        try:
+            await self._stopped.wait()
+        finally:
+            await self._cancel_tasks()
+
+    async def _cancel_tasks(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    async def _resend_loop(self) -> None:
+        """Re-send firing alerts to the refreshed sinks now (after a restart) and periodically."""
+        while True:
+            self._resend()
+            await asyncio.sleep(self._settings.resend_interval)
+
+    def _resend(self) -> None:
+        """Queue a keep-alive of each firing alert, unless one is queued already."""
+        entries = [
+            Entry(sink.name, alert, sink.delivery, refresh=True)
+            for sink in self._sinks
+            if sink.refresh
+            for alert in self._active.values()
+        ]
+        if not entries:
+            return
+        try:
+            queued = self._outbox.record(entries, now=self._clock())
+        except Exception as exc:  # a full disk must not end re-sending for good
+            self._log.error("alert_outbox_failed", error=bound_text(str(exc)))
+            return
+        if queued:
+            for entry in entries:
+                self._wake[entry.sink].set()
+            self._update_gauges()
+
+    def _backoff(self, failures: int) -> float:
+        """Full jitter: uniform in [0, min(max, initial * 2^(failures-1))]."""
+        s = self._settings
+        cap = min(s.backoff_max, s.backoff_initial * 2.0 ** min(failures - 1, 62))
+        return self._rng.uniform(0.0, cap)
+
+    async def _deliver(self, sink: Sink) -> None:
+        """Send the sink's queued rows, oldest first, until stopped; back off on failure."""
+        wake = self._wake[sink.name]
+        failures = 0
+        while True:
+            wake.clear()
+            try:
+                rows = self._outbox.pending(sink.name, sink.batch_size)
+            except Exception as exc:  # the outbox may fail (disk); try again later
+                self._log.error("alert_outbox_failed", sink=sink.name, error=bound_text(str(exc)))
+                await asyncio.sleep(self._settings.backoff_max)
+                continue
+            if not rows:
+                await wake.wait()
+                continue
+            reason = await self._attempt(sink, rows)
+            if reason is None:
+                if failures:
+                    self._log.info("alert_sink_recovered", sink=sink.name, failures=failures)
+                failures = 0
+                continue
+            failures += 1
+            delay = self._backoff(failures)
+            self._log.warning(
+                "alert_delivery_failed",
+                sink=sink.name,
+                reason=reason,
+                failures=failures,
+                queued=len(rows),
+                retry_in=round(delay, 3),
+            )
+            await asyncio.sleep(delay)
+
+    async def _attempt(self, sink: Sink, rows: Sequence[Row]) -> str | None:
+        """Send rows once; record the outcome; return None on success, else the reason."""
+        ids = [row.id for row in rows]
+        try:
+            async with asyncio.timeout(self._send_guard):
+                await sink.send([row.alert for row in rows], self._session)
+        except DeliveryError as exc:
+            reason = exc.reason
+        except TimeoutError:
+            reason = f"{sink.name}: no answer within {self._send_guard:g}s"
+        except Exception as exc:  # a sink's bug must not end its delivery loop
+            reason = bound_text(f"{sink.name}: {type(exc).__name__}: {exc}")
+        else:
+            try:
+                self._outbox.ack(ids)
+            except Exception as exc:  # delivered all the same: at worst re-sent after a restart
+                self._log.error("alert_outbox_failed", sink=sink.name, error=bound_text(str(exc)))
+            self._metrics.sent.labels(sink=sink.name).inc(len(ids))
+            self._update_gauges()
+            self._log.debug("alert_delivered", sink=sink.name, alerts=len(ids))
+            return None
+        self._metrics.failures.labels(sink=sink.name).inc()
+        with contextlib.suppress(Exception):  # the reason is logged by the caller anyway
+            self._outbox.failed(ids, reason)
+        return reason
+
+    async def stop(self) -> None:
+        """Stop the loops, then give what is queued one bounded chance (flush_timeout)."""
+        self._stopped.set()
+        await self._cancel_tasks()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settings.flush_timeout
+
+        async def flush(sink: Sink) -> None:
+            while (rows := self._outbox.pending(sink.name, sink.batch_size)) and (
+                left := deadline - loop.time()
+            ) > 0:
+                try:
+                    async with asyncio.timeout(left):
+                        if await self._attempt(sink, rows) is not None:
+                            return  # down: no point hammering it until the deadline
+                except TimeoutError:
+                    return
+
+        await asyncio.gather(*(flush(sink) for sink in self._sinks))
+        left = {sink: n for sink, n in self._outbox.depth().items() if n}
+        if left:
+            self._log.warning("alert_flush_incomplete", queued=left)
+        self._log.info("alerting_stopped", active=len(self.active()))
+
+    def queued(self) -> Mapping[str, int]:
+        """Return the number of queued notifications per sink."""
+        return self._outbox.depth()
