@@ -8,6 +8,7 @@ __all__ = ["Check", "Probe", "ProbeContext", "ProbeLog", "ProbeRegistry", "defau
 def default_registry() -> ProbeRegistry:
     """Return a registry holding every shipped probe kind."""
     from probes.http import HttpProbe
+    from probes.snmp import SnmpProbe
     from probes.tcp import TcpProbe
 
-    return ProbeRegistry([HttpProbe(), TcpProbe()])
+    return ProbeRegistry([HttpProbe(), SnmpProbe(), TcpProbe()])

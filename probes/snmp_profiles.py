@@ -1,0 +1,907 @@
+"""SNMP device profiles as data: the YAML model, loading with positions, and evaluation.
+
+A profile maps OIDs to metrics (name, type, scale, labels from the table index and lookups,
+enum states), derives booleans and reset flags from them, and carries the device's health
+rules and trap meanings as validated data. `evaluate` turns the varbinds a poll collected
+into samples; `probes.snmp` does the polling.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
+
+from monitor.config import ConfigError, ConfigErrors, PosDict, PosList, load_yaml
+from monitor.durations import Duration
+from monitor.results import Sample
+
+__all__ = [
+    "SHIPPED_PROFILE_DIR",
+    "Collected",
+    "MetricDef",
+    "PollPlan",
+    "Profile",
+    "check_profile_command",
+    "evaluate",
+    "family_names",
+    "load_profile_dirs",
+    "load_profile_file",
+    "poll_plan",
+    "probe_profile_command",
+    "profiles_markdown",
+]
+
+SHIPPED_PROFILE_DIR = Path(__file__).resolve().parents[1] / "config" / "profiles"
+"""The profiles Vigie ships: always loaded, before the config's own profile_dirs."""
+
+Value = None | str | bytes | int | float
+"""A varbind value as the SNMP engine returns it (TimeTicks as hundredths, OIDs as text)."""
+
+Log = Callable[..., None]
+
+BASE_UNITS = (
+    "seconds",
+    "ratio",
+    "volts",
+    "hertz",
+    "amperes",
+    "watts",
+    "joules",
+    "celsius",
+    "bytes",
+)
+
+
+def _strip_dot(value: Any) -> Any:
+    """Accept OIDs written with a leading dot, as net-snmp prints them."""
+    return value.removeprefix(".") if isinstance(value, str) else value
+
+
+Oid = Annotated[
+    str,
+    BeforeValidator(_strip_dot),
+    StringConstraints(pattern=r"^[0-2](\.(0|[1-9][0-9]*))+$"),
+]
+MetricName = Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_]*$")]
+LabelName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")]
+Unit = Literal[
+    "seconds", "ratio", "volts", "hertz", "amperes", "watts", "joules", "celsius", "bytes"
+]
+
+
+def _keys_to_text(value: Any) -> Any:
+    """Turn YAML mapping keys (enum integers, OIDs) into text, as values are matched as text."""
+    if isinstance(value, dict):
+        return {
+            str(k).removeprefix(".") if isinstance(k, str) else str(k): v for k, v in value.items()
+        }
+    return value
+
+
+def _items_to_text(value: Any) -> Any:
+    """Turn a YAML list of enum values (integers or names) into text."""
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    return value
+
+
+TextKeyed = Annotated[dict[str, str], BeforeValidator(_keys_to_text)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class IndexDef(_Strict):
+    """One component of a table index and the label it becomes."""
+
+    label: LabelName = Field(description="Label name for this index component.")
+    type: Literal["integer", "string", "implied_string", "ipv4"] = Field(
+        "integer",
+        description="How the component is encoded in the OID: one sub-id, a length-prefixed "
+        "string, a string to the end of the OID, or four sub-ids of an IPv4 address.",
+    )
+
+
+class Lookup(_Strict):
+    """A label whose value is read from another OID of the same row (e.g. ifName for ifIndex)."""
+
+    label: LabelName = Field(description="Label name.")
+    oid: Oid = Field(
+        description="Column OID (the row's index is appended), or a full instance OID for "
+        "scalar metrics."
+    )
+    indexes: list[LabelName] | None = Field(
+        None, description="Index components forming the lookup's instance; default: all."
+    )
+    format: Literal["text", "hex", "integer"] = Field(
+        "text", description="How to render the value: UTF-8 text, hex bytes (MACs), integer."
+    )
+    map: TextKeyed = Field(
+        default_factory=dict, description="Value -> label value (enum names, OID names)."
+    )
+
+
+class PowerOfTen(_Strict):
+    """Factor 10^(multiplier * (value + offset)), as ENTITY-SENSOR-MIB's scale and precision."""
+
+    multiplier: float = 1.0
+    offset: float = 0.0
+
+
+class Factor(_Strict):
+    """Multiply a metric by another column of the same row (e.g. hrStorageAllocationUnits)."""
+
+    oid: Oid = Field(description="Column OID (or scalar instance OID) holding the factor.")
+    power_of_ten: PowerOfTen | None = Field(
+        None, description="Use 10^(multiplier*(value+offset)) instead of the value itself."
+    )
+
+
+class Condition(_Strict):
+    """Keep a row only when another column of it has one of these values."""
+
+    oid: Oid = Field(description="Column OID (or scalar instance OID) to test.")
+    in_: Annotated[list[str], BeforeValidator(_items_to_text)] = Field(
+        alias="in", min_length=1, description="Raw values (as text) that make the row valid."
+    )
+
+
+class Variant(_Strict):
+    """The family a row goes to when the selector column has a given value."""
+
+    name: MetricName
+    help: str = Field(min_length=1)
+    unit: Unit | None = None
+    scale: float = 1.0
+
+
+class Variants(_Strict):
+    """Split one column into families by another column's value (e.g. sensor type)."""
+
+    oid: Oid = Field(description="Column OID whose value selects the family.")
+    values: Annotated[dict[str, Variant], BeforeValidator(_keys_to_text)] = Field(
+        description="Selector value -> family; other rows keep the metric's own name."
+    )
+
+
+class MetricDef(_Strict):
+    """One OID (scalar) or column (walked table) and the metric family it becomes."""
+
+    name: MetricName = Field(description="Metric family name, in base units.")
+    oid: Oid = Field(description="Scalar instance OID (GET) or table column OID (walked).")
+    type: Literal["gauge", "counter", "stateset", "info"]
+    help: str = Field(min_length=1, description="HELP text.")
+    unit: Unit | None = Field(None, description="Base unit; must appear in the name.")
+    scale: float = Field(1.0, description="Multiplier to base units (60: minutes->seconds).")
+    walk: bool | None = Field(
+        None, description="Walk the column; default: true when indexes are given."
+    )
+    optional: bool = Field(
+        False, description="A scalar the device may lack: absent -> no sample, not a failure."
+    )
+    indexes: list[IndexDef] = Field(default_factory=list, description="Table index -> labels.")
+    drop_indexes: bool = Field(
+        False, description="Do not emit index labels (rows with equal labels are merged)."
+    )
+    lookups: list[Lookup] = Field(default_factory=list, description="Labels from other OIDs.")
+    states: TextKeyed = Field(
+        default_factory=dict, description="stateset: raw value (integer or OID) -> state name."
+    )
+    state_label: LabelName = Field("state", description="stateset: label naming the state.")
+    label: LabelName | None = Field(None, description="info: label holding the value.")
+    format: Literal["text", "hex", "integer"] = Field("text", description="info: value format.")
+    factors: list[Factor] = Field(default_factory=list, description="Per-row multipliers.")
+    variants: Variants | None = Field(None, description="Per-row family by another column.")
+    valid_when: Condition | None = Field(
+        None, description="Skip rows unless another column has one of the given values."
+    )
+
+    @property
+    def walked(self) -> bool:
+        """Whether the metric is a table column to walk rather than a scalar to GET."""
+        return self.walk if self.walk is not None else bool(self.indexes)
+
+    @property
+    def merged(self) -> bool:
+        """Whether all rows merge into one label-less series set (e.g. alarms present)."""
+        return self.walked and self.drop_indexes and not self.lookups
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        """Check the fields that go with each type, name suffixes and units."""
+        _check_name(self.name, self.type, self.unit)
+        if self.type == "stateset" and not self.states:
+            raise ValueError("a stateset needs states (value -> state name)")
+        if self.type != "stateset" and self.states:
+            raise ValueError("states are only for type stateset")
+        if self.type == "info" and self.label is None:
+            raise ValueError("an info metric needs label (the label holding the value)")
+        if self.type != "info" and self.label is not None:
+            raise ValueError("label is only for type info")
+        if self.type in ("stateset", "info") and (self.factors or self.scale != 1.0):
+            raise ValueError(f"scale and factors do not apply to type {self.type}")
+        if self.variants is not None and self.type not in ("gauge", "counter"):
+            raise ValueError("variants are only for gauge and counter metrics")
+        if self.walk is False and self.indexes:
+            raise ValueError("indexes need a walked metric (walk: false given)")
+        names = [i.label for i in self.indexes]
+        for lookup in self.lookups:
+            unknown = set(lookup.indexes or ()) - set(names)
+            if unknown:
+                raise ValueError(
+                    f"lookup {lookup.label!r} uses unknown index {sorted(unknown)[0]!r}; "
+                    f"indexes: {', '.join(names) or 'none'}"
+                )
+        labels = [*([] if self.drop_indexes else names), *(lk.label for lk in self.lookups)]
+        if self.label is not None:
+            labels.append(self.label)
+        if self.type == "stateset":
+            labels.append(self.state_label)
+        dupes = sorted({lb for lb in labels if labels.count(lb) > 1})
+        if dupes:
+            raise ValueError(f"label {dupes[0]!r} is set twice")
+        if self.variants is not None:
+            for variant in self.variants.values.values():
+                _check_name(variant.name, self.type, variant.unit)
+        return self
+
+    def label_names(self) -> list[str]:
+        """Return the labels the metric's series carry (the state label included)."""
+        out = [] if self.drop_indexes else [i.label for i in self.indexes]
+        if self.label is not None:
+            out.append(self.label)
+        out += [lk.label for lk in self.lookups]
+        if self.type == "stateset":
+            out.append(self.state_label)
+        return out
+
+    def families(self) -> list[tuple[str, str, str, str | None]]:
+        """Return (name, type, help, unit) of each family the metric can produce."""
+        out: list[tuple[str, str, str, str | None]] = [(self.name, self.type, self.help, self.unit)]
+        if self.variants is not None:
+            for variant in self.variants.values.values():
+                entry = (variant.name, self.type, variant.help, variant.unit)
+                if all(e[0] != variant.name for e in out):
+                    out.append(entry)
+        return out
+
+
+def _check_name(name: str, mtype: str, unit: str | None) -> None:
+    """Check Prometheus naming: _total for counters only, _info for info, unit in the name."""
+    if mtype == "counter" and not name.endswith("_total"):
+        raise ValueError(f"counter name {name!r} must end with _total")
+    if mtype != "counter" and name.endswith("_total"):
+        raise ValueError(f"only counters end with _total: {name!r}")
+    if mtype == "info" and not name.endswith("_info"):
+        raise ValueError(f"info name {name!r} must end with _info")
+    if unit is not None and not re.search(rf"_{unit}(_total)?$", name):
+        raise ValueError(f"name {name!r} must end with its unit _{unit}")
+
+
+class BooleanDef(_Strict):
+    """A 0/1 gauge derived from another metric's raw value (e.g. on battery = source is 5)."""
+
+    name: MetricName
+    help: str = Field(min_length=1)
+    metric: MetricName = Field(description="Source metric of this profile.")
+    in_: Annotated[list[str], BeforeValidator(_items_to_text)] = Field(
+        alias="in", min_length=1, description="Raw values or state names that mean 1."
+    )
+
+
+class ResetDef(_Strict):
+    """A 0/1 gauge that is 1 when a metric went down since the previous poll (a restart)."""
+
+    name: MetricName
+    help: str = Field(min_length=1)
+    metric: MetricName = Field(description="Source gauge or counter of this profile.")
+
+
+class RuleDef(_Strict):
+    """A health rule that goes with the device; kept as data until the health engine uses it."""
+
+    name: MetricName
+    expr: str = Field(description='`metric{label="value"} <op> number`, e.g. ups_on_battery == 1')
+    severity: Literal["info", "warning", "critical"]
+    for_: Duration | None = Field(None, alias="for", description="How long before it fires.")
+    description: str = ""
+
+
+class TrapDef(_Strict):
+    """What a notification means for this device's metrics (for the trap receiver)."""
+
+    oid: Oid = Field(description="snmpTrapOID (v2) or enterprise.0.specific (v1, RFC 3584).")
+    name: str = Field(min_length=1)
+    set: dict[MetricName, float] = Field(
+        default_factory=dict, description="Metrics this trap sets until the next poll."
+    )
+    description: str = ""
+
+
+class Profile(_Strict):
+    """A device profile: where its OIDs come from, its metrics, derived values, rules, traps."""
+
+    source: str = Field(min_length=1, description="RFC / MIB name and version of the OIDs.")
+    description: str = ""
+    metrics: list[MetricDef] = Field(min_length=1)
+    booleans: list[BooleanDef] = Field(default_factory=list)
+    resets: list[ResetDef] = Field(default_factory=list)
+    rules: list[RuleDef] = Field(default_factory=list)
+    traps: list[TrapDef] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _cross_check(self) -> Self:
+        """Check that names are unique and that every reference names a metric of the profile."""
+        seen: dict[str, str] = {}
+        for name, what in [
+            *((f[0], "metric") for m in self.metrics for f in m.families()),
+            *((b.name, "boolean") for b in self.booleans),
+            *((r.name, "reset") for r in self.resets),
+        ]:
+            if name in seen:
+                raise ValueError(f"family {name!r} is defined twice ({seen[name]} and {what})")
+            seen[name] = what
+        metrics = {m.name: m for m in self.metrics}
+        for b in self.booleans:
+            source = metrics.get(b.metric)
+            if source is None:
+                raise ValueError(f"boolean {b.name!r}: unknown metric {b.metric!r}")
+            if source.type == "info":
+                raise ValueError(f"boolean {b.name!r}: source {b.metric!r} is an info metric")
+            names = set(source.states.values())
+            for value in b.in_:
+                if source.states and value not in names and value not in source.states:
+                    raise ValueError(
+                        f"boolean {b.name!r}: {value!r} is not a state of {b.metric!r} "
+                        f"({', '.join(source.states.values())})"
+                    )
+        for r in self.resets:
+            source = metrics.get(r.metric)
+            if source is None or source.type not in ("gauge", "counter"):
+                raise ValueError(f"reset {r.name!r}: {r.metric!r} is not a gauge or counter")
+        labels = self.family_labels()
+        states = {
+            f[0]: (m.state_label, set(m.states.values()))
+            for m in self.metrics
+            for f in m.families()
+            if m.type == "stateset"
+        }
+        rule_names: set[str] = set()
+        for rule in self.rules:
+            if rule.name in rule_names:
+                raise ValueError(f"rule {rule.name!r} is defined twice")
+            rule_names.add(rule.name)
+            _check_expr(rule.name, rule.expr, labels, states)
+        for trap in self.traps:
+            for name in trap.set:
+                if name not in labels:
+                    raise ValueError(f"trap {trap.name!r} sets unknown metric {name!r}")
+        return self
+
+    def family_labels(self) -> dict[str, list[str]]:
+        """Return every family this profile produces with the labels its series carry."""
+        out: dict[str, list[str]] = {}
+        for m in self.metrics:
+            for name, *_ in m.families():
+                out[name] = m.label_names()
+        by_metric = {m.name: m for m in self.metrics}
+        for b in self.booleans:
+            src = by_metric[b.metric]
+            out[b.name] = [
+                lb for lb in src.label_names() if lb != src.state_label or src.type != "stateset"
+            ]
+        for r in self.resets:
+            out[r.name] = by_metric[r.metric].label_names()
+        return out
+
+
+_EXPR = re.compile(
+    r"^\s*(?P<metric>[a-z_][a-z0-9_]*)\s*(?:\{(?P<sel>[^}]*)\})?\s*"
+    r"(?P<op>==|!=|<=|>=|<|>)\s*(?P<num>[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)\s*$"
+)
+_SELECTOR = re.compile(r'^\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"([^"]*)"\s*$')
+
+
+def _check_expr(
+    rule: str,
+    expr: str,
+    labels: Mapping[str, list[str]],
+    states: Mapping[str, tuple[str, set[str]]],
+) -> None:
+    """Check a rule expression: a known family, known labels and states, a comparison."""
+    match = _EXPR.match(expr)
+    if match is None:
+        raise ValueError(
+            f'rule {rule!r}: expr must be `metric{{label="value"}} <op> number`, got {expr!r}'
+        )
+    metric = match["metric"]
+    if metric not in labels:
+        raise ValueError(f"rule {rule!r}: unknown metric {metric!r}")
+    for part in filter(None, (match["sel"] or "").split(",")):
+        sel = _SELECTOR.match(part)
+        if sel is None:
+            raise ValueError(f"rule {rule!r}: bad label selector {part.strip()!r}")
+        name, value = sel.groups()
+        if name not in labels[metric]:
+            raise ValueError(f"rule {rule!r}: {metric} has no label {name!r}")
+        if metric in states and name == states[metric][0] and value not in states[metric][1]:
+            raise ValueError(f"rule {rule!r}: {value!r} is not a state of {metric}")
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+
+def _locate(raw: Any, loc: Sequence[int | str]) -> tuple[int, int]:
+    """Return the line and column of the deepest node of loc found in the raw YAML."""
+    node, mark = raw, getattr(raw, "mark", (1, 1))
+    for part in loc:
+        if isinstance(node, PosDict) and part in node:
+            mark, node = node.pos.get(part, mark), node[part]
+        elif isinstance(node, PosDict) and str(part) in {str(k) for k in node}:
+            key = next(k for k in node if str(k) == str(part))
+            mark, node = node.pos.get(key, mark), node[key]
+        elif isinstance(node, PosList) and isinstance(part, int) and 0 <= part < len(node):
+            mark, node = node.pos[part], node[part]
+        else:
+            break
+    return mark
+
+
+def _loc_text(loc: Sequence[int | str]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _profile_errors(exc: ValidationError, raw: Any, file: str) -> list[ConfigError]:
+    """Turn pydantic errors into positioned config errors."""
+    errors = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not str(p).startswith("function-"))
+        line, col = _locate(raw, loc)
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "missing":
+            msg = "required field is missing"
+        else:
+            msg = str(err["msg"]).removeprefix("Value error, ")
+        errors.append(ConfigError(file, line, col, _loc_text(loc), msg))
+    return errors
+
+
+def load_profile_file(path: Path) -> Profile:
+    """Read and validate one profile file; raise ConfigErrors naming file:line on problems."""
+    file = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigErrors([ConfigError(file, 1, 1, "", f"cannot read profile: {exc}")]) from None
+    # Profiles are shipped data: no ${ENV} substitution, a literal `$` stays as written.
+    raw = load_yaml(text.replace("$", "$$"), file, {})
+    if not isinstance(raw, dict):
+        raise ConfigErrors([ConfigError(file, 1, 1, "", "a profile must be a mapping")])
+    try:
+        return Profile.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigErrors(_profile_errors(exc, raw, file)) from None
+
+
+def load_profile_dirs(dirs: Iterable[Path]) -> dict[str, Profile]:
+    """Load every *.yaml of each directory, keyed by file stem; raise ConfigErrors on any error."""
+    profiles: dict[str, Profile] = {}
+    origin: dict[str, Path] = {}
+    errors: list[ConfigError] = []
+    for directory in dirs:
+        if not directory.is_dir():
+            errors.append(ConfigError(str(directory), 1, 1, "", "profile directory does not exist"))
+            continue
+        for path in sorted(directory.glob("*.yaml")):
+            name = path.stem
+            if name in profiles:
+                errors.append(
+                    ConfigError(
+                        str(path),
+                        1,
+                        1,
+                        "",
+                        f"profile {name!r} is already defined in {origin[name]}: rename this file",
+                    )
+                )
+                continue
+            try:
+                profiles[name] = load_profile_file(path)
+                origin[name] = path
+            except ConfigErrors as exc:
+                errors.extend(exc.errors)
+    if errors:
+        raise ConfigErrors(errors)
+    return profiles
+
+
+def family_names(profile: Profile) -> list[str]:
+    """Return the names of every family a profile can produce."""
+    return list(profile.family_labels())
+
+
+# --- polling plan and evaluation -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PollPlan:
+    """What to ask a device for: scalar OIDs to GET, columns to walk, scalars that must answer."""
+
+    gets: tuple[str, ...]
+    walks: tuple[str, ...]
+    required: tuple[tuple[str, str], ...]
+
+
+def _oid_key(oid: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in oid.split("."))
+
+
+def poll_plan(profiles: Iterable[Profile]) -> PollPlan:
+    """Return the deduplicated, OID-ordered requests the profiles need."""
+    gets: set[str] = set()
+    walks: set[str] = set()
+    required: dict[str, str] = {}
+    for profile in profiles:
+        for m in profile.metrics:
+            related = [lk.oid for lk in m.lookups] + [f.oid for f in m.factors]
+            if m.variants is not None:
+                related.append(m.variants.oid)
+            if m.valid_when is not None:
+                related.append(m.valid_when.oid)
+            target = walks if m.walked else gets
+            target.add(m.oid)
+            target.update(related)
+            if not m.walked and not m.optional:
+                required.setdefault(m.oid, m.name)
+    return PollPlan(
+        gets=tuple(sorted(gets, key=_oid_key)),
+        walks=tuple(sorted(walks, key=_oid_key)),
+        required=tuple(sorted(required.items(), key=lambda kv: _oid_key(kv[0]))),
+    )
+
+
+@dataclass(slots=True)
+class Collected:
+    """Varbinds of one poll: scalar values by OID, and walked columns by OID then row suffix."""
+
+    scalars: dict[str, Value] = field(default_factory=dict)
+    walks: dict[str, dict[str, Value]] = field(default_factory=dict)
+
+    def related(self, oid: str, suffix: str) -> Value:
+        """Return the value of column oid for a row (or of scalar oid when suffix is empty)."""
+        if not suffix:
+            return self.scalars.get(oid)
+        return self.walks.get(oid, {}).get(suffix)
+
+
+def _text(value: Value, fmt: str = "text") -> str:
+    """Render a value as a label value."""
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        if fmt == "hex":
+            return value.hex(":")
+        return value.rstrip(b"\x00").decode("utf-8", errors="replace")
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _key(value: Value) -> str | None:
+    """Return the text an enum value is matched by (integers, OIDs, numeric strings)."""
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value.rstrip(b"\x00").decode("utf-8", errors="replace").strip()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _number(value: Value) -> float | None:
+    """Return a numeric value; strings holding a number (some agents) count too."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    text = value.decode("ascii", errors="replace") if isinstance(value, bytes) else value
+    try:
+        number = float(text.strip().rstrip("\x00"))
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _parse_index(suffix: str, indexes: Sequence[IndexDef]) -> list[tuple[str, str, str]] | None:
+    """Split a row suffix into (label, value, sub-oid) per index component; None if malformed."""
+    parts = [int(p) for p in suffix.split(".")] if suffix else []
+    out: list[tuple[str, str, str]] = []
+    pos = 0
+    for i, idx in enumerate(indexes):
+        if idx.type == "integer":
+            take = 1
+            text = str(parts[pos]) if pos < len(parts) else None
+        elif idx.type == "ipv4":
+            take = 4
+            text = ".".join(map(str, parts[pos : pos + 4])) if pos + 4 <= len(parts) else None
+        elif idx.type == "string":
+            if pos >= len(parts):
+                return None
+            take = parts[pos] + 1
+            chars = parts[pos + 1 : pos + take]
+            text = _chars(chars) if len(chars) == take - 1 else None
+        else:  # implied_string: the rest of the OID, only valid last
+            take = len(parts) - pos if i == len(indexes) - 1 else -1
+            text = _chars(parts[pos:]) if take >= 0 else None
+        if text is None or take < 0:
+            return None
+        out.append((idx.label, text, ".".join(map(str, parts[pos : pos + take]))))
+        pos += take
+    return out if pos == len(parts) or not indexes else None
+
+
+def _chars(codes: Sequence[int]) -> str | None:
+    if any(c > 255 for c in codes):
+        return None
+    return bytes(codes).decode("utf-8", errors="replace")
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    """One instance of a metric: its labels, its raw value, its row suffix."""
+
+    labels: tuple[tuple[str, str], ...]
+    raw: Value
+    suffix: str
+
+
+def _rows(m: MetricDef, data: Collected, log: Log) -> list[_Row]:
+    """Return the metric's instances with their index and lookup labels."""
+    if m.walked:
+        instances = data.walks.get(m.oid, {})
+    else:
+        instances = {"": data.scalars[m.oid]} if m.oid in data.scalars else {}
+    rows: list[_Row] = []
+    for suffix, raw in instances.items():
+        parsed = _parse_index(suffix, m.indexes) if m.indexes else []
+        if parsed is None:
+            log("snmp_bad_index", metric=m.name, suffix=suffix)
+            continue
+        if m.valid_when is not None and _key(data.related(m.valid_when.oid, suffix)) not in set(
+            m.valid_when.in_
+        ):
+            continue
+        labels = [] if m.drop_indexes else [(lb, text) for lb, text, _ in parsed]
+        if m.label is not None:
+            labels.append((m.label, _text(raw, m.format)))
+        subs = {lb: sub for lb, _, sub in parsed}
+        for lk in m.lookups:
+            inst = ".".join(subs[i] for i in lk.indexes) if lk.indexes is not None else suffix
+            text = _text(data.related(lk.oid, inst), lk.format)
+            labels.append((lk.label, lk.map.get(text, text)))
+        rows.append(_Row(tuple(labels), raw, suffix))
+    return rows
+
+
+def evaluate(
+    profiles: Iterable[Profile],
+    data: Collected,
+    previous: Mapping[tuple[str, tuple[tuple[str, str], ...]], float],
+    log: Log,
+) -> tuple[list[Sample], dict[tuple[str, tuple[tuple[str, str], ...]], float]]:
+    """Turn a poll's varbinds into samples; return them and the values resets must remember."""
+    samples: list[Sample] = []
+    remember: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for profile in profiles:
+        rows_by_metric: dict[str, list[_Row]] = {}
+        values_by_metric: dict[str, list[tuple[tuple[tuple[str, str], ...], float]]] = {}
+        for m in profile.metrics:
+            rows = rows_by_metric[m.name] = _rows(m, data, log)
+            if m.type in ("gauge", "counter"):
+                values_by_metric[m.name] = _numeric(m, rows, data, samples, log)
+            elif m.type == "stateset":
+                _stateset(m, rows, samples, log)
+            else:
+                samples.extend(Sample(m.name, 1.0, r.labels, "info", m.help) for r in rows)
+        by_name = {m.name: m for m in profile.metrics}
+        for b in profile.booleans:
+            src = by_name[b.metric]
+            names = {v: k for k, v in src.states.items()}
+            wanted = {names.get(v, v) for v in b.in_}
+            merged: dict[tuple[tuple[str, str], ...], bool] = {(): False} if src.merged else {}
+            for r in rows_by_metric[b.metric]:
+                merged[r.labels] = merged.get(r.labels, False) or _key(r.raw) in wanted
+            samples.extend(
+                Sample(b.name, 1.0 if on else 0.0, labels, "gauge", b.help)
+                for labels, on in merged.items()
+            )
+        for reset in profile.resets:
+            for labels, value in values_by_metric.get(reset.metric, []):
+                before = previous.get((reset.name, labels))
+                remember[(reset.name, labels)] = value
+                down = before is not None and value < before
+                if down:
+                    log("snmp_reset_detected", metric=reset.metric, before=before, now=value)
+                samples.append(
+                    Sample(reset.name, 1.0 if down else 0.0, labels, "gauge", reset.help)
+                )
+    return samples, remember
+
+
+def _numeric(
+    m: MetricDef, rows: list[_Row], data: Collected, out: list[Sample], log: Log
+) -> list[tuple[tuple[tuple[str, str], ...], float]]:
+    """Append a gauge or counter's samples; return (labels, value) of each for resets."""
+    values: list[tuple[tuple[tuple[str, str], ...], float]] = []
+    seen: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
+    for r in rows:
+        number = _number(r.raw)
+        if number is None:
+            log("snmp_not_numeric", metric=m.name, suffix=r.suffix, value=_text(r.raw)[:40])
+            continue
+        name, help_text, scale = m.name, m.help, m.scale
+        if m.variants is not None:
+            variant = m.variants.values.get(_key(data.related(m.variants.oid, r.suffix)) or "")
+            if variant is not None:
+                name, help_text, scale = variant.name, variant.help, m.scale * variant.scale
+        value = number * scale
+        for factor in m.factors:
+            f = _number(data.related(factor.oid, r.suffix))
+            if f is None:
+                value = math.nan
+                break
+            if factor.power_of_ten is not None:
+                p = factor.power_of_ten
+                f = 10.0 ** (p.multiplier * (f + p.offset))
+            value *= f
+        if math.isnan(value):
+            log("snmp_missing_factor", metric=m.name, suffix=r.suffix)
+            continue
+        value = _tidy(value)
+        if (name, r.labels) in seen:
+            log("snmp_duplicate_series", metric=name, labels=r.labels)
+            continue
+        seen.add((name, r.labels))
+        out.append(Sample(name, value, r.labels, m.type, help_text))
+        values.append((r.labels, value))
+    return values
+
+
+def _tidy(value: float) -> float:
+    """Round away binary noise of decimal scales (57 * 0.1 -> 5.7), leaving integers exact."""
+    if value.is_integer():
+        return value + 0.0  # -0.0 -> 0.0
+    return float(f"{value:.15g}")
+
+
+def _stateset(m: MetricDef, rows: list[_Row], out: list[Sample], log: Log) -> None:
+    """Append a stateset's samples: one per state, 1 for the current one(s); rows may merge."""
+    # A merged set (an alarm table) is emitted even when empty: no row means no alarm.
+    active: dict[tuple[tuple[str, str], ...], set[str]] = {(): set()} if m.merged else {}
+    for r in rows:
+        key = _key(r.raw)
+        states = active.setdefault(r.labels, set())
+        if key in m.states:
+            states.add(key)
+        else:
+            log("snmp_unknown_state", metric=m.name, suffix=r.suffix, value=key)
+    for labels, states in active.items():
+        out.extend(
+            Sample(
+                m.name,
+                1.0 if raw in states else 0.0,
+                (*labels, (m.state_label, name)),
+                "stateset",
+                m.help,
+            )
+            for raw, name in m.states.items()
+        )
+
+
+# --- documentation ---------------------------------------------------------------------------
+
+
+def profiles_markdown(profiles: Mapping[str, Profile]) -> str:
+    """Return the per-profile reference of docs/profiles.md: families, rules, traps."""
+    parts: list[str] = []
+    for name, profile in sorted(profiles.items()):
+        parts.append(f"### `{name}`\n\n")
+        if profile.description:
+            parts.append(f"{profile.description.strip()}\n\n")
+        parts.append(f"Source: {profile.source.strip()}\n\n")
+        parts.append("| metric | type | unit | labels | help |\n|---|---|---|---|---|\n")
+        labels = profile.family_labels()
+        for m in profile.metrics:
+            for fam, mtype, help_text, unit in m.families():
+                parts.append(_row(fam, mtype, unit, labels[fam], help_text))
+        for b in profile.booleans:
+            parts.append(_row(b.name, "gauge (0/1)", None, labels[b.name], b.help))
+        for r in profile.resets:
+            parts.append(_row(r.name, "gauge (0/1)", None, labels[r.name], r.help))
+        if profile.rules:
+            parts.append("\nRules:\n\n| rule | expr | severity | for |\n|---|---|---|---|\n")
+            for rule in profile.rules:
+                for_ = f"{rule.for_:g}s" if rule.for_ is not None else ""
+                expr = rule.expr.replace("|", "\\|")
+                parts.append(f"| {rule.name} | `{expr}` | {rule.severity} | {for_} |\n")
+        if profile.traps:
+            parts.append("\nTraps:\n\n| trap | OID | sets |\n|---|---|---|\n")
+            for trap in profile.traps:
+                sets = ", ".join(f"{k}={v:g}" for k, v in trap.set.items()) or "(re-poll only)"
+                parts.append(f"| {trap.name} | {trap.oid} | {sets} |\n")
+        parts.append("\n")
+    return "".join(parts)
+
+
+def _row(name: str, mtype: str, unit: str | None, labels: list[str], help_text: str) -> str:
+    label_text = ", ".join(labels) or "-"
+    return f"| `{name}` | {mtype} | {unit or '-'} | {label_text} | {help_text.strip()} |\n"
+
+
+# --- commands --------------------------------------------------------------------------------
+
+
+def check_profile_command(path: Path) -> int:
+    """`vigie profile check FILE`: validate one profile; print a summary or every error."""
+    try:
+        profile = load_profile_file(path)
+    except ConfigErrors as exc:
+        for error in exc.errors:
+            print(error, file=sys.stderr)
+        print(f"{len(exc.errors)} error(s) in {path}", file=sys.stderr)
+        return 1
+    plan = poll_plan([profile])
+    print(
+        f"{path}: OK, {len(family_names(profile))} metric families, {len(profile.rules)} rules, "
+        f"{len(profile.traps)} traps; polls {len(plan.gets)} scalar OIDs and walks "
+        f"{len(plan.walks)} columns"
+    )
+    return 0
+
+
+def probe_profile_command(
+    target: str,
+    profiles: Sequence[str],
+    *,
+    config: Path | None = None,
+    auth: str = "public_v2",
+    timeout: float = 10.0,
+) -> int:
+    """`vigie profile probe TARGET PROFILE...`: poll a live device once and print its metrics.
+
+    Auths and extra profile directories come from the `snmp:` block of `config` when given.
+    """
+    import asyncio
+
+    from probes.snmp import run_profile_probe
+
+    try:
+        text = asyncio.run(run_profile_probe(target, profiles, config, auth, timeout))
+    except (ConfigErrors, ValueError) as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except RuntimeError as exc:
+        print(f"probe failed: {exc}", file=sys.stderr)
+        return 1
+    print(text, end="")
+    return 0
