@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m tests.bench.run` measures Vigie and writes docs/benchmarks.md."""

@@ -1,0 +1,80 @@
+"""Run every benchmark in one go and write docs/benchmarks.md: `python -m tests.bench.run`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from monitor.logs import configure_logging
+from tests.bench.common import OUT, ROOT, log, raise_nofile
+from tests.bench.cpu import CpuParams, CpuResults, run_cpu
+from tests.bench.report import RunInfo, render_report
+from tests.bench.scale import ScaleParams, ScaleResults, run_scale, summary
+
+FULL_CPU = CpuParams(n=3000, n_check_http=500, concurrency=16, rounds=3, warmup=200)
+QUICK_CPU = CpuParams(n=500, n_check_http=100, concurrency=16, rounds=1, warmup=50)
+FULL_SCALE = ScaleParams(n_http=7000, n_tcp=3000, interval=30, window=150, scrape_every=15)
+QUICK_SCALE = ScaleParams(n_http=1400, n_tcp=600, interval=10, window=20, scrape_every=5)
+
+
+def _parser() -> argparse.ArgumentParser:
+    """Return the command-line parser."""
+    parser = argparse.ArgumentParser(prog="python -m tests.bench.run", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="short smoke run (about a minute)")
+    parser.add_argument(
+        "--only", choices=["cpu", "scale"], help="run only one benchmark (for development)"
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help="Markdown file to write (default: docs/benchmarks.md, or"
+        " tests/bench/out/benchmarks-quick.md with --quick)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmarks, write the report and the raw JSON; return the exit code."""
+    args = _parser().parse_args(argv)
+    argv_used = sys.argv[1:] if argv is None else argv
+    command = shlex.join(["python", "-m", "tests.bench.run", *argv_used])
+    output: Path = args.output or (
+        OUT / "benchmarks-quick.md" if args.quick else ROOT / "docs" / "benchmarks.md"
+    )
+    configure_logging("warning", stream=sys.stderr)
+    nofile = raise_nofile()
+    OUT.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    cpu: CpuResults | None = None
+    scale: ScaleResults | None = None
+    if args.only in (None, "cpu"):
+        log("benchmark 1: CPU per HTTP probe")
+        cpu = run_cpu(QUICK_CPU if args.quick else FULL_CPU)
+    if args.only in (None, "scale"):
+        log("benchmark 2: scale")
+        scale = run_scale(QUICK_SCALE if args.quick else FULL_SCALE, 10 if args.quick else 20)
+        log(f"scale: {summary(scale)}")
+    info = RunInfo(command, date, time.monotonic() - started, args.quick, nofile)
+    raw = {
+        "run": info.__dict__,
+        "cpu": cpu.to_json() if cpu is not None else None,
+        "scale": scale.to_json() if scale is not None else None,
+    }
+    (OUT / "results.json").write_text(json.dumps(raw, indent=2, default=str) + "\n")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(render_report(info, cpu, scale, NOTES))
+    log(f"wrote {output} in {info.wall_s:.0f}s")
+    return 0
+
+
+NOTES: list[str] = []
+
+
+if __name__ == "__main__":
+    sys.exit(main())
