@@ -14,6 +14,9 @@ declare -A PEERS=(
   [/usr/bin/snmpget]=snmp
   [/usr/sbin/snmptrapd]=snmptrapd
   [/usr/lib/nagios/plugins/check_http]=monitoring-plugins-basic
+  [/usr/sbin/nginx]=nginx-light
+  [/usr/bin/prometheus-node-exporter]=prometheus-node-exporter
+  [/usr/bin/chromium]=chromium
 )
 
 missing=()

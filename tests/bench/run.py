@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import shlex
 import sys
@@ -27,7 +28,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tests.bench.run", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="short smoke run (about a minute)")
     parser.add_argument(
-        "--only", choices=["cpu", "scale"], help="run only one benchmark (for development)"
+        "--only",
+        choices=["cpu", "scale", *SECTIONS],
+        help="run only one benchmark (for development)",
     )
     parser.add_argument(
         "--output",
@@ -60,6 +63,12 @@ def main(argv: list[str] | None = None) -> int:
         log("benchmark 2: scale")
         scale = run_scale(QUICK_SCALE if args.quick else FULL_SCALE, 10 if args.quick else 20)
         log(f"scale: {summary(scale)}")
+    sections: list[str] = []
+    for name, target in SECTIONS.items():
+        if args.only in (None, name):
+            log(f"benchmark: {name}")
+            module, _, func = target.partition(":")
+            sections.append(getattr(importlib.import_module(module), func)(args.quick))
     info = RunInfo(command, date, time.monotonic() - started, args.quick, nofile)
     raw = {
         "run": info.__dict__,
@@ -68,12 +77,16 @@ def main(argv: list[str] | None = None) -> int:
     }
     (OUT / "results.json").write_text(json.dumps(raw, indent=2, default=str) + "\n")
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(render_report(info, cpu, scale, NOTES))
+    output.write_text(render_report(info, cpu, scale, NOTES) + "".join(sections))
     log(f"wrote {output} in {info.wall_s:.0f}s")
     return 0
 
 
 NOTES: list[str] = []
+
+# Further benchmarks, one module each: `run(quick: bool) -> str` runs it and returns its
+# Markdown section (a `## ` heading, the command-independent setup, the figures as ratios).
+SECTIONS: dict[str, str] = {}
 
 
 if __name__ == "__main__":
