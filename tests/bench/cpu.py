@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -97,10 +97,13 @@ class CpuResults:
         }
 
 
-def run_worker(url: str, p: CpuParams, mode: str = "vigie") -> CpuRun:
-    """Run the Python worker in its own process; it measures its own probing phase."""
+def run_worker(url: str, p: CpuParams, mode: str = "vigie", extra: Sequence[str] = ()) -> CpuRun:
+    """Run the Python worker in its own process; it measures its own probing phase.
+
+    extra: more worker arguments, e.g. `--config FILE --check-id ID` (the SNMP benchmark).
+    """
     cmd = [sys.executable, "-m", "tests.bench.vigie_cpu", "--url", url, "--n", str(p.n)]
-    cmd += ["--mode", mode]
+    cmd += ["--mode", mode, *extra]
     cmd += ["--concurrency", str(p.concurrency), "--warmup", str(p.warmup)]
     cmd += ["--budget", str(p.budget)]
     done = subprocess.run(

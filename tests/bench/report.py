@@ -24,7 +24,16 @@ PY_PACKAGES = (
     "pydantic",
     "structlog",
 )
-DEB_PACKAGES = ("prometheus-blackbox-exporter", "monitoring-plugins-basic", "nginx-light")
+DEB_PACKAGES = (
+    "prometheus-blackbox-exporter",
+    "monitoring-plugins-basic",
+    "nginx-light",
+    "snmpd",
+    "snmp",
+    "prometheus-snmp-exporter",
+    "prometheus-alertmanager",
+)
+GOAL_HEADER = "| Goal | Measured | Met |"
 TOOL_NAMES = {
     "vigie": "Vigie (Scheduler.run + HttpProbe + Exposition.update)",
     "blackbox": "blackbox_exporter, module http_2xx",
@@ -129,7 +138,8 @@ def cpu_section(cpu: CpuResults) -> list[str]:
         "",
         f"Every tool probes the same loopback target, `{cpu.url}` served by {cpu.target},"
         f" {p.concurrency} probes in flight, after {p.warmup} warm-up probes that are not"
-        f" counted. {p.rounds} interleaved rounds; the table gives the median round.",
+        f" counted; every tool runs the same number of probes per round. {p.rounds}"
+        " interleaved rounds; the table gives the median round.",
         "",
         "| Tool | Probes per round | CPU ms/probe (median) | min-max | user / sys ms/probe"
         " | Probes/s (wall) | Succeeded | Vigie ÷ tool |",
@@ -168,14 +178,17 @@ def cpu_section(cpu: CpuResults) -> list[str]:
         " around the measured batch only (imports, config load and warm-up excluded)."
         " Logging is configured at `info` as `vigie run` does.",
         "- blackbox_exporter: `/probe?module=http_2xx&target=…` requested by an aiohttp client"
-        " in the harness process (kept-alive connections, as Prometheus scrapes it); CPU is the"
-        " exporter's utime + stime delta from `/proc/<pid>/stat` (10 ms ticks). Its CPU"
+        " in the harness process (kept-alive connections, as Prometheus scrapes it; the"
+        " client's own CPU is not counted, while Vigie's figure includes the tasks that drive"
+        " it); CPU is the exporter's utime + stime delta from `/proc/<pid>/stat` (all its"
+        " threads, 10 ms ticks). Like Vigie's probe, it opens a new connection to the target"
+        " for each probe. Its CPU"
         " includes serving the `/probe` request and rendering its answer, which is how it"
         " works; Vigie's /metrics render is per scrape, not per probe, so it is not in its"
         " figure (see section 2 for its cost).",
         "- check_http: one process per check (`-H 127.0.0.1 -p PORT -u /ok.txt`), run from a"
         " thread pool; CPU is the `RUSAGE_CHILDREN` delta, so process start-up is counted:"
-        " that is the cost of that model.",
+        " that is the cost of that model (the harness's own fork and wait are not).",
         "- plain aiohttp: the same worker with `--mode aiohttp`: `session.get(url)` and"
         " `read()` on a `TCPConnector(force_close=True)` — no scheduler, no traces, no"
         " result. It shows the floor set by asyncio + aiohttp in this Python.",
@@ -284,9 +297,25 @@ def scale_section(scale: ScaleResults) -> list[str]:
     return lines
 
 
-def goals_section(cpu: CpuResults | None, scale: ScaleResults | None) -> list[str]:
-    """Return the summary of the goals."""
-    lines = ["## Goals", "", "| Goal | Measured | Met |", "| --- | --- | --- |"]
+def goal_rows(section: str) -> list[str]:
+    """Return the rows of a section's own goals table (the one headed GOAL_HEADER)."""
+    rows: list[str] = []
+    lines = section.splitlines()
+    for i, line in enumerate(lines):
+        if line.strip() != GOAL_HEADER:
+            continue
+        for row in lines[i + 2 :]:
+            if not row.startswith("|"):
+                break
+            rows.append(row)
+    return rows
+
+
+def goals_section(
+    cpu: CpuResults | None, scale: ScaleResults | None, extra: list[str] | None = None
+) -> list[str]:
+    """Return the summary of the goals; extra holds the goal rows of the further sections."""
+    lines = ["## Goals", "", GOAL_HEADER, "| --- | --- | --- |"]
     if cpu is not None:
         ratio = cpu_ratio(cpu, "blackbox")
         lines.append(
@@ -312,14 +341,18 @@ def goals_section(cpu: CpuResults | None, scale: ScaleResults | None) -> list[st
             f"| Probes succeed (so figures are not for failures) | {failing} of {n} checks"
             f" failing at the end | {'yes' if failing == 0 else '**no**'} |"
         )
-    lines.append("")
+    lines += [*(extra or []), ""]
     return lines
 
 
 def render_report(
-    info: RunInfo, cpu: CpuResults | None, scale: ScaleResults | None, notes: list[str]
+    info: RunInfo,
+    cpu: CpuResults | None,
+    scale: ScaleResults | None,
+    notes: list[str],
+    sections: list[str] | None = None,
 ) -> str:
-    """Return the whole Markdown document."""
+    """Return the whole Markdown document; sections are the further benchmarks' Markdown."""
     lines = [
         "# Benchmarks",
         "",
@@ -329,7 +362,7 @@ def render_report(
     ]
     if info.quick:
         lines += ["**Quick smoke run: sizes are too small for the figures to mean much.**", ""]
-    lines += goals_section(cpu, scale)
+    lines += goals_section(cpu, scale, [r for s in sections or [] for r in goal_rows(s)])
     lines += machine_section(info)
     if cpu is not None:
         lines += cpu_section(cpu)
@@ -337,4 +370,4 @@ def render_report(
         lines += scale_section(scale)
     if notes:
         lines += ["## Notes", "", *notes, ""]
-    return "\n".join(lines)
+    return "\n".join(lines) + "".join(f"\n{section}" for section in sections or [])

@@ -17,8 +17,8 @@ from tests.bench.cpu import CpuParams, CpuResults, run_cpu
 from tests.bench.report import RunInfo, render_report
 from tests.bench.scale import ScaleParams, ScaleResults, run_scale, summary
 
-FULL_CPU = CpuParams(n=3000, n_check_http=500, concurrency=16, rounds=3, warmup=200)
-QUICK_CPU = CpuParams(n=500, n_check_http=100, concurrency=16, rounds=1, warmup=50)
+FULL_CPU = CpuParams(n=3000, n_check_http=3000, concurrency=16, rounds=3, warmup=200)
+QUICK_CPU = CpuParams(n=500, n_check_http=500, concurrency=16, rounds=1, warmup=50)
 FULL_SCALE = ScaleParams(n_http=7000, n_tcp=3000, interval=30, window=150, scrape_every=15)
 QUICK_SCALE = ScaleParams(n_http=1400, n_tcp=600, interval=10, window=20, scrape_every=5)
 
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     (OUT / "results.json").write_text(json.dumps(raw, indent=2, default=str) + "\n")
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(render_report(info, cpu, scale, NOTES) + "".join(sections))
+    output.write_text(render_report(info, cpu, scale, NOTES, sections))
     log(f"wrote {output} in {info.wall_s:.0f}s")
     return 0
 
@@ -86,7 +86,10 @@ NOTES: list[str] = []
 
 # Further benchmarks, one module each: `run(quick: bool) -> str` runs it and returns its
 # Markdown section (a `## ` heading, the command-independent setup, the figures as ratios).
-SECTIONS: dict[str, str] = {}
+SECTIONS: dict[str, str] = {
+    "snmp": "tests.bench.snmp:run",
+    "health": "tests.bench.health:run",
+}
 
 
 if __name__ == "__main__":

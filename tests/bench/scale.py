@@ -53,6 +53,12 @@ class ScaleParams:
     timeout: float = 5.0
     per_host_concurrency: int = 1000
     max_concurrency: int = 1024
+    n_snmp: int = 0
+
+    @property
+    def checks(self) -> int:
+        """Return the number of checks of every kind."""
+        return self.n_http + self.n_tcp + self.n_snmp
 
 
 @dataclass
@@ -102,7 +108,7 @@ class ScaleResults:
     @property
     def expected_probes(self) -> float:
         """Return the probes the plan should run during the window."""
-        return (self.params.n_http + self.params.n_tcp) * self.window_s / self.params.interval
+        return self.params.checks * self.window_s / self.params.interval
 
     def lag_quantile(self, q: float) -> float:
         """Return a lag quantile interpolated in the window's buckets, as histogram_quantile."""
@@ -338,15 +344,38 @@ def run_scale(p: ScaleParams, render_repeats: int) -> ScaleResults:
         log(f"scale: timing render() in-process for {p.n_http + p.n_tcp} checks")
         res.render_ms = asyncio.run(render_in_process(config, render_repeats))
         log(f"scale: starting the daemon with {p.n_http} http + {p.n_tcp} tcp checks")
-        cmd = [sys.executable, "-m", "monitor.cli", "run", "--config", str(config)]
-        with (OUT / "scale-daemon.log").open("wb") as out:
-            proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            asyncio.run(_observe(proc, web_port, res))
-        finally:
-            stop_process(proc, grace=30)
-            res.daemon_exit = proc.returncode
+        run_daemon(config, web_port, res, "scale-daemon.log")
     return res
+
+
+def _pin_to_last_cpu() -> None:
+    """Confine the daemon to the last CPU (run in the child before exec)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) > 1:
+        os.sched_setaffinity(0, {cpus[-1]})
+
+
+def run_daemon(
+    config: Path, web_port: int, res: ScaleResults, log_name: str, *, pin_last_cpu: bool = False
+) -> None:
+    """Run `vigie run --config config` as a subprocess, measure it into res, stop it.
+
+    With pin_last_cpu the daemon may use one core only (the last), so "on one core" is literal.
+    """
+    cmd = [sys.executable, "-m", "monitor.cli", "run", "--config", str(config)]
+    with (OUT / log_name).open("wb") as out:
+        proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_pin_to_last_cpu if pin_last_cpu else None,  # noqa: PLW1509
+        )
+    try:
+        asyncio.run(_observe(proc, web_port, res))
+    finally:
+        stop_process(proc, grace=30)
+        res.daemon_exit = proc.returncode
 
 
 def summary(res: ScaleResults) -> str:

@@ -1,4 +1,7 @@
-"""Worker process: run N http probes through a real Scheduler and print the CPU they took.
+"""Worker process: run N probes through a real Scheduler and print the CPU they took.
+
+By default it builds one http check of --url; with --config it runs --check-id of that file
+(the SNMP benchmark writes one).
 
 With --mode aiohttp it runs plain aiohttp GETs on fresh connections instead: the floor that
 the library and asyncio set, to tell Vigie's own cost from theirs.
@@ -124,10 +127,17 @@ def _check(url: str, timeout: float) -> Check:
         return load_config(path, default_registry()).plan[CHECK_ID]
 
 
-async def measure_vigie(load: Load, profile: Path | None) -> dict[str, object]:
-    """Probe through Scheduler.run with the real HttpProbe and session, as the daemon does."""
+def _config_check(config: Path, check_id: str) -> Check:
+    """Load a config file written by a benchmark and return one of its checks."""
+    return load_config(config, default_registry()).plan[check_id]
+
+
+async def measure_vigie(
+    load: Load, profile: Path | None, check: Check | None = None
+) -> dict[str, object]:
+    """Probe through Scheduler.run with the real probe and session, as the daemon does."""
     registry = default_registry()
-    check = _check(load.url, timeout=10.0)
+    check = check or _check(load.url, timeout=10.0)
     own = CollectorRegistry()
     store = ResultStore()
     exposition = Exposition(own)
@@ -168,7 +178,9 @@ async def measure_aiohttp(load: Load) -> dict[str, object]:
 def main() -> None:
     """Parse arguments, measure, print one JSON object on stdout."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--url", required=True)
+    parser.add_argument("--url", default="", help="http target (without --config)")
+    parser.add_argument("--config", type=Path, help="run CHECK_ID of this config instead")
+    parser.add_argument("--check-id", default=CHECK_ID)
     parser.add_argument("--mode", choices=["vigie", "aiohttp"], default="vigie")
     parser.add_argument("--n", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=16)
@@ -180,6 +192,9 @@ def main() -> None:
     load = Load(args.url, args.n, args.concurrency, args.warmup, args.budget)
     if args.mode == "aiohttp":
         figures = asyncio.run(measure_aiohttp(load))
+    elif args.config is not None:
+        check = _config_check(args.config, args.check_id)
+        figures = asyncio.run(measure_vigie(load, args.profile, check))
     else:
         figures = asyncio.run(measure_vigie(load, args.profile))
     print(json.dumps(figures))

@@ -1,0 +1,603 @@
+"""Health benchmark: recompute after a site-wide failure at 5,000 components, and fault to page.
+
+Part 1 drives the health engine API directly (`observe`, `evaluate`) with a hand-moved clock
+on a generated hospital group. Part 2 runs `vigie run` with an http check against an aiohttp
+server the bench flips to 500, and a real Alertmanager, and times fault -> alert held there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import math
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+from aiohttp import web
+
+from monitor.config import load_config
+from monitor.health.engine import HealthEngine, Snapshot, build_engine
+from monitor.health.states import State
+from monitor.results import ProbeResult
+from probes import default_registry
+from tests.bench.common import OUT, ROOT, free_port, log
+
+ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
+DATACENTERS = ("nord", "sud", "bellevue", "est")
+CHECKS_PER_COMPONENT = 4
+RECOMPUTE_GOAL_MS = 100.0
+
+UP = ProbeResult(True, 0.01)
+DOWN = ProbeResult(False, 1.0, error="timeout after 1s")
+
+
+@dataclass(frozen=True)
+class Shape:
+    """How many components of each kind per datacenter (two rooms each)."""
+
+    ups: int
+    san: int
+    switches: int
+    servers: int
+    vms: int
+    apps: int
+
+    @property
+    def per_dc(self) -> int:
+        """Return the components of one datacenter."""
+        return self.ups + self.san + self.switches + self.servers + self.vms + self.apps
+
+
+FULL_SHAPE = Shape(ups=8, san=4, switches=10, servers=200, vms=600, apps=428)  # 1,250 a DC
+QUICK_SHAPE = Shape(ups=4, san=2, switches=4, servers=40, vms=120, apps=80)  # 250 a DC
+
+
+class Clock:
+    """A clock the bench moves by hand (the engine takes it as a dependency)."""
+
+    def __init__(self) -> None:
+        self.now = 1_790_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def hospital_group(shape: Shape) -> dict[str, Any]:
+    """Return a config: 4 datacenters of 2 rooms with UPSes, SANs, servers, VMs, applications.
+
+    Servers need 1 of their datacenter's SAN pair and are fed by a UPS pair (A/B); VMs run
+    on a server; an application needs its VM, and one in four also has a VM in the next
+    datacenter (a redundancy group): a datacenter lost leaves those running.
+    """
+    sites: list[dict[str, Any]] = []
+    comps: list[dict[str, Any]] = []
+
+    def add(cid: str, kind: str, site: str, **extra: Any) -> None:
+        checks = [f"chk-{cid}-{k}" for k in range(CHECKS_PER_COMPONENT)]
+        comps.append({"id": cid, "kind": kind, "site": site, "checks": checks, **extra})
+
+    for d, dc in enumerate(DATACENTERS):
+        sites.append({"id": dc, "name": f"Datacenter {dc.capitalize()}"})
+        rooms = [f"{dc}-salle-{r}" for r in (1, 2)]
+        sites += [{"id": room, "name": room, "parent": dc} for room in rooms]
+        for i in range(shape.ups):
+            add(f"ups-{dc}-{i}", "ups", rooms[i % 2])
+        for i in range(shape.san):
+            feeds = [f"ups-{dc}-{i % shape.ups}", f"ups-{dc}-{(i + 1) % shape.ups}"]
+            add(f"san-{dc}-{i}", "san_array", rooms[i % 2], powered_by=feeds)
+        for i in range(shape.switches):
+            add(f"sw-{dc}-{i}", "switch", rooms[i % 2], powered_by=[f"ups-{dc}-{i % shape.ups}"])
+        for i in range(shape.servers):
+            pair = (2 * i) % shape.san
+            add(
+                f"srv-{dc}-{i:03d}",
+                "server",
+                rooms[i % 2],
+                depends_on=[
+                    {"any_of": [f"san-{dc}-{pair}", f"san-{dc}-{pair + 1}"], "need": 1},
+                    f"sw-{dc}-{i % shape.switches}",
+                ],
+                powered_by=[f"ups-{dc}-{i % shape.ups}", f"ups-{dc}-{(i + 1) % shape.ups}"],
+            )
+        for i in range(shape.vms):
+            add(
+                f"vm-{dc}-{i:03d}",
+                "vm",
+                rooms[i % 2],
+                depends_on=[f"srv-{dc}-{i % shape.servers:03d}"],
+            )
+        other = DATACENTERS[(d + 1) % len(DATACENTERS)]
+        for i in range(shape.apps):
+            vm = f"vm-{dc}-{i % shape.vms:03d}"
+            deps: list[Any] = [vm]
+            if i % 4 == 0:
+                deps = [{"any_of": [vm, f"vm-{other}-{(i + 1) % shape.vms:03d}"], "need": 1}]
+            add(
+                f"app-{dc}-{i:03d}",
+                "application",
+                rooms[i % 2],
+                name=f"Application {dc} {i:03d}",
+                criticality=1 + i % 4,
+                degraded_mode="Procédure dégradée: voir le classeur rouge",
+                runbook_url=f"https://wiki.chu.local/runbooks/app-{i % 40}",
+                team="astreinte-dsi",
+                depends_on=deps,
+            )
+    checks = [
+        {"id": check_id, "kind": "tcp", "target": "127.0.0.1:9", "labels": {"component": c["id"]}}
+        for c in comps
+        for check_id in c["checks"]
+    ]
+    return {"defaults": {"interval": "30s"}, "sites": sites, "components": comps, "checks": checks}
+
+
+@dataclass
+class Recompute:
+    """One site-wide failure: time to feed its results and to evaluate."""
+
+    site: str
+    failed_checks: int
+    observe_ms: float
+    evaluate_ms: float
+    incidents: int
+    site_incident: bool
+    impacted: int
+    apps_hit: int
+    apps_spared: int
+    full_gc: bool = False
+
+
+@dataclass
+class EngineResults:
+    """What the engine benchmark measured."""
+
+    components: int = 0
+    checks: int = 0
+    load_s: float = 0.0
+    build_s: float = 0.0
+    feed_all_ms: float = 0.0
+    first_eval_ms: float = 0.0
+    steady_eval_ms: list[float] = field(default_factory=list)
+    recovery_eval_ms: list[float] = field(default_factory=list)
+    failures: list[Recompute] = field(default_factory=list)
+
+
+def _timed_ms(func: Any, *args: Any) -> tuple[Any, float]:
+    """Return func(*args) and the milliseconds it took."""
+    t0 = time.perf_counter()
+    value = func(*args)
+    return value, (time.perf_counter() - t0) * 1000
+
+
+def _full_collections() -> int:
+    """Return how many full (generation 2) garbage collections Python has run."""
+    return int(gc.get_stats()[2]["collections"])
+
+
+def _feed(engine: HealthEngine, check_ids: list[str], result: ProbeResult) -> None:
+    """Give each check the same result."""
+    for check_id in check_ids:
+        engine.observe(check_id, result)
+
+
+def _dc_checks(engine: HealthEngine, dc: str) -> list[str]:
+    """Return the checks that fail when a datacenter loses power.
+
+    Every component there fails, except applications with a redundancy group: their service
+    address answers from the other datacenter, so their own checks still pass.
+    """
+    topology = engine.topology
+    return [
+        check_id
+        for cid in topology.members.get(dc, ())
+        if not (
+            topology.components[cid].kind == "application"
+            and any(not isinstance(d, str) for d in topology.components[cid].depends_on)
+        )
+        for check_id in engine.component_checks.get(cid, ())
+    ]
+
+
+def run_engine(shape: Shape, workdir: Path, failures: int) -> EngineResults:
+    """Build the engine on the generated topology and time site-wide failures, DC by DC."""
+    res = EngineResults()
+    config = workdir / "hospital-group.yaml"
+    config.write_text(yaml.safe_dump(hospital_group(shape), allow_unicode=True, sort_keys=False))
+    t0 = time.perf_counter()
+    loaded = load_config(config, default_registry(), env={})
+    res.load_s = time.perf_counter() - t0
+    clock = Clock()
+    t0 = time.perf_counter()
+    engine = build_engine(loaded.config, loaded.plan, clock=clock)
+    res.build_s = time.perf_counter() - t0
+    res.components = len(engine.topology.components)
+    res.checks = len(engine.checks)
+    every = list(engine.checks)
+    _, res.feed_all_ms = _timed_ms(_feed, engine, every, UP)
+    snap, res.first_eval_ms = _timed_ms(engine.evaluate)
+    assert not snap.incidents, "all checks up: no incident expected"
+    apps = [c for c, s in engine.topology.components.items() if s.kind == "application"]
+    for dc in [*DATACENTERS, *DATACENTERS][:failures]:
+        clock.now += 900.0  # past the flapping window and any hold from the previous DC
+        _feed(engine, every, UP)
+        _, steady = _timed_ms(engine.evaluate)
+        res.steady_eval_ms.append(steady)
+        failing = _dc_checks(engine, dc)
+        clock.now += 1.0
+        _, observe_ms = _timed_ms(_feed, engine, failing, DOWN)
+        collections = _full_collections()
+        snap, evaluate_ms = _timed_ms(engine.evaluate)
+        res.failures.append(_recompute(dc, len(failing), (observe_ms, evaluate_ms), snap, apps))
+        res.failures[-1].full_gc = _full_collections() > collections
+        clock.now += 30.0
+        _feed(engine, every, UP)
+        _, recovery = _timed_ms(engine.evaluate)
+        res.recovery_eval_ms.append(recovery)
+    return res
+
+
+def _recompute(
+    dc: str, failed: int, times: tuple[float, float], snap: Snapshot, apps: list[str]
+) -> Recompute:
+    """Summarise one failure's snapshot; times are (observe, evaluate) milliseconds."""
+    observe_ms, evaluate_ms = times
+    site_incident = any(i.site_wide and i.site == dc for i in snap.incidents.values())
+    hit = [a for a in apps if snap.components[a].state.failing]
+    impacted = sum(1 for c in snap.components.values() if c.state is State.IMPACTED)
+    return Recompute(
+        dc,
+        failed,
+        observe_ms,
+        evaluate_ms,
+        len(snap.incidents),
+        site_incident,
+        impacted,
+        len(hit),
+        sum(1 for a in apps if a.startswith(f"app-{dc}-"))
+        - sum(1 for a in hit if a.startswith(f"app-{dc}-")),
+    )
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+class Flip:
+    """An aiohttp server answering 200, or 500 once flipped: the application that breaks."""
+
+    def __init__(self) -> None:
+        self.status = 200
+        self.url = ""
+
+    @contextlib.asynccontextmanager
+    async def serving(self) -> AsyncIterator[Flip]:
+        """Serve on a free loopback port for the duration of the block."""
+
+        async def handle(_: web.Request) -> web.Response:
+            return web.Response(status=self.status, text="ok\n" if self.status == 200 else "ko\n")
+
+        app = web.Application()
+        app.router.add_get("/health", handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{runner.addresses[0][1]}/health"
+        try:
+            yield self
+        finally:
+            await runner.cleanup()
+
+
+@dataclass
+class E2eParams:
+    """Timing of the end-to-end run."""
+
+    interval: float
+    timeout: float
+    runs: int
+
+
+@dataclass
+class E2eResults:
+    """Fault to alert latencies."""
+
+    params: E2eParams
+    fire_s: list[float] = field(default_factory=list)
+    resolve_s: list[float] = field(default_factory=list)
+    alertmanager: str = ""
+
+    @property
+    def goal_s(self) -> float:
+        """Return the goal: check interval + rule `for` (0: the built-in rule) + 1 s."""
+        return self.params.interval + 0.0 + 1.0
+
+
+def e2e_config(path: Path, p: E2eParams, target: str, am_url: str, web_port: int) -> None:
+    """Write the daemon config: one application with one http check, alerting to am_url."""
+    config = {
+        "state_dir": str(path.parent / "state"),
+        "web": {"listen": f"127.0.0.1:{web_port}"},
+        "defaults": {"interval": f"{p.interval:g}s", "timeout": f"{p.timeout:g}s"},
+        "health": {"resolve_hold": 0, "flapping": {"changes": 1000}},
+        "sites": [{"id": "nord", "name": "Datacenter Nord"}],
+        "components": [
+            {
+                "id": "dpi",
+                "kind": "application",
+                "site": "nord",
+                "name": "Dossier patient",
+                "criticality": 1,
+                "checks": ["dpi-web"],
+            }
+        ],
+        "checks": [{"id": "dpi-web", "kind": "http", "target": target}],
+        "alerting": {
+            "alertmanagers": [am_url],
+            "resend_interval": "1m",
+            "backoff_initial": "100ms",
+            "backoff_max": "1s",
+            "vigie_instance": "bench",
+        },
+    }
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def _parse_time(text: str) -> datetime:
+    """Parse an RFC 3339 time as Go writes it (up to 9 fractional digits, `Z`)."""
+    text = re.sub(r"(\.\d{6})\d+", r"\1", text.replace("Z", "+00:00"))
+    return datetime.fromisoformat(text)
+
+
+async def _active(session: aiohttp.ClientSession, am_url: str) -> bool:
+    """Return whether Alertmanager holds an active, unexpired VigieIncident for dpi."""
+    async with session.get(f"{am_url}/api/v2/alerts") as resp:
+        alerts: list[dict[str, Any]] = await resp.json()
+    now = datetime.now().astimezone()
+    for alert in alerts:
+        if alert["labels"].get("alertname") != "VigieIncident":
+            continue
+        ends = _parse_time(alert["endsAt"])
+        if alert["status"]["state"] == "active" and ends > now:
+            return True
+    return False
+
+
+async def _until(session: aiohttp.ClientSession, am_url: str, want: bool, limit: float) -> float:
+    """Poll Alertmanager every 20 ms until the alert is (not) active; return seconds waited."""
+    start = time.monotonic()
+    while time.monotonic() - start < limit:
+        if await _active(session, am_url) is want:
+            return time.monotonic() - start
+        await asyncio.sleep(0.02)
+    raise TimeoutError(f"alert {'active' if want else 'resolved'} not seen within {limit:g}s")
+
+
+async def _wait_ready(
+    session: aiohttp.ClientSession, url: str, proc: asyncio.subprocess.Process, limit: float
+) -> None:
+    """Wait until url answers 200 (or fail if the process died)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if proc.returncode is not None:
+            raise RuntimeError(f"{url}: the daemon exited with {proc.returncode}: see its log")
+        with contextlib.suppress(aiohttp.ClientError):
+            async with session.get(url) as resp:
+                if resp.status == 200:
+                    return
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"{url} not ready within {limit:g}s")
+
+
+async def run_e2e(p: E2eParams, workdir: Path) -> E2eResults:
+    """Start Alertmanager, the app and the daemon; flip the app p.runs times."""
+    from tests.alerting.conftest import Alertmanager  # the alerting tests' helper
+
+    res = E2eResults(p)
+    am = Alertmanager(ALERTMANAGER, workdir / "am", "http://127.0.0.1:9/unused", ["alertname"])
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        await am.start(session)
+        try:
+            async with Flip().serving() as app:
+                web_port = free_port()
+                config = workdir / "vigie.yaml"
+                e2e_config(config, p, app.url, am.url, web_port)
+                cmd = [sys.executable, "-m", "monitor.cli", "run", "--config", str(config)]
+                with (OUT / "e2e-daemon.log").open("wb") as out:
+                    proc = await asyncio.create_subprocess_exec(
+                        *cmd, cwd=ROOT, stdout=out, stderr=asyncio.subprocess.STDOUT
+                    )
+                try:
+                    await _wait_ready(session, f"http://127.0.0.1:{web_port}/-/ready", proc, 60)
+                    await asyncio.sleep(p.interval)  # a health evaluation with everything OK
+                    limit = 3 * p.interval + 10
+                    for run in range(p.runs):
+                        # Flip at a varying phase of the check's grid, as faults come.
+                        await asyncio.sleep(p.interval * ((run * 0.37) % 1.0))
+                        app.status = 500
+                        res.fire_s.append(await _until(session, am.url, True, limit))
+                        app.status = 200
+                        res.resolve_s.append(await _until(session, am.url, False, limit))
+                        log(
+                            f"e2e run {run + 1}/{p.runs}: alert at Alertmanager after"
+                            f" {res.fire_s[-1]:.2f}s, resolved after {res.resolve_s[-1]:.2f}s"
+                        )
+                finally:
+                    await _stop(proc)
+        finally:
+            await am.stop()
+    res.alertmanager = _am_version()
+    return res
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> None:
+    """Stop the daemon: SIGTERM, then SIGKILL after 15 s."""
+    if proc.returncode is not None:
+        return
+    proc.terminate()
+    try:
+        async with asyncio.timeout(15):
+            await proc.wait()
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+
+
+def _am_version() -> str:
+    """Return the Alertmanager version line."""
+    done = subprocess.run(
+        [ALERTMANAGER, "--version"], capture_output=True, text=True, check=False, timeout=30
+    )
+    first = (done.stdout or done.stderr).splitlines()
+    return first[0].removeprefix("alertmanager, ") if first else "?"
+
+
+# --------------------------------------------------------------------------- report
+
+
+@dataclass(frozen=True)
+class HealthParams:
+    """Sizes of the health benchmark."""
+
+    shape: Shape
+    failures: int
+    e2e: E2eParams
+
+
+FULL = HealthParams(FULL_SHAPE, 8, E2eParams(interval=2.0, timeout=1.0, runs=5))
+QUICK = HealthParams(QUICK_SHAPE, 4, E2eParams(interval=2.0, timeout=1.0, runs=2))
+
+
+def _ms(values: list[float]) -> str:
+    """Return `median (min-max)` of millisecond values."""
+    if not values:
+        return "n/a"
+    return f"{statistics.median(values):.1f} ({min(values):.1f}-{max(values):.1f})"
+
+
+def render(engine: EngineResults, e2e: E2eResults | None) -> str:
+    """Return the Markdown section of the health benchmark."""
+    times = [f.evaluate_ms for f in engine.failures]
+    median = statistics.median(times) if times else math.nan
+    worst = max(times, default=math.nan)
+    ok = median < RECOMPUTE_GOAL_MS
+    lines = [
+        "## Health model",
+        "",
+        "| Goal | Measured | Met |",
+        "| --- | --- | --- |",
+        f"| Recompute states and incidents after a site-wide failure, {engine.components}"
+        f" components / {engine.checks} checks, < {RECOMPUTE_GOAL_MS:g} ms | median"
+        f" {median:.1f} ms, worst {worst:.1f} ms ({len(times)} failures) |"
+        f" {'yes' if ok else '**no**'} |",
+    ]
+    if e2e is not None and e2e.fire_s:
+        worst_e2e = max(e2e.fire_s)
+        lines.append(
+            f"| Fault to alert held by Alertmanager ≤ interval + `for` + 1 s ="
+            f" {e2e.goal_s:g} s | worst {worst_e2e:.2f} s of {len(e2e.fire_s)} |"
+            f" {'yes' if worst_e2e <= e2e.goal_s else '**no**'} |"
+        )
+    lines += [
+        "",
+        "### Recompute after a site-wide failure",
+        "",
+        f"A generated group of {len(DATACENTERS)} datacenters of 2 rooms"
+        f" (`tests/bench/health.py`): {engine.components} components (UPSes, SAN pairs,"
+        f" switches, servers, VMs, applications; one application in four has a VM in the"
+        f" next datacenter as a redundancy group) and {engine.checks} checks"
+        f" ({CHECKS_PER_COMPONENT} per component). The health engine is driven through its"
+        " API (`HealthEngine.observe`, `HealthEngine.evaluate`) with a hand-moved clock. A"
+        " site-wide failure: every check of every component of one datacenter fails at once"
+        " (power lost), except applications with a redundancy group, whose service answers"
+        " from the other datacenter; each datacenter in turn, after all recovered.",
+        "",
+        "| Figure | Value |",
+        "| --- | ---: |",
+        f"| Config load (`load_config`, YAML + validation) | {engine.load_s:.2f} s |",
+        f"| `build_engine` (topology, indexes, rules on checks) | {engine.build_s * 1000:.0f} ms |",
+        f"| First results of every check (`observe` x {engine.checks}) |"
+        f" {engine.feed_all_ms:.1f} ms |",
+        f"| First `evaluate()` (all OK) | {engine.first_eval_ms:.1f} ms |",
+        f"| `evaluate()` with everything OK, median (min-max) | {_ms(engine.steady_eval_ms)} ms |",
+        f"| `evaluate()` after the recovery, median (min-max) | {_ms(engine.recovery_eval_ms)}"
+        " ms |",
+        "",
+        "| Datacenter | Failing checks | `observe` of their results | `evaluate()` |"
+        " Full GC during it | Incidents | Site incident | IMPACTED components |"
+        " Applications hit / spared |",
+        "| --- | ---: | ---: | ---: | --- | ---: | --- | ---: | ---: |",
+    ]
+    for f in engine.failures:
+        lines.append(
+            f"| {f.site} | {f.failed_checks} | {f.observe_ms:.1f} ms | **{f.evaluate_ms:.1f} ms**"
+            f" | {'yes' if f.full_gc else 'no'} | {f.incidents} |"
+            f" {'yes' if f.site_incident else 'no'} | {f.impacted} |"
+            f" {f.apps_hit} / {f.apps_spared} |"
+        )
+    lines += [
+        "",
+        "`evaluate()` recomputes every component, site and incident each time; a full"
+        " (generation 2) collection of Python's garbage collector landing in it adds the"
+        " time to scan every object of the process, hence the column.",
+        "",
+    ]
+    if e2e is not None:
+        p = e2e.params
+        lines += [
+            "### From fault to Alertmanager",
+            "",
+            f"`vigie run` as a subprocess with one application fed by one http check"
+            f" (interval {p.interval:g} s, timeout {p.timeout:g} s) against an aiohttp server"
+            " in the bench, and alerting to a real Alertmanager"
+            f" ({e2e.alertmanager}, Debian) on a free port. The rule is the built-in"
+            " `probe_success == 0` (`for`: 0). The bench flips the server to 500 at varying"
+            " phases of the check's grid and polls `GET /api/v2/alerts` every 20 ms until it"
+            " holds an active `VigieIncident`; then flips back and waits for the alert to"
+            " resolve (`health.resolve_hold: 0`).",
+            "",
+            "| Run | Fault → alert active at Alertmanager | Recovery → alert resolved |",
+            "| ---: | ---: | ---: |",
+        ]
+        for i, (fire, resolve) in enumerate(zip(e2e.fire_s, e2e.resolve_s, strict=False), 1):
+            lines.append(f"| {i} | {fire:.2f} s | {resolve:.2f} s |")
+        if e2e.fire_s:
+            lines.append(
+                f"| median | {statistics.median(e2e.fire_s):.2f} s |"
+                f" {statistics.median(e2e.resolve_s):.2f} s |"
+            )
+        lines += [
+            "",
+            f"Goal: at most interval + `for` + 1 s = {e2e.goal_s:g} s. The latency is at most"
+            " one interval (the next run of the check) plus the probe's own failure time, the"
+            " health runner's coalescing (0.2 s), the outbox write and the POST.",
+            "",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def run(quick: bool) -> str:
+    """Run the health benchmark and return its Markdown section."""
+    p = QUICK if quick else FULL
+    with tempfile.TemporaryDirectory(prefix="vigie-bench-health-") as tmp:
+        workdir = Path(tmp)
+        log(f"health: engine with {p.shape.per_dc * len(DATACENTERS)} components")
+        engine = run_engine(p.shape, workdir, p.failures)
+        log(
+            "health: site-wide failure evaluate() "
+            + ", ".join(f"{f.site} {f.evaluate_ms:.1f} ms" for f in engine.failures)
+        )
+        log("health: end to end, fault to Alertmanager")
+        e2e = asyncio.run(run_e2e(p.e2e, workdir))
+    return render(engine, e2e)
