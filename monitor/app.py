@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import time
@@ -134,6 +135,9 @@ class Daemon:
         interval = self.notifier.watchdog_interval
         if interval is not None:
             self._watchdog = asyncio.create_task(watchdog_loop(self.notifier, interval))
+        # The config, plan and topology live as long as the daemon: keep full garbage
+        # collections from scanning them again and again (they cost ~250 ms at 5,000 components).
+        gc.freeze()
         self.notifier.ready()
         self.log.info(
             "daemon_started",

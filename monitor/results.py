@@ -16,6 +16,8 @@ MAX_ERROR_CHARS = 512
 
 def bound_text(text: str, limit: int = MAX_ERROR_CHARS) -> str:
     """Return text cut to limit characters, with control characters replaced, for logs and pages."""
+    if len(text) <= limit and text.isprintable():  # the common case, at C speed
+        return text
     cleaned = "".join(c if c.isprintable() else " " for c in text)
     return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
 

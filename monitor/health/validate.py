@@ -60,9 +60,11 @@ def validate_topology(
             if check_id not in plan:
                 errors.append((("components", i, "checks", j), f"unknown check {check_id!r}"))
             fed.add(check_id)
-        matched = [
-            cid for cid, c in plan.items() if selector_matches(comp.selector, dict(c.labels))
-        ]
+        matched = (
+            [cid for cid, c in plan.items() if selector_matches(comp.selector, dict(c.labels))]
+            if comp.selector  # an empty selector feeds nothing: skip the scan of every check
+            else []
+        )
         fed.update(matched)
         if not comp.checks and not matched and comp.kind != "business_service":
             warnings.append((("components", i), f"component {comp.id!r} has no checks"))
