@@ -89,7 +89,8 @@ class Exposition:
     def __init__(self, own_registry: CollectorRegistry) -> None:
         self._own = own_registry
         self._families: dict[str, Family] = dict(COMMON_FAMILIES)
-        self._lines: dict[str, dict[str, str]] = {}
+        # Encoded once when a result arrives, so a scrape only joins bytes.
+        self._lines: dict[str, dict[str, bytes]] = {}
         self._check_families: dict[str, set[str]] = {}
         self._prefixes: dict[str, str] = {}
 
@@ -117,7 +118,7 @@ class Exposition:
         for family in old - rendered.keys():
             self._lines[family].pop(check_id, None)
         for family, text in rendered.items():
-            self._lines.setdefault(family, {})[check_id] = text
+            self._lines.setdefault(family, {})[check_id] = text.encode()
         self._check_families[check_id] = set(rendered)
 
     def render_samples(self, prefix: str, samples: Iterable[Sample]) -> dict[str, str]:
@@ -148,11 +149,13 @@ class Exposition:
 
     def render(self) -> bytes:
         """Return the whole /metrics page: probe families, then the daemon's own metrics."""
-        parts: list[str] = []
+        parts: list[bytes] = []
         for name, per_check in self._lines.items():
             if not per_check:
                 continue
             fam = self._families[name]
-            parts.append(f"# HELP {name} {escape_help(fam.help)}\n# TYPE {name} {fam.type}\n")
+            header = f"# HELP {name} {escape_help(fam.help)}\n# TYPE {name} {fam.type}\n"
+            parts.append(header.encode())
             parts.extend(per_check.values())
-        return "".join(parts).encode() + generate_latest(self._own)
+        parts.append(generate_latest(self._own))
+        return b"".join(parts)
