@@ -61,19 +61,6 @@ def label_text(labels: Iterable[tuple[str, str]]) -> str:
     return ",".join(f'{k}="{escape_label_value(v)}"' for k, v in labels)
 
 
-def sample_line(
-    name: str, prefix: str, sample_labels: Iterable[tuple[str, str]], value: float
-) -> str:
-    """Render one sample line with the check's label prefix and the sample's own labels."""
-    own = label_text(sample_labels)
-    labels = f"{prefix},{own}" if prefix and own else prefix or own
-    return (
-        f"{name}{{{labels}}} {format_value(value)}\n"
-        if labels
-        else f"{name} {format_value(value)}\n"
-    )
-
-
 def result_samples(result: ProbeResult) -> list[Sample]:
     """Return the samples of a result including the common probe_success and duration."""
     return [
@@ -124,12 +111,20 @@ class Exposition:
     def render_samples(self, prefix: str, samples: Iterable[Sample]) -> dict[str, str]:
         """Render samples grouped by family, registering new families' headers."""
         out: dict[str, list[str]] = {}
+        # A table's rows carry the same labels in every column's family: escape them once.
+        texts: dict[tuple[tuple[str, str], ...], str] = {}
         for sample in samples:
-            if sample.name not in self._families:
-                self._families[sample.name] = Family(_TEXT_TYPES[sample.type], sample.help)
-            out.setdefault(sample.name, []).append(
-                sample_line(sample.name, prefix, sample.labels, sample.value)
-            )
+            name = sample.name
+            if name not in self._families:
+                self._families[name] = Family(_TEXT_TYPES[sample.type], sample.help)
+            labels = texts.get(sample.labels)
+            if labels is None:
+                own = label_text(sample.labels)
+                labels = f"{prefix},{own}" if prefix and own else prefix or own
+                texts[sample.labels] = labels
+            value = format_value(sample.value)
+            line = f"{name}{{{labels}}} {value}\n" if labels else f"{name} {value}\n"
+            out.setdefault(name, []).append(line)
         return {name: "".join(lines) for name, lines in out.items()}
 
     def drop(self, check_id: str) -> None:

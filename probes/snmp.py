@@ -734,25 +734,60 @@ async def _poll(
         stats.varbinds += len(values)
         data.scalars.update(values)
         log("snmp_get", oids=len(chunk), values=len(values))
-    for column in plan.walks:
+    for subtree, columns in walk_groups(plan.walks):
         began = loop.time()
         try:
-            data.walks[column] = await _walk(client, column, settings, stats)
+            walked = await _walk(client, subtree, columns, settings, stats)
         finally:
             stats.walk_seconds += loop.time() - began
-        log("snmp_walk", oid=column, rows=len(data.walks[column]))
+        data.walks.update(walked)
+        for column in columns:
+            log("snmp_walk", oid=column, rows=len(walked[column]))
     return data
 
 
+def walk_groups(walks: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """Return (subtree, columns) walks: dense columns of one table entry share one walk.
+
+    A walk of the table entry returns every column from the first, in order; when the wanted
+    columns fill at least half of the columns up to the last wanted one, one walk of the entry
+    (stopped after that column) costs far fewer PDUs than a walk per column: 4 instead of 22
+    for ifTable. Sparse columns of wide tables keep a walk of their own.
+    """
+    by_entry: dict[str, list[str]] = {}
+    for column in walks:
+        by_entry.setdefault(column.rpartition(".")[0], []).append(column)
+    groups: list[tuple[str, list[str]]] = []
+    for entry, columns in by_entry.items():
+        last = max(int(c.rpartition(".")[2]) for c in columns)
+        if len(columns) > 1 and 2 * len(columns) >= last:
+            groups.append((entry, columns))
+        else:
+            groups.extend((c, [c]) for c in columns)
+    return groups
+
+
 async def _walk(
-    client: _Client, column: str, settings: SnmpCheckSettings, stats: _Stats
-) -> dict[str, Value]:
-    """Walk one column with GETBULK (GETNEXT for v1) up to walk_cap varbinds."""
+    client: _Client,
+    subtree: str,
+    columns: Sequence[str],
+    settings: SnmpCheckSettings,
+    stats: _Stats,
+) -> dict[str, dict[str, Value]]:
+    """Walk a column, or the entry holding columns, with GETBULK (GETNEXT for v1).
+
+    Returns rows by column; stops after the last wanted column, and at walk_cap varbinds per
+    column so a runaway agent cannot exhaust memory.
+    """
     sock = client.sock
-    rows: dict[str, Value] = {}
-    prefix = column + "."
+    out: dict[str, dict[str, Value]] = {c: {} for c in columns}
+    grouped = subtree not in columns
+    last_arc = max(int(c.rpartition(".")[2]) for c in columns)
+    cap = settings.walk_cap * (last_arc if grouped else 1)
+    received = 0
+    prefix = subtree + "."
     bulk = settings.resolved_auth.version != 1
-    it = GetIter(column, settings.max_repetitions) if bulk else GetIter(column)
+    it = GetIter(subtree, settings.max_repetitions) if bulk else GetIter(subtree)
     while True:
         try:
             if bulk:
@@ -766,29 +801,38 @@ async def _walk(
                     )
                 ]
         except StopAsyncIteration:
-            return rows  # endOfMibView or nothing more in the subtree
+            return out  # endOfMibView or nothing more in the subtree
         except _NoAnswer as exc:
-            if rows or client.answered:
+            if received or client.answered:
                 raise SnmpFailure(
                     "stopped_mid_walk",
-                    f"agent stopped answering mid-walk of {column} after {len(rows)} varbinds "
+                    f"agent stopped answering mid-walk of {subtree} after {received} varbinds "
                     f"({exc.tries} tries of {client.request_timeout:.3g}s)",
                 ) from None
             raise
         for item in batch:
             if item is None:
-                return rows  # left the column's subtree: the table's end
+                return out  # left the subtree: the table's end
             oid, value = item
             if not oid.startswith(prefix):
-                return rows
-            if len(rows) >= settings.walk_cap:
+                return out
+            if received >= cap:
                 raise SnmpFailure(
                     "walk_cap",
-                    f"walk cap reached: {column} has more than {settings.walk_cap} varbinds "
+                    f"walk cap reached: {subtree} has more than {cap} varbinds "
                     "(raise walk_cap if the table is really that large)",
                 )
-            rows[oid[len(prefix) :]] = value
+            received += 1
             stats.varbinds += 1
+            if not grouped:
+                out[subtree][oid[len(prefix) :]] = value
+                continue
+            arc, _, suffix = oid[len(prefix) :].partition(".")
+            if not arc.isdigit() or int(arc) > last_arc:
+                return out  # past the last wanted column: the rest is not needed
+            rows = out.get(f"{subtree}.{arc}")
+            if rows is not None:
+                rows[suffix] = value
 
 
 # --------------------------------------------------------------------------- the probe

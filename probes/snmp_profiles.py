@@ -675,15 +675,29 @@ class _Row:
     suffix: str
 
 
-def _rows(m: MetricDef, data: Collected, log: Log) -> list[_Row]:
-    """Return the metric's instances with their index and lookup labels."""
+_IndexCache = dict[tuple[str, tuple[tuple[str, str], ...]], list[tuple[str, str, str]] | None]
+
+
+def _rows(m: MetricDef, data: Collected, log: Log, cache: _IndexCache | None = None) -> list[_Row]:
+    """Return the metric's instances with their index and lookup labels.
+
+    cache keeps parsed row indexes across the metrics of one poll: a table's columns share them.
+    """
     if m.walked:
         instances = data.walks.get(m.oid, {})
     else:
         instances = {"": data.scalars[m.oid]} if m.oid in data.scalars else {}
     rows: list[_Row] = []
+    cache = {} if cache is None else cache
+    shape = tuple((i.label, i.type) for i in m.indexes)
     for suffix, raw in instances.items():
-        parsed = _parse_index(suffix, m.indexes) if m.indexes else []
+        key = (suffix, shape)
+        if not m.indexes:
+            parsed: list[tuple[str, str, str]] | None = []
+        elif key in cache:
+            parsed = cache[key]
+        else:
+            parsed = cache[key] = _parse_index(suffix, m.indexes)
         if parsed is None:
             log("snmp_bad_index", metric=m.name, suffix=suffix)
             continue
@@ -715,8 +729,9 @@ def evaluate(
     for profile in profiles:
         rows_by_metric: dict[str, list[_Row]] = {}
         values_by_metric: dict[str, list[tuple[tuple[tuple[str, str], ...], float]]] = {}
+        index_cache: _IndexCache = {}
         for m in profile.metrics:
-            rows = rows_by_metric[m.name] = _rows(m, data, log)
+            rows = rows_by_metric[m.name] = _rows(m, data, log, index_cache)
             if m.type in ("gauge", "counter"):
                 values_by_metric[m.name] = _numeric(m, rows, data, samples, log)
             elif m.type == "stateset":
