@@ -7,8 +7,13 @@ __all__ = ["Check", "Probe", "ProbeContext", "ProbeLog", "ProbeRegistry", "defau
 
 def default_registry() -> ProbeRegistry:
     """Return a registry holding every shipped probe kind."""
+    from probes.exporter import ExporterProbe
     from probes.http import HttpProbe
+    from probes.nagios import NagiosProbe
     from probes.snmp import SnmpProbe
+    from probes.ssh import SshProbe
     from probes.tcp import TcpProbe
 
-    return ProbeRegistry([HttpProbe(), SnmpProbe(), TcpProbe()])
+    return ProbeRegistry(
+        [ExporterProbe(), HttpProbe(), NagiosProbe(), SnmpProbe(), SshProbe(), TcpProbe()]
+    )
