@@ -20,6 +20,7 @@ import ipaddress
 import os
 import re
 import socket
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,9 +57,12 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model
 
 from monitor.config import ConfigErrors
 from monitor.durations import Duration
+from monitor.health.expr import parse_condition
+from monitor.health.topology import Rule, Severity
 from monitor.results import ProbeResult, Sample, bound_text
 from monitor.secrets import ConfigPath, resolve_secret
 from probes.base import Check, ProbeContext
+from probes.derive import DeriveState
 from probes.snmp_profiles import (
     SHIPPED_PROFILE_DIR,
     Collected,
@@ -291,6 +295,37 @@ class SnmpCheckSettings(SnmpSettings):
     resolved_auth: SnmpAuth
     resolved_profiles: tuple[Profile, ...]
     plan: PollPlan
+
+    def health_rules(self) -> list[Rule]:
+        """Return the rules the check's profiles carry, for the health engine (first name wins).
+
+        Profile severities map to component states: info is shown nowhere, warning stays
+        warning, degraded is degraded, critical puts the device DOWN.
+        """
+        rules: dict[str, Rule] = {}
+        for profile in self.resolved_profiles:
+            for spec in profile.rules:
+                severity = PROFILE_SEVERITIES[spec.severity]
+                if severity is None or spec.name in rules:
+                    continue
+                rules[spec.name] = Rule(
+                    name=spec.name,
+                    condition=parse_condition(spec.expr),
+                    clear=None,
+                    severity=severity,
+                    for_=spec.for_ or 0.0,
+                    clear_for=0.0,
+                )
+        return list(rules.values())
+
+
+PROFILE_SEVERITIES: dict[str, Severity | None] = {
+    "info": None,
+    "warning": "warning",
+    "degraded": "degraded",
+    "critical": "down",
+}
+"""Profile rule severity -> component state severity of the health engine."""
 
 
 # --------------------------------------------------------------------------- targets
@@ -863,9 +898,12 @@ class SnmpProbe:
     Settings: ClassVar[type[BaseModel]] = SnmpSettings
     Section: ClassVar[type[BaseModel]] = SnmpSection
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
         # Last values for resets (e.g. sysUpTime going down = reboot), by check id.
         self._previous: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+        # Forecast points and EWMA baselines of the profiles' `derive:`, by check id.
+        self._derived: dict[str, DeriveState] = {}
+        self._clock = clock
 
     def parse_target(self, target: str) -> str:
         """Return `host:port` (`[v6]:port`) with the default port 161 filled in."""
@@ -970,6 +1008,7 @@ class SnmpProbe:
         previous = self._previous.get(check.id, {})
         samples, remember = evaluate(settings.resolved_profiles, data, previous, ctx.log)
         self._previous[check.id] = remember
+        samples.extend(self._derive(check.id, settings, samples, ctx))
         samples.extend(_self_samples(client, stats))
         ctx.log(
             "snmp_done",
@@ -978,6 +1017,27 @@ class SnmpProbe:
             samples=len(samples),
         )
         return ProbeResult(success=True, samples=tuple(samples))
+
+    def _derive(
+        self, check_id: str, settings: SnmpCheckSettings, samples: list[Sample], ctx: ProbeContext
+    ) -> list[Sample]:
+        """Return the derived samples of the check's profiles, keeping their state per check."""
+        defs = tuple(d for p in settings.resolved_profiles for d in p.derive)
+        state = self._derived.get(check_id)
+        if not defs:
+            self._derived.pop(check_id, None)
+            return []
+        if state is None:
+            state = self._derived[check_id] = DeriveState(defs)
+        elif state.defs != defs:
+            state.retain(defs)  # the check's profiles changed on a reload
+        return state.apply(samples, self._clock(), ctx.log)
+
+    def forget(self, check_ids: set[str]) -> None:
+        """Drop reset and derive state of checks not in check_ids (they left the plan)."""
+        for store in (self._previous, self._derived):
+            for gone in [c for c in store if c not in check_ids]:
+                del store[gone]
 
     @staticmethod
     def _failed(

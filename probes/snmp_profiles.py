@@ -29,6 +29,7 @@ from pydantic import (
 from monitor.config import ConfigError, ConfigErrors, PosDict, PosList, load_yaml
 from monitor.durations import Duration
 from monitor.results import Sample
+from probes.derive import DeriveDef
 
 __all__ = [
     "SHIPPED_PROFILE_DIR",
@@ -318,7 +319,7 @@ class RuleDef(_Strict):
 
     name: MetricName
     expr: str = Field(description='`metric{label="value"} <op> number`, e.g. ups_on_battery == 1')
-    severity: Literal["info", "warning", "critical"]
+    severity: Literal["info", "warning", "degraded", "critical"]
     for_: Duration | None = Field(None, alias="for", description="How long before it fires.")
     description: str = ""
 
@@ -344,6 +345,10 @@ class Profile(_Strict):
     resets: list[ResetDef] = Field(default_factory=list)
     rules: list[RuleDef] = Field(default_factory=list)
     traps: list[TrapDef] = Field(default_factory=list)
+    derive: list[DeriveDef] = Field(
+        default_factory=list,
+        description="Families computed from successive polls (ratio, forecast_full, ewma_ratio).",
+    )
 
     @model_validator(mode="after")
     def _cross_check(self) -> Self:
@@ -353,6 +358,7 @@ class Profile(_Strict):
             *((f[0], "metric") for m in self.metrics for f in m.families()),
             *((b.name, "boolean") for b in self.booleans),
             *((r.name, "reset") for r in self.resets),
+            *((d.name, "derive") for d in self.derive),
         ]:
             if name in seen:
                 raise ValueError(f"family {name!r} is defined twice ({seen[name]} and {what})")
@@ -376,6 +382,12 @@ class Profile(_Strict):
             if source is None or source.type not in ("gauge", "counter"):
                 raise ValueError(f"reset {r.name!r}: {r.metric!r} is not a gauge or counter")
         labels = self.family_labels()
+        for d in self.derive:
+            for src in d.sources:
+                if src not in labels or src == d.name:
+                    raise ValueError(f"derive {d.name!r}: unknown metric {src!r}")
+            if len(d.sources) == 2 and labels[d.sources[0]] != labels[d.sources[1]]:
+                raise ValueError(f"derive {d.name!r}: {' and '.join(d.sources)} have other labels")
         states = {
             f[0]: (m.state_label, set(m.states.values()))
             for m in self.metrics
@@ -408,6 +420,11 @@ class Profile(_Strict):
             ]
         for r in self.resets:
             out[r.name] = by_metric[r.metric].label_names()
+        for d in self.derive:
+            # A derive keeps its source's labels; an unknown source is reported by _cross_check.
+            source = out.get(d.sources[0])
+            if source is not None:
+                out[d.name] = list(source)
         return out
 
 
@@ -853,6 +870,8 @@ def profiles_markdown(profiles: Mapping[str, Profile]) -> str:
             parts.append(_row(b.name, "gauge (0/1)", None, labels[b.name], b.help))
         for r in profile.resets:
             parts.append(_row(r.name, "gauge (0/1)", None, labels[r.name], r.help))
+        for d in profile.derive:
+            parts.append(_row(d.name, f"gauge ({d.kind})", None, labels[d.name], d.help))
         if profile.rules:
             parts.append("\nRules:\n\n| rule | expr | severity | for |\n|---|---|---|---|\n")
             for rule in profile.rules:

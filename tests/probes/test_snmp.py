@@ -23,7 +23,7 @@ from monitor.results import ProbeResult, ResultStore
 from monitor.scheduler import Scheduler, SchedulerMetrics
 from probes.base import Check, ProbeContext, ProbeRegistry
 from probes.snmp import SnmpAuth, SnmpCheckSettings, SnmpProbe, parse_target, run_profile_probe
-from probes.snmp_profiles import SHIPPED_PROFILE_DIR, probe_profile_command
+from probes.snmp_profiles import SHIPPED_PROFILE_DIR, load_profile_dirs, probe_profile_command
 from tests.snmp_peers import (
     FIXTURES,
     UPS_ON_BATTERY,
@@ -33,6 +33,7 @@ from tests.snmp_peers import (
     ReportingV3Agent,
     Snmpd,
     Snmpsim,
+    free_udp_port,
     running_snmpd,
     serve_udp,
     snmp_check,
@@ -726,3 +727,88 @@ def test_profile_probe_command_exit_codes(
     assert "probe failed: timeout" in capsys.readouterr().err
     assert probe_profile_command(sim.target(), ["nope"]) == 2
     assert "unknown profile 'nope'" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- SAN degradation
+
+
+ISILON = "1.3.6.1.4.1.12124"
+NFS3 = ".".join(str(b) for b in b"nfs3")  # IMPLIED protocolName index
+
+
+def isilon_state(latency_us: int, used: int) -> dict[str, tuple[str, int | str]]:
+    """ISILON-MIB values a pass_persist script serves: one node, nfs3 at this latency."""
+    return {
+        f"{ISILON}.1.1.1.0": ("string", "chu-isilon"),
+        f"{ISILON}.1.1.2.0": ("integer", 0),
+        f"{ISILON}.1.3.1.0": ("counter64", 1_000_000_000_000),
+        f"{ISILON}.1.3.2.0": ("counter64", used),
+        f"{ISILON}.2.1.1.0": ("string", "chu-isilon-1"),
+        f"{ISILON}.2.1.2.0": ("integer", 0),
+        f"{ISILON}.2.2.10.1.1.{NFS3}": ("string", "nfs3"),
+        f"{ISILON}.2.2.10.1.3.{NFS3}": ("gauge", 4200),
+        f"{ISILON}.2.2.10.1.16.{NFS3}": ("gauge", latency_us),
+    }
+
+
+@pytest.fixture
+def isilon_agent(tmp_path: Path) -> Iterator[Snmpd]:
+    """A net-snmp snmpd whose pass_persist script serves ISILON-MIB from a JSON file."""
+    if not Path("/usr/sbin/snmpd").exists():
+        pytest.skip("snmpd not installed")
+    agent = Snmpd(tmp_path, free_udp_port(), "vigie-ro", ipv6=False)
+    agent.set_ups(isilon_state(2000, 500_000_000_000))
+    conf = agent.write_config()
+    conf.write_text(
+        conf.read_text().replace("pass_persist .1.3.6.1.2.1.33 ", f"pass_persist .{ISILON} ")
+    )
+    agent.start()
+    yield agent
+    agent.stop()
+
+
+async def test_rising_latency_flags_the_array_before_it_fails(
+    isilon_agent: Snmpd, ctx: ProbeContext
+) -> None:
+    """Latency rising on a real agent drives the baseline ratio past the rule's 3 for 5 minutes."""
+    now = [1_000_000.0]
+    probe = SnmpProbe(clock=lambda: now[0])
+    check = snmp_check(
+        isilon_agent.target(),
+        auths=v2(isilon_agent),
+        auth="lab",
+        profiles=("dell-isilon",),
+        probe=probe,
+    )
+    rule = next(
+        r
+        for r in load_profile_dirs([SHIPPED_PROFILE_DIR])["dell-isilon"].rules
+        if r.name == "storage_latency_degraded"
+    )
+    assert rule.expr == "storage_latency_baseline_ratio > 3" and rule.for_ == 300
+    ratios: list[float] = []
+    fills: list[float] = []
+    above_since: float | None = None
+    fired_at: float | None = None
+    # One poll a minute (fake clock): an hour at 2 ms, then +15 % a minute, as a failing SAN.
+    for minute in range(80):
+        latency_us = 2000 if minute < 60 else int(2000 * 1.15 ** (minute - 59))
+        isilon_agent.set_ups(isilon_state(latency_us, 500_000_000_000 + minute * 2_000_000_000))
+        result = await poll(probe, check, ctx)
+        assert result.success, result.error
+        ratio = value(result, "storage_latency_baseline_ratio", protocol="nfs3")
+        ratios.append(ratio)
+        if minute >= 2:
+            fills.append(value(result, "storage_pool_full_in_seconds", pool="chu-isilon"))
+        above_since = (above_since or now[0]) if ratio > 3 else None
+        if fired_at is None and above_since is not None and now[0] - above_since >= rule.for_:
+            fired_at = now[0]
+        now[0] += 60.0
+    assert all(r == pytest.approx(1.0) for r in ratios[:60])
+    assert ratios[60:] == sorted(ratios[60:]) and ratios[-1] > 10
+    assert fired_at is not None, ratios
+    # 0.2 % of the pool a minute from 50 %: full in about 250 minutes, well inside a day.
+    assert fills[-1] == pytest.approx((1 - 0.658) / 0.002 * 60, rel=0.01)
+    probe.forget({"another-check"})  # the check left the plan: its baselines go with it
+    second = await poll(probe, check, ctx)
+    assert value(second, "storage_latency_baseline_ratio", protocol="nfs3") == 1.0

@@ -28,9 +28,14 @@ from tests.snmp_peers import FIXTURES
 SHIPPED = {
     "apc-rpdu2",
     "apc-ups",
+    "dell-compellent",
+    "dell-isilon",
     "entity-sensor",
+    "fc-switch",
     "host-resources",
     "if-mib",
+    "netapp",
+    "storage-generic",
     "system",
     "ups-mib",
 }
@@ -229,7 +234,7 @@ INVALID = [
         rules:
           - {name: r, expr: "g > 1", severity: page}
         """,
-        "rules[0].severity: Input should be 'info', 'warning' or 'critical'",
+        "rules[0].severity: Input should be 'info', 'warning', 'degraded' or 'critical'",
     ),
     (
         "trap sets unknown metric",
