@@ -812,3 +812,34 @@ async def test_rising_latency_flags_the_array_before_it_fails(
     probe.forget({"another-check"})  # the check left the plan: its baselines go with it
     second = await poll(probe, check, ctx)
     assert value(second, "storage_latency_baseline_ratio", protocol="nfs3") == 1.0
+
+
+async def test_profile_rules_set_the_component_state(
+    probe: SnmpProbe, sim: Snmpsim, ctx: ProbeContext
+) -> None:
+    """The rules an APC UPS profile carries make a UPS polled during an outage DOWN (runtime)."""
+    from monitor.health.engine import HealthEngine, Topology
+    from monitor.health.states import State
+    from monitor.health.topology import ComponentSpec, SiteSpec
+
+    check = snmp_check(
+        sim.target(),
+        auths={"rec": {"community": "apc-ups-on-battery"}},
+        auth="rec",
+        profiles=("apc-ups",),
+        check_id="ups-1-snmp",
+    )
+    assert isinstance(check.settings, SnmpCheckSettings)
+    severities = {r.name: r.severity for r in check.settings.health_rules()}
+    assert severities["on_battery"] == "warning"
+    assert severities["runtime_low"] == "down"  # critical in the profile
+    topology = Topology(
+        [SiteSpec(id="nord")],
+        [ComponentSpec(id="ups-1", kind="ups", site="nord", checks=["ups-1-snmp"])],
+    )
+    engine = HealthEngine(topology, clock=lambda: 1_790_000_000.0)
+    engine.set_plan({check.id: check}, [])
+    engine.observe(check.id, await poll(probe, check, ctx))
+    status = engine.evaluate().components["ups-1"]
+    assert status.state is State.DOWN
+    assert any("ups_battery_runtime_seconds (432) < 600" in r for r in status.reasons), status
