@@ -10,10 +10,19 @@ def default_registry() -> ProbeRegistry:
     from probes.exporter import ExporterProbe
     from probes.http import HttpProbe
     from probes.nagios import NagiosProbe
+    from probes.redfish import RedfishProbe
     from probes.snmp import SnmpProbe
     from probes.ssh import SshProbe
     from probes.tcp import TcpProbe
 
     return ProbeRegistry(
-        [ExporterProbe(), HttpProbe(), NagiosProbe(), SnmpProbe(), SshProbe(), TcpProbe()]
+        [
+            ExporterProbe(),
+            HttpProbe(),
+            NagiosProbe(),
+            RedfishProbe(),
+            SnmpProbe(),
+            SshProbe(),
+            TcpProbe(),
+        ]
     )

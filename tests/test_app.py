@@ -145,4 +145,4 @@ def test_bad_config_at_start_exits_1(tmp_path: Path) -> None:
     assert proc.returncode == 1
     line = json.loads(proc.stdout.decode().splitlines()[0])
     assert line["event"] == "config_invalid"
-    assert "unknown probe kind 'icmp'; known kinds: exporter, http, nagios, snmp, ssh, tcp" in line["error"]
+    assert "unknown probe kind 'icmp'; known kinds: exporter, http, nagios, redfish, snmp, ssh, tcp" in line["error"]
