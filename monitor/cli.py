@@ -1,4 +1,4 @@
-"""The `vigie` command: run, check, schema, probe, demo."""
+"""The `vigie` command: run, check, schema, probe, profile, demo."""
 
 from __future__ import annotations
 
@@ -28,12 +28,184 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate a config file and summarise it")
     check.add_argument("config", type=Path)
     sub.add_parser("schema", help="print the config file's JSON Schema")
-    probe = sub.add_parser("probe", help="run one check of a config now and show its output")
-    probe.add_argument("--config", "-c", type=Path, required=True)
-    probe.add_argument("check_id", help="id of the check to run")
+    probe = sub.add_parser(
+        "probe",
+        help="run one check of a config now, or poll a live SNMP device with profiles",
+        description="vigie probe --config FILE CHECK_ID | vigie probe snmp TARGET --profile NAME "
+        "[--community C | --user U ...]",
+    )
+    probe.add_argument("--config", "-c", type=Path, help="config file (auths, profile_dirs)")
+    probe.add_argument("what", nargs="+", metavar="CHECK_ID | snmp TARGET")
+    _snmp_probe_options(probe)
+    profile = sub.add_parser("profile", help="validate an SNMP profile or try it on a device")
+    profile_sub = profile.add_subparsers(dest="profile_command", required=True)
+    profile_check = profile_sub.add_parser("check", help="validate profile files")
+    profile_check.add_argument("files", type=Path, nargs="+", metavar="FILE")
+    profile_probe = profile_sub.add_parser(
+        "probe", help="poll a live device once with profiles and print the samples"
+    )
+    profile_probe.add_argument("target", help="host[:port] of the SNMP agent")
+    profile_probe.add_argument("profiles", nargs="+", metavar="PROFILE")
+    profile_probe.add_argument(
+        "--config", "-c", type=Path, help="config file (auths, profile_dirs)"
+    )
+    _snmp_probe_options(profile_probe, with_profile=False)
     demo = sub.add_parser("demo", help="run the daemon against loopback demo services")
     demo.add_argument("--listen", default="127.0.0.1:9465", help="host:port for /metrics")
+    demo.add_argument(
+        "--scenario",
+        help="outage to play on the simulated hospital: power-cut, san-degradation, "
+        "server-crash or recovery (default: none, a healthy hospital)",
+    )
+    demo.add_argument(
+        "--speed", type=float, default=1.0, help="time compression of the scenario (e.g. 10)"
+    )
     return parser
+
+
+def _snmp_probe_options(parser: argparse.ArgumentParser, with_profile: bool = True) -> None:
+    """Add the options of a live SNMP probe: profiles and credentials, as net-snmp names them."""
+    if with_profile:
+        parser.add_argument(
+            "--profile", "-p", action="append", default=[], help="profile name (repeatable)"
+        )
+    parser.add_argument(
+        "--auth", help="name of an snmp.auths entry of --config (default: public_v2)"
+    )
+    parser.add_argument("--version", "-v", choices=["1", "2c", "3"], help="SNMP version")
+    parser.add_argument("--community", help="v1/v2c community (visible in ps: prefer the file)")
+    parser.add_argument("--community-file", type=Path, help="file holding the community")
+    parser.add_argument("--user", "-u", help="v3 user name")
+    parser.add_argument("--auth-protocol", "-a", default="SHA", help="v3 auth protocol")
+    parser.add_argument("--auth-password-file", type=Path, help="file with the v3 auth password")
+    parser.add_argument("--priv-protocol", "-x", default="AES", help="v3 privacy protocol")
+    parser.add_argument("--priv-password-file", type=Path, help="file with the v3 privacy password")
+    parser.add_argument("--timeout", "-t", type=float, default=10.0, help="seconds (default 10)")
+
+
+def _cli_auth(args: argparse.Namespace) -> dict[str, object] | None:
+    """Return an snmp.auths entry from the credential options, or None when none are given."""
+    version = args.version
+    if version is None and (args.community or args.community_file):
+        version = "2c"
+    if version is None and args.user:
+        version = "3"
+    if version is None:
+        return None
+    if version == "3":
+        entry: dict[str, object] = {"version": 3, "username": args.user}
+        if args.auth_password_file is not None:
+            entry["auth_protocol"] = args.auth_protocol
+            entry["auth_password_file"] = str(args.auth_password_file)
+        if args.priv_password_file is not None:
+            entry["priv_protocol"] = args.priv_protocol
+            entry["priv_password_file"] = str(args.priv_password_file)
+        return entry
+    entry = {"version": 1 if version == "1" else 2}
+    if args.community_file is not None:
+        entry["community_file"] = str(args.community_file)
+    else:
+        entry["community"] = args.community if args.community is not None else "public"
+    return entry
+
+
+async def _probe_snmp(
+    target: str, profiles: Sequence[str], args: argparse.Namespace
+) -> int:
+    """Poll a live SNMP device once with profiles; print its samples and debug log."""
+    from prometheus_client import CollectorRegistry
+    from pydantic import ValidationError
+
+    from monitor.exposition import Exposition, check_labels, label_text, result_samples
+    from probes.base import Check
+    from probes.http import make_session
+    from probes.snmp import SnmpProbe, SnmpSection, SnmpSettings
+
+    probe = SnmpProbe()
+    section = SnmpSection()
+    if args.config is not None:
+        loaded = load_config(args.config, default_registry())
+        section = getattr(loaded.config, "snmp")  # noqa: B009 - a field of the dynamic model
+    auth_name = args.auth or "public_v2"
+    entry = _cli_auth(args)
+    try:
+        if entry is not None:
+            auth_name = "command-line"
+            auths = {**section.model_dump()["auths"], auth_name: entry}
+            section = SnmpSection.model_validate(
+                {"auths": auths, "profile_dirs": [str(d) for d in section.profile_dirs]}
+            )
+        settings = probe.bind(
+            SnmpSettings(auth=auth_name, profiles=list(profiles or ["system"])),
+            section,
+            Path("."),
+        )
+        parsed = probe.parse_target(target)
+    except (ValueError, ValidationError) as exc:
+        print(f"vigie probe snmp {target}: {exc}", file=sys.stderr)
+        return 2
+    check = Check(
+        id="probe",
+        kind="snmp",
+        target=parsed,
+        interval=args.timeout,
+        timeout=args.timeout,
+        settings=settings,
+        host=probe.host_of(parsed),
+    )
+    async with make_session() as session:
+        from monitor.results import ResultStore
+        from monitor.scheduler import Scheduler, SchedulerMetrics
+        from probes import ProbeRegistry
+
+        own = CollectorRegistry()
+        scheduler = Scheduler(ProbeRegistry([probe]), ResultStore(), session, SchedulerMetrics(own))
+        result = await scheduler.run(check)
+    exp = Exposition(own)
+    for line in result.logs:
+        print(f"# log: {line}")
+    print(
+        exp.render_text(
+            exp.render_samples(label_text(check_labels(check)), result_samples(result))
+        ),
+        end="",
+    )
+    if not result.success:
+        print(f"probe failed: {result.error}", file=sys.stderr)
+    return 0 if result.success else 1
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    """`vigie profile check FILE...` and `vigie profile probe TARGET PROFILE...`."""
+    if args.profile_command == "check":
+        from probes.snmp_profiles import check_profile_command
+
+        codes = [check_profile_command(path) for path in args.files]
+        return max(codes)
+    try:
+        return asyncio.run(_probe_snmp(args.target, args.profiles, args))
+    except ConfigErrors as exc:
+        print(exc, file=sys.stderr)
+        return 2
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    """`vigie probe --config FILE CHECK_ID` or `vigie probe snmp TARGET --profile NAME`."""
+    what: list[str] = args.what
+    try:
+        if len(what) == 2 and what[0] == "snmp":
+            return asyncio.run(_probe_snmp(what[1], args.profile, args))
+        if len(what) != 1 or args.config is None:
+            print(
+                "usage: vigie probe --config FILE CHECK_ID\n"
+                "       vigie probe snmp TARGET --profile NAME [--community C | --user U ...]",
+                file=sys.stderr,
+            )
+            return 2
+        return asyncio.run(_probe_once(args.config, what[0]))
+    except ConfigErrors as exc:
+        print(exc, file=sys.stderr)
+        return 1
 
 
 def cmd_check(path: Path) -> int:
@@ -101,11 +273,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(json_schema(default_registry()), indent=2, sort_keys=True))
         return 0
     if args.command == "probe":
-        try:
-            return asyncio.run(_probe_once(args.config, args.check_id))
-        except ConfigErrors as exc:
-            print(exc, file=sys.stderr)
-            return 1
+        return cmd_probe(args)
+    if args.command == "profile":
+        return cmd_profile(args)
     if args.command == "run":
         from monitor.app import run_daemon
 
@@ -115,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from monitor.demo import run_demo
 
         configure_logging("info")
-        return asyncio.run(run_demo(args.listen))
+        return asyncio.run(run_demo(args.listen, scenario=args.scenario, speed=args.speed))
     return 2
 
 

@@ -1,142 +1,112 @@
-"""`vigie demo`: the daemon against a few loopback services it starts itself, until Ctrl-C."""
+"""`vigie demo`: the simulated hospital (lab/) and the daemon watching it, until Ctrl-C.
+
+Needs nothing but the Python package: the lab's SNMP agent, web services and mail banner run
+on free loopback ports, config/demo.yaml takes them from environment variables, and the
+daemon keeps its state in a temporary directory. No Alertmanager: incidents show on the
+status page and the JSON API.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import socket
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import structlog
-from aiohttp import web
 
+from lab.hospital import Lab
+from lab.scenarios import SCENARIOS, ScenarioController
 from monitor.app import Daemon
-from monitor.config import load_config
+from monitor.config import ConfigErrors, load_config
 from probes import default_registry
 from probes.http import make_session
 
-
-def _demo_app(started: float) -> web.Application:
-    """Build the demo web services: a healthy app, a slow one and one that fails now and then."""
-
-    async def ok(_: web.Request) -> web.Response:
-        return web.Response(text="status: OK\n")
-
-    async def slow(_: web.Request) -> web.Response:
-        await asyncio.sleep(0.3)
-        return web.Response(text="status: OK (slow)\n")
-
-    async def flaky(_: web.Request) -> web.Response:
-        if int((time.monotonic() - started) // 40) % 2:
-            return web.Response(status=503, text="status: ERROR database unreachable\n")
-        return web.Response(text="status: OK\n")
-
-    app = web.Application()
-    app.router.add_get("/dpi/health", ok)
-    app.router.add_get("/labo/health", slow)
-    app.router.add_get("/rdv/health", flaky)
-    app.router.add_get("/intranet/", ok)
-    return app
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "config" / "demo.yaml"
+"""The demo hospital's topology, found relative to the package as the shipped profiles are."""
 
 
-async def _smtp_banner(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Answer like a mail server: banner, then 221 on QUIT."""
-    writer.write(b"220 mail.demo.local ESMTP ready\r\n")
-    await writer.drain()
-    await reader.readline()
-    writer.write(b"221 bye\r\n")
-    await writer.drain()
-    writer.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def demo_config(http_port: int, smtp_port: int, closed_port: int, listen: str) -> str:
-    """Return the demo's config text."""
-    base = f"http://127.0.0.1:{http_port}"
-    return f"""\
-defaults:
-  interval: 10s
-  timeout: 3s
-  labels: {{site: nord}}
-modules:
-  health_ok:
-    kind: http
-    http:
-      valid_status_codes: [200]
-      fail_if_body_not_matches_regexp: ["status: OK"]
-checks:
-  - {{id: dossier-patient, module: health_ok, target: "{base}/dpi/health",
-     labels: {{component: dpi}}}}
-  - {{id: resultats-labo, module: health_ok, target: "{base}/labo/health",
-     labels: {{component: labo}}}}
-  - {{id: prise-rdv, module: health_ok, target: "{base}/rdv/health", interval: 5s,
-     labels: {{component: rdv, site: bellevue}}}}
-  - {{id: intranet, kind: http, target: "{base}/intranet/", labels: {{component: intranet}}}}
-  - id: messagerie-smtp
-    kind: tcp
-    target: 127.0.0.1:{smtp_port}
-    labels: {{component: messagerie}}
-    tcp:
-      query_response:
-        - expect: "^220 "
-        - send: "QUIT\\r\\n"
-        - expect: "^221 "
-  - {{id: pacs-dicom, kind: tcp, target: "127.0.0.1:{closed_port}", labels: {{component: pacs}}}}
-web:
-  listen: "{listen}"
-"""
-
-
-async def run_demo(listen: str) -> int:
-    """Start the demo services and the daemon, print the URLs, and stop all on Ctrl-C."""
-    log = structlog.get_logger()
-    started = time.monotonic()
-    runner = web.AppRunner(_demo_app(started), access_log=None)
-    await runner.setup()
-    http_port = _free_port()
-    await web.TCPSite(runner, "127.0.0.1", http_port).start()
-    smtp = await asyncio.start_server(_smtp_banner, "127.0.0.1", 0)
-    smtp_port = smtp.sockets[0].getsockname()[1]
+def _listen_address(listen: str) -> str:
+    """Return listen, or the same host on a free port when that port is taken."""
     host, _, port = listen.rpartition(":")
-    with socket.socket() as probe_sock:
+    with socket.socket() as sock:
         try:
-            probe_sock.bind((host, int(port)))
+            sock.bind((host, int(port)))
         except OSError:
-            listen = f"{host}:{_free_port()}"
+            return f"{host}:0"
+    return listen
+
+
+def demo_env(lab: Lab, state_dir: Path, listen: str) -> dict[str, str]:
+    """Return the variables config/demo.yaml needs: the lab's ports, state dir and listen."""
+    return {
+        **lab.env(),
+        "VIGIE_DEMO_STATE_DIR": str(state_dir),
+        "VIGIE_DEMO_LISTEN": listen,
+    }
+
+
+async def run_demo(listen: str, scenario: str | None = None, speed: float = 1.0) -> int:
+    """Start the lab and the daemon, print the URLs, play the scenario, stop all on Ctrl-C."""
+    if scenario is not None and scenario not in SCENARIOS:
+        print(
+            f"vigie demo: unknown scenario {scenario!r}; known: {', '.join(SCENARIOS)}",
+            file=sys.stderr,
+        )
+        return 2
+    if not 0 < speed <= 10_000:
+        print(f"vigie demo: --speed must be in (0, 10000], got {speed:g}", file=sys.stderr)
+        return 2
+    log = structlog.get_logger()
+    lab = Lab()
+    await lab.start()
+    controller = ScenarioController(lab)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    with tempfile.TemporaryDirectory(prefix="vigie-demo-") as tmp:
-        path = Path(tmp) / "demo.yaml"
-        path.write_text(demo_config(http_port, smtp_port, _free_port(), listen))
-        registry = default_registry()
-        async with make_session() as session:
-            daemon = Daemon(load_config(path, registry), registry, session, logger=log)
-            await daemon.start()
-            url = f"http://{host}:{daemon.listen_port}"
-            print(
-                f"\nVigie demo running. Demo services on http://127.0.0.1:{http_port} "
-                f"and smtp 127.0.0.1:{smtp_port}.\n"
-                f"  Checks:  {url}/\n  Metrics: {url}/metrics\n"
-                f"  Debug:   {url}/probe?check=dossier-patient&debug=true\n"
-                f"  Config:  {path}\nPress Ctrl-C to stop.\n",
-                file=sys.stderr,
-                flush=True,
-            )
-            await stop.wait()
-            await daemon.stop()
-    smtp.close()
-    await smtp.wait_closed()
-    await runner.cleanup()
+    try:
+        with tempfile.TemporaryDirectory(prefix="vigie-demo-") as tmp:
+            env = demo_env(lab, Path(tmp), _listen_address(listen))
+            registry = default_registry()
+            try:
+                loaded = load_config(DEMO_CONFIG, registry, env=env)
+            except ConfigErrors as exc:
+                for error in exc.errors:
+                    print(error, file=sys.stderr)
+                return 1
+            async with make_session() as session:
+                daemon = Daemon(loaded, registry, session, env=env, logger=log)
+                await daemon.start()
+                host = loaded.config.web.host_port()[0]
+                url = f"http://{host}:{daemon.listen_port}"
+                print(
+                    f"\nVigie demo: a simulated hospital (2 datacenters, UPSes, PDUs, SAN arrays,"
+                    f" servers, 6 clinical applications) watched by Vigie.\n"
+                    f"  Status:    {url}/\n"
+                    f"  Metrics:   {url}/metrics\n"
+                    f"  Incidents: {url}/api/v1/incidents\n"
+                    f"  Lab:       {lab.url}/lab/state  (POST {lab.url}/lab/scenario/NAME"
+                    f"?speed=X, POST {lab.url}/lab/reset)\n"
+                    f"  Scenarios: {', '.join(SCENARIOS)}\n"
+                    f"  Config:    {DEMO_CONFIG}\nPress Ctrl-C to stop.\n",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                if scenario is not None:
+                    # Let every check run once first, so the outage starts from a known state.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(daemon.scheduler.first_round_done.wait(), 30)
+                    controller.start(scenario, speed)
+                    print(f"Playing scenario {scenario} at speed {speed:g}.", file=sys.stderr)
+                await stop.wait()
+                await controller.stop()
+                await daemon.stop()
+    finally:
+        await controller.stop()
+        await lab.stop()
     print("Vigie demo stopped.", file=sys.stderr)
     return 0

@@ -1,7 +1,8 @@
-"""`vigie demo`: starts its services and the daemon, prints the URLs, stops on Ctrl-C."""
+"""`vigie demo`: starts the lab and the daemon, prints URLs, plays a scenario, stops on Ctrl-C."""
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -15,33 +16,86 @@ import pytest
 from tests.conftest import free_port
 
 
-def test_demo_prints_urls_serves_metrics_and_stops_on_ctrl_c(tmp_path: Path) -> None:
-    """The demo's printed /metrics URL serves probe results; SIGINT stops it with exit 0."""
-    err = (tmp_path / "stderr").open("w+b")
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=2) as resp:
+        body: bytes = resp.read()
+        return body.decode()
+
+
+def test_demo_plays_a_scenario_serves_metrics_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    """The demo's printed URLs serve probe results and the scenario's incident; SIGINT exits 0."""
+    err_path = tmp_path / "stderr"
+    err = err_path.open("w+b")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "monitor.cli", "demo", "--listen", f"127.0.0.1:{free_port()}"],
-        stdout=subprocess.DEVNULL, stderr=err)
+        [
+            sys.executable,
+            "-m",
+            "monitor.cli",
+            "demo",
+            "--listen",
+            f"127.0.0.1:{free_port()}",
+            "--scenario",
+            "server-crash",
+            "--speed",
+            "100",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=err,
+    )
     try:
         end = time.monotonic() + 20
-        metrics_url = None
-        while metrics_url is None and time.monotonic() < end:
-            found = re.search(rb"Metrics: (http://\S+/metrics)", (tmp_path / "stderr").read_bytes())
-            metrics_url = found.group(1).decode() if found else None
+        urls: dict[str, str] = {}
+        while len(urls) < 3 and time.monotonic() < end:
+            text = err_path.read_bytes().decode(errors="replace")
+            for name in ("Metrics", "Incidents", "Lab"):
+                found = re.search(rf"{name}:\s+(http://\S+)", text)
+                if found:
+                    urls[name] = found.group(1)
             time.sleep(0.05)
-        assert metrics_url, (tmp_path / "stderr").read_text()
+        assert len(urls) == 3, err_path.read_text()
         body = ""
-        while time.monotonic() < end and "probe_success{" not in body:
-            with urllib.request.urlopen(metrics_url, timeout=2) as resp:
-                body = resp.read().decode()
+        while time.monotonic() < end and 'probe_success{check="ups-nord-1-snmp"' not in body:
+            body = _get(urls["Metrics"])
             time.sleep(0.1)
-        assert 'probe_success{check="' in body
+        assert 'probe_success{check="ups-nord-1-snmp"' in body
+        assert "ups_battery_runtime_seconds{" in body
+        assert json.loads(_get(urls["Lab"]))["ports"]["snmp"] > 0
+        roots: list[str] = []
+        end = time.monotonic() + 25  # first round of checks (5 s interval), crash, next round
+        while time.monotonic() < end and "srv-dpi" not in roots:
+            incidents = json.loads(_get(urls["Incidents"]))
+            rows = incidents if isinstance(incidents, list) else incidents["incidents"]
+            roots = [i["root_cause"] for i in rows]
+            time.sleep(0.2)
+        assert roots == ["srv-dpi"], err_path.read_text()[-3000:]
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=20) == 0
-        assert b"Vigie demo stopped." in (tmp_path / "stderr").read_bytes()
+        assert b"Vigie demo stopped." in err_path.read_bytes()
         with pytest.raises(OSError):
-            urllib.request.urlopen(metrics_url, timeout=1)
+            urllib.request.urlopen(urls["Metrics"], timeout=1)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
         err.close()
+
+
+def test_demo_rejects_an_unknown_scenario() -> None:
+    """An unknown scenario name exits 2 naming the known ones."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "monitor.cli",
+            "demo",
+            "--listen",
+            f"127.0.0.1:{free_port()}",
+            "--scenario",
+            "meteor",
+        ],
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert b"unknown scenario 'meteor'; known: power-cut" in proc.stderr

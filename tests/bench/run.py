@@ -89,6 +89,8 @@ NOTES: list[str] = []
 SECTIONS: dict[str, str] = {
     "snmp": "tests.bench.snmp:run",
     "health": "tests.bench.health:run",
+    "redfish": "tests.bench.redfish:run",
+    "traps": "tests.bench.traps:run",
 }
 
 

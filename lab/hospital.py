@@ -1,0 +1,441 @@
+"""The simulated hospital: SNMP UPSes, PDUs and SAN arrays, servers and applications on loopback.
+
+One UDP port serves every SNMP device (the community picks it), one aiohttp server serves every
+server's and application's health page by path plus the control surface under /lab/, and one
+TCP port answers like the mail relay. Faults are injected through the methods of `Lab` (the
+scenarios use them) or over HTTP (`POST /lab/scenario/power-cut`, `POST /lab/fault`...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from lab.snmp_agent import Device, SnmpAgent, read_snmprec, start_agent
+
+DATA = Path(__file__).resolve().parent / "data"
+PROFILES = Path(__file__).resolve().parent / "profiles"
+
+# The lab's SAN is served from the lab-owned profile until the shipped storage profiles exist:
+# to switch, change the profile name, the recording and the OIDs below (and config/demo.yaml).
+SAN_PROFILE = "lab-san"
+SAN_RECORDING = "lab-san.snmprec"
+SAN_OIDS = {
+    "status": "1.3.6.1.4.1.8072.9999.9999.1.1.0",  # 1 ok, 2 degraded, 3 failed
+    "read_latency_us": "1.3.6.1.4.1.8072.9999.9999.1.2.1.2.1",
+    "write_latency_us": "1.3.6.1.4.1.8072.9999.9999.1.2.1.2.2",
+}
+
+# How each UPS recording says "on battery": output source, runtime, charge, input voltage.
+_UPS_MIB = "1.3.6.1.2.1.33.1."
+_APC = "1.3.6.1.4.1.318.1.1.1."
+
+
+@dataclass(frozen=True)
+class UpsModel:
+    """Where a UPS profile keeps the values a power cut changes, and how to encode them."""
+
+    recording: str
+    source: str  # output source OID
+    online: int
+    on_battery: int
+    runtime: str
+    runtime_per_minute: int  # raw units per minute of runtime
+    charge: str
+    input_voltage: str
+    seconds_on_battery: str
+    seconds_per_second: int
+    battery_status: str
+    battery_ok: int
+    battery_low: int
+
+
+UPS_MODELS = {
+    "ups-mib": UpsModel(
+        recording="ups-mib.snmprec",
+        source=_UPS_MIB + "4.1.0",
+        online=3,
+        on_battery=5,
+        runtime=_UPS_MIB + "2.3.0",
+        runtime_per_minute=1,
+        charge=_UPS_MIB + "2.4.0",
+        input_voltage=_UPS_MIB + "3.3.1.3.1",
+        seconds_on_battery=_UPS_MIB + "2.2.0",
+        seconds_per_second=1,
+        battery_status=_UPS_MIB + "2.1.0",
+        battery_ok=2,
+        battery_low=3,
+    ),
+    "apc-ups": UpsModel(
+        recording="apc-ups.snmprec",
+        source=_APC + "4.1.1.0",
+        online=2,
+        on_battery=3,
+        runtime=_APC + "2.2.3.0",
+        runtime_per_minute=6000,  # TimeTicks
+        charge=_APC + "2.2.1.0",
+        input_voltage=_APC + "3.2.1.0",
+        seconds_on_battery=_APC + "2.1.2.0",
+        seconds_per_second=100,
+        battery_status=_APC + "2.1.1.0",
+        battery_ok=2,
+        battery_low=3,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class SnmpSpec:
+    """One SNMP device of the lab: its component id, site and profile."""
+
+    id: str
+    site: str
+    profile: str
+
+
+# The hospital's devices. config/demo.yaml describes the same ones as components.
+SNMP_DEVICES = (
+    SnmpSpec("ups-nord-1", "nord", "ups-mib"),
+    SnmpSpec("ups-nord-2", "nord", "apc-ups"),
+    SnmpSpec("ups-bellevue-1", "bellevue", "ups-mib"),
+    SnmpSpec("pdu-nord-1", "nord", "apc-rpdu2"),
+    SnmpSpec("pdu-bellevue-1", "bellevue", "apc-rpdu2"),
+    SnmpSpec("san-nord", "nord", SAN_PROFILE),
+    SnmpSpec("san-bellevue", "bellevue", SAN_PROFILE),
+)
+SERVERS = {  # server -> site
+    "srv-dpi": "nord",
+    "srv-labo": "nord",
+    "srv-rdv": "nord",
+    "srv-pacs": "nord",
+    "srv-mail-1": "nord",
+    "srv-mail-2": "bellevue",
+    "srv-intranet": "bellevue",
+}
+APPS = {  # application -> server it runs on (mail runs on both mail servers)
+    "dpi": ("srv-dpi",),
+    "labo": ("srv-labo",),
+    "rdv": ("srv-rdv",),
+    "pacs": ("srv-pacs",),
+    "mail": ("srv-mail-1", "srv-mail-2"),
+    "intranet": ("srv-intranet",),
+}
+NORMAL_RUNTIME_MINUTES = 34
+MAX_EVENTS = 1000
+
+
+@dataclass
+class Service:
+    """A server's or application's health endpoint: up or down, latency, optional flapping."""
+
+    up: bool = True
+    latency: float = 0.0
+    flap_period: float = 0.0  # > 0: alternates up and down every flap_period seconds
+    reason: str = ""
+
+    def healthy(self, now: float) -> bool:
+        """Return whether it answers OK now."""
+        if not self.up:
+            return False
+        if self.flap_period > 0:
+            return int(now / self.flap_period) % 2 == 0
+        return True
+
+
+@dataclass
+class LabEvent:
+    """Something the lab did: a fault injected or cleared (wall time, for detection latency)."""
+
+    at: float
+    what: str
+
+
+@dataclass
+class Lab:
+    """The simulated hospital; start() binds its ports, the methods inject faults."""
+
+    host: str = "127.0.0.1"
+    clock: Callable[[], float] = time.time
+    devices: dict[str, Device] = field(default_factory=dict)
+    services: dict[str, Service] = field(default_factory=dict)
+    events: list[LabEvent] = field(default_factory=list)
+    http_port: int = 0
+    snmp_port: int = 0
+    smtp_port: int = 0
+    scenario_runner: Callable[[str, float], Any] | None = None
+    _power_lost_at: dict[str, float] = field(default_factory=dict)
+    _agent: SnmpAgent | None = None
+    _udp: asyncio.DatagramTransport | None = None
+    _runner: web.AppRunner | None = None
+    _smtp: asyncio.Server | None = None
+
+    def __post_init__(self) -> None:
+        for spec in SNMP_DEVICES:
+            recording = (
+                UPS_MODELS[spec.profile].recording
+                if spec.profile in UPS_MODELS
+                else (SAN_RECORDING if spec.profile == SAN_PROFILE else f"{spec.profile}.snmprec")
+            )
+            device = Device(spec.id, spec.id, read_snmprec(DATA / recording))
+            device.set("1.3.6.1.2.1.1.5.0", spec.id)  # sysName
+            self.devices[spec.id] = device
+        for name in [*SERVERS, *APPS]:
+            self.services[name] = Service()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Bind the SNMP, HTTP and SMTP ports (free ports unless set)."""
+        self._udp, self._agent = await start_agent(self.devices.values(), self.host, self.snmp_port)
+        self.snmp_port = self._udp.get_extra_info("sockname")[1]
+        self._runner = web.AppRunner(self.web_app(), access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.http_port)
+        await site.start()
+        self.http_port = self._runner.addresses[0][1]
+        self._smtp = await asyncio.start_server(self._smtp_session, self.host, self.smtp_port)
+        self.smtp_port = self._smtp.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        """Close every port it opened."""
+        if self._smtp is not None:
+            self._smtp.close()
+            await self._smtp.wait_closed()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._udp is not None:
+            self._udp.close()
+
+    def env(self) -> dict[str, str]:
+        """Return the variables config/demo.yaml takes its ports from."""
+        return {
+            "VIGIE_LAB_HTTP": f"{self.host}:{self.http_port}",
+            "VIGIE_LAB_SNMP": f"{self.host}:{self.snmp_port}",
+            "VIGIE_LAB_SMTP": f"{self.host}:{self.smtp_port}",
+            "VIGIE_LAB_PROFILES": str(PROFILES),
+        }
+
+    @property
+    def url(self) -> str:
+        """Return the base URL of the lab's web server."""
+        return f"http://{self.host}:{self.http_port}"
+
+    # ------------------------------------------------------------------ faults
+
+    def note(self, what: str) -> None:
+        """Record an event (scenarios mark fault injections with it)."""
+        self.events.append(LabEvent(self.clock(), what))
+        del self.events[:-MAX_EVENTS]  # a demo runs for days: keep the recent history only
+
+    def reset(self) -> None:
+        """Back to a healthy hospital."""
+        for device in self.devices.values():
+            device.reset()
+            device.set("1.3.6.1.2.1.1.5.0", device.name)
+        for name in self.services:
+            self.services[name] = Service()
+        self._power_lost_at.clear()
+        self.note("reset")
+
+    def ups_ids(self, site: str) -> list[str]:
+        """Return the UPSes of a site."""
+        return [s.id for s in SNMP_DEVICES if s.site == site and s.profile in UPS_MODELS]
+
+    def set_mains(self, site: str, on: bool, runtime_minutes: float | None = None) -> None:
+        """Cut or restore the mains of a site: its UPSes go on battery or back online."""
+        for ups in self.ups_ids(site):
+            self.set_ups(ups, on_battery=not on, runtime_minutes=runtime_minutes)
+        if on:
+            self._power_lost_at.pop(site, None)
+        else:
+            self._power_lost_at.setdefault(site, self.clock())
+        self.note(f"mains {'restored' if on else 'lost'} at {site}")
+
+    def set_ups(
+        self,
+        ups: str,
+        *,
+        on_battery: bool,
+        runtime_minutes: float | None = None,
+        seconds_on_battery: float = 0.0,
+    ) -> None:
+        """Put one UPS on battery (with this runtime left) or back on mains."""
+        spec = next(s for s in SNMP_DEVICES if s.id == ups)
+        model = UPS_MODELS[spec.profile]
+        device = self.devices[ups]
+        minutes = NORMAL_RUNTIME_MINUTES if runtime_minutes is None else runtime_minutes
+        device.update(
+            {
+                model.source: model.on_battery if on_battery else model.online,
+                model.runtime: int(minutes * model.runtime_per_minute),
+                model.charge: max(0, min(100, int(minutes * 100 / NORMAL_RUNTIME_MINUTES))),
+                model.input_voltage: 0 if on_battery else 231,
+                model.seconds_on_battery: int(seconds_on_battery * model.seconds_per_second),
+                model.battery_status: model.battery_low
+                if on_battery and minutes < 5
+                else (model.battery_ok),
+            }
+        )
+
+    def set_san_latency(self, array: str, seconds: float) -> None:
+        """Set a SAN array's read and write latency."""
+        device = self.devices[array]
+        micro = int(seconds * 1_000_000)
+        device.update({SAN_OIDS["read_latency_us"]: micro, SAN_OIDS["write_latency_us"]: micro})
+
+    def set_san_status(self, array: str, status: str) -> None:
+        """Set a SAN array's status: ok, degraded or failed."""
+        code = {"ok": 1, "degraded": 2, "failed": 3}[status]
+        self.devices[array].set(SAN_OIDS["status"], code)
+
+    def set_device_answering(self, device: str, answering: bool) -> None:
+        """Make an SNMP device silent (powered off, card dead) or answering again."""
+        self.devices[device].answering = answering
+
+    def set_service(
+        self,
+        name: str,
+        *,
+        up: bool = True,
+        latency: float = 0.0,
+        flap_period: float = 0.0,
+        reason: str = "",
+    ) -> None:
+        """Set a server's or application's health: up/down, latency, flapping."""
+        if name not in self.services:
+            raise KeyError(f"unknown server or application {name!r}")
+        self.services[name] = Service(up, latency, flap_period, reason)
+
+    def power_off_site(self, site: str) -> None:
+        """Batteries exhausted: the site's servers, SAN arrays and PDUs go dark."""
+        for server, server_site in SERVERS.items():
+            if server_site == site:
+                self.set_service(server, up=False, reason="powered off")
+        for spec in SNMP_DEVICES:
+            if spec.site == site and spec.profile not in UPS_MODELS:
+                self.devices[spec.id].answering = False
+        self.note(f"site {site} powered off")
+
+    def apps_down(self, site: str, reason: str) -> None:
+        """Every application running only on this site's servers fails."""
+        for app, servers in APPS.items():
+            if all(SERVERS[s] == site for s in servers):
+                self.set_service(app, up=False, reason=reason)
+
+    def state(self) -> dict[str, Any]:
+        """Return the lab's current state (the control endpoint shows it)."""
+        now = self.clock()
+        return {
+            "ports": {"http": self.http_port, "snmp": self.snmp_port, "smtp": self.smtp_port},
+            "services": {
+                n: {**asdict(s), "healthy": s.healthy(now)} for n, s in self.services.items()
+            },
+            "devices": {
+                n: {"answering": d.answering, "overrides": len(d.overrides)}
+                for n, d in self.devices.items()
+            },
+            "events": [asdict(e) for e in self.events[-50:]],
+        }
+
+    # ------------------------------------------------------------------ services
+
+    async def _health(self, request: web.Request) -> web.Response:
+        """A server's or application's health page."""
+        name = request.match_info["name"]
+        service = self.services.get(name)
+        if service is None:
+            raise web.HTTPNotFound(text="unknown service\n")
+        if service.latency > 0:
+            await asyncio.sleep(service.latency)
+        if service.healthy(self.clock()):
+            return web.Response(text=f"status: OK {name}\n")
+        reason = service.reason or "unavailable"
+        return web.Response(status=503, text=f"status: ERROR {name} {reason}\n")
+
+    async def _smtp_session(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """Answer like the mail relay: 220 banner and 221 on QUIT, or 421 when mail is down."""
+        try:
+            if not self.services["mail"].healthy(self.clock()):
+                writer.write(b"421 mail.chu.lab service not available\r\n")
+                await writer.drain()
+                return
+            writer.write(b"220 mail.chu.lab ESMTP ready\r\n")
+            await writer.drain()
+            async with asyncio.timeout(10):
+                await reader.readline()
+            writer.write(b"221 bye\r\n")
+            await writer.drain()
+        except (OSError, TimeoutError):
+            pass  # the prober went away: nothing to answer
+        finally:
+            writer.close()
+
+    # ------------------------------------------------------------------ control
+
+    async def _control_state(self, _: web.Request) -> web.Response:
+        return web.json_response(self.state())
+
+    async def _control_scenario(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        try:
+            speed = float(request.query.get("speed", "1"))
+        except ValueError:
+            raise web.HTTPBadRequest(text="speed: not a number\n") from None
+        if not 0 < speed <= 10_000:
+            raise web.HTTPBadRequest(text="speed: must be in (0, 10000]\n")
+        if self.scenario_runner is None:
+            raise web.HTTPServiceUnavailable(text="no scenario runner attached\n")
+        try:
+            self.scenario_runner(name, speed)
+        except KeyError as exc:
+            raise web.HTTPNotFound(text=f"{exc.args[0]}\n") from None
+        return web.json_response({"scenario": name, "speed": speed, "started": True})
+
+    async def _control_reset(self, _: web.Request) -> web.Response:
+        self.reset()
+        return web.json_response({"reset": True})
+
+    async def _control_fault(self, request: web.Request) -> web.Response:
+        """Apply one fault from JSON, e.g. {"service": "dpi", "up": false}, {"mains": "nord"}."""
+        try:
+            body = json.loads(await request.content.read(16 * 1024))
+            if not isinstance(body, dict):
+                raise ValueError("expected a JSON object")
+            if "service" in body:
+                self.set_service(
+                    str(body["service"]),
+                    up=bool(body.get("up", True)),
+                    latency=float(body.get("latency", 0.0)),
+                    flap_period=float(body.get("flap_period", 0.0)),
+                    reason=str(body.get("reason", ""))[:200],
+                )
+            elif "mains" in body:
+                self.set_mains(str(body["mains"]), bool(body.get("on", True)))
+            elif "san" in body:
+                self.set_san_latency(str(body["san"]), float(body.get("latency", 0.002)))
+            else:
+                raise ValueError("expected one of: service, mains, san")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise web.HTTPBadRequest(text=f"fault: {exc}\n") from None
+        self.note(f"fault {json.dumps(body)[:200]}")
+        return web.json_response({"applied": True})
+
+    def web_app(self) -> web.Application:
+        """Return the lab's aiohttp application: health pages and control surface."""
+        app = web.Application()
+        app.router.add_get("/srv/{name}/health", self._health)
+        app.router.add_get("/app/{name}/health", self._health)
+        app.router.add_get("/lab/state", self._control_state)
+        app.router.add_post("/lab/scenario/{name}", self._control_scenario)
+        app.router.add_post("/lab/reset", self._control_reset)
+        app.router.add_post("/lab/fault", self._control_fault)
+        return app

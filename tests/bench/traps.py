@@ -1,0 +1,269 @@
+"""Trap benchmark: how fast a UPS going on battery shows in /metrics, with a trap and without.
+
+`vigie run` runs as a subprocess with one snmp check (ups-mib) of a net-snmp snmpd whose
+UPS-MIB values come from a state file (tests/snmp_peers.py). Part 1: the bench switches the
+agent to battery, sends upsTrapOnBattery with `snmptrap`, and times the send -> the state in
+/metrics (scraped every 5 ms), then -> the re-poll's confirmation; upsTrapAlarmEntryRemoved
+(re-poll only) brings it back to mains. Part 2, no trap: the bench switches the agent at a
+random point of the poll interval and times the change -> detection by polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+from tests.bench.common import OUT, ROOT, free_port, log
+from tests.snmp_peers import UPS_ON_BATTERY, UPS_ONLINE, Snmpd, free_udp_port, running_snmpd
+
+SNMPTRAP = "/usr/bin/snmptrap"
+ON_BATTERY = "1.3.6.1.2.1.33.2.0.1"  # upsTrapOnBattery: sets ups_on_battery 1
+ALARM_REMOVED = "1.3.6.1.2.1.33.2.0.4"  # upsTrapAlarmEntryRemoved: re-poll only
+TRAP_GOAL_S = 1.0
+POLL_MARGIN_S = 1.0
+
+
+@dataclass(frozen=True)
+class Params:
+    """Sizes of one run."""
+
+    traps: int
+    polls: int
+    poll_interval: float
+
+
+FULL = Params(traps=50, polls=6, poll_interval=10.0)
+QUICK = Params(traps=10, polls=2, poll_interval=4.0)
+
+
+@dataclass
+class Results:
+    """Latencies measured, in seconds."""
+
+    params: Params
+    trap_to_metrics: list[float] = field(default_factory=list)
+    trap_to_repoll: list[float] = field(default_factory=list)
+    poll_to_metrics: list[float] = field(default_factory=list)
+
+
+def _config(path: Path, agent: Snmpd, web: int, traps: int | None, interval: float) -> None:
+    """Write a config with one ups-mib check of the agent (and a trap receiver if traps)."""
+    lines = [
+        f"web: {{listen: '127.0.0.1:{web}'}}",
+        "snmp:",
+        f"  auths: {{ups: {{version: 2, community: {agent.community}}}}}",
+        "checks:",
+        f"  - {{id: ups, kind: snmp, target: '{agent.target()}', interval: {interval:g}s,"
+        " timeout: 3s, snmp: {auth: ups, profiles: [ups-mib]}}",
+    ]
+    if traps is not None:
+        lines.append(f"traps: {{listen: '127.0.0.1:{traps}', auths: [ups]}}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+@asynccontextmanager
+async def _daemon(config: Path, log_file: Path) -> AsyncIterator[None]:
+    """Run `vigie run` for the duration of the block."""
+    cmd = [sys.executable, "-m", "monitor.cli", "run", "--config", str(config)]
+    with log_file.open("ab") as out:
+        proc = await asyncio.create_subprocess_exec(
+            *cmd, cwd=ROOT, stdout=out, stderr=asyncio.subprocess.STDOUT
+        )
+    try:
+        yield
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 15)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
+async def _value(session: aiohttp.ClientSession, url: str, prefix: str) -> float | None:
+    """Return the value of the first /metrics line starting with prefix (None if absent)."""
+    try:
+        async with session.get(url) as resp:
+            page = await resp.text()
+    except aiohttp.ClientError:
+        return None
+    for line in page.splitlines():
+        if line.startswith(prefix):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+async def _wait(
+    session: aiohttp.ClientSession, url: str, prefix: str, want: float, limit: float
+) -> float:
+    """Scrape every 5 ms until the series has the value; return when (monotonic)."""
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        if await _value(session, url, prefix) == want:
+            return time.monotonic()
+        await asyncio.sleep(0.005)
+    raise TimeoutError(f"{prefix} never became {want:g} within {limit:g}s")
+
+
+async def _trap(port: int, community: str, oid: str) -> None:
+    """Send one v2c trap with net-snmp."""
+    proc = await asyncio.create_subprocess_exec(
+        SNMPTRAP,
+        "-v2c",
+        "-c",
+        community,
+        f"127.0.0.1:{port}",
+        "",
+        oid,
+        env={**os.environ, "MIBS": ""},
+    )
+    if await proc.wait() != 0:
+        raise RuntimeError("snmptrap failed")
+
+
+ON = "ups_on_battery{"
+
+
+async def _source_battery(session: aiohttp.ClientSession, url: str, limit: float) -> float:
+    """Wait until the poll-only series upsOutputSource=battery is 1; return when."""
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        async with session.get(url) as resp:
+            page = await resp.text()
+        if any(
+            ln.startswith("ups_output_source{") and 'state="battery"' in ln and ln.endswith(" 1")
+            for ln in page.splitlines()
+        ):
+            return time.monotonic()
+        await asyncio.sleep(0.005)
+    raise TimeoutError("the re-poll never showed upsOutputSource=battery")
+
+
+async def _with_traps(p: Params, res: Results, agent: Snmpd, work: Path) -> None:
+    """Part 1: trap send -> /metrics, and -> the re-poll's confirmation."""
+    web, traps = free_port(), free_udp_port()
+    config = work / "traps.yaml"
+    _config(config, agent, web, traps, 300.0)
+    url = f"http://127.0.0.1:{web}/metrics"
+    agent.set_ups(UPS_ONLINE)
+    async with _daemon(config, OUT / "traps-daemon.log"), aiohttp.ClientSession() as session:
+        # First poll: the check's offset in a 300 s interval; a trap re-polls it now.
+        end = time.monotonic() + 30
+        while await _value(session, url, ON) != 0.0:
+            if time.monotonic() > end:
+                raise TimeoutError("daemon did not start")
+            await asyncio.sleep(0.1)
+            if await _value(session, url, "vigie_checks{") is not None:
+                await _trap(traps, agent.community, ALARM_REMOVED)
+        for _ in range(p.traps):
+            agent.set_ups(UPS_ON_BATTERY)
+            sent = time.monotonic()
+            await _trap(traps, agent.community, ON_BATTERY)
+            seen = await _wait(session, url, ON, 1.0, 5.0)
+            confirmed = await _source_battery(session, url, 5.0)
+            res.trap_to_metrics.append(seen - sent)
+            res.trap_to_repoll.append(confirmed - sent)
+            agent.set_ups(UPS_ONLINE)
+            await _trap(traps, agent.community, ALARM_REMOVED)
+            await _wait(session, url, ON, 0.0, 5.0)
+
+
+async def _polling_only(p: Params, res: Results, agent: Snmpd, work: Path) -> None:
+    """Part 2: agent change at a random point of the interval -> detection by polling."""
+    web = free_port()
+    config = work / "polling.yaml"
+    _config(config, agent, web, None, p.poll_interval)
+    url = f"http://127.0.0.1:{web}/metrics"
+    agent.set_ups(UPS_ONLINE)
+    rng = random.Random(1628)
+    limit = p.poll_interval + 10
+    async with _daemon(config, OUT / "traps-daemon.log"), aiohttp.ClientSession() as session:
+        await _wait(session, url, ON, 0.0, limit + 20)
+        for _ in range(p.polls):
+            await asyncio.sleep(rng.uniform(0, p.poll_interval))
+            agent.set_ups(UPS_ON_BATTERY)
+            changed = time.monotonic()
+            res.poll_to_metrics.append(await _wait(session, url, ON, 1.0, limit) - changed)
+            agent.set_ups(UPS_ONLINE)
+            await _wait(session, url, ON, 0.0, limit)
+
+
+def _pct(values: list[float], q: float) -> float:
+    """Return the q-quantile (nearest rank) of values."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def _ms(value: float) -> str:
+    return f"{value * 1000:.0f} ms"
+
+
+def render(res: Results) -> str:
+    """Return the Markdown section."""
+    p = res.params
+    rows = []
+    for name, values, goal in (
+        ("trap sent -> `ups_on_battery 1` in /metrics", res.trap_to_metrics, TRAP_GOAL_S),
+        ("trap sent -> re-poll confirms (upsOutputSource=battery)", res.trap_to_repoll, None),
+        (
+            f"no trap: agent change -> detected by polling every {p.poll_interval:g} s",
+            res.poll_to_metrics,
+            p.poll_interval + POLL_MARGIN_S,
+        ),
+    ):
+        if not values:
+            continue
+        worst = max(values)
+        met = "" if goal is None else (" (met)" if worst <= goal else " (**missed**)")
+        goal_text = "-" if goal is None else f"< {goal:g} s{met}"
+        rows.append(
+            f"| {name} | {len(values)} | {_ms(statistics.median(values))} | "
+            f"{_ms(_pct(values, 0.99))} | {_ms(worst)} | {goal_text} |"
+        )
+    return "\n".join(
+        [
+            "## SNMP traps",
+            "",
+            "`vigie run` (subprocess) with one ups-mib check of net-snmp's snmpd, whose UPS-MIB"
+            " values come from a state file the bench switches to battery; traps sent with"
+            " net-snmp's `snmptrap` (v2c, a process per trap, its start-up included); /metrics"
+            " scraped every 5 ms. With a trap, the check's interval is 300 s: only the trap"
+            " (immediate result + re-poll) can show the change. Without, the agent is switched"
+            " at a random point of the poll interval.",
+            "",
+            "| latency | n | p50 | p99 | max | goal |",
+            "|---|---|---|---|---|---|",
+            *rows,
+            "",
+        ]
+    )
+
+
+async def _run(p: Params) -> Results:
+    res = Results(p)
+    OUT.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="vigie-traps-") as tmp:
+        work = Path(tmp)
+        with running_snmpd(work / "agent") as agent:
+            log(f"traps: {p.traps} traps")
+            await _with_traps(p, res, agent, work)
+            log(f"traps: {p.polls} changes without trap, interval {p.poll_interval:g}s")
+            await _polling_only(p, res, agent, work)
+    return res
+
+
+def run(quick: bool) -> str:
+    """Run the trap benchmark and return its Markdown section."""
+    return render(asyncio.run(_run(QUICK if quick else FULL)))

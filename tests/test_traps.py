@@ -1,0 +1,429 @@
+"""SNMP trap receiver: real net-snmp senders (snmptrap, snmpinform) on loopback, v1/v2c/v3,
+wrong credentials and garbage counted not applied, and a daemon whose UPS goes on battery."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import pytest
+from prometheus_client import CollectorRegistry
+from pydantic import SecretStr
+from structlog.testing import capture_logs
+
+from monitor.app import Daemon
+from monitor.config import ConfigErrors, TrapSettings, load_config
+from monitor.results import ProbeResult, ResultStore, Sample
+from monitor.traps import TrapMetrics, TrapReceiver, merge_trap
+from probes import ProbeRegistry
+from probes.base import Check
+from probes.http import make_session
+from probes.snmp import SnmpAuth, SnmpProbe
+from probes.snmp_profiles import TrapDef
+from tests.conftest import require_binary
+from tests.snmp_peers import UPS_ON_BATTERY, ipv6_loopback, running_snmpd, snmp_check
+
+SNMPTRAP = "/usr/bin/snmptrap"
+SNMPINFORM = "/usr/bin/snmpinform"
+ON_BATTERY = "1.3.6.1.2.1.33.2.0.1"  # upsTrapOnBattery
+SENDER_ENGINE_ID = "8000000001020304aa"
+COMMUNITY = "trap-comm"
+USER = "trapuser"
+AUTH_PW = "trap-auth-pw"
+PRIV_PW = "trap-priv-pw"
+
+AUTHS = {
+    "traps_v2": SnmpAuth(version=2, community=SecretStr(COMMUNITY)),
+    "traps_v3": SnmpAuth(
+        version=3,
+        username=USER,
+        auth_protocol="SHA",
+        auth_password=SecretStr(AUTH_PW),
+        priv_protocol="AES",
+        priv_password=SecretStr(PRIV_PW),
+    ),
+}
+V3_ARGS = [
+    *("-v3", "-u", USER, "-l", "authPriv"),
+    *("-a", "SHA", "-A", AUTH_PW, "-x", "AES", "-X", PRIV_PW),
+]
+
+
+async def send(*args: str, binary: str = SNMPTRAP) -> tuple[int, str]:
+    """Run a net-snmp sender (no MIBs: Debian ships none, OIDs are numeric); return rc, output."""
+    require_binary(binary, "snmp")
+    proc = await asyncio.create_subprocess_exec(
+        binary,
+        *args,
+        env={**os.environ, "MIBS": ""},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 10)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(errors="replace")
+
+
+async def wait_until(condition: Callable[[], object], what: str, deadline: float = 5.0) -> None:
+    """Poll condition until true; fail naming `what` at the deadline."""
+    end = time.monotonic() + deadline
+    while not condition():
+        if time.monotonic() > end:
+            pytest.fail(f"timed out after {deadline:g}s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+@dataclass
+class Harness:
+    """A receiver on a free port with a result store and a recording re-poll trigger."""
+
+    receiver: TrapReceiver
+    store: ResultStore
+    registry: CollectorRegistry
+    triggered: list[str] = field(default_factory=list)
+
+    @property
+    def address(self) -> str:
+        """The receiver as a net-snmp destination."""
+        return f"127.0.0.1:{self.receiver.port}"
+
+    def count(self, result: str) -> float:
+        """Return vigie_snmp_traps_received_total for one result."""
+        value = self.registry.get_sample_value(
+            "vigie_snmp_traps_received_total", {"result": result}
+        )
+        return value or 0.0
+
+    def on_battery(self, check_id: str) -> float | None:
+        """Return the ups_on_battery value of a check's latest result, if any."""
+        result = self.store.latest(check_id)
+        found = [s.value for s in result.samples if s.name == "ups_on_battery"] if result else []
+        return found[0] if found else None
+
+
+def ups_plan(*targets: tuple[str, str]) -> dict[str, Check]:
+    """Return a plan of ups-mib checks (id, target) using the trap v2c auth."""
+    return {
+        cid: snmp_check(
+            target,
+            auths={"traps_v2": {"version": 2, "community": COMMUNITY}},
+            auth="traps_v2",
+            profiles=("system", "ups-mib"),
+            check_id=cid,
+        )
+        for cid, target in targets
+    }
+
+
+@pytest.fixture
+async def harness() -> AsyncIterator[Harness]:
+    """A started receiver knowing a UPS at 127.0.0.1 and another at 127.0.0.2."""
+    store = ResultStore()
+    registry = CollectorRegistry()
+    triggered: list[str] = []
+
+    def trigger(check_id: str) -> bool:
+        triggered.append(check_id)
+        return True
+
+    settings = TrapSettings(
+        listen="127.0.0.1:0",
+        auths=["traps_v2", "traps_v3"],
+        engine_ids=[SENDER_ENGINE_ID],
+        log_interval=60,
+    )
+    receiver = TrapReceiver(settings, store, trigger, TrapMetrics(registry))
+    await receiver.start(ups_plan(("ups-a", "127.0.0.1:1161"), ("ups-b", "127.0.0.2:161")), AUTHS)
+    try:
+        yield Harness(receiver, store, registry, triggered)
+    finally:
+        await receiver.stop()
+
+
+async def test_v2c_trap_sets_metric_and_asks_a_repoll(harness: Harness) -> None:
+    """A v2c upsTrapOnBattery from the UPS's address sets ups_on_battery 1 and re-polls it."""
+    rc, out = await send("-v2c", "-c", COMMUNITY, harness.address, "", ON_BATTERY)
+    assert rc == 0, out
+    await wait_until(lambda: harness.count("matched") == 1, "a matched trap")
+    assert harness.on_battery("ups-a") == 1.0
+    assert harness.triggered == ["ups-a"]
+    assert harness.on_battery("ups-b") is None
+
+
+async def test_v3_authpriv_trap_with_the_senders_engine_id(harness: Harness) -> None:
+    """A v3 authPriv (SHA/AES) trap from a configured sender engine ID is applied."""
+    args = ["-e", SENDER_ENGINE_ID, *V3_ARGS, harness.address, "", ON_BATTERY]
+    rc, out = await send(*args)
+    assert rc == 0, out
+    await wait_until(lambda: harness.count("matched") == 1, "a matched v3 trap")
+    assert harness.on_battery("ups-a") == 1.0
+
+
+@pytest.mark.parametrize(
+    ("engine_id", "password"),
+    [(SENDER_ENGINE_ID, "not-the-password"), ("8000000001020304bb", AUTH_PW)],
+    ids=["wrong-password", "unknown-engine-id"],
+)
+async def test_v3_trap_with_wrong_credentials_is_refused(
+    harness: Harness, engine_id: str, password: str
+) -> None:
+    """A v3 trap with a wrong auth password or an unlisted engine ID is counted, not applied."""
+    args = ["-e", engine_id, *V3_ARGS, harness.address, "", ON_BATTERY]
+    args[args.index(AUTH_PW)] = password
+    rc, out = await send(*args)
+    assert rc == 0, out
+    await wait_until(lambda: harness.count("auth_failed") == 1, "an auth failure")
+    assert harness.on_battery("ups-a") is None and harness.triggered == []
+
+
+async def test_v1_trap_is_matched_by_its_agent_addr(harness: Harness) -> None:
+    """A v1 trap sent from 127.0.0.1 naming agent-addr 127.0.0.2 applies to the UPS at .2."""
+    # enterprise upsTraps 1.3.6.1.2.1.33.2, enterpriseSpecific (6) 1 -> 1.3.6.1.2.1.33.2.0.1
+    args = ["-v1", "-c", COMMUNITY, harness.address, "1.3.6.1.2.1.33.2", "127.0.0.2", "6", "1", ""]
+    rc, out = await send(*args)
+    assert rc == 0, out
+    await wait_until(lambda: harness.count("matched") == 1, "a matched v1 trap")
+    assert harness.on_battery("ups-b") == 1.0
+    assert harness.on_battery("ups-a") is None
+    assert harness.triggered == ["ups-b"]
+
+
+@pytest.mark.parametrize("version", ["v2c", "v3"])
+async def test_inform_is_acknowledged(harness: Harness, version: str) -> None:
+    """snmpinform gets its acknowledgement (exit 0) and the notification is applied."""
+    auth = ["-v2c", "-c", COMMUNITY] if version == "v2c" else V3_ARGS
+    args = ["-t", "2", "-r", "0", *auth, harness.address, "", ON_BATTERY]
+    rc, out = await send(*args, binary=SNMPINFORM)
+    assert rc == 0, f"INFORM not acknowledged: {out}"
+    assert harness.count("matched") == 1
+    assert harness.on_battery("ups-a") == 1.0
+
+
+async def test_wrong_community_is_counted_not_applied(harness: Harness) -> None:
+    """A trap with an unknown community is counted as auth_failed and sets nothing."""
+    rc, out = await send("-v2c", "-c", "guessed", harness.address, "", ON_BATTERY)
+    assert rc == 0, out
+    await wait_until(lambda: harness.count("auth_failed") == 1, "an auth failure")
+    assert harness.count("matched") == 0
+    assert harness.on_battery("ups-a") is None and harness.triggered == []
+
+
+async def test_unmatched_traps_are_counted_and_logged_once_per_source(harness: Harness) -> None:
+    """Traps of an OID no profile knows count as unmatched; the log is rate-limited."""
+    with capture_logs() as logs:
+        for _ in range(3):
+            rc, out = await send("-v2c", "-c", COMMUNITY, harness.address, "", "1.3.6.1.4.1.9.9.9")
+            assert rc == 0, out
+        await wait_until(lambda: harness.count("unmatched") == 3, "three unmatched traps")
+    unmatched = [e for e in logs if e["event"] == "trap_unmatched"]
+    assert len(unmatched) == 1, logs
+    assert unmatched[0]["source"] == "127.0.0.1"
+    assert unmatched[0]["reason"] == "unknown trap for this device"
+    assert harness.triggered == []
+
+
+async def test_garbage_datagrams_are_dropped_and_the_receiver_still_works(
+    harness: Harness,
+) -> None:
+    """Random and truncated datagrams are counted as malformed; a real trap then still applies."""
+    rng = random.Random(1628)
+    payloads = [bytes(rng.randrange(256) for _ in range(rng.randrange(1, 600))) for _ in range(50)]
+    payloads += [b"\x30", b"\x30\x82\xff\xff", b"\x30\x03\x02\x01\x07", b"\x00" * 2000]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for payload in payloads:
+            sock.sendto(payload, ("127.0.0.1", harness.receiver.port or 0))
+    await wait_until(lambda: harness.count("malformed") >= 40, "garbage counted as malformed")
+    rc, out = await send("-v2c", "-c", COMMUNITY, harness.address, "", ON_BATTERY)
+    assert rc == 0, out
+    await wait_until(lambda: harness.count("matched") == 1, "a trap after the garbage")
+    assert harness.on_battery("ups-a") == 1.0
+
+
+async def test_reload_rematches_checks(harness: Harness) -> None:
+    """After an update without the UPS, its traps are unmatched; credentials are re-registered."""
+    await harness.receiver.update(ups_plan(("ups-b", "127.0.0.2:161")), AUTHS)
+    rc, out = await send("-v2c", "-c", COMMUNITY, harness.address, "", ON_BATTERY)
+    assert rc == 0, out
+    await wait_until(lambda: harness.count("unmatched") == 1, "an unmatched trap")
+    assert harness.triggered == []
+    rc, out = await send("-v2c", "-c", COMMUNITY, harness.address, "", ON_BATTERY)
+    assert rc == 0, out
+    await wait_until(lambda: harness.count("unmatched") == 2, "a second unmatched trap")
+    assert harness.count("auth_failed") == 0
+
+
+def test_merge_keeps_the_last_poll_and_overrides_the_trapped_family() -> None:
+    """A trap's `set:` replaces its family's values and keeps the other samples of the poll."""
+    last = ProbeResult(
+        success=True,
+        samples=(
+            Sample("ups_on_battery", 0.0, (), "gauge", "on battery"),
+            Sample("ups_battery_runtime_seconds", 2040.0, (), "gauge", "runtime"),
+        ),
+        error=None,
+    )
+    trap = TrapDef(oid=ON_BATTERY, name="upsTrapOnBattery", set={"ups_on_battery": 1})
+    merged = merge_trap(last, trap, {}, "10.0.0.1", 123.0)
+    assert {s.name: s.value for s in merged.samples} == {
+        "ups_on_battery": 1.0,
+        "ups_battery_runtime_seconds": 2040.0,
+    }
+    assert merged.timestamp == 123.0 and merged.success
+    fresh = merge_trap(None, trap, {"ups_on_battery": "help"}, "10.0.0.1", 1.0)
+    assert fresh.samples == (Sample("ups_on_battery", 1.0, (), "gauge", "help"),)
+
+
+def test_traps_config_errors_name_file_and_line(tmp_path: Path) -> None:
+    """A bad engine ID and an unknown auth name are reported with file:line."""
+    config = tmp_path / "vigie.yaml"
+    config.write_text("traps:\n  listen: 127.0.0.1:0\n  auths: [nope]\n  engine_ids: ['0x12zz']\n")
+    with pytest.raises(ConfigErrors) as info:
+        load_config(config, ProbeRegistry([SnmpProbe()]), env={})
+    text = str(info.value)
+    assert f"{config}:4:" in text and "engine ID must be 5 to 32 octets in hex" in text
+    config.write_text("traps:\n  listen: 127.0.0.1:0\n  auths: [nope]\n")
+    with pytest.raises(ConfigErrors) as info:
+        load_config(config, ProbeRegistry([SnmpProbe()]), env={})
+    assert f"{config}:3:" in str(info.value) and "unknown auth 'nope'" in str(info.value)
+
+
+async def scrape(session: aiohttp.ClientSession, port: int) -> str:
+    """Return the daemon's /metrics page."""
+    async with session.get(f"http://127.0.0.1:{port}/metrics") as resp:
+        return await resp.text()
+
+
+def metric_line(page: str, prefix: str) -> str | None:
+    """Return the first exposition line starting with prefix."""
+    return next((line for line in page.splitlines() if line.startswith(prefix)), None)
+
+
+async def test_daemon_shows_a_ups_on_battery_within_a_second_then_repolls(
+    tmp_path: Path,
+) -> None:
+    """End to end: snmpd's UPS goes on battery, snmptrap tells Vigie, /metrics shows it <1 s,
+    and the re-poll the trap asked for confirms it from the agent."""
+    with running_snmpd(tmp_path / "agent") as agent:
+        config = tmp_path / "vigie.yaml"
+        config.write_text(
+            "web: {listen: '127.0.0.1:0'}\n"
+            "snmp:\n"
+            f"  auths: {{ups: {{version: 2, community: {agent.community}}}}}\n"
+            "traps: {listen: '127.0.0.1:0', auths: [ups]}\n"
+            "checks:\n"
+            f"  - {{id: ups-nord, kind: snmp, target: '{agent.target()}', interval: 5m,"
+            " timeout: 5s, snmp: {auth: ups, profiles: [ups-mib]}}\n"
+        )
+        registry = ProbeRegistry([SnmpProbe()])
+        async with make_session() as session:
+            daemon = Daemon(load_config(config, registry, env={}), registry, session)
+            await daemon.start()
+            try:
+                assert daemon.traps is not None and daemon.listen_port is not None
+                port = daemon.listen_port
+                daemon.scheduler.trigger("ups-nord")  # first poll now, not at its offset
+                page = ""
+
+                async def polled() -> bool:
+                    nonlocal page
+                    page = await scrape(session, port)
+                    return metric_line(page, "ups_on_battery{") is not None
+
+                end = time.monotonic() + 10
+                while not await polled():
+                    assert time.monotonic() < end, "first poll did not show up"
+                    await asyncio.sleep(0.05)
+                assert (metric_line(page, "ups_on_battery{") or "").endswith(" 0")
+                agent.set_ups(UPS_ON_BATTERY)
+                sent = time.monotonic()
+                rc, out = await send(
+                    "-v2c", "-c", agent.community, f"127.0.0.1:{daemon.traps.port}", "", ON_BATTERY
+                )
+                assert rc == 0, out
+                while not (
+                    metric_line(await scrape(session, port), "ups_on_battery{") or ""
+                ).endswith(" 1"):
+                    assert time.monotonic() - sent < 1.0, "trap not in /metrics within 1 s"
+                    await asyncio.sleep(0.01)
+                # Only a poll can set upsOutputSource: the re-poll the trap asked for.
+                battery = 'ups_output_source{check="ups-nord"'
+                end = time.monotonic() + 5
+                while True:
+                    page = await scrape(session, port)
+                    line = next(
+                        (
+                            ln
+                            for ln in page.splitlines()
+                            if ln.startswith(battery) and 'state="battery"' in ln
+                        ),
+                        "",
+                    )
+                    if line.endswith(" 1"):
+                        break
+                    assert time.monotonic() < end, f"no re-poll confirmed the battery: {line!r}"
+                    await asyncio.sleep(0.05)
+                assert (metric_line(page, "ups_on_battery{") or "").endswith(" 1")
+                assert metric_line(page, "vigie_snmp_trap_repolls_total") == (
+                    "vigie_snmp_trap_repolls_total 1.0"
+                )
+            finally:
+                await daemon.stop()
+
+
+async def test_daemon_start_fails_clearly_when_the_trap_port_is_taken(tmp_path: Path) -> None:
+    """A trap port already in use fails the start with OSError and a traps_listen_failed log."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        config = tmp_path / "vigie.yaml"
+        config.write_text(
+            f"web: {{listen: '127.0.0.1:0'}}\ntraps: {{listen: '127.0.0.1:{port}'}}\n"
+        )
+        registry = ProbeRegistry([SnmpProbe()])
+        async with make_session() as session:
+            daemon = Daemon(load_config(config, registry, env={}), registry, session)
+            with capture_logs() as logs, pytest.raises(OSError):
+                await daemon.start()
+            await daemon.stop()
+    failed = [e for e in logs if e["event"] == "traps_listen_failed"]
+    assert failed and failed[0]["listen"] == f"127.0.0.1:{port}"
+
+
+async def test_ipv6_listener_and_host_name_targets() -> None:
+    """A receiver on [::1] takes a trap from ::1 for a check at [::1]; a `localhost` target
+    is resolved when the plan is matched, so its traps from 127.0.0.1 apply too."""
+    if not ipv6_loopback():
+        pytest.skip("no IPv6 loopback here")
+    store = ResultStore()
+    registry = CollectorRegistry()
+    triggered: list[str] = []
+
+    def trigger(check_id: str) -> bool:
+        triggered.append(check_id)
+        return True
+
+    settings = TrapSettings(listen="[::1]:0", auths=["traps_v2"])
+    receiver = TrapReceiver(settings, store, trigger, TrapMetrics(registry))
+    await receiver.start(ups_plan(("ups-v6", "[::1]:161")), AUTHS)
+    try:
+        rc, out = await send("-v2c", "-c", COMMUNITY, f"udp6:[::1]:{receiver.port}", "", ON_BATTERY)
+        assert rc == 0, out
+        await wait_until(lambda: triggered == ["ups-v6"], "the IPv6 trap applied")
+    finally:
+        await receiver.stop()
+    settings = TrapSettings(listen="127.0.0.1:0", auths=["traps_v2"])
+    receiver = TrapReceiver(settings, store, trigger, TrapMetrics(CollectorRegistry()))
+    await receiver.start(ups_plan(("ups-name", "localhost:161")), AUTHS)
+    try:
+        rc, out = await send("-v2c", "-c", COMMUNITY, f"127.0.0.1:{receiver.port}", "", ON_BATTERY)
+        assert rc == 0, out
+        await wait_until(lambda: triggered[-1:] == ["ups-name"], "the trap for localhost applied")
+    finally:
+        await receiver.stop()
