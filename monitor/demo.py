@@ -22,10 +22,11 @@ from lab.hospital import Lab
 from lab.scenarios import SCENARIOS, ScenarioController
 from monitor.app import Daemon
 from monitor.config import ConfigErrors, load_config
+from monitor.shipped import shipped
 from probes import default_registry
 from probes.http import make_session
 
-DEMO_CONFIG = Path(__file__).resolve().parents[1] / "config" / "demo.yaml"
+DEMO_CONFIG = shipped("demo.yaml")
 """The demo hospital's topology, found relative to the package as the shipped profiles are."""
 
 

@@ -29,6 +29,7 @@ from pydantic import (
 from monitor.config import ConfigError, ConfigErrors, PosDict, PosList, load_yaml
 from monitor.durations import Duration
 from monitor.results import Sample
+from monitor.shipped import shipped
 from probes.derive import DeriveDef
 
 __all__ = [
@@ -47,7 +48,7 @@ __all__ = [
     "profiles_markdown",
 ]
 
-SHIPPED_PROFILE_DIR = Path(__file__).resolve().parents[1] / "config" / "profiles"
+SHIPPED_PROFILE_DIR = shipped("profiles")
 """The profiles Vigie ships: always loaded, before the config's own profile_dirs."""
 
 Value = None | str | bytes | int | float
