@@ -1033,8 +1033,8 @@ class SnmpProbe:
             state.retain(defs)  # the check's profiles changed on a reload
         return state.apply(samples, self._clock(), ctx.log)
 
-    def forget(self, check_ids: set[str]) -> None:
-        """Drop reset and derive state of checks not in check_ids (they left the plan)."""
+    def retain(self, check_ids: set[str]) -> None:
+        """Keep reset and derive state of check_ids only: the others left the plan."""
         for store in (self._previous, self._derived):
             for gone in [c for c in store if c not in check_ids]:
                 del store[gone]

@@ -809,7 +809,7 @@ async def test_rising_latency_flags_the_array_before_it_fails(
     assert fired_at is not None, ratios
     # 0.2 % of the pool a minute from 50 %: full in about 250 minutes, well inside a day.
     assert fills[-1] == pytest.approx((1 - 0.658) / 0.002 * 60, rel=0.01)
-    probe.forget({"another-check"})  # the check left the plan: its baselines go with it
+    probe.retain({"another-check"})  # the check left the plan: its baselines go with it
     second = await poll(probe, check, ctx)
     assert value(second, "storage_latency_baseline_ratio", protocol="nfs3") == 1.0
 
