@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-test
 PYTHON ?= python3
 
-.PHONY: demo test bench lint schema peers clean help
+.PHONY: demo test bench lint schema peers clean help screenshot
 
 help:
 	@echo "make demo   run the daemon against loopback demo services (Ctrl-C stops)"
@@ -12,6 +12,7 @@ help:
 	@echo "make bench  run the benchmarks and write docs/benchmarks.md"
 	@echo "make lint   ruff and mypy --strict"
 	@echo "make schema regenerate config/schema.json"
+	@echo "make screenshot regenerate docs/status-page.png (needs chromium)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +40,9 @@ lint: $(STAMP)
 
 schema: $(STAMP)
 	$(VENV)/bin/vigie schema > config/schema.json
+
+screenshot: $(STAMP)
+	$(PY) -m tests.web.screenshot docs/status-page.png
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

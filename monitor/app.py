@@ -22,13 +22,15 @@ from monitor.config import ConfigErrors, LoadedConfig, load_config
 from monitor.exposition import Exposition, check_labels
 from monitor.health.alerts import IncidentNotifier
 from monitor.health.engine import Snapshot, build_engine, rules_of
+from monitor.health.history import StateHistory
 from monitor.health.maintenance import MaintenanceBook
 from monitor.health.metrics import HealthCollector
 from monitor.health.persist import HealthStateStore
 from monitor.health.runner import HealthRunner
-from monitor.results import ResultStore
+from monitor.results import ResultStore, bound_text
 from monitor.scheduler import Scheduler, SchedulerMetrics
 from monitor.systemd import SystemdNotifier, watchdog_loop
+from monitor.traps import TrapMetrics, TrapReceiver
 from probes.base import ProbeRegistry
 
 
@@ -100,7 +102,17 @@ class Daemon:
             maintenance=MaintenanceBook(config.maintenance),
         )
         self.store.subscribe(self.health.on_result)
+        self.history = StateHistory()  # state changes for the status page's timelines
         self.own_registry.register(HealthCollector(lambda: self.health.engine.snapshot))
+        self.traps: TrapReceiver | None = None
+        if config.traps is not None:
+            self.traps = TrapReceiver(
+                config.traps,
+                self.store,
+                self.scheduler.trigger,
+                TrapMetrics(self.own_registry),
+                logger=self.log,
+            )
         self._runner: web.AppRunner | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._reload_lock = asyncio.Lock()
@@ -108,26 +120,44 @@ class Daemon:
 
     def _publish(self, snapshot: Snapshot) -> None:
         """Hand a new health snapshot to the alerting side (when configured)."""
+        self.history.observe(snapshot)
         if self._notifier is not None:
             self._notifier.update(snapshot)
 
     async def start(self, app: web.Application | None = None) -> None:
         """Start the plan and the web server, then tell systemd we are ready."""
+        from monitor.web import webconfig
+
+        web_file = self.loaded.config.web.config_file
+        web_config = None if web_file is None else webconfig.load_web_config(web_file)
         self.exposition.set_labels({cid: check_labels(c) for cid, c in self.loaded.plan.items()})
         self.scheduler.apply(self.loaded.plan)
         if self.alerts is not None:
             self._alert_task = asyncio.create_task(self.alerts.run(), name="alerting")
         self.health.start()
+        if self.traps is not None:
+            try:
+                await self.traps.start(self.loaded.plan, _snmp_auths(self.loaded))
+            except OSError as exc:  # port 162 without CAP_NET_BIND_SERVICE, or in use
+                self.log.error(
+                    "traps_listen_failed", listen=self.traps.settings.listen, error=str(exc)
+                )
+                raise
         self.reload_ok.set(1)
         self.reload_time.set(time.time())
         if app is None:
             from monitor.web import build_app
 
             app = build_app(self)
+        if web_config is not None:
+            webconfig.apply(app, web_config, self.log)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         host, port = self.loaded.config.web.host_port()
-        site = web.TCPSite(self._runner, host, port)
+        tls = None
+        if web_config is not None and web_file is not None:
+            tls = webconfig.ssl_context(web_config, web_file)
+        site = web.TCPSite(self._runner, host, port, ssl_context=tls)
         await site.start()
         server = getattr(site, "_server", None)
         sockets = getattr(server, "sockets", None) or []
@@ -158,26 +188,46 @@ class Daemon:
                     self.log.error("config_reload_failed", error=str(error))
                 self.notifier.ready()
                 return [str(e) for e in exc.errors]
-            if loaded.config.web != self.loaded.config.web:
-                self.log.warning("config_web_change_needs_restart")
-            if (loaded.config.alerting, loaded.config.state_dir) != (
-                self.loaded.config.alerting,
-                self.loaded.config.state_dir,
-            ):
-                self.log.warning("config_alerting_change_needs_restart")
-            if loaded.config.scheduler != self.loaded.config.scheduler:
-                self.log.warning("config_scheduler_change_needs_restart")
-            self.exposition.set_labels({cid: check_labels(c) for cid, c in loaded.plan.items()})
-            added, removed, changed = self.scheduler.apply(loaded.plan)
-            self._reload_health(loaded)
-            self.loaded = loaded
-            self.reload_ok.set(1)
-            self.reload_time.set(time.time())
-            self.log.info(
-                "config_reloaded", added=len(added), removed=len(removed), changed=len(changed)
-            )
-            self.notifier.ready()
-            return []
+            try:
+                return await self._apply(loaded)
+            except Exception as exc:  # a bug must not pass for a good reload, nor kill the loop
+                self.reload_ok.set(0)
+                self.log.exception("config_reload_crashed", error=bound_text(repr(exc)))
+                self.notifier.ready()
+                return [f"reload failed: {bound_text(repr(exc))}"]
+
+    async def _apply(self, loaded: LoadedConfig) -> list[str]:
+        """Swap in a validated config: plan, exposition labels, traps, health."""
+        if loaded.config.web != self.loaded.config.web:
+            self.log.warning("config_web_change_needs_restart")
+        if (loaded.config.alerting, loaded.config.state_dir) != (
+            self.loaded.config.alerting,
+            self.loaded.config.state_dir,
+        ):
+            self.log.warning("config_alerting_change_needs_restart")
+        if loaded.config.scheduler != self.loaded.config.scheduler:
+            self.log.warning("config_scheduler_change_needs_restart")
+        self.exposition.set_labels({cid: check_labels(c) for cid, c in loaded.plan.items()})
+        added, removed, changed = self.scheduler.apply(loaded.plan)
+        for probe in self.registry:  # drop per-check state of checks that left the plan
+            retain = getattr(probe, "retain", None)
+            if retain is not None:
+                retain({cid for cid, c in loaded.plan.items() if c.kind == probe.kind})
+        new_traps = loaded.config.traps
+        if self.traps is None or new_traps is None:
+            if new_traps != self.loaded.config.traps:
+                self.log.warning("config_traps_change_needs_restart")
+        else:
+            await self.traps.update(loaded.plan, _snmp_auths(loaded), new_traps)
+        self._reload_health(loaded)
+        self.loaded = loaded
+        self.reload_ok.set(1)
+        self.reload_time.set(time.time())
+        self.log.info(
+            "config_reloaded", added=len(added), removed=len(removed), changed=len(changed)
+        )
+        self.notifier.ready()
+        return []
 
     def _reload_health(self, loaded: LoadedConfig) -> None:
         """Keep the engine (and its rule timers) when the topology is unchanged, else rebuild."""
@@ -196,7 +246,13 @@ class Daemon:
         """Drain in-flight probes (bounded), stop the web server and tell systemd."""
         self.notifier.stopping()
         self.log.info("daemon_stopping", in_flight=self.scheduler.probing())
+        if self.traps is not None:
+            await self.traps.stop()
         await self.scheduler.stop(self.loaded.config.scheduler.drain_timeout)
+        for probe in self.registry:  # e.g. log out of BMC sessions, while the session is open
+            close = getattr(probe, "close", None)
+            if close is not None:
+                await close()
         await self.health.stop()
         if self.alerts is not None:
             await self.alerts.stop()
@@ -209,6 +265,12 @@ class Daemon:
         if self._runner is not None:
             await self._runner.cleanup()
         self.log.info("daemon_stopped")
+
+
+def _snmp_auths(loaded: LoadedConfig) -> dict[str, Any]:
+    """Return the config's SNMP credentials by name (none when no snmp probe is registered)."""
+    section: Any = getattr(loaded.config, "snmp", None)
+    return dict(section.all_auths()) if hasattr(section, "all_auths") else {}
 
 
 async def run_daemon(
@@ -244,6 +306,9 @@ async def run_daemon(
             await daemon.start()
         except OSError as exc:
             log.error("listen_failed", listen=loaded.config.web.listen, error=str(exc))
+            return 1
+        except ValueError as exc:  # webconfig.WebConfigError: names the web.yml and the field
+            log.error("web_config_invalid", error=str(exc))
             return 1
         await stop.wait()
         await daemon.stop()

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -200,6 +201,10 @@ class WebSettings(_Strict):
     """The HTTP server for /metrics, health endpoints and the probe debug page."""
 
     listen: str = Field("127.0.0.1:9465", description="host:port to listen on.")
+    config_file: ConfigPath | None = Field(
+        None,
+        description="exporter-toolkit web.yml: TLS and basic auth for every web endpoint.",
+    )
 
     @field_validator("listen")
     @classmethod
@@ -221,6 +226,56 @@ class SchedulerSettings(_Strict):
     max_concurrency: int = Field(1024, gt=0, description="Probes running at once, in all.")
     per_host_concurrency: int = Field(8, gt=0, description="Probes running at once per host.")
     drain_timeout: Duration = Field(10.0, description="On stop, time left to in-flight probes.")
+
+
+def _hex_engine_id(value: str) -> str:
+    """Check an SNMP engine ID written in hex (RFC 3411: 5 to 32 octets)."""
+    text = value.lower().removeprefix("0x").replace(":", "")
+    if not re.fullmatch(r"(?:[0-9a-f]{2}){5,32}", text):
+        raise ValueError(
+            f"engine ID must be 5 to 32 octets in hex (e.g. 0x80001f8880...), got {value!r}"
+        )
+    return text
+
+
+EngineId = Annotated[str, AfterValidator(_hex_engine_id)]
+
+
+class TrapSettings(_Strict):
+    """The SNMP trap receiver: where it listens and which credentials it accepts."""
+
+    listen: str = Field(
+        "127.0.0.1:162",
+        description="host:port to listen on (UDP); port 162 needs CAP_NET_BIND_SERVICE.",
+    )
+    auths: list[str] = Field(
+        default_factory=list,
+        description="Names of snmp.auths accepted on traps; default: the auths of the snmp checks.",
+    )
+    engine_ids: list[EngineId] = Field(
+        default_factory=list,
+        description="snmpEngineID (hex) of each SNMPv3 trap sender: v3 traps are authenticated "
+        "with the sender's engine ID (INFORMs use the receiver's own).",
+    )
+    engine_id: EngineId | None = Field(
+        None, description="The receiver's own engine ID for v3 INFORMs (hex); default: generated."
+    )
+    log_interval: Duration = Field(
+        300.0, description="Log an unmatched or refused trap at most once per source per interval."
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        _, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"must be host:port with a port from 0 to 65535, got {value!r}")
+        return value
+
+    def host_port(self) -> tuple[str, int]:
+        """Return the host and port to bind."""
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]") or "0.0.0.0", int(port)
 
 
 class CheckBase(_Strict):
@@ -276,6 +331,9 @@ class ConfigBase(_Strict):
     )
     alerting: AlertingSettings | None = Field(
         None, description="Alert delivery: Alertmanager, webhooks, SMTP."
+    )
+    traps: TrapSettings | None = Field(
+        None, description="SNMP trap receiver: traps update snmp checks at once and re-poll them."
     )
 
     @model_validator(mode="after")
@@ -473,10 +531,19 @@ class LoadedConfig:
         return dict(sorted(counts.items()))
 
     def sites(self) -> dict[str, int]:
-        """Return the number of checks per `site` label."""
+        """Return the number of checks per site: its `site` label, else its component's site."""
+        fed: dict[str, str] = {}
+        for comp in getattr(self.config, "components", []):
+            for cid in comp.checks:
+                fed.setdefault(cid, comp.site)
+            if comp.selector:
+                for cid, check in self.plan.items():
+                    labels = dict(check.labels)
+                    if all(labels.get(k) == v for k, v in comp.selector.items()):
+                        fed.setdefault(cid, comp.site)
         counts: dict[str, int] = {}
-        for check in self.plan.values():
-            site = dict(check.labels).get("site", "(no site)")
+        for cid, check in self.plan.items():
+            site = dict(check.labels).get("site") or fed.get(cid, "(no site)")
             counts[site] = counts.get(site, 0) + 1
         return dict(sorted(counts.items()))
 
@@ -583,6 +650,18 @@ def _plan(
             labels=tuple(sorted(item.labels.items())),
             host=probe.host_of(item.target),
         )
+    traps: TrapSettings | None = getattr(config, "traps", None)
+    if traps is not None and traps.auths:
+        section: Any = getattr(config, "snmp", None)
+        known = section.all_auths() if hasattr(section, "all_auths") else {}
+        for j, name in enumerate(traps.auths):
+            if name not in known:
+                errors.append(
+                    (
+                        ("traps", "auths", j),
+                        f"unknown auth {name!r}; known auths: {', '.join(sorted(known)) or 'none'}",
+                    )
+                )
     return plan, errors
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from probes import default_registry
 from tests.conftest import free_port
 
 
@@ -145,4 +146,5 @@ def test_bad_config_at_start_exits_1(tmp_path: Path) -> None:
     assert proc.returncode == 1
     line = json.loads(proc.stdout.decode().splitlines()[0])
     assert line["event"] == "config_invalid"
-    assert "unknown probe kind 'icmp'; known kinds: exporter, http, nagios, redfish, snmp, ssh, tcp" in line["error"]
+    known = ", ".join(default_registry().kinds())
+    assert f"unknown probe kind 'icmp'; known kinds: {known}" in line["error"]

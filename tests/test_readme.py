@@ -33,3 +33,5 @@ def test_configuration_example_loads(tmp_path: Path) -> None:
     loaded = load_config(path, default_registry(), env={})
     assert {c.kind for c in loaded.plan.values()} == {"http", "snmp", "redfish"}
     assert [c.id for c in loaded.config.components if c.kind == "application"] == ["dpi"]
+    # Checks without a site label count in the site of the component they feed.
+    assert loaded.sites() == {"bellevue": 1, "nord-salle-1": 6}

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import html
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from monitor.exposition import CONTENT_TYPE, check_labels, label_text, result_samples
 from monitor.results import bound_text
-from monitor.web import api
+from monitor.web import api, pages
 from monitor.web.keys import DAEMON_KEY
 
 if TYPE_CHECKING:
@@ -20,7 +19,7 @@ def build_app(daemon: Daemon) -> web.Application:
     """Build the aiohttp application serving the daemon's endpoints."""
     app = web.Application()
     app[DAEMON_KEY] = daemon
-    app.router.add_get("/", index)
+    pages.add_routes(app)  # "/" is the status page; the plain checks list moved to /checks
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/-/healthy", healthy)
     app.router.add_get("/-/ready", ready)
@@ -28,33 +27,6 @@ def build_app(daemon: Daemon) -> web.Application:
     app.router.add_get("/probe", probe)
     api.add_routes(app)
     return app
-
-
-async def index(request: web.Request) -> web.Response:
-    """Serve a small landing page with links to the endpoints."""
-    daemon = request.app[DAEMON_KEY]
-    rows = []
-    for cid, check in sorted(daemon.scheduler.plan.items()):
-        result = daemon.store.latest(cid)
-        state = "pending" if result is None else ("up" if result.success else "down")
-        error = "" if result is None or result.error is None else result.error
-        rows.append(
-            f"<tr><td><a href='/probe?check={html.escape(cid, quote=True)}&amp;debug=true'>"
-            f"{html.escape(cid)}</a></td><td>{html.escape(check.kind)}</td>"
-            f"<td>{html.escape(check.target)}</td><td class='{state}'>{state}</td>"
-            f"<td>{html.escape(bound_text(error))}</td></tr>"
-        )
-    body = (
-        "<!doctype html><html><head><meta charset='utf-8'><title>Vigie</title>"
-        "<meta http-equiv='refresh' content='10'>"
-        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-        "<style>body{font-family:sans-serif}td{padding:2px 8px}.down{color:#b00;font-weight:bold}"
-        ".up{color:#070}</style></head><body><h1>Vigie</h1>"
-        "<p><a href='/metrics'>Metrics</a> · <a href='/-/healthy'>Healthy</a> · "
-        "<a href='/-/ready'>Ready</a></p><table><tr><th>Check</th><th>Kind</th><th>Target</th>"
-        f"<th>State</th><th>Reason</th></tr>{''.join(rows)}</table></body></html>"
-    )
-    return web.Response(text=body, content_type="text/html")
 
 
 async def metrics(request: web.Request) -> web.Response:

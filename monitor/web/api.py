@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from monitor.health.engine import ComponentStatus, Incident
+from monitor.health.engine import ComponentStatus, Incident, Snapshot
 from monitor.health.maintenance import MaintenanceSpec
 from monitor.results import bound_text
 from monitor.web.keys import DAEMON_KEY
@@ -72,11 +72,11 @@ def _daemon(request: web.Request) -> Daemon:
     return request.app[DAEMON_KEY]
 
 
-async def sites(request: web.Request) -> web.Response:
-    """List sites with their state."""
-    snap = _daemon(request).health.engine.snapshot
-    topo = _daemon(request).health.engine.topology
-    body = [
+def site_rows(daemon: Daemon) -> list[dict[str, Any]]:
+    """Sites with their state: shared by /api/v1/sites and the status page."""
+    snap = daemon.health.engine.snapshot
+    topo = daemon.health.engine.topology
+    return [
         {
             "id": s,
             "name": topo.site_name(s),
@@ -85,27 +85,15 @@ async def sites(request: web.Request) -> web.Response:
         }
         for s in topo.sites
     ]
-    return web.json_response(body)
 
 
-async def components(request: web.Request) -> web.Response:
-    """List components with their state, reasons and root causes."""
-    snap = _daemon(request).health.engine.snapshot
-    return web.json_response([component_json(c) for c in snap.components.values()])
+def ordered_incidents(snap: Snapshot) -> list[Incident]:
+    """Open incidents, critical first, then oldest first: shared by the API and the page."""
+    return sorted(snap.incidents.values(), key=lambda i: (i.severity != "critical", i.started_at))
 
 
-async def incidents(request: web.Request) -> web.Response:
-    """List open incidents, most severe first."""
-    snap = _daemon(request).health.engine.snapshot
-    ordered = sorted(
-        snap.incidents.values(), key=lambda i: (i.severity != "critical", i.started_at)
-    )
-    return web.json_response([incident_json(i) for i in ordered])
-
-
-async def checks(request: web.Request) -> web.Response:
-    """List checks with their last result."""
-    daemon = _daemon(request)
+def check_rows(daemon: Daemon) -> list[dict[str, Any]]:
+    """Checks with their last result: shared by /api/v1/checks and the /checks page."""
     out = []
     for cid, check in sorted(daemon.scheduler.plan.items()):
         result = daemon.store.latest(cid)
@@ -123,7 +111,29 @@ async def checks(request: web.Request) -> web.Response:
                 "at": None if result is None else iso(result.timestamp),
             }
         )
-    return web.json_response(out)
+    return out
+
+
+async def sites(request: web.Request) -> web.Response:
+    """List sites with their state."""
+    return web.json_response(site_rows(_daemon(request)))
+
+
+async def components(request: web.Request) -> web.Response:
+    """List components with their state, reasons and root causes."""
+    snap = _daemon(request).health.engine.snapshot
+    return web.json_response([component_json(c) for c in snap.components.values()])
+
+
+async def incidents(request: web.Request) -> web.Response:
+    """List open incidents, most severe first."""
+    snap = _daemon(request).health.engine.snapshot
+    return web.json_response([incident_json(i) for i in ordered_incidents(snap)])
+
+
+async def checks(request: web.Request) -> web.Response:
+    """List checks with their last result."""
+    return web.json_response(check_rows(_daemon(request)))
 
 
 async def maintenance_list(request: web.Request) -> web.Response:
@@ -181,3 +191,11 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/checks", checks)
     app.router.add_get("/api/v1/maintenance", maintenance_list)
     app.router.add_post("/api/v1/maintenance", maintenance_add)
+    app.router.add_get("/api/v1/openapi.json", openapi_document)
+
+
+async def openapi_document(_: web.Request) -> web.Response:
+    """Serve the OpenAPI 3 description of /api/v1."""
+    from monitor.web.openapi import document
+
+    return web.json_response(document())

@@ -1,0 +1,232 @@
+"""The OpenAPI 3 document of the JSON API under /api/v1, written by hand (it is small)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+STATES = ["OK", "WARNING", "DEGRADED", "DOWN", "UNKNOWN", "IMPACTED", "FLAPPING"]
+
+_TIME = {"type": "string", "format": "date-time", "description": "ISO 8601, UTC"}
+_NULLABLE_TIME = {**_TIME, "nullable": True}
+_STATE = {"type": "string", "enum": STATES}
+
+
+def _obj(required: list[str], props: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "required": required, "properties": props}
+
+
+SCHEMAS: dict[str, Any] = {
+    "Site": _obj(
+        ["id", "name", "parent", "state"],
+        {
+            "id": {"type": "string"},
+            "name": {"type": "string"},
+            "parent": {"type": "string", "nullable": True},
+            "state": _STATE,
+        },
+    ),
+    "Component": _obj(
+        ["id", "kind", "site", "state", "since", "reasons", "root_causes", "maintenance"],
+        {
+            "id": {"type": "string"},
+            "kind": {"type": "string"},
+            "site": {"type": "string"},
+            "state": _STATE,
+            "since": _TIME,
+            "reasons": {"type": "array", "items": {"type": "string"}},
+            "root_causes": {"type": "array", "items": {"type": "string"}},
+            "maintenance": {"type": "boolean"},
+        },
+    ),
+    "ImpactedApplication": _obj(
+        ["id", "name", "criticality", "state", "degraded_mode", "runbook_url", "team"],
+        {
+            "id": {"type": "string"},
+            "name": {"type": "string"},
+            "criticality": {"type": "integer", "minimum": 1, "maximum": 4},
+            "state": _STATE,
+            "degraded_mode": {"type": "string"},
+            "runbook_url": {"type": "string"},
+            "team": {"type": "string"},
+        },
+    ),
+    "Incident": _obj(
+        [
+            "id",
+            "key",
+            "root_cause",
+            "site",
+            "severity",
+            "started_at",
+            "summary",
+            "description",
+            "site_wide",
+            "maintenance",
+            "impacted",
+            "applications",
+        ],
+        {
+            "id": {"type": "string", "description": "root cause @ start time"},
+            "key": {"type": "string"},
+            "root_cause": {"type": "string"},
+            "site": {"type": "string"},
+            "severity": {"type": "string", "enum": ["critical", "warning"]},
+            "started_at": _TIME,
+            "summary": {"type": "string"},
+            "description": {"type": "string"},
+            "site_wide": {"type": "boolean"},
+            "maintenance": {"type": "boolean"},
+            "impacted": {"type": "array", "items": {"type": "string"}},
+            "applications": {
+                "type": "array",
+                "items": {"$ref": "#/components/schemas/ImpactedApplication"},
+            },
+        },
+    ),
+    "Check": _obj(
+        ["id", "kind", "target", "labels", "interval", "success", "error", "at"],
+        {
+            "id": {"type": "string"},
+            "kind": {"type": "string"},
+            "target": {"type": "string"},
+            "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+            "interval": {"type": "number"},
+            "success": {"type": "boolean", "nullable": True},
+            "error": {"type": "string", "nullable": True},
+            "at": _NULLABLE_TIME,
+        },
+    ),
+    "MaintenanceWindow": _obj(
+        ["target", "start", "end", "reason", "source"],
+        {
+            "target": {"type": "string"},
+            "start": _TIME,
+            "end": _TIME,
+            "reason": {"type": "string"},
+            "source": {"type": "string"},
+        },
+    ),
+    "MaintenanceRequest": {
+        **_obj(
+            ["target", "end"],
+            {
+                "target": {"type": "string", "description": "component or site id"},
+                "start": {"type": "string", "format": "date-time", "description": "default now"},
+                "end": {"type": "string", "format": "date-time", "description": "with timezone"},
+                "reason": {"type": "string", "maxLength": 500},
+            },
+        ),
+        "additionalProperties": False,
+    },
+    "Recovery": _obj(
+        [
+            "id",
+            "name",
+            "criticality",
+            "state",
+            "back",
+            "down_since",
+            "back_at",
+            "stable_for_seconds",
+        ],
+        {
+            "id": {"type": "string"},
+            "name": {"type": "string"},
+            "criticality": {"type": "integer", "description": "1 to 4; 5 when unset"},
+            "state": _STATE,
+            "back": {"type": "boolean"},
+            "down_since": _NULLABLE_TIME,
+            "back_at": _NULLABLE_TIME,
+            "stable_for_seconds": {"type": "number", "nullable": True},
+        },
+    ),
+    "Error": _obj(["error"], {"error": {"type": "string"}}),
+}
+
+
+def _list(schema: str, summary: str) -> dict[str, Any]:
+    return {
+        "get": {
+            "summary": summary,
+            "responses": {
+                "200": {
+                    "description": "OK",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "array",
+                                "items": {"$ref": f"#/components/schemas/{schema}"},
+                            }
+                        }
+                    },
+                }
+            },
+        }
+    }
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+def document() -> dict[str, Any]:
+    """Return the OpenAPI 3.0 document of /api/v1 (a fresh dict: callers may change it)."""
+    maintenance = _list("MaintenanceWindow", "List maintenance windows")
+    maintenance["post"] = {
+        "summary": "Open a maintenance window: pages are held for its target, states still change",
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/MaintenanceRequest"}}
+            },
+        },
+        "responses": {
+            "201": {
+                "description": "Created",
+                "content": {
+                    "application/json": {
+                        "schema": {"$ref": "#/components/schemas/MaintenanceWindow"}
+                    }
+                },
+            },
+            "400": _error("Invalid body"),
+            "404": _error("Unknown component or site"),
+            "413": _error("Body too large"),
+        },
+    }
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "Vigie API",
+            "version": "1",
+            "description": "Health of a hospital's infrastructure: sites, components, "
+            "incidents (one per root cause), checks, maintenance windows, recovery.",
+        },
+        "servers": [{"url": "/"}],
+        "paths": {
+            "/api/v1/sites": _list("Site", "List sites with their state"),
+            "/api/v1/components": _list("Component", "List components with their state"),
+            "/api/v1/incidents": _list("Incident", "List open incidents, most severe first"),
+            "/api/v1/checks": _list("Check", "List checks with their last result"),
+            "/api/v1/maintenance": maintenance,
+            "/api/v1/recovery": _list(
+                "Recovery", "List applications that failed, still down first, then back"
+            ),
+            "/api/v1/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "responses": {
+                        "200": {
+                            "description": "OK",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        }
+                    },
+                }
+            },
+        },
+        "components": {"schemas": copy.deepcopy(SCHEMAS)},
+    }

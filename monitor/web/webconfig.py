@@ -1,0 +1,245 @@
+"""TLS and basic auth for every web endpoint, from an exporter-toolkit `web.yml` file.
+
+Same format as Prometheus exporters (prometheus/exporter-toolkit docs/web-configuration.md), so
+a hospital reuses its certificates and password hashes: `tls_server_config` (cert_file,
+key_file, client_ca_file, client_auth_type, min_version, max_version) and `basic_auth_users`
+(user: bcrypt hash). Relative file paths are taken from the web.yml's directory. As in
+exporter-toolkit, everything is behind auth, /-/healthy included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import ssl
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import bcrypt
+import yaml
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from monitor.results import bound_text
+
+ClientAuth = Literal[
+    "NoClientCert",
+    "RequestClientCert",
+    "RequireAnyClientCert",
+    "VerifyClientCertIfGiven",
+    "RequireAndVerifyClientCert",
+]
+TlsVersion = Literal["TLS10", "TLS11", "TLS12", "TLS13"]
+
+TLS_VERSIONS: dict[str, ssl.TLSVersion] = {
+    "TLS10": ssl.TLSVersion.TLSv1,
+    "TLS11": ssl.TLSVersion.TLSv1_1,
+    "TLS12": ssl.TLSVersion.TLSv1_2,
+    "TLS13": ssl.TLSVersion.TLSv1_3,
+}
+
+# exporter-toolkit client_auth_type -> (verify mode, needs client_ca_file)
+CLIENT_AUTH: dict[str, ssl.VerifyMode] = {
+    "NoClientCert": ssl.CERT_NONE,
+    "RequestClientCert": ssl.CERT_OPTIONAL,
+    "RequireAnyClientCert": ssl.CERT_REQUIRED,
+    "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
+    "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
+}
+
+MAX_FILE_BYTES = 1024 * 1024
+AUTH_CACHE = 256
+"""Successful logins remembered, so a wall screen refreshing every 10 s costs no bcrypt each."""
+
+
+class WebConfigError(ValueError):
+    """A web.yml that cannot be used; the message names the file and the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TlsServerConfig(_Strict):
+    """exporter-toolkit's tls_server_config."""
+
+    cert_file: Path
+    key_file: Path
+    client_ca_file: Path | None = None
+    client_auth_type: ClientAuth = "NoClientCert"
+    min_version: TlsVersion = "TLS12"
+    max_version: TlsVersion = "TLS13"
+    cipher_suites: list[str] = Field(default_factory=list)
+    curve_preferences: list[str] = Field(default_factory=list)
+    prefer_server_cipher_suites: bool = True
+
+
+class HttpServerConfig(_Strict):
+    """exporter-toolkit's http_server_config: only response headers are applied."""
+
+    http2: bool = True
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class WebConfig(_Strict):
+    """A parsed web.yml."""
+
+    tls_server_config: TlsServerConfig | None = None
+    http_server_config: HttpServerConfig = Field(default_factory=HttpServerConfig)
+    basic_auth_users: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("basic_auth_users")
+    @classmethod
+    def _bcrypt(cls, users: dict[str, str]) -> dict[str, str]:
+        for user, hashed in users.items():
+            if not hashed.startswith(("$2a$", "$2b$", "$2y$")) or len(hashed) != 60:
+                # never echo the value: it is a password hash (or worse, a password)
+                raise ValueError(f"user {user!r}: not a bcrypt hash (htpasswd -nBC 10 {user})")
+        return users
+
+
+def load_web_config(path: Path) -> WebConfig:
+    """Read and check a web.yml; raise WebConfigError naming the file and the field."""
+    try:
+        raw = path.read_bytes()[:MAX_FILE_BYTES]
+        data: Any = yaml.safe_load(raw) or {}
+    except OSError as exc:
+        raise WebConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise WebConfigError(f"{path}: not valid YAML: {bound_text(str(exc), 300)}") from None
+    if not isinstance(data, dict):
+        raise WebConfigError(f"{path}: must be a mapping")
+    try:
+        config = WebConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top)"
+        msg = first["msg"].removeprefix("Value error, ")
+        raise WebConfigError(f"{path}: {where}: {msg}") from None
+    tls = config.tls_server_config
+    if tls is None:
+        return config
+    base = path.parent
+    tls = tls.model_copy(
+        update={
+            "cert_file": base / tls.cert_file,
+            "key_file": base / tls.key_file,
+            "client_ca_file": None if tls.client_ca_file is None else base / tls.client_ca_file,
+        }
+    )
+    verifies = tls.client_auth_type in ("VerifyClientCertIfGiven", "RequireAndVerifyClientCert")
+    if verifies and tls.client_ca_file is None:
+        raise WebConfigError(
+            f"{path}: tls_server_config.client_ca_file: "
+            f"required with client_auth_type {tls.client_auth_type}"
+        )
+    if TLS_VERSIONS[tls.min_version] > TLS_VERSIONS[tls.max_version]:
+        raise WebConfigError(f"{path}: tls_server_config.min_version: above max_version")
+    config = config.model_copy(update={"tls_server_config": tls})
+    ssl_context(config, path)  # load the files now: a bad key fails at start, not at first use
+    return config
+
+
+def ssl_context(config: WebConfig, path: Path) -> ssl.SSLContext | None:
+    """Return the server SSL context of a web.yml (None without TLS)."""
+    tls = config.tls_server_config
+    if tls is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = TLS_VERSIONS[tls.min_version]
+    ctx.maximum_version = TLS_VERSIONS[tls.max_version]
+    try:
+        ctx.load_cert_chain(tls.cert_file, tls.key_file)
+    except (OSError, ssl.SSLError) as exc:
+        reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
+        raise WebConfigError(
+            f"{path}: tls_server_config.cert_file/key_file: cannot load "
+            f"{tls.cert_file} and {tls.key_file}: {reason}"
+        ) from None
+    if tls.client_ca_file is not None:
+        try:
+            ctx.load_verify_locations(cafile=tls.client_ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
+            raise WebConfigError(
+                f"{path}: tls_server_config.client_ca_file: cannot load "
+                f"{tls.client_ca_file}: {reason}"
+            ) from None
+    ctx.verify_mode = CLIENT_AUTH[tls.client_auth_type]
+    return ctx
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class BasicAuth:
+    """aiohttp middleware checking HTTP basic auth against bcrypt hashes."""
+
+    def __init__(self, users: dict[str, str], logger: Any = None) -> None:
+        self._users = {u: h.encode() for u, h in users.items()}
+        self._ok: dict[bytes, str] = {}
+        self._log = logger
+
+    async def check(self, header: str) -> str | None:
+        """Return the user a basic Authorization header proves, else None."""
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "basic":
+            return None
+        try:
+            user, sep, password = base64.b64decode(value, validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        hashed = self._users.get(user)
+        if not sep or hashed is None:
+            return None
+        # keyed digest of the credentials: the cache holds no password
+        key = hmac.new(hashed, password.encode(), hashlib.sha256).digest()
+        if self._ok.get(key) == user:
+            return user
+        good = await asyncio.to_thread(bcrypt.checkpw, password.encode(), hashed)
+        if not good:
+            return None
+        if len(self._ok) >= AUTH_CACHE:
+            self._ok.clear()
+        self._ok[key] = user
+        return user
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Answer 401 unless the request carries a valid user and password."""
+        user = await self.check(request.headers.get("Authorization", ""))
+        if user is None:
+            if self._log is not None:
+                self._log.warning(
+                    "web_auth_failed", path=bound_text(request.path, 200), remote=request.remote
+                )
+            return web.Response(
+                status=401,
+                text="Unauthorized\n",
+                headers={"WWW-Authenticate": 'Basic realm="Vigie", charset="UTF-8"'},
+            )
+        return await handler(request)
+
+
+def headers_middleware(headers: dict[str, str]) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """Return a middleware adding http_server_config.headers to every response."""
+
+    @web.middleware
+    async def add_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+        response = await handler(request)
+        response.headers.update(headers)
+        return response
+
+    return add_headers
+
+
+def apply(app: web.Application, config: WebConfig, logger: Any = None) -> None:
+    """Put the web.yml's basic auth and headers in front of every route of app."""
+    if config.http_server_config.headers:
+        app.middlewares.append(headers_middleware(dict(config.http_server_config.headers)))
+    if config.basic_auth_users:
+        app.middlewares.append(BasicAuth(dict(config.basic_auth_users), logger).middleware)

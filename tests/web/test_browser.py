@@ -1,0 +1,54 @@
+"""Debian's headless chromium renders the status page during a power cut; device text stays text."""
+
+from __future__ import annotations
+
+import html
+import re
+from pathlib import Path
+
+from probes.base import ProbeRegistry
+from probes.http import HttpProbe
+from probes.snmp import SnmpProbe
+from tests.conftest import require_binary
+from tests.snmp_peers import Snmpsim
+from tests.web.outage import CHROMIUM, chromium, power_cut, running_hospital, wait_for
+from tests.web.test_pages import EVIL, evil_device, with_evil_snmp
+
+__all__ = ["evil_device"]  # the snmpsim fixture, shared with the page tests
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def visible(dom: str) -> str:
+    """Return the text of a dumped DOM, tags dropped, entities decoded, spaces collapsed."""
+    dom = re.sub(r"(?s)<(style|head)\b.*?</\1>", " ", dom)
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", dom)).split())
+
+
+async def test_chromium_shows_the_power_cut_and_never_runs_device_text(
+    tmp_path: Path, evil_device: Snmpsim
+) -> None:
+    """The rendered overview names the cause and apps; a <script> sysDescr is shown, not run."""
+    binary = require_binary(CHROMIUM, "chromium")
+    registry = ProbeRegistry([HttpProbe(), SnmpProbe()])
+    async with running_hospital(tmp_path, registry, config_hook=with_evil_snmp(evil_device)) as (
+        daemon,
+        targets,
+    ):
+        await wait_for(lambda: daemon.store.latest("ups-nord-1-snmp"), "the snmp poll")
+        await power_cut(daemon, targets)
+        base = f"http://127.0.0.1:{daemon.listen_port}"
+        overview = await chromium(binary, "--dump-dom", f"{base}/")
+        component = await chromium(binary, "--dump-dom", f"{base}/component/ups-nord-1")
+        shot = tmp_path / "overview.png"
+        await chromium(binary, f"--screenshot={shot}", "--window-size=1280,900", f"{base}/")
+    text = visible(overview)
+    assert "Datacenter Nord: mains lost at" in text
+    assert "20 applications impacted" in text
+    assert "Procédure dégradée DP-12: dossiers papier, appeler le 4412" in text
+    assert "OK Datacenter Bellevue" in text
+    # the device's text is in the DOM as text, and no script element exists anywhere
+    assert "descr=&lt;script&gt;alert(1)&lt;/script&gt;" in component
+    assert f"descr={EVIL}" in visible(component)
+    assert "<script" not in component.lower() and "<script" not in overview.lower()
+    assert shot.read_bytes().startswith(PNG_MAGIC) and shot.stat().st_size > 20_000
