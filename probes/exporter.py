@@ -27,6 +27,7 @@ from yarl import URL
 
 from monitor.results import MetricType, ProbeResult, Sample, bound_text
 from probes.base import Check, ProbeContext
+from probes.http import parse_http_url
 from probes.tls import Regex, SslContextCache, TlsSettings, describe_ssl_error, os_error_reason
 
 __all__ = ["ExporterProbe", "ExporterSettings", "MetricSelector", "Scrape", "select_samples"]
@@ -201,16 +202,7 @@ class ExporterProbe:
 
     def parse_target(self, target: str) -> str:
         """Return the exporter URL, or raise ValueError unless it is http(s) with a host."""
-        shown = bound_text(target, 200)
-        try:
-            url = URL(target.strip())
-            host = url.host
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"invalid URL {shown!r}: {exc}") from None
-        if url.scheme not in ("http", "https") or not host:
-            raise ValueError(f"must be an http or https URL with a host, got {shown!r}")
-        if url.user is not None or url.password is not None:
-            raise ValueError("must not contain credentials in the URL")
+        url = parse_http_url(target)
         return str(url.with_fragment(None))
 
     def host_of(self, target: str) -> str:

@@ -425,6 +425,21 @@ def _decode(body: bytes, charset: str | None) -> str:
         return body.decode("utf-8", errors="replace")
 
 
+def parse_http_url(target: str, credentials_hint: str = "") -> URL:
+    """Return target as an http(s) URL with a host and no credentials, or raise ValueError."""
+    shown = bound_text(target, 200)
+    try:
+        url = URL(target.strip())
+        host = url.host
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"invalid URL {shown!r}: {exc}") from None
+    if url.scheme not in ("http", "https") or not host:
+        raise ValueError(f"must be an http or https URL with a host, got {shown!r}")
+    if url.user is not None or url.password is not None:
+        raise ValueError(f"must not contain credentials in the URL{credentials_hint}")
+    return url
+
+
 class HttpProbe:
     """Probe kind "http": request a URL, check the status and body, time each phase.
 
@@ -444,16 +459,7 @@ class HttpProbe:
 
     def parse_target(self, target: str) -> str:
         """Return the URL, or raise ValueError unless it is an http(s) URL with a host."""
-        shown = bound_text(target, 200)
-        try:
-            url = URL(target.strip())
-            host = url.host
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"invalid URL {shown!r}: {exc}") from None
-        if url.scheme not in ("http", "https") or not host:
-            raise ValueError(f"must be an http or https URL with a host, got {shown!r}")
-        if url.user is not None or url.password is not None:
-            raise ValueError("must not contain credentials in the URL; use basic_auth")
+        url = parse_http_url(target, "; use basic_auth")
         if url.fragment:
             url = url.with_fragment(None)
         return str(url)

@@ -29,6 +29,7 @@ from monitor.health.topology import Rule, Severity
 from monitor.results import ProbeResult, Sample, bound_text
 from monitor.secrets import ConfigPath, resolve_secret
 from probes.base import Check, ProbeContext
+from probes.http import parse_http_url
 from probes.tls import SslContextCache, TlsSettings, describe_ssl_error, os_error_reason
 
 __all__ = ["HEALTH_CODES", "RedfishProbe", "RedfishSettings", "default_rules"]
@@ -846,16 +847,8 @@ class RedfishProbe:
 
     def parse_target(self, target: str) -> str:
         """Return the service's base URL (scheme://host[:port]) or raise ValueError."""
+        url = parse_http_url(target, "; use username/password")
         shown = bound_text(target, 200)
-        try:
-            url = URL(target.strip())
-            host = url.host
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"invalid URL {shown!r}: {exc}") from None
-        if url.scheme not in ("http", "https") or not host:
-            raise ValueError(f"must be an http or https URL with a host, got {shown!r}")
-        if url.user is not None or url.password is not None:
-            raise ValueError("must not contain credentials in the URL; use username/password")
         if url.path not in ("", "/", ROOT, ROOT + "/") or url.query_string:
             raise ValueError(f"must be the BMC's base URL (path empty or {ROOT}), got {shown!r}")
         return str(url.origin())
