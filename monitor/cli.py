@@ -9,11 +9,17 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from monitor import __version__
 from monitor.config import ConfigErrors, json_schema, load_config
 from monitor.logs import configure_logging
 from probes import default_registry
+
+if TYPE_CHECKING:
+    from monitor.exposition import Exposition
+    from monitor.results import ProbeResult
+    from probes.base import Check
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -116,7 +122,7 @@ async def _probe_snmp(
     from prometheus_client import CollectorRegistry
     from pydantic import ValidationError
 
-    from monitor.exposition import Exposition, check_labels, label_text, result_samples
+    from monitor.exposition import Exposition
     from probes.base import Check
     from probes.http import make_session
     from probes.snmp import SnmpProbe, SnmpSection, SnmpSettings
@@ -161,18 +167,7 @@ async def _probe_snmp(
         own = CollectorRegistry()
         scheduler = Scheduler(ProbeRegistry([probe]), ResultStore(), session, SchedulerMetrics(own))
         result = await scheduler.run(check)
-    exp = Exposition(own)
-    for line in result.logs:
-        print(f"# log: {line}")
-    print(
-        exp.render_text(
-            exp.render_samples(label_text(check_labels(check)), result_samples(result))
-        ),
-        end="",
-    )
-    if not result.success:
-        print(f"probe failed: {result.error}", file=sys.stderr)
-    return 0 if result.success else 1
+    return _print_result(check, result, Exposition(own))
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
@@ -208,6 +203,23 @@ def cmd_probe(args: argparse.Namespace) -> int:
         return 1
 
 
+def _print_result(check: Check, result: ProbeResult, exp: Exposition) -> int:
+    """Print a probe's debug log and samples as /metrics shows them; return the exit code."""
+    from monitor.exposition import check_labels, label_text, result_samples
+
+    for line in result.logs:
+        print(f"# log: {line}")
+    print(
+        exp.render_text(
+            exp.render_samples(label_text(check_labels(check)), result_samples(result))
+        ),
+        end="",
+    )
+    if not result.success:
+        print(f"probe failed: {result.error}", file=sys.stderr)
+    return 0 if result.success else 1
+
+
 def cmd_check(path: Path) -> int:
     """Validate a config; print a summary, or every error and exit 1."""
     try:
@@ -233,7 +245,7 @@ def cmd_check(path: Path) -> int:
 async def _probe_once(path: Path, check_id: str) -> int:
     from prometheus_client import CollectorRegistry
 
-    from monitor.exposition import Exposition, check_labels, label_text, result_samples
+    from monitor.exposition import Exposition
     from monitor.results import ResultStore
     from monitor.scheduler import Scheduler, SchedulerMetrics
     from probes.http import make_session
@@ -250,18 +262,7 @@ async def _probe_once(path: Path, check_id: str) -> int:
     async with make_session() as session:
         scheduler = Scheduler(registry, ResultStore(), session, SchedulerMetrics(own))
         result = await scheduler.run(check)
-    exp = Exposition(own)
-    for line in result.logs:
-        print(f"# log: {line}")
-    print(
-        exp.render_text(
-            exp.render_samples(label_text(check_labels(check)), result_samples(result))
-        ),
-        end="",
-    )
-    if not result.success:
-        print(f"probe failed: {result.error}", file=sys.stderr)
-    return 0 if result.success else 1
+    return _print_result(check, result, Exposition(own))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

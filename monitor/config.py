@@ -197,27 +197,35 @@ class Defaults(_Strict):
     _labels = field_validator("labels")(_check_labels)
 
 
+def _check_listen(value: str) -> str:
+    """Check a host:port listen address."""
+    _, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"must be host:port with a port from 0 to 65535, got {value!r}")
+    return value
+
+
+ListenAddress = Annotated[str, AfterValidator(_check_listen)]
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    """Return the host (all addresses when empty) and port of a listen address."""
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
 class WebSettings(_Strict):
     """The HTTP server for /metrics, health endpoints and the probe debug page."""
 
-    listen: str = Field("127.0.0.1:9465", description="host:port to listen on.")
+    listen: ListenAddress = Field("127.0.0.1:9465", description="host:port to listen on.")
     config_file: ConfigPath | None = Field(
         None,
         description="exporter-toolkit web.yml: TLS and basic auth for every web endpoint.",
     )
 
-    @field_validator("listen")
-    @classmethod
-    def _listen(cls, value: str) -> str:
-        _, sep, port = value.rpartition(":")
-        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError(f"must be host:port with a port from 0 to 65535, got {value!r}")
-        return value
-
     def host_port(self) -> tuple[str, int]:
         """Return the host and port to bind."""
-        host, _, port = self.listen.rpartition(":")
-        return host.strip("[]") or "0.0.0.0", int(port)
+        return split_listen(self.listen)
 
 
 class SchedulerSettings(_Strict):
@@ -244,7 +252,7 @@ EngineId = Annotated[str, AfterValidator(_hex_engine_id)]
 class TrapSettings(_Strict):
     """The SNMP trap receiver: where it listens and which credentials it accepts."""
 
-    listen: str = Field(
+    listen: ListenAddress = Field(
         "127.0.0.1:162",
         description="host:port to listen on (UDP); port 162 needs CAP_NET_BIND_SERVICE.",
     )
@@ -264,18 +272,9 @@ class TrapSettings(_Strict):
         300.0, description="Log an unmatched or refused trap at most once per source per interval."
     )
 
-    @field_validator("listen")
-    @classmethod
-    def _listen(cls, value: str) -> str:
-        _, sep, port = value.rpartition(":")
-        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError(f"must be host:port with a port from 0 to 65535, got {value!r}")
-        return value
-
     def host_port(self) -> tuple[str, int]:
         """Return the host and port to bind."""
-        host, _, port = self.listen.rpartition(":")
-        return host.strip("[]") or "0.0.0.0", int(port)
+        return split_listen(self.listen)
 
 
 class CheckBase(_Strict):
