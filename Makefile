@@ -7,7 +7,7 @@ PYTHON ?= python3
 .PHONY: demo test bench lint schema peers clean help screenshot
 
 help:
-	@echo "make demo   run the daemon against loopback demo services (Ctrl-C stops)"
+	@echo "make demo   the simulated hospital watched by Vigie: prints the URLs (Ctrl-C stops)"
 	@echo "make test   create .venv, install test peers (when root) and run the tests"
 	@echo "make bench  run the benchmarks and write docs/benchmarks.md"
 	@echo "make lint   ruff and mypy --strict"
