@@ -693,35 +693,61 @@ class _Row:
     suffix: str
 
 
-_IndexCache = dict[tuple[str, tuple[tuple[str, str], ...]], list[tuple[str, str, str]] | None]
+Labels = tuple[tuple[str, str], ...]
 
 
-def _rows(m: MetricDef, data: Collected, log: Log, cache: _IndexCache | None = None) -> list[_Row]:
-    """Return the metric's instances with their index and lookup labels.
+@dataclass(slots=True)
+class _RowCache:
+    """Memo of one poll: a table's columns share their rows' parsed indexes and labels."""
 
-    cache keeps parsed row indexes across the metrics of one poll: a table's columns share them.
-    """
+    indexes: dict[tuple[str, tuple[tuple[str, str], ...]], list[tuple[str, str, str]] | None] = (
+        field(default_factory=dict)
+    )
+    labels: dict[tuple[object, ...], Labels] = field(default_factory=dict)
+
+
+def _rows(m: MetricDef, data: Collected, log: Log, cache: _RowCache | None = None) -> list[_Row]:
+    """Return the metric's instances with their index and lookup labels."""
     if m.walked:
         instances = data.walks.get(m.oid, {})
     else:
         instances = {"": data.scalars[m.oid]} if m.oid in data.scalars else {}
     rows: list[_Row] = []
-    cache = {} if cache is None else cache
+    cache = _RowCache() if cache is None else cache
     shape = tuple((i.label, i.type) for i in m.indexes)
+    # Labels depend on the row and on how the metric names it; a value label (info) does not
+    # repeat across columns, so only metrics without one share their rows' labels.
+    sig: tuple[object, ...] | None = (
+        None
+        if m.label is not None
+        else (
+            shape,
+            m.drop_indexes,
+            tuple(
+                (lk.label, lk.oid, tuple(lk.indexes or ()), lk.indexes is None, lk.format,
+                 tuple(lk.map.items()))
+                for lk in m.lookups
+            ),
+        )
+    )  # fmt: skip
+    when = m.valid_when
+    valid = set(when.in_) if when is not None else set()
     for suffix, raw in instances.items():
+        if when is not None and _key(data.related(when.oid, suffix)) not in valid:
+            continue
+        known = cache.labels.get((suffix, sig)) if sig is not None else None
+        if known is not None:
+            rows.append(_Row(known, raw, suffix))
+            continue
         key = (suffix, shape)
         if not m.indexes:
             parsed: list[tuple[str, str, str]] | None = []
-        elif key in cache:
-            parsed = cache[key]
+        elif key in cache.indexes:
+            parsed = cache.indexes[key]
         else:
-            parsed = cache[key] = _parse_index(suffix, m.indexes)
+            parsed = cache.indexes[key] = _parse_index(suffix, m.indexes)
         if parsed is None:
             log("snmp_bad_index", metric=m.name, suffix=suffix)
-            continue
-        if m.valid_when is not None and _key(data.related(m.valid_when.oid, suffix)) not in set(
-            m.valid_when.in_
-        ):
             continue
         labels = [] if m.drop_indexes else [(lb, text) for lb, text, _ in parsed]
         if m.label is not None:
@@ -731,7 +757,10 @@ def _rows(m: MetricDef, data: Collected, log: Log, cache: _IndexCache | None = N
             inst = ".".join(subs[i] for i in lk.indexes) if lk.indexes is not None else suffix
             text = _text(data.related(lk.oid, inst), lk.format)
             labels.append((lk.label, lk.map.get(text, text)))
-        rows.append(_Row(tuple(labels), raw, suffix))
+        row_labels = tuple(labels)
+        if sig is not None:
+            cache.labels[(suffix, sig)] = row_labels
+        rows.append(_Row(row_labels, raw, suffix))
     return rows
 
 
@@ -747,9 +776,9 @@ def evaluate(
     for profile in profiles:
         rows_by_metric: dict[str, list[_Row]] = {}
         values_by_metric: dict[str, list[tuple[tuple[tuple[str, str], ...], float]]] = {}
-        index_cache: _IndexCache = {}
+        cache = _RowCache()
         for m in profile.metrics:
-            rows = rows_by_metric[m.name] = _rows(m, data, log, index_cache)
+            rows = rows_by_metric[m.name] = _rows(m, data, log, cache)
             if m.type in ("gauge", "counter"):
                 values_by_metric[m.name] = _numeric(m, rows, data, samples, log)
             elif m.type == "stateset":
