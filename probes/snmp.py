@@ -816,6 +816,7 @@ async def _walk(
     """
     sock = client.sock
     out: dict[str, dict[str, Value]] = {c: {} for c in columns}
+    by_arc = {c.rpartition(".")[2]: rows for c, rows in out.items()}  # column number -> rows
     grouped = subtree not in columns
     last_arc = max(int(c.rpartition(".")[2]) for c in columns)
     cap = settings.walk_cap * (last_arc if grouped else 1)
@@ -863,11 +864,11 @@ async def _walk(
                 out[subtree][oid[len(prefix) :]] = value
                 continue
             arc, _, suffix = oid[len(prefix) :].partition(".")
-            if not arc.isdigit() or int(arc) > last_arc:
-                return out  # past the last wanted column: the rest is not needed
-            rows = out.get(f"{subtree}.{arc}")
+            rows = by_arc.get(arc)
             if rows is not None:
                 rows[suffix] = value
+            elif not arc.isdigit() or int(arc) > last_arc:
+                return out  # past the last wanted column: the rest is not needed
 
 
 # --------------------------------------------------------------------------- the probe
