@@ -1,4 +1,4 @@
-"""The simulated hospital: SNMP UPSes, PDUs and SAN arrays, servers and applications on loopback."""
+"""The simulated hospital: SNMP UPSes, PDUs and SAN arrays, servers with BMCs and applications."""
 
 from lab.hospital import Lab
 from lab.scenarios import SCENARIOS, ScenarioController, get_scenario, run_scenario

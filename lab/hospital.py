@@ -2,7 +2,9 @@
 
 One UDP port serves every SNMP device (the community picks it), one aiohttp server serves every
 server's and application's health page by path plus the control surface under /lab/, and one
-TCP port answers like the mail relay. Faults are injected through the methods of `Lab` (the
+TCP port answers like the mail relay. Each server's BMC serves Redfish on its own port
+(lab/bmc.py), and one SSH port answers `multipathd show maps json` for every server, the user
+name picking it (lab/san_host.py). Faults are injected through the methods of `Lab` (the
 scenarios use them) or over HTTP (`POST /lab/scenario/power-cut`, `POST /lab/fault`...).
 """
 
@@ -10,6 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -18,20 +23,27 @@ from typing import Any
 
 from aiohttp import web
 
+from lab.bmc import NORMAL_INLET_CELSIUS, Bmc, BmcServer
+from lab.san_host import PATHS, SanHostSsh
 from lab.snmp_agent import Device, SnmpAgent, read_snmprec, start_agent
 
 DATA = Path(__file__).resolve().parent / "data"
-PROFILES = Path(__file__).resolve().parent / "profiles"
 
-# The lab's SAN is served from the lab-owned profile until the shipped storage profiles exist:
-# to switch, change the profile name, the recording and the OIDs below (and config/demo.yaml).
-SAN_PROFILE = "lab-san"
-SAN_RECORDING = "lab-san.snmprec"
+# The lab's SAN arrays answer as Dell Isilon clusters (the shipped `dell-isilon` profile):
+# the one place that maps the lab's SAN onto a profile (change it with config/demo.yaml).
+SAN_PROFILE = "dell-isilon"
+SAN_RECORDING = "dell-isilon.snmprec"
+_ISILON = "1.3.6.1.4.1.12124."
+_PROTOCOL_LATENCY_US = _ISILON + "2.2.10.1.16."  # latencyAverage, INDEX IMPLIED protocolName
 SAN_OIDS = {
-    "status": "1.3.6.1.4.1.8072.9999.9999.1.1.0",  # 1 ok, 2 degraded, 3 failed
-    "read_latency_us": "1.3.6.1.4.1.8072.9999.9999.1.2.1.2.1",
-    "write_latency_us": "1.3.6.1.4.1.8072.9999.9999.1.2.1.2.2",
+    "status": _ISILON + "1.1.2.0",  # clusterHealth: 0 ok, 1 attn, 2 down
+    "node_status": _ISILON + "2.1.2.0",  # nodeHealth of the polled node
+    "nfs3_latency_us": _PROTOCOL_LATENCY_US + "110.102.115.51",  # "nfs3"
+    "smb2_latency_us": _PROTOCOL_LATENCY_US + "115.109.98.50",  # "smb2"
 }
+SAN_NORMAL_LATENCY = 0.0024
+"""Seconds: the lab's recorded nfs3 and smb2 latency, the baseline the profile learns."""
+SAN_STATUS = {"ok": 0, "degraded": 1, "failed": 2}
 
 # How each UPS recording says "on battery": output source, runtime, charge, input voltage.
 _UPS_MIB = "1.3.6.1.2.1.33.1."
@@ -128,6 +140,13 @@ APPS = {  # application -> server it runs on (mail runs on both mail servers)
     "intranet": ("srv-intranet",),
 }
 NORMAL_RUNTIME_MINUTES = 34
+
+
+def bmc_env(server: str) -> str:
+    """Return the variable config/demo.yaml takes a server's BMC address from."""
+    return "VIGIE_LAB_BMC_" + server.upper().replace("-", "_")
+
+
 MAX_EVENTS = 1000
 
 
@@ -157,6 +176,13 @@ class LabEvent:
     what: str
 
 
+def _name(device: Device, profile: str) -> None:
+    """Name a device after its component, so each SAN's pool and node are told apart."""
+    device.set("1.3.6.1.2.1.1.5.0", device.name)  # sysName
+    if profile == SAN_PROFILE:
+        device.update({_ISILON + "1.1.1.0": device.name, _ISILON + "2.1.1.0": f"{device.name}-1"})
+
+
 @dataclass
 class Lab:
     """The simulated hospital; start() binds its ports, the methods inject faults."""
@@ -170,6 +196,15 @@ class Lab:
     snmp_port: int = 0
     smtp_port: int = 0
     scenario_runner: Callable[[str, float], Any] | None = None
+    bmcs: dict[str, Bmc] = field(default_factory=dict)
+    bmc_ports: dict[str, int] = field(default_factory=dict)
+    ssh_port: int = 0
+    failed_paths: dict[str, int] = field(default_factory=dict)
+    ssh_dir: Path | None = None
+    _ssh: SanHostSsh | None = None
+    _own_ssh_dir: bool = False
+    bmc_password: str = field(default_factory=lambda: secrets.token_urlsafe(16))
+    _bmc_servers: dict[str, BmcServer] = field(default_factory=dict)
     _power_lost_at: dict[str, float] = field(default_factory=dict)
     _agent: SnmpAgent | None = None
     _udp: asyncio.DatagramTransport | None = None
@@ -184,10 +219,14 @@ class Lab:
                 else (SAN_RECORDING if spec.profile == SAN_PROFILE else f"{spec.profile}.snmprec")
             )
             device = Device(spec.id, spec.id, read_snmprec(DATA / recording))
-            device.set("1.3.6.1.2.1.1.5.0", spec.id)  # sysName
+            _name(device, spec.profile)
             self.devices[spec.id] = device
         for name in [*SERVERS, *APPS]:
             self.services[name] = Service()
+        for server in SERVERS:
+            self.bmcs[server] = Bmc(server)
+            self.failed_paths[server] = 0
+        self._ssh = SanHostSsh(self.failed_paths, lambda s: self.bmcs[s].answering, self.host)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -202,9 +241,23 @@ class Lab:
         self.http_port = self._runner.addresses[0][1]
         self._smtp = await asyncio.start_server(self._smtp_session, self.host, self.smtp_port)
         self.smtp_port = self._smtp.sockets[0].getsockname()[1]
+        for server, bmc in self.bmcs.items():
+            self._bmc_servers[server] = BmcServer(bmc, self.bmc_password, self.host)
+            await self._bmc_servers[server].start()
+            self.bmc_ports[server] = self._bmc_servers[server].port
+        assert self._ssh is not None
+        await self._ssh.start(self.ssh_port)
+        self.ssh_port = self._ssh.port
+        self.write_ssh_files()
 
     async def stop(self) -> None:
         """Close every port it opened."""
+        for bmc_server in self._bmc_servers.values():
+            await bmc_server.stop()
+        if self._ssh is not None:
+            await self._ssh.stop()
+        if self._own_ssh_dir and self.ssh_dir is not None:
+            shutil.rmtree(self.ssh_dir, ignore_errors=True)
         if self._smtp is not None:
             self._smtp.close()
             await self._smtp.wait_closed()
@@ -213,13 +266,27 @@ class Lab:
         if self._udp is not None:
             self._udp.close()
 
+    def write_ssh_files(self, directory: Path | None = None) -> None:
+        """Write the daemon's SSH client key and known_hosts (into a temp dir unless given)."""
+        if directory is None and self.ssh_dir is None:
+            self.ssh_dir = Path(tempfile.mkdtemp(prefix="vigie-lab-ssh-"))
+            self._own_ssh_dir = True
+        elif directory is not None:
+            self.ssh_dir = directory
+        assert self._ssh is not None and self.ssh_dir is not None
+        self._ssh.port = self.ssh_port
+        self._ssh.write_files(self.ssh_dir)
+
     def env(self) -> dict[str, str]:
         """Return the variables config/demo.yaml takes its ports from."""
         return {
             "VIGIE_LAB_HTTP": f"{self.host}:{self.http_port}",
             "VIGIE_LAB_SNMP": f"{self.host}:{self.snmp_port}",
             "VIGIE_LAB_SMTP": f"{self.host}:{self.smtp_port}",
-            "VIGIE_LAB_PROFILES": str(PROFILES),
+            "VIGIE_LAB_BMC_PASSWORD": self.bmc_password,
+            "VIGIE_LAB_SSH": f"{self.host}:{self.ssh_port}",
+            "VIGIE_LAB_SSH_DIR": str(self.ssh_dir or ""),
+            **{bmc_env(s): f"{self.host}:{self.bmc_ports.get(s, 0)}" for s in SERVERS},
         }
 
     @property
@@ -236,11 +303,18 @@ class Lab:
 
     def reset(self) -> None:
         """Back to a healthy hospital."""
-        for device in self.devices.values():
+        for spec in SNMP_DEVICES:
+            device = self.devices[spec.id]
             device.reset()
-            device.set("1.3.6.1.2.1.1.5.0", device.name)
+            _name(device, spec.profile)
         for name in self.services:
             self.services[name] = Service()
+        for bmc in self.bmcs.values():
+            # In place: the BMC servers hold these objects.
+            bmc.powered_on, bmc.answering, bmc.inlet_celsius = True, True, NORMAL_INLET_CELSIUS
+            bmc.psu_ok[:] = [True] * len(bmc.psu_ok)
+        for server in self.failed_paths:
+            self.failed_paths[server] = 0
         self._power_lost_at.clear()
         self.note("reset")
 
@@ -285,15 +359,15 @@ class Lab:
         )
 
     def set_san_latency(self, array: str, seconds: float) -> None:
-        """Set a SAN array's read and write latency."""
+        """Set a SAN array's average nfs3 and smb2 latency."""
         device = self.devices[array]
         micro = int(seconds * 1_000_000)
-        device.update({SAN_OIDS["read_latency_us"]: micro, SAN_OIDS["write_latency_us"]: micro})
+        device.update({SAN_OIDS["nfs3_latency_us"]: micro, SAN_OIDS["smb2_latency_us"]: micro})
 
     def set_san_status(self, array: str, status: str) -> None:
-        """Set a SAN array's status: ok, degraded or failed."""
-        code = {"ok": 1, "degraded": 2, "failed": 3}[status]
-        self.devices[array].set(SAN_OIDS["status"], code)
+        """Set a SAN array's cluster and node health: ok, degraded (attention) or failed (down)."""
+        code = SAN_STATUS[status]
+        self.devices[array].update({SAN_OIDS["status"]: code, SAN_OIDS["node_status"]: code})
 
     def set_device_answering(self, device: str, answering: bool) -> None:
         """Make an SNMP device silent (powered off, card dead) or answering again."""
@@ -313,11 +387,45 @@ class Lab:
             raise KeyError(f"unknown server or application {name!r}")
         self.services[name] = Service(up, latency, flap_period, reason)
 
+    def set_bmc(
+        self,
+        server: str,
+        *,
+        psu: int | None = None,
+        ok: bool = True,
+        power: object = None,
+        inlet_celsius: object = None,
+    ) -> None:
+        """Change what a server's BMC reports: a PSU's health, the power state, the inlet."""
+        bmc = self.bmcs.get(server)
+        if bmc is None:
+            raise KeyError(f"unknown server {server!r}")
+        if psu is not None:
+            bmc.set_psu(psu, ok)
+        if power is not None:
+            if power not in ("On", "Off"):
+                raise ValueError(f"{server}: power must be On or Off")
+            bmc.powered_on = power == "On"
+        if inlet_celsius is not None:
+            if isinstance(inlet_celsius, bool) or not isinstance(inlet_celsius, int | float):
+                raise ValueError(f"{server}: inlet_celsius must be a number")
+            bmc.inlet_celsius = float(inlet_celsius)
+
+    def set_failed_paths(self, server: str, failed: int) -> None:
+        """Fail the first `failed` of a server's SAN paths (0: all healthy)."""
+        if server not in self.failed_paths:
+            raise KeyError(f"unknown server {server!r}")
+        if not 0 <= failed <= PATHS:
+            raise ValueError(f"{server}: failed paths must be 0 to {PATHS}, got {failed}")
+        self.failed_paths[server] = failed
+
     def power_off_site(self, site: str) -> None:
         """Batteries exhausted: the site's servers, SAN arrays and PDUs go dark."""
         for server, server_site in SERVERS.items():
             if server_site == site:
                 self.set_service(server, up=False, reason="powered off")
+                self.bmcs[server].powered_on = False
+                self.bmcs[server].answering = False  # the BMC's standby power is gone too
         for spec in SNMP_DEVICES:
             if spec.site == site and spec.profile not in UPS_MODELS:
                 self.devices[spec.id].answering = False
@@ -333,7 +441,13 @@ class Lab:
         """Return the lab's current state (the control endpoint shows it)."""
         now = self.clock()
         return {
-            "ports": {"http": self.http_port, "snmp": self.snmp_port, "smtp": self.smtp_port},
+            "ports": {
+                "http": self.http_port,
+                "snmp": self.snmp_port,
+                "smtp": self.smtp_port,
+                "bmc": dict(self.bmc_ports),
+                "ssh": self.ssh_port,
+            },
             "services": {
                 n: {**asdict(s), "healthy": s.healthy(now)} for n, s in self.services.items()
             },
@@ -341,6 +455,8 @@ class Lab:
                 n: {"answering": d.answering, "overrides": len(d.overrides)}
                 for n, d in self.devices.items()
             },
+            "bmcs": {n: asdict(b) for n, b in self.bmcs.items()},
+            "failed_paths": dict(self.failed_paths),
             "events": [asdict(e) for e in self.events[-50:]],
         }
 
@@ -420,10 +536,20 @@ class Lab:
                 )
             elif "mains" in body:
                 self.set_mains(str(body["mains"]), bool(body.get("on", True)))
+            elif "server" in body:
+                self.set_bmc(
+                    str(body["server"]),
+                    psu=int(body["psu"]) if "psu" in body else None,
+                    ok=bool(body.get("ok", True)),
+                    power=body.get("power"),
+                    inlet_celsius=body.get("inlet_celsius"),
+                )
+            elif "paths_failed" in body:
+                self.set_failed_paths(str(body.get("host")), int(body["paths_failed"]))
             elif "san" in body:
                 self.set_san_latency(str(body["san"]), float(body.get("latency", 0.002)))
             else:
-                raise ValueError("expected one of: service, mains, san")
+                raise ValueError("expected one of: service, mains, server, paths_failed, san")
         except (ValueError, KeyError, TypeError) as exc:
             raise web.HTTPBadRequest(text=f"fault: {exc}\n") from None
         self.note(f"fault {json.dumps(body)[:200]}")

@@ -13,7 +13,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from lab.hospital import APPS, SERVERS, Lab
+from lab.hospital import APPS, SAN_NORMAL_LATENCY, SERVERS, Lab
+from lab.san_host import PATHS
 
 Action = Callable[[Lab, float], None]
 """A step's action: the lab and the speed factor (to compress periods such as flapping)."""
@@ -138,9 +139,18 @@ def power_cut() -> Scenario:
 
 # --------------------------------------------------------------------------- SAN degradation
 
-SAN_THRESHOLD = 0.05
-"""The latency config/demo.yaml's san_latency_high rule fires above (seconds)."""
-SAN_CURVE = ((0, 0.02), (60, 0.06), (120, 0.09), (240, 0.15), (360, 0.3), (480, 0.5), (600, 0.8))
+SAN_RATIO = 3.0
+"""Latency / baseline above which dell-isilon's storage_latency_degraded rule fires."""
+SAN_CURVE = (
+    (0, SAN_NORMAL_LATENCY),  # normal for a few polls: the baseline is learnt from them
+    (180, 0.003),
+    (300, 0.005),
+    (420, 0.009),
+    (540, 0.02),
+    (600, 0.05),
+    (660, 0.15),
+    (720, 0.3),
+)
 NORD_SAN_APPS = tuple(a for a, servers in APPS.items() if all(s in NORD_SERVERS for s in servers))
 NORD_SAN_SERVERS = NORD_SERVERS
 APP_SLOW_LATENCY = 0.7
@@ -151,9 +161,15 @@ def _latency(seconds: float) -> Action:
     return lambda lab, _: lab.set_san_latency("san-nord", seconds)
 
 
+def _paths_failing(lab: Lab, _: float) -> None:
+    for server in NORD_SAN_SERVERS:
+        lab.set_failed_paths(server, PATHS // 2)
+
+
 def _servers_unstable(lab: Lab, _: float) -> None:
     for server in NORD_SAN_SERVERS:
         lab.set_service(server, up=False, latency=0.2, reason="I/O timeouts, hung tasks")
+        lab.set_failed_paths(server, PATHS)
 
 
 def _apps_slow(lab: Lab, _: float) -> None:
@@ -173,20 +189,28 @@ def san_degradation() -> Scenario:
             t,
             f"san-nord latency {lat * 1000:.0f} ms",
             _latency(lat),
-            fault=lat > SAN_THRESHOLD,
+            fault=lat > SAN_RATIO * SAN_NORMAL_LATENCY,
         )
         for t, lat in SAN_CURVE
     ]
     steps += [
-        Step(720, "Nord servers unstable: I/O timeouts", _servers_unstable),
-        Step(840, "Nord applications slow", _apps_slow),
-        Step(1020, "Nord applications stop", _apps_stop),
+        # Hosts suffer well after the array degrades, so that the demo (at --speed 10, real
+        # `for` durations) shows the SAN DEGRADED before the servers fall.
+        Step(840, "Nord servers see half their SAN paths fail", _paths_failing),
+        Step(960, "Nord servers unstable: I/O timeouts, every SAN path failed", _servers_unstable),
+        Step(1080, "Nord applications slow", _apps_slow),
+        Step(1260, "Nord applications stop", _apps_stop),
     ]
     steps.sort(key=lambda s: s.at)
     return Scenario("san-degradation", san_degradation.__doc__ or "", tuple(steps))
 
 
 # --------------------------------------------------------------------------- server crash
+
+
+def _crash_dpi(lab: Lab, _: float) -> None:
+    lab.set_service("srv-dpi", up=False, reason="kernel panic")
+    lab.set_bmc("srv-dpi", power="Off")  # the watchdog powered it off: its BMC says so
 
 
 def server_crash() -> Scenario:
@@ -198,7 +222,7 @@ def server_crash() -> Scenario:
             Step(
                 0,
                 "01:30 srv-dpi crashes (kernel panic)",
-                lambda lab, _: lab.set_service("srv-dpi", up=False, reason="kernel panic"),
+                _crash_dpi,
                 fault=True,
             ),
             Step(
@@ -226,11 +250,14 @@ def _mains_back(lab: Lab, _: float) -> None:
     lab.set_mains(NORD, on=True)
     for device in lab.devices.values():
         device.answering = True
+    for bmc in lab.bmcs.values():
+        bmc.answering = True  # standby power: the BMCs answer, the servers are still off
 
 
 def _servers_back(lab: Lab, _: float) -> None:
     for server in NORD_SERVERS:
         lab.set_service(server)
+        lab.set_bmc(server, power="On")
 
 
 def _app_back(app: str) -> Action:

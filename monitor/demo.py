@@ -85,8 +85,9 @@ async def run_demo(listen: str, scenario: str | None = None, speed: float = 1.0)
                 host = loaded.config.web.host_port()[0]
                 url = f"http://{host}:{daemon.listen_port}"
                 print(
-                    f"\nVigie demo: a simulated hospital (2 datacenters, UPSes, PDUs, SAN arrays,"
-                    f" servers, 6 clinical applications) watched by Vigie.\n"
+                    f"\nVigie demo: a simulated hospital (2 datacenters, UPSes, PDUs, Isilon SAN"
+                    f" arrays, servers with Redfish BMCs and sshd, 6 clinical applications)"
+                    f" watched by Vigie.\n"
                     f"  Status:    {url}/\n"
                     f"  Metrics:   {url}/metrics\n"
                     f"  Incidents: {url}/api/v1/incidents\n"

@@ -117,10 +117,11 @@ async def test_control_endpoint_starts_scenarios_and_applies_faults(
 
 def test_demo_config_loads_and_passes_vigie_check(tmp_path: Path) -> None:
     """config/demo.yaml loads with the lab's variables, and `vigie check` accepts it."""
-    lab = Lab(http_port=8081, snmp_port=1161, smtp_port=2525)
+    lab = Lab(http_port=8081, snmp_port=1161, smtp_port=2525, ssh_port=2222)
+    lab.write_ssh_files(tmp_path)
     env = demo_env(lab, tmp_path, "127.0.0.1:0")
     loaded = load_config(DEMO_CONFIG, default_registry(), env=env)
-    assert {c.kind for c in loaded.plan.values()} == {"http", "snmp", "tcp"}
+    assert {c.kind for c in loaded.plan.values()} == {"http", "redfish", "snmp", "ssh", "tcp"}
     assert loaded.warnings == []
     apps = [c for c in loaded.config.components if c.kind == "application"]
     assert all(a.degraded_mode and a.runbook_url and a.criticality for a in apps)
@@ -133,4 +134,4 @@ def test_demo_config_loads_and_passes_vigie_check(tmp_path: Path) -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "20 checks, 20 components" in proc.stdout
+    assert "29 checks, 20 components" in proc.stdout

@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 import structlog
 
-from lab.hospital import DATA, PROFILES, Lab
+from lab.hospital import DATA, SAN_NORMAL_LATENCY, Lab
 from lab.snmp_agent import MAX_VARBINDS, Device, SnmpAgent, parse_oid, read_snmprec, start_agent
 from monitor.results import ProbeResult
 from probes.base import ProbeContext, ProbeLog
@@ -170,7 +170,7 @@ async def test_vigie_probe_reads_the_lab_devices(lab: Lab, ctx: ProbeContext) ->
             auths={device: {"version": 2, "community": device}},
             auth=device,
             profiles=("system", *profiles),
-            profile_dirs=(PROFILES,),
+            profile_dirs=(),
             probe=probe,
         )
         result = await probe(check, ctx)
@@ -189,11 +189,19 @@ async def test_vigie_probe_reads_the_lab_devices(lab: Lab, ctx: ProbeContext) ->
     assert _value(await poll("ups-bellevue-1", "ups-mib"), "ups_on_battery") == 0.0
     pdu = await poll("pdu-nord-1", "apc-rpdu2")
     assert any(s.name.startswith("pdu_") for s in pdu.samples)
+    san = await poll("san-nord", "dell-isilon")
+    assert _value(san, "storage_latency_seconds", protocol="nfs3") == pytest.approx(
+        SAN_NORMAL_LATENCY
+    )
+    assert _value(san, "storage_pool_used_ratio", pool="san-nord") == pytest.approx(0.706, abs=1e-3)
+    assert _value(san, "storage_global_status", state="ok") == 1.0
     lab.set_san_latency("san-nord", 0.08)
-    san = await poll("san-nord", "lab-san")
-    assert _value(san, "storage_latency_seconds", op="read", op_index="1") == pytest.approx(0.08)
-    assert _value(san, "storage_pool_used_ratio", pool="pool-ssd", pool_index="1") == 0.62
-    assert _value(san, "storage_array_status", state="ok") == 1.0
+    lab.set_san_status("san-nord", "degraded")
+    san = await poll("san-nord", "dell-isilon")
+    assert _value(san, "storage_latency_seconds", protocol="smb2") == pytest.approx(0.08)
+    ratio = _value(san, "storage_latency_baseline_ratio", protocol="smb2")
+    assert ratio is not None and ratio > 3
+    assert _value(san, "storage_node_status", state="attn", node="san-nord-1") == 1.0
 
 
 def test_recordings_are_served_as_recorded() -> None:
