@@ -14,6 +14,8 @@ import signal
 import socket
 import sys
 import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
@@ -50,6 +52,44 @@ def demo_env(lab: Lab, state_dir: Path, listen: str) -> dict[str, str]:
     }
 
 
+@dataclass
+class Demo:
+    """A running demo: the lab, the daemon watching it, and the scenario player."""
+
+    lab: Lab
+    daemon: Daemon
+    controller: ScenarioController
+    url: str
+
+
+@contextlib.asynccontextmanager
+async def running_demo(listen: str) -> AsyncIterator[Demo]:
+    """Start the lab and the daemon on config/demo.yaml; stop both on exit.
+
+    Raises ConfigErrors when the demo config does not load.
+    """
+    lab = Lab()
+    await lab.start()
+    controller = ScenarioController(lab)
+    try:
+        with tempfile.TemporaryDirectory(prefix="vigie-demo-") as tmp:
+            env = demo_env(lab, Path(tmp), _listen_address(listen))
+            registry = default_registry()
+            loaded = load_config(DEMO_CONFIG, registry, env=env)
+            async with make_session() as session:
+                daemon = Daemon(loaded, registry, session, env=env, logger=structlog.get_logger())
+                await daemon.start()
+                try:
+                    host = loaded.config.web.host_port()[0]
+                    yield Demo(lab, daemon, controller, f"http://{host}:{daemon.listen_port}")
+                finally:
+                    await controller.stop()
+                    await daemon.stop()
+    finally:
+        await controller.stop()
+        await lab.stop()
+
+
 async def run_demo(listen: str, scenario: str | None = None, speed: float = 1.0) -> int:
     """Start the lab and the daemon, print the URLs, play the scenario, stop all on Ctrl-C."""
     if scenario is not None and scenario not in SCENARIOS:
@@ -61,54 +101,37 @@ async def run_demo(listen: str, scenario: str | None = None, speed: float = 1.0)
     if not 0 < speed <= 10_000:
         print(f"vigie demo: --speed must be in (0, 10000], got {speed:g}", file=sys.stderr)
         return 2
-    log = structlog.get_logger()
-    lab = Lab()
-    await lab.start()
-    controller = ScenarioController(lab)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     try:
-        with tempfile.TemporaryDirectory(prefix="vigie-demo-") as tmp:
-            env = demo_env(lab, Path(tmp), _listen_address(listen))
-            registry = default_registry()
-            try:
-                loaded = load_config(DEMO_CONFIG, registry, env=env)
-            except ConfigErrors as exc:
-                for error in exc.errors:
-                    print(error, file=sys.stderr)
-                return 1
-            async with make_session() as session:
-                daemon = Daemon(loaded, registry, session, env=env, logger=log)
-                await daemon.start()
-                host = loaded.config.web.host_port()[0]
-                url = f"http://{host}:{daemon.listen_port}"
-                print(
-                    f"\nVigie demo: a simulated hospital (2 datacenters, UPSes, PDUs, Isilon SAN"
-                    f" arrays, servers with Redfish BMCs and sshd, 6 clinical applications)"
-                    f" watched by Vigie.\n"
-                    f"  Status:    {url}/\n"
-                    f"  Metrics:   {url}/metrics\n"
-                    f"  Incidents: {url}/api/v1/incidents\n"
-                    f"  Lab:       {lab.url}/lab/state  (POST {lab.url}/lab/scenario/NAME"
-                    f"?speed=X, POST {lab.url}/lab/reset)\n"
-                    f"  Scenarios: {', '.join(SCENARIOS)}\n"
-                    f"  Config:    {DEMO_CONFIG}\nPress Ctrl-C to stop.\n",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                if scenario is not None:
-                    # Let every check run once first, so the outage starts from a known state.
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(daemon.scheduler.first_round_done.wait(), 30)
-                    controller.start(scenario, speed)
-                    print(f"Playing scenario {scenario} at speed {speed:g}.", file=sys.stderr)
-                await stop.wait()
-                await controller.stop()
-                await daemon.stop()
-    finally:
-        await controller.stop()
-        await lab.stop()
+        async with running_demo(listen) as demo:
+            url, lab = demo.url, demo.lab
+            print(
+                f"\nVigie demo: a simulated hospital (2 datacenters, UPSes, PDUs, Isilon SAN"
+                f" arrays, servers with Redfish BMCs and sshd, 6 clinical applications)"
+                f" watched by Vigie.\n"
+                f"  Status:    {url}/\n"
+                f"  Metrics:   {url}/metrics\n"
+                f"  Incidents: {url}/api/v1/incidents\n"
+                f"  Lab:       {lab.url}/lab/state  (POST {lab.url}/lab/scenario/NAME"
+                f"?speed=X, POST {lab.url}/lab/reset)\n"
+                f"  Scenarios: {', '.join(SCENARIOS)}\n"
+                f"  Config:    {DEMO_CONFIG}\nPress Ctrl-C to stop.\n",
+                file=sys.stderr,
+                flush=True,
+            )
+            if scenario is not None:
+                # Let every check run once first, so the outage starts from a known state.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(demo.daemon.scheduler.first_round_done.wait(), 30)
+                demo.controller.start(scenario, speed)
+                print(f"Playing scenario {scenario} at speed {speed:g}.", file=sys.stderr)
+            await stop.wait()
+    except ConfigErrors as exc:
+        for error in exc.errors:
+            print(error, file=sys.stderr)
+        return 1
     print("Vigie demo stopped.", file=sys.stderr)
     return 0

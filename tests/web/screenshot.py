@@ -1,32 +1,44 @@
-"""Regenerate docs/status-page.png: the overview during a simulated Datacenter Nord power cut.
+"""Regenerate docs/status-page.png: the demo hospital's overview during the power-cut scenario.
 
-Run with `make screenshot` (or `python -m tests.web.screenshot [OUT.png]`): it starts the test
-hospital's services on loopback, a real Vigie daemon watching them, cuts Nord's power, and
-has headless chromium photograph the overview at 1280x900.
+Run with `make screenshot` (or `python -m tests.web.screenshot [OUT.png]`): it starts the demo
+(lab/ and the daemon on config/demo.yaml), plays `power-cut` time-compressed until Nord's
+applications are down, and has headless chromium photograph the overview at 1280x900.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
-import tempfile
+import time
 from pathlib import Path
 
-from tests.web.outage import chromium, chromium_binary, power_cut, running_hospital
+from monitor.demo import running_demo
+from monitor.health.states import State
+from tests.web.outage import chromium, chromium_binary
 
 DEFAULT_OUT = Path(__file__).resolve().parents[2] / "docs" / "status-page.png"
+SPEED = 40.0
+"""Scenario speed: the batteries run out within about 20 s."""
 
 
 async def screenshot(out: Path, path: str = "/", size: str = "1280,900") -> None:
-    """Render a page of a daemon during the power cut to a PNG file."""
+    """Play power-cut in the demo until applications are impacted, then photograph a page."""
     binary = chromium_binary()
     if binary is None:
         raise SystemExit("chromium missing: apt-get install chromium")
-    with tempfile.TemporaryDirectory(prefix="vigie-shot-") as tmp:
-        async with running_hospital(Path(tmp)) as (daemon, targets):
-            await power_cut(daemon, targets)
-            url = f"http://127.0.0.1:{daemon.listen_port}{path}"
-            await chromium(binary, f"--screenshot={out}", f"--window-size={size}", url)
+    async with running_demo("127.0.0.1:0") as demo:
+        await asyncio.wait_for(demo.daemon.scheduler.first_round_done.wait(), 60)
+        demo.controller.start("power-cut", SPEED)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            comps = demo.daemon.health.engine.snapshot.components.values()
+            hit = [c for c in comps if c.kind == "application" and c.state is State.IMPACTED]
+            if len(hit) >= 3:
+                break
+            await asyncio.sleep(0.5)
+        else:
+            raise SystemExit("the power cut never reached the applications")
+        await chromium(binary, f"--screenshot={out}", f"--window-size={size}", demo.url + path)
 
 
 def check_written(out: Path) -> None:
