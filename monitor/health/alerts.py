@@ -103,6 +103,8 @@ class IncidentNotifier:
             alert = incident_alert(incident, self._url)
             if incident.maintenance and alert.key not in firing:
                 continue  # a maintenance window holds new pages; the state is still shown
+            if not incident.confirmed and alert.key not in firing:
+                continue  # held until its dependencies' checks speak: maybe not the root
             wanted.append(alert)
         wanted.extend(warning_alert(s, self._url) for s in snapshot.warnings.values())
         return wanted

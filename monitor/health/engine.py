@@ -168,6 +168,7 @@ class Incident:
     maintenance: bool = False
     runbook_url: str = ""
     component: str = ""
+    confirmed: bool = True  # False while held: its dependencies' checks have not spoken yet
 
     @property
     def id(self) -> str:
@@ -286,6 +287,7 @@ class HealthEngine:
         site_window: float = 120.0,
         site_ratio: float = 0.5,
         resolve_hold: float = 0.0,
+        confirm_max: float = 60.0,
         clock: Clock = time.time,
         logger: Any = None,
     ) -> None:
@@ -296,6 +298,10 @@ class HealthEngine:
         self.site_window = site_window
         self.site_ratio = site_ratio
         self.resolve_hold = resolve_hold
+        self.confirm_max = confirm_max
+        self._confirmed: set[str] = set()
+        self._held_since: dict[str, float] = {}
+        self._dep_checks: dict[str, list[str]] = {}
         self._open: dict[str, Incident] = {}
         self._last_seen: dict[str, float] = {}
         self.clock = clock
@@ -317,14 +323,20 @@ class HealthEngine:
     ) -> None:
         """Take back incident start times and component `since` saved before a restart."""
         self._incident_start.update(incident_start)
+        self._confirmed.update(incident_start)  # saved incidents were paged: never held again
         self._since.update(since)
         for cid, (state, at) in since.items():
             if state.failing:
                 self._failing_since[cid] = at
 
     def durable_state(self) -> tuple[dict[str, float], dict[str, tuple[State, float]]]:
-        """Return what must survive a restart: incident starts and component states."""
-        return dict(self._incident_start), dict(self._since)
+        """Return what must survive a restart: incident starts and component states.
+
+        A held (unconfirmed) incident is left out: restored, it would count as already paged.
+        """
+        held = {k for k, i in self._open.items() if not i.confirmed}
+        starts = {k: v for k, v in self._incident_start.items() if k not in held}
+        return starts, dict(self._since)
 
     def set_plan(
         self,
@@ -333,6 +345,7 @@ class HealthEngine:
     ) -> None:
         """Attach checks to components and rules to checks; keep trackers of unchanged checks."""
         old = self.checks
+        self._dep_checks = {}
         self.checks = {}
         self.check_components = {}
         self.component_checks = collections.defaultdict(list)
@@ -587,12 +600,63 @@ class HealthEngine:
             min(runtimes) if runtimes else None,
         )
 
+    def _dependency_checks(self, cid: str) -> list[str]:
+        """Return the checks of cid's direct dependencies (through those without checks)."""
+        cached = self._dep_checks.get(cid)
+        if cached is not None:
+            return cached
+        found: dict[str, None] = {}
+        seen = {cid}
+        queue = [m for d in self.topology.deps.get(cid, ()) for m in dependency_members(d)]
+        while queue:
+            member = queue.pop()
+            if member in seen or member not in self.topology.components:
+                continue
+            seen.add(member)
+            ids = self.component_checks.get(member)
+            if ids:
+                found.update(dict.fromkeys(ids))
+            else:  # a component without checks takes its state from its own dependencies
+                queue.extend(
+                    m for d in self.topology.deps.get(member, ()) for m in dependency_members(d)
+                )
+        self._dep_checks[cid] = list(found)
+        return self._dep_checks[cid]
+
+    def _confirm(self, key: str, root: str, started: float, now: float) -> bool:
+        """True once a root's dependencies are known healthy *after* it failed, or the bound
+        passed: a dependent failing a moment before its cause is seen is not paged as a root."""
+        if key in self._confirmed:
+            return True
+        checks = [self.checks[c] for c in self._dependency_checks(root) if c in self.checks]
+        if self.confirm_max <= 0 or not checks:
+            self._confirmed.add(key)  # no dependency: a UPS or a SAN array pages at once
+            return True
+        held = self._held_since.setdefault(key, now)
+        bound = min(self.confirm_max, max(c.check.interval + c.check.timeout for c in checks))
+        fresh = all(c.last_result is not None and c.last_result >= started for c in checks)
+        if not fresh and now - held < bound:
+            return False
+        self._confirmed.add(key)
+        self._held_since.pop(key, None)
+        self.log.debug("incident_confirmed", incident=key, held_seconds=round(now - held, 3))
+        return True
+
     def _incidents(
         self, components: Mapping[str, ComponentStatus], now: float
     ) -> dict[str, Incident]:
         topo = self.topology
         impacted_by = self._impacted_by(components)
         roots = [c for c in components.values() if c.roots == (c.id,)]
+        confirmed = {
+            r.id: self._confirm(
+                f"component:{r.id}",
+                r.id,
+                self._incident_start.get(f"component:{r.id}", r.since),
+                now,
+            )
+            for r in roots
+        }
         incidents: dict[str, Incident] = {}
         absorbed: set[str] = set()
         for site in [s for s in topo.sites if not topo.sites[s].parent]:
@@ -604,10 +668,11 @@ class HealthEngine:
             opened = self._incident_start.get(key)
             recent = [c for c in failing if now - c.since <= self.site_window]
             # A mass failure with a single root cause is that root's incident, not the site's.
+            # Held roots do not count: most are dependents whose cause is not seen yet.
             mass = (
                 len(members) >= 3
                 and len(recent) >= self.site_ratio * len(members)
-                and len(site_roots) > 1
+                and sum(1 for r in site_roots if confirmed[r.id]) > 1
             )
             # Once open, the site incident follows the recovery: it stays while anything that
             # failed during it is still failing, so the recovery ends with one resolve.
@@ -686,19 +751,26 @@ class HealthEngine:
                 apps=apps,
                 components=components,
                 component=root.id,
+                confirmed=confirmed[root.id],
             )
         # An incident whose cause cleared is held open for resolve_hold: a failure coming back
-        # within it continues the same incident (one page, not one per flap).
+        # within it continues the same incident (one page, not one per flap). A held incident
+        # was never paged: it goes at once (absorbed by its cause's incident, or cleared).
         for key, previous in self._open.items():
-            if key not in incidents and now - self._last_seen.get(key, now) < self.resolve_hold:
+            if (
+                key not in incidents
+                and previous.confirmed
+                and now - self._last_seen.get(key, now) < self.resolve_hold
+            ):
                 incidents[key] = previous
         for key, incident in incidents.items():
             if self._open.get(key) is not incident:
                 self._last_seen[key] = now
         self._open = dict(incidents)
-        for store in (self._incident_start, self._last_seen):
+        for store in (self._incident_start, self._last_seen, self._held_since):
             for key in [k for k in store if k not in incidents]:
                 del store[key]
+        self._confirmed.intersection_update(incidents)
         return incidents
 
     def _incident(
@@ -715,6 +787,7 @@ class HealthEngine:
         components: Mapping[str, ComponentStatus],
         site_wide: bool = False,
         component: str = "",
+        confirmed: bool = True,
     ) -> Incident:
         started = self._incident_start.setdefault(key, started)
         root_spec = self.topology.components.get(root)
@@ -753,6 +826,7 @@ class HealthEngine:
             maintenance=maintenance,
             runbook_url=runbook,
             component=component,
+            confirmed=confirmed,
         )
 
 
@@ -778,6 +852,7 @@ def build_engine(
         site_window=settings.site_window,
         site_ratio=settings.site_ratio,
         resolve_hold=settings.resolve_hold,
+        confirm_max=settings.confirm_max,
         clock=clock,
         logger=logger,
     )

@@ -121,6 +121,11 @@ class HealthSettings(_Strict):
     resolve_hold: Duration | Literal[0] = Field(
         30.0, description="An incident stays open this long after its cause clears (no re-page)."
     )
+    confirm_max: Duration | Literal[0] = Field(
+        60.0,
+        description="Longest hold of a new incident whose root has dependencies, until their"
+        " checks report after it began (a dependent failing just before its cause); 0: no hold.",
+    )
 
 
 @dataclass(frozen=True, slots=True)

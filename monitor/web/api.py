@@ -52,6 +52,7 @@ def incident_json(i: Incident) -> dict[str, Any]:
         "description": bound_text(i.description, 8000),
         "site_wide": i.site_wide,
         "maintenance": i.maintenance,
+        "confirmed": i.confirmed,  # False: shown, not paged yet (dependencies' checks pending)
         "impacted": list(i.impacted),
         "applications": [
             {

@@ -63,6 +63,7 @@ SCHEMAS: dict[str, Any] = {
             "description",
             "site_wide",
             "maintenance",
+            "confirmed",
             "impacted",
             "applications",
         ],
@@ -77,6 +78,10 @@ SCHEMAS: dict[str, Any] = {
             "description": {"type": "string"},
             "site_wide": {"type": "boolean"},
             "maintenance": {"type": "boolean"},
+            "confirmed": {
+                "type": "boolean",
+                "description": "false while paging waits for the dependencies' checks",
+            },
             "impacted": {"type": "array", "items": {"type": "string"}},
             "applications": {
                 "type": "array",

@@ -294,3 +294,193 @@ def test_mass_failure_rolls_up_to_site(engine: HealthEngine) -> None:
     assert list(snap.incidents) == ["site:bellevue"]
     assert snap.sites["bellevue"] is State.DOWN
     assert snap.incidents["site:bellevue"].summary.startswith("Datacenter Bellevue: ")
+
+
+# --- Confirmation: a dependent failing a moment before its cause is seen is held ------------
+
+Step = tuple[float, dict[str, ProbeResult]]
+"""Seconds to move the clock, then the results that arrive (by component), then evaluate."""
+
+
+def hospital_engine(tmp_path: Path, clock: Clock, **health: object) -> HealthEngine:
+    """An engine on the test hospital (10 s checks) with these settings, every check OK."""
+    config = hospital(interval="10s")
+    config["health"] = health
+    loaded = load(tmp_path, config)
+    eng = build_engine(loaded.config, loaded.plan, clock=clock)
+    feed_all(eng, failing=set())
+    eng.evaluate()
+    return eng
+
+
+def play(engine: HealthEngine, clock: Clock, steps: list[Step]) -> dict[str, bool]:
+    """Play the steps; return the open incidents with their confirmed flag."""
+    for advance, results in steps:
+        clock.now += advance
+        for comp, result in results.items():
+            engine.observe(f"chk-{comp}", result)
+        snapshot = engine.evaluate()
+    return {key: i.confirmed for key, i in snapshot.incidents.items()}
+
+
+CONFIRM_CASES: list[tuple[str, dict[str, object], list[Step], dict[str, bool]]] = [
+    (
+        "app fails first: held",
+        {},
+        [(1, {"app-dpi-00": DOWN})],
+        {"component:app-dpi-00": False},
+    ),
+    (
+        "server fails 5 s later: the app's incident is absorbed, the server's is held",
+        {"resolve_hold": "30s"},
+        [(1, {"app-dpi-00": DOWN}), (5, {"srv-00": DOWN})],
+        {"component:srv-00": False},
+    ),
+    (
+        "then the server's UPS and SAN report: the server's incident is confirmed",
+        {},
+        [
+            (1, {"app-dpi-00": DOWN}),
+            (5, {"srv-00": DOWN}),
+            (0.5, {"ups-nord-1": UP, "ups-nord-2": UP, "san-nord": UP}),
+        ],
+        {"component:srv-00": True},
+    ),
+    (
+        "app alone, its server's check reports OK after: confirmed",
+        {},
+        [(1, {"app-labo-01": DOWN}), (0.4, {"srv-01": UP})],
+        {"component:app-labo-01": True},
+    ),
+    (
+        "app alone, no result from its server yet, before the bound (10 s + 0.5 s): held",
+        {},
+        [(1, {"app-labo-01": DOWN}), (10.4, {})],
+        {"component:app-labo-01": False},
+    ),
+    (
+        "app alone, no result from its server, bound passed: confirmed",
+        {},
+        [(1, {"app-labo-01": DOWN}), (10.5, {})],
+        {"component:app-labo-01": True},
+    ),
+    (
+        "confirm_max caps the bound",
+        {"confirm_max": "1s"},
+        [(1, {"app-labo-01": DOWN}), (1.0, {})],
+        {"component:app-labo-01": True},
+    ),
+    (
+        "confirm_max 0: no hold",
+        {"confirm_max": 0},
+        [(1, {"app-labo-01": DOWN})],
+        {"component:app-labo-01": True},
+    ),
+    (
+        "a UPS has no dependency: confirmed at once",
+        {},
+        [(1, {"ups-bellevue-1": DOWN})],
+        {"component:ups-bellevue-1": True},
+    ),
+    (
+        "a redundancy group: every member's check must report",
+        {},
+        [(1, {"app-dpi-30": DOWN}), (0.2, {"srv-00": UP})],
+        {"component:app-dpi-30": False},
+    ),
+    (
+        "a redundancy group: both members reported",
+        {},
+        [(1, {"app-dpi-30": DOWN}), (0.2, {"srv-00": UP, "srv-10": UP})],
+        {"component:app-dpi-30": True},
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("health", "steps", "expected"),
+    [c[1:] for c in CONFIRM_CASES],
+    ids=[c[0] for c in CONFIRM_CASES],
+)
+def test_confirmation(
+    tmp_path: Path,
+    clock: Clock,
+    health: dict[str, object],
+    steps: list[Step],
+    expected: dict[str, bool],
+) -> None:
+    """A root with dependencies is confirmed once their checks report after it, or the bound."""
+    engine = hospital_engine(tmp_path, clock, **health)
+    assert play(engine, clock, steps) == expected
+
+
+def test_confirmed_incident_keeps_its_start_and_stays_confirmed(
+    tmp_path: Path, clock: Clock
+) -> None:
+    """Confirmation changes no start time, and a confirmed incident is never held again."""
+    engine = hospital_engine(tmp_path, clock)
+    clock.now += 1
+    began = clock.now
+    engine.observe("chk-app-labo-01", DOWN)
+    engine.evaluate()
+    clock.now += 0.3
+    engine.observe("chk-srv-01", UP)
+    incident = engine.evaluate().incidents["component:app-labo-01"]
+    assert (incident.confirmed, incident.started_at) == (True, began)
+    clock.now += 0.2
+    engine.observe("chk-app-labo-01", DOWN)
+    assert engine.evaluate().incidents["component:app-labo-01"].confirmed
+
+
+def test_held_incident_absorbed_is_not_held_open_by_resolve_hold(
+    tmp_path: Path, clock: Clock
+) -> None:
+    """An unconfirmed incident absorbed by its cause goes at once, despite resolve_hold."""
+    engine = hospital_engine(tmp_path, clock, resolve_hold="30s")
+    clock.now += 1
+    engine.observe("chk-app-dpi-00", DOWN)
+    engine.evaluate()
+    clock.now += 5
+    engine.observe("chk-srv-00", DOWN)
+    snapshot = engine.evaluate()
+    assert "component:app-dpi-00" not in snapshot.incidents
+    assert snapshot.components["app-dpi-00"].state is State.IMPACTED
+    assert snapshot.incidents["component:srv-00"].impacted == ("app-dpi-00",)
+
+
+def test_restart_keeps_paged_incidents_confirmed_and_holds_held_ones_again(
+    tmp_path: Path, clock: Clock
+) -> None:
+    """Saved incidents were paged: restored confirmed; a held one is not saved, so held again."""
+    engine = hospital_engine(tmp_path, clock)
+    clock.now += 1
+    engine.observe("chk-ups-bellevue-1", DOWN)  # confirmed at once
+    engine.observe("chk-app-dpi-00", DOWN)  # held
+    engine.evaluate()
+    starts, since = engine.durable_state()
+    assert list(starts) == ["component:ups-bellevue-1"]
+    clock.now += 2
+    loaded = load(tmp_path, hospital(interval="10s"))
+    fresh = build_engine(loaded.config, loaded.plan, clock=clock)
+    fresh.restore(starts, since)
+    fresh.observe("chk-ups-bellevue-1", DOWN)
+    fresh.observe("chk-app-dpi-00", DOWN)
+    incidents = fresh.evaluate().incidents
+    assert incidents["component:ups-bellevue-1"].confirmed
+    assert not incidents["component:app-dpi-00"].confirmed
+    clock.now += 10.5  # the bound runs from the restart, not from the first start
+    assert fresh.evaluate().incidents["component:app-dpi-00"].confirmed
+
+
+def test_held_roots_do_not_make_a_mass_failure(tmp_path: Path, clock: Clock) -> None:
+    """Applications failing before their servers are seen do not roll up a site on their own."""
+    engine = hospital_engine(tmp_path, clock)
+    clock.now += 1
+    apps = [c for c in engine.topology.members["nord"] if c.startswith("app-")]
+    for app in apps:
+        engine.observe(f"chk-{app}", DOWN)
+    for i in range(10):
+        engine.observe(f"chk-srv-{i:02d}", DOWN)
+    incidents = engine.evaluate().incidents
+    assert "site:nord" not in incidents
+    assert not any(i.confirmed for i in incidents.values())

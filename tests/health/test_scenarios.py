@@ -9,6 +9,7 @@ receiver. A page is a distinct alert (fingerprint) notified firing by Alertmanag
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
@@ -45,18 +46,45 @@ def ups(on_battery: bool, runtime: float) -> ProbeResult:
     )
 
 
+class FeedClock:
+    """Wall time, frozen during one feed: a feed is one instant, as one evaluation batch is.
+
+    `ahead` moves it forward by hand, so a scenario can take 5 s without sleeping them.
+    """
+
+    def __init__(self) -> None:
+        self.ahead = 0.0
+        self.now = time.time()
+
+    def freeze(self) -> None:
+        """Take the wall time (plus what the test moved) as the instant of the next feed."""
+        self.now = time.time() + self.ahead
+
+    def __call__(self) -> float:
+        return self.now
+
+
 class Vigie:
     """The health and alerting half of the daemon, on a state directory that outlives it."""
 
     def __init__(
-        self, state_dir: Path, am: Alertmanager, session: aiohttp.ClientSession, hold: float = 0.0
+        self,
+        state_dir: Path,
+        am: Alertmanager,
+        session: aiohttp.ClientSession,
+        hold: float = 0.0,
+        *,
+        clock: FeedClock | None = None,
+        prime: bool = True,
     ) -> None:
         config = hospital()
         config["health"] = {"resolve_hold": hold or 0, "flapping": {"changes": 4, "window": "1m"}}
         path = state_dir / "vigie.yaml"
         path.write_text(yaml.safe_dump(config, allow_unicode=True))
         loaded = load_config(path, default_registry(), env={})
-        self.engine: HealthEngine = build_engine(loaded.config, loaded.plan)
+        self.clock = clock or FeedClock()
+        self.clock.freeze()
+        self.engine: HealthEngine = build_engine(loaded.config, loaded.plan, clock=self.clock)
         self.persist = HealthStateStore(state_dir / "health.sqlite")
         self.engine.restore(*self.persist.load())
         settings = AlertingSettings(
@@ -77,12 +105,14 @@ class Vigie:
         )
         self.notifier = IncidentNotifier(self.dispatcher)
         self.task = asyncio.create_task(self.dispatcher.run())
-        for check_id in self.engine.checks:
-            self.engine.observe(check_id, UP)
+        if prime:  # the first round of checks: everything fine
+            for check_id in self.engine.checks:
+                self.engine.observe(check_id, UP)
 
     def feed(self, failing: Iterable[str] = (), **special: ProbeResult) -> None:
         """Give every check a result (failing components fail), then evaluate and publish."""
         failing = set(failing)
+        self.clock.freeze()
         for check_id in self.engine.checks:
             comp = check_id.removeprefix("chk-")
             result = special.get(comp.replace("-", "_"))
@@ -90,6 +120,14 @@ class Vigie:
         snapshot = self.engine.evaluate()
         self.persist.save(*self.engine.durable_state())
         self.notifier.update(snapshot)
+
+    def arrive(self, **results: ProbeResult) -> None:
+        """Only these components' checks report (spread over their interval), then evaluate."""
+        self.clock.freeze()
+        for comp, result in results.items():
+            self.engine.observe(f"chk-{comp.replace('_', '-')}", result)
+        self.notifier.update(self.engine.evaluate())
+        self.persist.save(*self.engine.durable_state())
 
     async def stop(self) -> None:
         """Stop as the daemon does on SIGTERM."""
@@ -256,3 +294,101 @@ async def test_f_alertmanager_down_during_incident_nothing_lost(
         20,
     )
     assert sum(vigie.dispatcher.queued().values()) == 0
+
+
+async def test_g_app_fails_first_server_5s_later_pages_the_server_once(
+    tmp_path: Path, am: Alertmanager, session: aiohttp.ClientSession, receiver: Receiver
+) -> None:
+    """The application's check fails 5 s before its server's: one page, the server's, naming
+    the application as impacted; the application is never paged."""
+    clock = FeedClock()
+    v = Vigie(tmp_path, am, session, hold=30.0, clock=clock)
+    try:
+        v.arrive(app_dpi_00=DOWN)
+        assert not v.engine.snapshot.incidents["component:app-dpi-00"].confirmed
+        assert v.dispatcher.active() == {}
+        clock.ahead += 5
+        v.arrive(srv_00=DOWN)
+        assert "component:app-dpi-00" not in v.engine.snapshot.incidents
+        clock.ahead += 1  # the next round: the server's UPS and SAN are fine
+        v.feed({"srv-00", "app-dpi-00"})
+        await wait_for(lambda: len(pages(receiver)) == 1, "the server page")
+        await asyncio.sleep(1.5)  # a page for the application would arrive in this time
+        fired = list(pages(receiver).values())
+        assert [p["labels"]["component"] for p in fired] == ["srv-00"]
+        assert "Dossier patient 00" in fired[0]["annotations"]["summary"]
+        assert not [b for b in receiver.on("/am/am") if b["status"] == "resolved"]
+    finally:
+        await v.stop()
+
+
+async def test_h_app_fails_alone_paged_once_confirmed(
+    tmp_path: Path, am: Alertmanager, session: aiohttp.ClientSession, receiver: Receiver
+) -> None:
+    """An application failing alone is paged once its server's check reports OK after it."""
+    clock = FeedClock()
+    v = Vigie(tmp_path, am, session, clock=clock)
+    try:
+        v.arrive(app_labo_01=DOWN)
+        assert v.dispatcher.active() == {}
+        clock.ahead += 0.4
+        v.arrive(srv_01=UP)
+        await wait_for(lambda: len(pages(receiver)) == 1, "the application page")
+        page = next(iter(pages(receiver).values()))
+        assert page["labels"]["component"] == "app-labo-01"
+        v.arrive(app_labo_01=DOWN)
+        await asyncio.sleep(1.5)  # a second page would arrive in this time
+        assert len(pages(receiver)) == 1
+    finally:
+        await v.stop()
+
+
+async def test_i_app_fails_alone_paged_within_the_bound(
+    tmp_path: Path, am: Alertmanager, session: aiohttp.ClientSession, receiver: Receiver
+) -> None:
+    """With no news from its server, an application is paged once the bound (1 s + 0.5 s) ran."""
+    clock = FeedClock()
+    v = Vigie(tmp_path, am, session, clock=clock)
+    try:
+        v.arrive(app_labo_01=DOWN)
+        clock.ahead += 1.4
+        v.arrive()
+        assert v.dispatcher.active() == {}
+        clock.ahead += 0.1
+        v.arrive()
+        await wait_for(lambda: len(pages(receiver)) == 1, "the application page")
+    finally:
+        await v.stop()
+
+
+async def test_j_ups_root_pages_at_once(vigie: Vigie, receiver: Receiver) -> None:
+    """A UPS has no dependency: its incident is paged from the first evaluation."""
+    vigie.arrive(ups_bellevue_1=DOWN)
+    assert vigie.engine.snapshot.incidents["component:ups-bellevue-1"].confirmed
+    await wait_for(lambda: len(pages(receiver)) == 1, "the UPS page")
+    page = next(iter(pages(receiver).values()))
+    assert page["labels"]["component"] == "ups-bellevue-1"
+
+
+async def test_k_restart_mid_hold_holds_again_then_one_page(
+    tmp_path: Path, am: Alertmanager, session: aiohttp.ClientSession, receiver: Receiver
+) -> None:
+    """Vigie restarted while an incident is held: not paged as if restored; its server, seen
+    failing after the restart, gets the one page."""
+    clock = FeedClock()
+    first = Vigie(tmp_path, am, session, clock=clock)
+    first.arrive(app_dpi_00=DOWN)
+    await first.stop()
+    clock.ahead += 2
+    second = Vigie(tmp_path, am, session, clock=clock, prime=False)
+    try:
+        second.arrive(app_dpi_00=DOWN)
+        assert not second.engine.snapshot.incidents["component:app-dpi-00"].confirmed
+        assert second.dispatcher.active() == {}
+        clock.ahead += 3
+        second.feed({"srv-00", "app-dpi-00"})
+        await wait_for(lambda: len(pages(receiver)) == 1, "the server page")
+        await asyncio.sleep(1.5)  # a page for the application would arrive in this time
+        assert [p["labels"]["component"] for p in pages(receiver).values()] == ["srv-00"]
+    finally:
+        await second.stop()
