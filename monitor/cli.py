@@ -166,7 +166,7 @@ async def _probe_snmp(
 
         own = CollectorRegistry()
         scheduler = Scheduler(ProbeRegistry([probe]), ResultStore(), session, SchedulerMetrics(own))
-        result = await scheduler.run(check)
+        result = await scheduler.run(check, keep_logs=True)
     return _print_result(check, result, Exposition(own))
 
 
@@ -261,7 +261,7 @@ async def _probe_once(path: Path, check_id: str) -> int:
     own = CollectorRegistry()
     async with make_session() as session:
         scheduler = Scheduler(registry, ResultStore(), session, SchedulerMetrics(own))
-        result = await scheduler.run(check)
+        result = await scheduler.run(check, keep_logs=True)
     return _print_result(check, result, Exposition(own))
 
 

@@ -27,6 +27,9 @@ COMMON_FAMILIES = {
     "probe_duration_seconds": Family("gauge", "How long the probe took, in seconds."),
 }
 
+LABEL_CACHE_SIZE = 4096
+"""Label texts remembered per check before the memo starts afresh."""
+
 _TEXT_TYPES = {"gauge": "gauge", "counter": "counter", "info": "gauge", "stateset": "gauge"}
 
 
@@ -47,13 +50,14 @@ def escape_help(text: str) -> str:
 
 def format_value(value: float) -> str:
     """Format a sample value as Prometheus expects (Go's float formatting for specials)."""
-    if math.isnan(value):
+    v = float(value)
+    if v.is_integer():  # False for NaN and infinities
+        return str(int(v)) if -1e15 < v < 1e15 else repr(v)
+    if math.isnan(v):
         return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if value == int(value) and abs(value) < 1e15:
-        return str(int(value))
-    return repr(float(value))
+    if v in (math.inf, -math.inf):
+        return "+Inf" if v > 0 else "-Inf"
+    return repr(v)
 
 
 def label_text(labels: Iterable[tuple[str, str]]) -> str:
@@ -80,6 +84,9 @@ class Exposition:
         self._lines: dict[str, dict[str, bytes]] = {}
         self._check_families: dict[str, set[str]] = {}
         self._prefixes: dict[str, str] = {}
+        # Per check: a sample's labels -> the rendered label text (check prefix included).
+        # The same series come back at every run, so they are escaped once, not every time.
+        self._label_texts: dict[str, dict[tuple[tuple[str, str], ...], str]] = {}
 
     def set_labels(self, labels_by_check: Mapping[str, Iterable[tuple[str, str]]]) -> None:
         """Set each check's identifying labels; checks no longer listed are dropped."""
@@ -100,23 +107,40 @@ class Exposition:
         prefix = self._prefixes.get(check_id)
         if prefix is None:
             return
-        rendered = self.render_samples(prefix, result_samples(result))
-        old = self._check_families.get(check_id, set())
-        for family in old - rendered.keys():
-            self._lines[family].pop(check_id, None)
+        texts = self._label_texts.setdefault(check_id, {})
+        if len(texts) > LABEL_CACHE_SIZE:  # series come and go (a table's rows): start afresh
+            texts.clear()
+        rendered = self.render_samples(prefix, result_samples(result), texts)
+        old = self._check_families.get(check_id)
+        if old is None or old != rendered.keys():  # families came or went: usually not
+            for family in (old or set()) - rendered.keys():
+                self._lines[family].pop(check_id, None)
+            self._check_families[check_id] = set(rendered)
+        lines = self._lines
         for family, text in rendered.items():
-            self._lines.setdefault(family, {})[check_id] = text.encode()
-        self._check_families[check_id] = set(rendered)
+            per_check = lines.get(family)
+            if per_check is None:
+                per_check = lines[family] = {}
+            per_check[check_id] = text.encode()
 
-    def render_samples(self, prefix: str, samples: Iterable[Sample]) -> dict[str, str]:
-        """Render samples grouped by family, registering new families' headers."""
+    def render_samples(
+        self,
+        prefix: str,
+        samples: Iterable[Sample],
+        texts: dict[tuple[tuple[str, str], ...], str] | None = None,
+    ) -> dict[str, str]:
+        """Render samples grouped by family, registering new families' headers.
+
+        texts memoises label texts for this prefix (a table's rows carry the same labels in
+        every column's family, and a check's series repeat from run to run).
+        """
         out: dict[str, list[str]] = {}
-        # A table's rows carry the same labels in every column's family: escape them once.
-        texts: dict[tuple[tuple[str, str], ...], str] = {}
+        texts = {} if texts is None else texts
+        families = self._families
         for sample in samples:
             name = sample.name
-            if name not in self._families:
-                self._families[name] = Family(_TEXT_TYPES[sample.type], sample.help)
+            if name not in families:
+                families[name] = Family(_TEXT_TYPES[sample.type], sample.help)
             labels = texts.get(sample.labels)
             if labels is None:
                 own = label_text(sample.labels)
@@ -124,14 +148,19 @@ class Exposition:
                 texts[sample.labels] = labels
             value = format_value(sample.value)
             line = f"{name}{{{labels}}} {value}\n" if labels else f"{name} {value}\n"
-            out.setdefault(name, []).append(line)
-        return {name: "".join(lines) for name, lines in out.items()}
+            family_lines = out.get(name)
+            if family_lines is None:
+                out[name] = [line]
+            else:
+                family_lines.append(line)
+        return {name: ls[0] if len(ls) == 1 else "".join(ls) for name, ls in out.items()}
 
     def drop(self, check_id: str) -> None:
         """Remove every series of a check."""
         for family in self._check_families.pop(check_id, set()):
             self._lines[family].pop(check_id, None)
         self._prefixes.pop(check_id, None)
+        self._label_texts.pop(check_id, None)
 
     def render_text(self, families: Mapping[str, str]) -> str:
         """Render a family->lines mapping with headers, e.g. for one check's debug output."""

@@ -71,6 +71,7 @@ class Scheduler:
         self._store = store
         self._session = session
         self._metrics = metrics
+        self._durations: dict[str, Histogram] = {}  # duration histogram child per kind
         self._clock = clock
         self._base = clock()
         self._global = asyncio.Semaphore(max_concurrency)
@@ -184,14 +185,19 @@ class Scheduler:
             sem = self._hosts[host] = asyncio.Semaphore(self._per_host_limit)
         return sem
 
-    async def run(self, check: Check, due: float | None = None) -> ProbeResult:
-        """Run a check once under the limits; timeouts and exceptions become failed results."""
+    async def run(
+        self, check: Check, due: float | None = None, *, keep_logs: bool = False
+    ) -> ProbeResult:
+        """Run a check once under the limits; timeouts and exceptions become failed results.
+
+        keep_logs puts the probe's debug lines in the result (/probe?debug=true, `vigie probe`).
+        """
         probe = self._registry[check.kind]
         async with self._global, self._host_limit(check.host):
             start = self._clock()
             if due is not None:
                 self._metrics.lag.observe(max(0.0, start - due))
-            log = ProbeLog(self._log.bind(check=check.id, target=check.target))
+            log = ProbeLog(self._log.bind(check=check.id, target=check.target), keep=keep_logs)
             ctx = ProbeContext(session=self._session, log=log)
             self._metrics.in_flight.inc()
             try:
@@ -205,7 +211,10 @@ class Scheduler:
             finally:
                 self._metrics.in_flight.dec()
             duration = self._clock() - start
-        self._metrics.duration.labels(kind=check.kind).observe(duration)
+        per_kind = self._durations.get(check.kind)
+        if per_kind is None:
+            per_kind = self._durations[check.kind] = self._metrics.duration.labels(kind=check.kind)
+        per_kind.observe(duration)
         if result.error is not None:
             log("probe_failed", reason=result.error)
         return dataclasses.replace(

@@ -29,16 +29,18 @@ class Check:
 
 
 class ProbeLog:
-    """Debug lines of one probe run: kept for /probe?debug=true and sent to the logger."""
+    """Debug events of one probe run: sent to the logger, kept as lines for debug runs only."""
 
-    def __init__(self, logger: Any) -> None:
+    def __init__(self, logger: Any, keep: bool = True) -> None:
         self.lines: list[str] = []
         self._logger = logger
+        self._keep = keep
 
     def __call__(self, event: str, **fields: object) -> None:
         """Record one event with its fields."""
-        text = " ".join([event, *(f"{k}={v}" for k, v in fields.items())])
-        self.lines.append(bound_text(text))
+        if self._keep:
+            text = " ".join([event, *(f"{k}={v}" for k, v in fields.items())])
+            self.lines.append(bound_text(text))
         self._logger.debug(event, **fields)
 
 

@@ -62,7 +62,7 @@ async def probe(request: web.Request) -> web.Response:
     check = daemon.scheduler.plan.get(check_id)
     if check is None:
         return web.Response(status=404, text=f"unknown check {bound_text(check_id, 100)!r}\n")
-    result = await daemon.scheduler.run(check)
+    result = await daemon.scheduler.run(check, keep_logs=True)
     exp = daemon.exposition
     text = exp.render_text(
         exp.render_samples(label_text(check_labels(check)), result_samples(result))

@@ -21,15 +21,12 @@ import aiohttp
 import pytest
 import structlog
 import yaml
-from aiohttp import web
 
 from lab.hospital import Lab
 from lab.scenarios import APP_LAG, ScenarioController, ScenarioRun
 from monitor.app import Daemon
 from monitor.config import load_config
 from monitor.demo import DEMO_CONFIG, demo_env
-from monitor.web import api, metrics
-from monitor.web.keys import DAEMON_KEY
 from probes import default_registry
 from probes.snmp_profiles import SHIPPED_PROFILE_DIR
 from tests.alerting.conftest import Alertmanager, AlertmanagerFactory, wait_for
@@ -135,12 +132,7 @@ async def hospital(
     registry = default_registry()
     loaded = load_config(fast_config(tmp_path, am.url), registry, env=env)
     daemon = Daemon(loaded, registry, session, env=env, logger=structlog.get_logger("e2e"))
-    # The JSON API and /metrics only: these tests do not depend on the status page's HTML.
-    app = web.Application()
-    app[DAEMON_KEY] = daemon
-    api.add_routes(app)
-    app.router.add_get("/metrics", metrics)
-    await daemon.start(app)
+    await daemon.start()  # the whole web app: the recovery test reads the recovery board
     controller = ScenarioController(lab)
     h = Hospital(lab, controller, daemon, am, session, f"http://127.0.0.1:{daemon.listen_port}")
     await wait_for(daemon.scheduler.first_round_done.is_set, "first round of checks")
@@ -251,3 +243,15 @@ async def test_recovery_leaves_only_the_flapping_application(hospital: Hospital)
         return "site:nord" not in roots and "rdv" in roots
 
     await wait_for(site_page_resolved, "the site page resolved, rdv's firing", within=10)
+    # The recovery board: what came back and when, what is still down (rdv) on top.
+    board = {r["id"]: r for r in await hospital.api("recovery")}
+    assert {"dpi", "labo", "pacs", "rdv"} <= board.keys(), board
+    assert next(iter(board)) == "rdv" and not board["rdv"]["back"], board
+    for app in ("dpi", "labo", "pacs"):
+        row = board[app]
+        assert row["back"] and row["down_since"] and row["back_at"], row
+        assert row["down_since"] < row["back_at"] and row["stable_for_seconds"] >= 0, row
+    assert board["dpi"]["back_at"] <= board["labo"]["back_at"] <= board["pacs"]["back_at"]
+    async with hospital.session.get(f"{hospital.url}/recovery") as response:
+        page = await response.text()
+    assert response.status == 200 and "Prise de rendez-vous" in page and "FLAPPING" in page
