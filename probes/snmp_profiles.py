@@ -710,8 +710,12 @@ def _rows(m: MetricDef, data: Collected, log: Log, cache: _RowCache | None = Non
     """Return the metric's instances with their index and lookup labels."""
     if m.walked:
         instances = data.walks.get(m.oid, {})
+    elif m.oid not in data.scalars:
+        return []
+    elif not (m.indexes or m.lookups or m.label or m.valid_when):
+        return [_Row((), data.scalars[m.oid], "")]  # a plain scalar: most of a GET
     else:
-        instances = {"": data.scalars[m.oid]} if m.oid in data.scalars else {}
+        instances = {"": data.scalars[m.oid]}
     rows: list[_Row] = []
     cache = _RowCache() if cache is None else cache
     shape = tuple((i.label, i.type) for i in m.indexes)
