@@ -137,17 +137,19 @@ class Exposition:
         out: dict[str, list[str]] = {}
         texts = {} if texts is None else texts
         families = self._families
-        for sample in samples:
-            name = sample.name
+        isfinite = math.isfinite
+        for name, value, labels, type_, help_ in samples:
             if name not in families:
-                families[name] = Family(_TEXT_TYPES[sample.type], sample.help)
-            labels = texts.get(sample.labels)
-            if labels is None:
-                own = label_text(sample.labels)
-                labels = f"{prefix},{own}" if prefix and own else prefix or own
-                texts[sample.labels] = labels
-            value = format_value(sample.value)
-            line = f"{name}{{{labels}}} {value}\n" if labels else f"{name} {value}\n"
+                families[name] = Family(_TEXT_TYPES[type_], help_)
+            text = texts.get(labels)
+            if text is None:
+                own = label_text(labels)
+                text = texts[labels] = f"{prefix},{own}" if prefix and own else prefix or own
+            if value.__class__ is float and not value.is_integer() and isfinite(value):
+                shown = repr(value)  # the common case, without format_value's call
+            else:
+                shown = format_value(value)
+            line = f"{name}{{{text}}} {shown}\n" if text else f"{name} {shown}\n"
             family_lines = out.get(name)
             if family_lines is None:
                 out[name] = [line]

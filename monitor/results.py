@@ -6,7 +6,7 @@ import collections
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 MetricType = Literal["gauge", "counter", "info", "stateset"]
 
@@ -22,9 +22,12 @@ def bound_text(text: str, limit: int = MAX_ERROR_CHARS) -> str:
     return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
 
 
-@dataclass(frozen=True, slots=True)
-class Sample:
-    """One metric sample a probe produced; check labels are added at exposition time."""
+class Sample(NamedTuple):
+    """One metric sample a probe produced; check labels are added at exposition time.
+
+    A named tuple rather than a frozen dataclass: probes make thousands a second, and a
+    tuple is built in half the time.
+    """
 
     name: str
     value: float

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 import math
 import time
@@ -85,6 +84,8 @@ class Scheduler:
         self._stopping = False
         self._probing: set[str] = set()
         self._wake: dict[str, asyncio.Event] = {}
+        # Per check id: (target, logger bound to check and target), bound once, not every run.
+        self._loggers: dict[str, tuple[str, Any]] = {}
 
     @property
     def plan(self) -> Mapping[str, Check]:
@@ -104,6 +105,7 @@ class Scheduler:
         for cid in removed:
             self._store.remove(cid)
             self._wake.pop(cid, None)
+            self._loggers.pop(cid, None)
         first = not self._plan and not self._tasks
         self._plan = dict(plan)
         for cid in added + changed:
@@ -197,7 +199,7 @@ class Scheduler:
             start = self._clock()
             if due is not None:
                 self._metrics.lag.observe(max(0.0, start - due))
-            log = ProbeLog(self._log.bind(check=check.id, target=check.target), keep=keep_logs)
+            log = ProbeLog(self._logger(check), keep=keep_logs)
             ctx = ProbeContext(session=self._session, log=log)
             self._metrics.in_flight.inc()
             try:
@@ -217,9 +219,26 @@ class Scheduler:
         per_kind.observe(duration)
         if result.error is not None:
             log("probe_failed", reason=result.error)
-        return dataclasses.replace(
-            result, duration=duration, logs=(*result.logs, *log.lines), timestamp=time.time()
+        return ProbeResult(
+            success=result.success,
+            duration=duration,
+            samples=result.samples,
+            error=result.error,
+            phases=result.phases,
+            logs=(*result.logs, *log.lines) if log.lines else result.logs,
+            timestamp=time.time(),
         )
+
+    def _logger(self, check: Check) -> Any:
+        """Return the scheduler's logger bound to the check's id and target."""
+        cached = self._loggers.get(check.id)
+        if cached is not None and cached[0] == check.target:
+            return cached[1]
+        bound = self._log.bind(check=check.id, target=check.target)
+        if len(self._loggers) > 2 * len(self._plan) + 1024:  # ad hoc ids (/probe) piled up
+            self._loggers.clear()
+        self._loggers[check.id] = (check.target, bound)
+        return bound
 
     def probing(self) -> int:
         """Return the number of checks whose probe is running now."""

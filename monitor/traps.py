@@ -154,7 +154,7 @@ def merge_trap(
     for sample in last.samples if last is not None else ():
         if sample.name in sets:
             seen.add(sample.name)
-            samples.append(replace(sample, value=sets[sample.name]))
+            samples.append(sample._replace(value=sets[sample.name]))
         else:
             samples.append(sample)
     for name, value in sets.items():

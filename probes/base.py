@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,9 +36,14 @@ class ProbeLog:
         self.lines: list[str] = []
         self._logger = logger
         self._keep = keep
+        # Probes log a few events per run: skip them at once when nobody would see them.
+        is_enabled_for = getattr(logger, "is_enabled_for", None)
+        self.enabled = keep or is_enabled_for is None or bool(is_enabled_for(logging.DEBUG))
 
     def __call__(self, event: str, **fields: object) -> None:
         """Record one event with its fields."""
+        if not self.enabled:
+            return
         if self._keep:
             text = " ".join([event, *(f"{k}={v}" for k, v in fields.items())])
             self.lines.append(bound_text(text))

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import ssl
+import time
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Annotated, ClassVar, Self
 
 import aiohttp
+from aiohttp.abc import ResolveResult
+from aiohttp.client_reqrep import ClientRequest
+from aiohttp.connector import Connection
+from aiohttp.tracing import Trace
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from yarl import URL
 
@@ -22,9 +28,10 @@ from probes.tls import (
     TlsSettings,
     cert_expiry,
     describe_ssl_error,
-    observe_tls,
     os_error_reason,
     peer_cert_der,
+    reset_tls_observer,
+    set_tls_observer,
 )
 
 __all__ = ["BasicAuthSettings", "HttpProbe", "HttpSettings", "HttpTiming", "make_session"]
@@ -39,14 +46,13 @@ _CHUNK = 64 * 1024
 
 @dataclass(slots=True)
 class _Hop:
-    """Timestamps (event loop clock) of one request of a redirect chain."""
+    """Timestamps (monotonic clock) of one request of a redirect chain."""
 
     conn_start: float | None = None
     dns_start: float | None = None
     dns_end: float | None = None
     tls_start: float | None = None
     conn_end: float | None = None
-    sent: float | None = None
     response: float | None = None
     ssl_object: ssl.SSLObject | None = None
     peer_der: bytes | None = None
@@ -54,12 +60,12 @@ class _Hop:
 
 @dataclass(slots=True)
 class HttpTiming:
-    """Phase timestamps of one probe run, filled by the session's trace callbacks.
+    """Phase timestamps of one probe run, filled by the session's connector and resolver.
 
-    Pass an instance as ``trace_request_ctx`` of a request on a session from make_session, and
-    run the request inside ``observe_tls(timing.on_tls_start)`` so the TLS handshake is timed
-    apart from the TCP connect (see probes.tls.observe_tls). Without that, the TLS handshake
-    is counted in the connect phase.
+    Run the request inside ``timing.observe()`` on a session from make_session: the connector
+    and resolver then note connect and DNS times in it, and the TLS handshake is timed apart
+    from the TCP connect (see probes.tls.observe_tls). Call ``on_response`` when the final
+    response's headers are in, and set ``body_end`` when the body is read.
     """
 
     start: float
@@ -69,151 +75,160 @@ class HttpTiming:
     @staticmethod
     def now() -> float:
         """Return the clock the timestamps use."""
-        return asyncio.get_running_loop().time()
+        return time.monotonic()
 
     @property
     def hop(self) -> _Hop:
         """Return the request of the redirect chain in progress."""
         return self.hops[-1]
 
+    def observe(self) -> _Observed:
+        """Return a context manager under which this task's request fills this timing."""
+        return _Observed(self)
+
+    def on_connect_start(self) -> None:
+        """Record the start of connecting; a second connect means a redirect's next hop."""
+        now = time.monotonic()
+        hop = self.hops[-1]
+        if hop.conn_start is not None:
+            if hop.response is None:
+                hop.response = now  # the redirect response was read just before
+            hop = _Hop()
+            self.hops.append(hop)
+        hop.conn_start = now
+
+    def on_dns(self, start: float, end: float) -> None:
+        """Record the name resolution of the hop in progress."""
+        hop = self.hops[-1]
+        hop.dns_start, hop.dns_end = start, end
+
     def on_tls_start(self, ssl_object: ssl.SSLObject) -> None:
         """Record that TCP connect ended and the TLS handshake starts."""
-        self.hop.tls_start = self.now()
-        self.hop.ssl_object = ssl_object
+        hop = self.hops[-1]
+        hop.tls_start = time.monotonic()
+        hop.ssl_object = ssl_object
 
     def on_connection_end(self) -> None:
         """Record the end of connect (and TLS handshake) and keep the peer certificate."""
-        hop = self.hop
-        hop.conn_end = self.now()
+        hop = self.hops[-1]
+        hop.conn_end = time.monotonic()
         if hop.ssl_object is not None:
             hop.peer_der = peer_cert_der(hop.ssl_object)
             hop.ssl_object = None
 
+    def on_response(self) -> None:
+        """Record that the final response's headers are in."""
+        self.hops[-1].response = time.monotonic()
+
     def phases(self) -> dict[str, float]:
-        """Return the seconds spent in each phase, summed over the redirect chain."""
-        out = dict.fromkeys(("dns", "connect", "tls", "processing", "transfer"), 0.0)
+        """Return the seconds spent in each phase, summed over the redirect chain.
+
+        processing runs from the connection being ready (the request is written at once) to
+        the response headers being read.
+        """
+        dns_sum = connect = tls = processing = transfer = 0.0
         for hop in self.hops:
             dns = 0.0
             if hop.dns_start is not None and hop.dns_end is not None:
                 dns = max(0.0, hop.dns_end - hop.dns_start)
-            out["dns"] += dns
-            connected = hop.tls_start if hop.tls_start is not None else hop.conn_end
+            dns_sum += dns
+            conn_end = hop.conn_end
+            connected = hop.tls_start if hop.tls_start is not None else conn_end
             if hop.conn_start is not None and connected is not None:
-                out["connect"] += max(0.0, connected - hop.conn_start - dns)
-            if hop.tls_start is not None and hop.conn_end is not None:
-                out["tls"] += max(0.0, hop.conn_end - hop.tls_start)
-            sent = hop.sent if hop.sent is not None else hop.conn_end
-            if sent is not None and hop.response is not None:
-                out["processing"] += max(0.0, hop.response - sent)
+                connect += max(0.0, connected - hop.conn_start - dns)
+            if hop.tls_start is not None and conn_end is not None:
+                tls += max(0.0, conn_end - hop.tls_start)
+            if conn_end is not None and hop.response is not None:
+                processing += max(0.0, hop.response - conn_end)
         last = self.hops[-1].response
         if last is not None and self.body_end is not None:
-            out["transfer"] = max(0.0, self.body_end - last)
-        return out
+            transfer = max(0.0, self.body_end - last)
+        return {
+            "dns": dns_sum,
+            "connect": connect,
+            "tls": tls,
+            "processing": processing,
+            "transfer": transfer,
+        }
 
     def total(self) -> float:
         """Return the seconds from the start of the request to the end of the body (or now)."""
-        end = self.body_end if self.body_end is not None else self.now()
+        end = self.body_end if self.body_end is not None else time.monotonic()
         return max(0.0, end - self.start)
 
 
-def _timing(ctx: SimpleNamespace) -> HttpTiming | None:
-    """Return the HttpTiming of a traced request, if it has one."""
-    timing = getattr(ctx, "trace_request_ctx", None)
-    return timing if isinstance(timing, HttpTiming) else None
+_TIMING: ContextVar[HttpTiming | None] = ContextVar("vigie_http_timing", default=None)
 
 
-async def _on_connection_create_start(
-    _s: aiohttp.ClientSession, ctx: SimpleNamespace, _p: aiohttp.TraceConnectionCreateStartParams
-) -> None:
-    """Mark the start of connecting (DNS, TCP, TLS)."""
-    if (t := _timing(ctx)) is not None:
-        t.hop.conn_start = t.now()
+class _Observed:
+    """Make a timing the current task's, for the connector, the resolver and TLS contexts."""
+
+    __slots__ = ("_timing", "_tokens")
+
+    def __init__(self, timing: HttpTiming) -> None:
+        self._timing = timing
+
+    def __enter__(self) -> None:
+        self._tokens = (_TIMING.set(self._timing), set_tls_observer(self._timing.on_tls_start))
+
+    def __exit__(self, *_: object) -> None:
+        timing_token, tls_token = self._tokens
+        _TIMING.reset(timing_token)
+        reset_tls_observer(tls_token)
 
 
-async def _on_connection_create_end(
-    _s: aiohttp.ClientSession, ctx: SimpleNamespace, _p: aiohttp.TraceConnectionCreateEndParams
-) -> None:
-    """Mark the end of connecting, TLS handshake included."""
-    if (t := _timing(ctx)) is not None:
-        t.on_connection_end()
+class _TimedConnector(aiohttp.TCPConnector):
+    """A connector that notes when connecting (DNS, TCP, TLS) starts and ends in the timing.
+
+    A subclass hook instead of aiohttp's request traces: those build a parameters object and
+    await a callback per event and per request, a fifth of Vigie's CPU per probe.
+    """
+
+    async def connect(
+        self,
+        req: ClientRequest,
+        traces: list[Trace],
+        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109
+    ) -> Connection:
+        """Open the connection, noting its start and end in the current task's timing."""
+        timing = _TIMING.get()
+        if timing is None:
+            return await super().connect(req, traces, timeout)
+        timing.on_connect_start()
+        conn = await super().connect(req, traces, timeout)
+        timing.on_connection_end()
+        return conn
 
 
-async def _on_dns_start(
-    _s: aiohttp.ClientSession, ctx: SimpleNamespace, _p: aiohttp.TraceDnsResolveHostStartParams
-) -> None:
-    """Mark the start of name resolution."""
-    if (t := _timing(ctx)) is not None:
-        t.hop.dns_start = t.now()
+class _TimedResolver(aiohttp.ThreadedResolver):
+    """The system resolver (getaddrinfo in a thread), timed into the current task's timing."""
 
-
-async def _on_dns_end(
-    _s: aiohttp.ClientSession, ctx: SimpleNamespace, _p: aiohttp.TraceDnsResolveHostEndParams
-) -> None:
-    """Mark the end of name resolution."""
-    if (t := _timing(ctx)) is not None:
-        t.hop.dns_end = t.now()
-
-
-async def _on_headers_sent(
-    _s: aiohttp.ClientSession, ctx: SimpleNamespace, _p: aiohttp.TraceRequestHeadersSentParams
-) -> None:
-    """Mark the request headers as written."""
-    if (t := _timing(ctx)) is not None:
-        t.hop.sent = t.now()
-
-
-async def _on_chunk_sent(
-    _s: aiohttp.ClientSession, ctx: SimpleNamespace, _p: aiohttp.TraceRequestChunkSentParams
-) -> None:
-    """Mark a request body chunk as written."""
-    if (t := _timing(ctx)) is not None:
-        t.hop.sent = t.now()
-
-
-async def _on_redirect(
-    _s: aiohttp.ClientSession, ctx: SimpleNamespace, _p: aiohttp.TraceRequestRedirectParams
-) -> None:
-    """Mark the redirect response as received and start the next hop."""
-    if (t := _timing(ctx)) is not None:
-        t.hop.response = t.now()
-        t.hops.append(_Hop())
-
-
-async def _on_request_end(
-    _s: aiohttp.ClientSession, ctx: SimpleNamespace, _p: aiohttp.TraceRequestEndParams
-) -> None:
-    """Mark the final response headers as received."""
-    if (t := _timing(ctx)) is not None:
-        t.hop.response = t.now()
-
-
-def _trace_config() -> aiohttp.TraceConfig:
-    """Return the trace config that fills the HttpTiming passed as trace_request_ctx."""
-    tc = aiohttp.TraceConfig()
-    tc.on_connection_create_start.append(_on_connection_create_start)
-    tc.on_connection_create_end.append(_on_connection_create_end)
-    tc.on_dns_resolvehost_start.append(_on_dns_start)
-    tc.on_dns_resolvehost_end.append(_on_dns_end)
-    tc.on_request_headers_sent.append(_on_headers_sent)
-    tc.on_request_chunk_sent.append(_on_chunk_sent)
-    tc.on_request_redirect.append(_on_redirect)
-    tc.on_request_end.append(_on_request_end)
-    tc.freeze()
-    return tc
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        """Resolve host and note how long it took."""
+        timing = _TIMING.get()
+        start = time.monotonic()
+        try:
+            return await super().resolve(host, port, family)
+        finally:
+            if timing is not None:
+                timing.on_dns(start, time.monotonic())
 
 
 def make_session(*, limit: int = 0) -> aiohttp.ClientSession:
-    """Return the shared probe session: fresh connection per request, no cookies, phase traces.
+    """Return the shared probe session: fresh connection per request, no cookies, phase timing.
 
     Call it from a running event loop and close it on shutdown. ``limit`` caps concurrent
     connections (0: no cap, the scheduler limits concurrency). DNS is not cached, so every
     probe measures name resolution; aiohttp's own timeouts are off, the scheduler's applies.
     """
-    connector = aiohttp.TCPConnector(force_close=True, limit=limit, use_dns_cache=False)
+    connector = _TimedConnector(
+        force_close=True, limit=limit, use_dns_cache=False, resolver=_TimedResolver()
+    )
     return aiohttp.ClientSession(
         connector=connector,
         cookie_jar=aiohttp.DummyCookieJar(),
-        trace_configs=[_trace_config()],
         timeout=aiohttp.ClientTimeout(total=None, connect=None, sock_connect=None, sock_read=None),
         headers={"User-Agent": USER_AGENT},
         trust_env=False,
@@ -339,19 +354,27 @@ def _secret(value: SecretStr | None) -> str:
 
 def _gauge(name: str, value: float, help: str, labels: tuple[tuple[str, str], ...] = ()) -> Sample:
     """Return a gauge sample."""
-    return Sample(name=name, value=value, labels=labels, type="gauge", help=help)
+    return Sample(name, value, labels, "gauge", help)
 
 
 _PHASE_HELP = "Seconds spent in each phase of the HTTP request, summed over redirects."
 
 
-def _phase_samples(timing: HttpTiming, total: float) -> list[Sample]:
+_PHASE_LABELS = {
+    name: (("phase", name),) for name in ("dns", "connect", "tls", "processing", "transfer")
+}
+
+
+def _phase_samples(phases: dict[str, float], total: float) -> list[Sample]:
     """Return the probe_http_duration_seconds samples, one per phase and the total."""
-    phases = {**timing.phases(), "total": total}
-    return [
-        _gauge("probe_http_duration_seconds", v, _PHASE_HELP, (("phase", k),))
+    samples = [
+        Sample("probe_http_duration_seconds", v, _PHASE_LABELS[k], "gauge", _PHASE_HELP)
         for k, v in phases.items()
     ]
+    samples.append(
+        Sample("probe_http_duration_seconds", total, (("phase", "total"),), "gauge", _PHASE_HELP)
+    )
+    return samples
 
 
 def _describe_client_error(exc: aiohttp.ClientError) -> str:
@@ -497,7 +520,7 @@ class HttpProbe:
         complete = True
         der: bytes | None = None
         try:
-            with observe_tls(timing.on_tls_start):
+            with timing.observe():
                 async with ctx.session.request(
                     settings.method,
                     check.target,
@@ -506,16 +529,17 @@ class HttpProbe:
                     allow_redirects=settings.follow_redirects,
                     ssl=sslctx,
                     server_hostname=settings.tls.server_name,
-                    trace_request_ctx=timing,
                 ) as resp:
+                    timing.on_response()
                     der = self._response_cert(resp, timing)
-                    ctx.log(
-                        "http_response",
-                        status=resp.status,
-                        version=_version(resp),
-                        redirects=len(resp.history),
-                        url=resp.url,
-                    )
+                    if ctx.log.enabled:
+                        ctx.log(
+                            "http_response",
+                            status=resp.status,
+                            version=_version(resp),
+                            redirects=len(resp.history),
+                            url=resp.url,
+                        )
                     body, complete = await _read_body(resp, settings.max_body_bytes)
                     timing.body_end = timing.now()
                     if not complete:
@@ -523,11 +547,12 @@ class HttpProbe:
         except aiohttp.ClientError as exc:
             reason = bound_text(" ".join(_describe_client_error(exc).split()))
             ctx.log("http_error", error=reason)
+            phases = timing.phases()
             return ProbeResult(
                 success=False,
                 error=reason,
-                samples=tuple(_phase_samples(timing, timing.total())),
-                phases=tuple(timing.phases().items()),
+                samples=tuple(_phase_samples(phases, timing.total())),
+                phases=tuple(phases.items()),
             )
         ctx.log("http_body", bytes=len(body), complete=complete)
 
@@ -549,8 +574,8 @@ class HttpProbe:
             )
             regex_failed = error is not None
 
-        total = timing.total()
-        samples = _phase_samples(timing, total)
+        phases = timing.phases()
+        samples = _phase_samples(phases, timing.total())
         samples += [
             _gauge("probe_http_status_code", resp.status, "Status code of the final response."),
             _gauge(
@@ -593,7 +618,7 @@ class HttpProbe:
             success=error is None,
             error=error,
             samples=tuple(samples),
-            phases=tuple(timing.phases().items()),
+            phases=tuple(phases.items()),
         )
 
     @staticmethod

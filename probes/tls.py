@@ -7,7 +7,7 @@ import os
 import re
 import ssl
 from collections.abc import Callable, Iterator
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import Annotated, Any, Self
 
 from cryptography import x509
@@ -126,20 +126,30 @@ TlsObserver = Callable[[ssl.SSLObject], None]
 _TLS_OBSERVER: ContextVar[TlsObserver | None] = ContextVar("vigie_tls_observer", default=None)
 
 
-@contextlib.contextmanager
-def observe_tls(observer: TlsObserver) -> Iterator[None]:
-    """Call observer with each SSL object this task creates, when its handshake is about to start.
+def set_tls_observer(observer: TlsObserver) -> Token[TlsObserver | None]:
+    """Make observer see the SSL objects this task creates; return the token to reset it.
 
     asyncio creates the SSL object with SSLContext.wrap_bio right after the TCP connection is
     established and before the first handshake message, in the task that connects (or a
     child task, which inherits the context variable). So the call marks the end of TCP
     connect and the start of the TLS handshake.
     """
-    token = _TLS_OBSERVER.set(observer)
+    return _TLS_OBSERVER.set(observer)
+
+
+def reset_tls_observer(token: Token[TlsObserver | None]) -> None:
+    """Restore the observer that was current before set_tls_observer."""
+    _TLS_OBSERVER.reset(token)
+
+
+@contextlib.contextmanager
+def observe_tls(observer: TlsObserver) -> Iterator[None]:
+    """Call observer with each SSL object this task creates (see set_tls_observer)."""
+    token = set_tls_observer(observer)
     try:
         yield
     finally:
-        _TLS_OBSERVER.reset(token)
+        reset_tls_observer(token)
 
 
 class ObservedSSLContext(ssl.SSLContext):

@@ -50,6 +50,18 @@ async def redirect(_: web.Request) -> web.Response:
     raise web.HTTPFound("/ok")
 
 
+async def slow_redirect(_: web.Request) -> web.Response:
+    """Take 0.1 s, then redirect to /slow."""
+    await asyncio.sleep(0.1)
+    raise web.HTTPFound("/slow")
+
+
+async def slow(_: web.Request) -> web.Response:
+    """Take 0.15 s to answer."""
+    await asyncio.sleep(0.15)
+    return web.Response(text="status: OK\n")
+
+
 async def big(request: web.Request) -> web.StreamResponse:
     """Stream 10 MB, ending with END, until the client goes away."""
     resp = web.StreamResponse()
@@ -105,6 +117,8 @@ def make_app() -> web.Application:
     app.router.add_get("/created", created)
     app.router.add_get("/empty", empty)
     app.router.add_get("/redirect", redirect)
+    app.router.add_get("/slow-redirect", slow_redirect)
+    app.router.add_get("/slow", slow)
     app.router.add_get("/big", big)
     app.router.add_get("/basic", basic)
     app.router.add_get("/bearer", bearer)
@@ -318,6 +332,19 @@ async def test_phases_are_reported_and_fit_in_total(
     assert values["dns"] > 0 and values["connect"] > 0 and values["processing"] > 0
     assert values["tls"] == 0
     assert dict(result.phases) == pytest.approx(values)
+
+
+async def test_phases_sum_over_a_redirect_chain(
+    probe: HttpProbe, ctx: ProbeContext, base: str
+) -> None:
+    """Each hop of a redirect chain is timed: both servers' 0.1 s and 0.15 s are in processing."""
+    result = await probe(make_check(probe, f"{base}/slow-redirect"), ctx)
+    assert result.success, result.error
+    assert sample(result, "probe_http_redirects") == 1
+    values = {name: phase(result, name) for name in PHASES}
+    assert values["processing"] >= 0.25
+    assert values["connect"] > 0
+    assert sum(values.values()) <= phase(result, "total") + 1e-6
 
 
 # --------------------------------------------------------------------------- HTTPS
