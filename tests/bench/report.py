@@ -190,7 +190,7 @@ def cpu_section(cpu: CpuResults) -> list[str]:
         " thread pool; CPU is the `RUSAGE_CHILDREN` delta, so process start-up is counted:"
         " that is the cost of that model (the harness's own fork and wait are not).",
         "- plain aiohttp: the same worker with `--mode aiohttp`: `session.get(url)` and"
-        " `read()` on a `TCPConnector(force_close=True)` — no scheduler, no traces, no"
+        " `read()` on a `TCPConnector(force_close=True)` — no scheduler, no phase timing, no"
         " result. It shows the floor set by asyncio + aiohttp in this Python.",
         "",
         "All rounds:",
