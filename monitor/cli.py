@@ -217,6 +217,8 @@ def _print_result(check: Check, result: ProbeResult, exp: Exposition) -> int:
     )
     if not result.success:
         print(f"probe failed: {result.error}", file=sys.stderr)
+    elif result.error is not None:
+        print(f"probe succeeded with a {result.error}", file=sys.stderr)
     return 0 if result.success else 1
 
 

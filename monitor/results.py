@@ -38,7 +38,11 @@ class Sample(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class ProbeResult:
-    """What one run of a check produced: success, duration, samples, failure reason, debug log."""
+    """What one run of a check produced: success, duration, samples, failure reason, debug log.
+
+    error is why the run failed; on a successful run it says what could not be read (a
+    partial result, e.g. one Redfish resource of many), else it is None.
+    """
 
     success: bool
     duration: float = 0.0

@@ -218,7 +218,7 @@ class Scheduler:
             per_kind = self._durations[check.kind] = self._metrics.duration.labels(kind=check.kind)
         per_kind.observe(duration)
         if result.error is not None:
-            log("probe_failed", reason=result.error)
+            log("probe_failed" if not result.success else "probe_partial", reason=result.error)
         return ProbeResult(
             success=result.success,
             duration=duration,

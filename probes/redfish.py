@@ -115,6 +115,8 @@ _RULES: tuple[tuple[str, str, Severity, float, str], ...] = (
      "A storage subsystem or service reports Critical health."),
     ("pool_nearly_full", "storage_pool_used_ratio > 0.9", "warning", 600.0,
      "A storage pool is more than 90% used for 10 minutes."),
+    ("redfish_partial_read", "redfish_probe_errors > 0", "warning", 0.0,
+     "The BMC answers, but some resources could not be read (the check's error names them)."),
 )  # fmt: skip
 
 
@@ -418,6 +420,10 @@ class _Run:
                 self.probe.forget(self, token)
                 self.ctx.log("redfish_session_expired", path=path)
                 continue
+            if status == 401:
+                # Wrong credentials: nothing else will be readable, the run fails.
+                self.stop(f"{_short(path)}: status 401 (the BMC refuses the credentials)")
+                return None
             if status != 200:
                 self.error(path, f"status {status}")
                 return None
@@ -895,19 +901,24 @@ class RedfishProbe:
         run.out.add("redfish_probe_requests", float(run.requests))
         run.out.add("redfish_probe_response_bytes", float(run.bytes_read))
         run.out.add("redfish_probe_errors", float(run.error_count))
+        # The run fails when the BMC cannot be read at all (no service root, login refused,
+        # budget exceeded). One unreadable resource only makes it partial: the server is not
+        # DOWN for a 500 on its Thermal page (redfish_partial_read makes it WARNING), and the
+        # error still names what could not be read.
         error = run.stopped
         if error is None and root is None:
             error = "cannot read the service root"
+        success = error is None
         if run.errors:
             shown = "; ".join(run.errors[:3])
             n = run.error_count
             more = f" (+{n - 3} more)" if n > 3 else ""
             counted = f"{n} error{'s' if n > 1 else ''}: {shown}{more}"
-            error = f"{error}; {shown}{more}" if error else counted
+            error = f"{error}; {shown}{more}" if error else f"partial read, {counted}"
         if error is not None:
             error = bound_text(error)
         ctx.log("redfish_done", requests=run.requests, bytes=run.bytes_read, errors=run.error_count)
-        return ProbeResult(success=error is None, error=error, samples=tuple(run.out.samples))
+        return ProbeResult(success=success, error=error, samples=tuple(run.out.samples))
 
     # ----------------------------------------------------------------------- sessions
 

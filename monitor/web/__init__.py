@@ -69,7 +69,13 @@ async def probe(request: web.Request) -> web.Response:
     )
     if request.query.get("debug", "").lower() not in ("1", "true", "yes"):
         return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})
-    verdict = "succeeded" if result.success else f"failed: {result.error}"
+    verdict = (
+        f"failed: {result.error}"
+        if not result.success
+        else "succeeded"
+        if result.error is None
+        else f"succeeded with a {result.error}"
+    )
     debug = (
         f"Logs for the probe of check {check.id} ({check.kind} {check.target}):\n"
         + "".join(f"{line}\n" for line in result.logs)
