@@ -7,6 +7,7 @@ import contextlib
 import gc
 import os
 import signal
+import sqlite3
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -102,7 +103,10 @@ class Daemon:
             maintenance=MaintenanceBook(config.maintenance),
         )
         self.store.subscribe(self.health.on_result)
-        self.history = StateHistory()  # state changes for the status page's timelines
+        # State changes for the status page's timelines and the recovery board, kept in the
+        # state_dir when there is one, so a restart mid-recovery does not lose them.
+        self._state = persist
+        self.history = StateHistory(restored=persist.load_history(50) if persist else None)
         self.own_registry.register(HealthCollector(lambda: self.health.engine.snapshot))
         self.traps: TrapReceiver | None = None
         if config.traps is not None:
@@ -120,7 +124,12 @@ class Daemon:
 
     def _publish(self, snapshot: Snapshot) -> None:
         """Hand a new health snapshot to the alerting side (when configured)."""
-        self.history.observe(snapshot)
+        changes = self.history.observe(snapshot)
+        if self._state is not None and (changes.added or changes.removed):
+            try:
+                self._state.save_history(changes.added, changes.removed, self.history.limit)
+            except sqlite3.Error as exc:  # a full disk must not stop the health loop
+                self.log.warning("history_save_failed", error=str(exc))
         if self._notifier is not None:
             self._notifier.update(snapshot)
 

@@ -2,14 +2,16 @@
 
 The engine keeps only the current state and its `since`; the crisis cell also needs to know
 when an application went down and when it came back. This tracker keeps a bounded list of
-(time, state) transitions per component in memory (not persisted: a restart starts afresh).
+(time, state) transitions per component; the daemon saves each change in its state_dir
+(HealthStateStore) and restores them at start, so a restart mid-recovery keeps the board.
 """
 
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from monitor.health.engine import Snapshot
 from monitor.health.states import State
@@ -34,23 +36,45 @@ class Recovery:
     stable_for: float | None
 
 
+class Changes(NamedTuple):
+    """What one snapshot changed in the history."""
+
+    added: list[tuple[str, float, State]]
+    removed: list[str]
+
+
 class StateHistory:
     """Bounded per-component transitions, appended when a snapshot shows a new state."""
 
-    def __init__(self, per_component: int = 50) -> None:
-        self._limit = per_component
-        self._log: dict[str, collections.deque[Transition]] = {}
+    def __init__(
+        self,
+        per_component: int = 50,
+        restored: Mapping[str, Iterable[tuple[float, State]]] | None = None,
+    ) -> None:
+        self.limit = per_component
+        self._log: dict[str, collections.deque[Transition]] = {
+            cid: collections.deque((Transition(at, st) for at, st in log), maxlen=per_component)
+            for cid, log in (restored or {}).items()
+        }
 
-    def observe(self, snapshot: Snapshot) -> None:
-        """Record every component whose state differs from its last recorded one."""
+    def observe(self, snapshot: Snapshot) -> Changes:
+        """Record every component whose state differs from its last recorded one.
+
+        Return what changed, for the durable copy: (component, at, state) transitions added,
+        and components that left the topology (their history is dropped).
+        """
+        added: list[tuple[str, float, State]] = []
         for cid, status in snapshot.components.items():
             log = self._log.get(cid)
             if log is None:
-                log = self._log[cid] = collections.deque(maxlen=self._limit)
+                log = self._log[cid] = collections.deque(maxlen=self.limit)
             if not log or log[-1].state is not status.state:
                 log.append(Transition(status.since, status.state))
-        for gone in self._log.keys() - snapshot.components.keys():
+                added.append((cid, status.since, status.state))
+        removed = list(self._log.keys() - snapshot.components.keys())
+        for gone in removed:
             del self._log[gone]  # left the topology on reload
+        return Changes(added, removed)
 
     def transitions(self, component: str) -> list[Transition]:
         """Return a component's recorded transitions, oldest first."""

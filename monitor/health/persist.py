@@ -1,9 +1,10 @@
-"""Durable health state: incident start times and component `since`, so restarts don't re-page."""
+"""Durable health state: incident starts and component `since` (so restarts don't re-page), and
+the state-change history the recovery board shows (so a restart mid-recovery keeps it)."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from monitor.health.states import State
@@ -13,6 +14,8 @@ CREATE TABLE IF NOT EXISTS incidents (key TEXT PRIMARY KEY, started_at REAL NOT 
 CREATE TABLE IF NOT EXISTS components (
     id TEXT PRIMARY KEY, state INTEGER NOT NULL, since REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS transitions (id TEXT NOT NULL, at REAL NOT NULL, state INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS transitions_by_id ON transitions (id, at);
 """
 
 
@@ -62,6 +65,39 @@ class HealthStateStore:
                         (cid, int(state), since),
                     )
         self._saved = (dict(incidents), dict(components))
+
+    def load_history(self, per_component: int) -> dict[str, list[tuple[float, State]]]:
+        """Return the last per_component (at, state) transitions of each component, oldest first."""
+        out: dict[str, list[tuple[float, State]]] = {}
+        rows = self._db.execute("SELECT id, at, state FROM transitions ORDER BY id, at, rowid")
+        for cid, at, state in rows:
+            try:
+                out.setdefault(cid, []).append((at, State(state)))
+            except ValueError:
+                continue  # a state code this version does not know: skip the row
+        return {cid: log[-per_component:] for cid, log in out.items()}
+
+    def save_history(
+        self,
+        added: Sequence[tuple[str, float, State]],
+        removed: Iterable[str],
+        per_component: int,
+    ) -> None:
+        """Append transitions, keep the last per_component of each, drop removed components."""
+        with self._db:
+            self._db.execute("BEGIN")
+            for cid in removed:
+                self._db.execute("DELETE FROM transitions WHERE id = ?", (cid,))
+            self._db.executemany(
+                "INSERT INTO transitions VALUES (?, ?, ?)",
+                [(cid, at, int(state)) for cid, at, state in added],
+            )
+            for cid in {cid for cid, _, _ in added}:
+                self._db.execute(
+                    "DELETE FROM transitions WHERE id = ? AND rowid NOT IN (SELECT rowid FROM"
+                    " transitions WHERE id = ? ORDER BY at DESC, rowid DESC LIMIT ?)",
+                    (cid, cid, per_component),
+                )
 
     def close(self) -> None:
         """Close the database."""

@@ -74,3 +74,21 @@ def test_recovery_from_transitions(
         h.observe(snap(since, a=(state, since)))
     assert h.recovery("a", now) == expected
     assert h.recoveries(["a", "b"], now) == ([] if expected is None else [expected])
+
+
+def test_observe_reports_what_changed_for_the_durable_copy() -> None:
+    """observe returns the transitions it added and the components that left."""
+    h = StateHistory()
+    first = h.observe(snap(10, dpi=(State.OK, 5), pacs=(State.OK, 0)))
+    assert first.added == [("dpi", 5, State.OK), ("pacs", 0, State.OK)] and first.removed == []
+    assert h.observe(snap(11, dpi=(State.OK, 5), pacs=(State.OK, 0))) == ([], [])
+    later = h.observe(snap(20, dpi=(State.DOWN, 19)))
+    assert later.added == [("dpi", 19, State.DOWN)] and later.removed == ["pacs"]
+
+
+def test_restored_history_goes_on_without_a_duplicate() -> None:
+    """A history restored after a restart keeps the outage; the same state adds nothing."""
+    h = StateHistory(restored={"dpi": [(5, State.OK), (19, State.DOWN)]})
+    assert h.observe(snap(30, dpi=(State.DOWN, 19))).added == []
+    h.observe(snap(40, dpi=(State.OK, 40)))
+    assert h.recovery("dpi", 50) == Recovery("dpi", State.OK, 19, 40, 10)

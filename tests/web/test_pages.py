@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -192,3 +193,20 @@ async def test_device_sysdescr_is_escaped_on_component_page(
     assert status == 200
     assert "descr=&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "<script" not in page and "name=ups&amp;co" in page
+
+
+async def test_recovery_board_survives_a_restart_mid_recovery(tmp_path: Path) -> None:
+    """With a state_dir, a daemon restarted during the outage still shows when each app fell."""
+    state = {"state_dir": str(tmp_path / "state")}
+    async with running_hospital(tmp_path, extra=state) as (daemon, targets):
+        await power_cut(daemon, targets)
+        fell = daemon.history.recovery("app-dpi-00", time.time())
+        assert fell is not None and fell.back_at is None
+    async with running_hospital(tmp_path, extra=state) as (daemon, _):
+        await wait_for(lambda: all_ok(daemon), "every component OK after the restart")
+        _, page = await fetch(daemon, "/recovery")
+        back = daemon.history.recovery("app-dpi-00", time.time())
+    assert fell.down_since is not None and back is not None
+    assert back.down_since == fell.down_since
+    assert back.back_at is not None and back.back_at > fell.down_since
+    assert "0 still down 20 back" in text_of(page)
