@@ -37,6 +37,7 @@ from monitor.config import TrapSettings
 from monitor.results import ProbeResult, ResultStore, Sample, bound_text
 from probes.base import Check
 from probes.snmp import SnmpAuth, SnmpCheckSettings, parse_target
+from probes.snmp_context import pysnmp_usm
 from probes.snmp_profiles import Profile, TrapDef
 
 __all__ = ["TrapMetrics", "TrapReceiver", "merge_trap"]
@@ -63,25 +64,6 @@ _AUTH_COUNTERS = (
     ("__SNMP-USER-BASED-SM-MIB", "usmStatsNotInTimeWindows"),
     ("__SNMP-USER-BASED-SM-MIB", "usmStatsUnsupportedSecLevels"),
 )
-
-# Vigie's protocol names -> pysnmp's USM service ids.
-_AUTH_PROTOCOLS: dict[str, Any] = {
-    "MD5": snmp_config.USM_AUTH_HMAC96_MD5,
-    "SHA": snmp_config.USM_AUTH_HMAC96_SHA,
-    "SHA224": snmp_config.USM_AUTH_HMAC128_SHA224,
-    "SHA256": snmp_config.USM_AUTH_HMAC192_SHA256,
-    "SHA384": snmp_config.USM_AUTH_HMAC256_SHA384,
-    "SHA512": snmp_config.USM_AUTH_HMAC384_SHA512,
-}
-_PRIV_PROTOCOLS: dict[str, Any] = {
-    "DES": snmp_config.USM_PRIV_CBC56_DES,
-    "AES": snmp_config.USM_PRIV_CFB128_AES,
-    "AES192": snmp_config.USM_PRIV_CFB192_AES_BLUMENTHAL,
-    "AES256": snmp_config.USM_PRIV_CFB256_AES_BLUMENTHAL,
-    "AES192C": snmp_config.USM_PRIV_CFB192_AES,
-    "AES256C": snmp_config.USM_PRIV_CFB256_AES,
-}
-
 
 class TrapMetrics:
     """The trap receiver's own metrics, registered in the registry passed in."""
@@ -323,14 +305,7 @@ class TrapReceiver:
                 snmp_config.add_v1_system(engine, index, auth.community.get_secret_value())
                 registered.communities.append(index)
                 continue
-            auth_proto, auth_key = snmp_config.USM_AUTH_NONE, None
-            priv_proto, priv_key = snmp_config.USM_PRIV_NONE, None
-            if auth.auth_password is not None:
-                auth_proto = _AUTH_PROTOCOLS[auth.auth_protocol]
-                auth_key = auth.auth_password.get_secret_value()
-            if auth.priv_password is not None:
-                priv_proto = _PRIV_PROTOCOLS[auth.priv_protocol]
-                priv_key = auth.priv_password.get_secret_value()
+            auth_proto, auth_key, priv_proto, priv_key = pysnmp_usm(auth)
             for engine_id in engine_ids:
                 snmp_config.add_v3_user(
                     engine,

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +79,17 @@ def v3_auth(user: str, **override: Any) -> dict[str, Any]:
         entry.update(priv_protocol=priv_proto, priv_password=priv_password(user))
     entry.update(override)
     return entry
+
+
+def snmpd_user(user: str) -> tuple[str, str]:
+    """Return snmpd.conf's `createUser` line of one of V3_USERS and its level (priv, auth...)."""
+    _, auth, _, priv = V3_USERS[user]
+    create = f"createUser {user}"
+    if auth is not None:
+        create += f" {auth} {auth_password(user)}"
+    if priv is not None:
+        create += f" {priv} {priv_password(user)}"
+    return create, "priv" if priv else "auth" if auth else "noauth"
 
 
 def free_udp_port(host: str = "127.0.0.1") -> int:
@@ -237,13 +248,8 @@ class Snmpd:
             "sysDescr Vigie test snmpd",
             f"pass_persist .1.3.6.1.2.1.33 {wrapper}",
         ]
-        for user, (_, auth, _, priv) in V3_USERS.items():
-            create = f"createUser {user}"
-            if auth is not None:
-                create += f" {auth} {auth_password(user)}"
-            if priv is not None:
-                create += f" {priv} {priv_password(user)}"
-            level = "priv" if priv else "auth" if auth else "noauth"
+        for user in V3_USERS:
+            create, level = snmpd_user(user)
             lines += [create, f"rouser {user} {level}"]
         conf = self.directory / "snmpd.conf"
         conf.write_text("\n".join(lines) + "\n")
@@ -351,8 +357,40 @@ def snmpsim_binary() -> str:
     return found
 
 
-def start_snmpsim(data_dir: Path, cache_dir: Path) -> Snmpsim:
-    """Start snmpsim on a free port without waiting: call wait_ready before using it."""
+# Vigie's privacy protocol names -> snmpsim's (snmpsim's AES192/256 are the Reeder/Cisco key
+# extension, its *BLMT the Blumenthal one that Vigie calls AES192/AES256).
+SNMPSIM_PRIV = {
+    "DES": "DES",
+    "AES": "AES",
+    "AES192": "AES192BLMT",
+    "AES256": "AES256BLMT",
+    "AES192C": "AES192",
+    "AES256C": "AES256",
+}
+
+
+def snmpsim_v3_args(users: Sequence[str]) -> list[str]:
+    """Return snmpsim options declaring V3_USERS entries (contexts = data file names)."""
+    args: list[str] = []
+    for user in users:
+        auth_proto, _, priv_proto, _ = V3_USERS[user]
+        args.append(f"--v3-user={user}")
+        if auth_proto is not None:
+            args += [f"--v3-auth-key={auth_password(user)}", f"--v3-auth-proto={auth_proto}"]
+        if priv_proto is not None:
+            args += [
+                f"--v3-priv-key={priv_password(user)}",
+                f"--v3-priv-proto={SNMPSIM_PRIV[priv_proto]}",
+            ]
+    return args
+
+
+def start_snmpsim(data_dir: Path, cache_dir: Path, v3_users: Sequence[str] = ()) -> Snmpsim:
+    """Start snmpsim on a free port without waiting: call wait_ready before using it.
+
+    v3_users (names of V3_USERS) also serve SNMPv3, each data file's name (relative to
+    data_dir, without .snmprec, at most 32 characters) being its context name.
+    """
     port = free_udp_port()
     env = {**os.environ, "SNMPSIM_ALLOW_ROOT": "true"}
     with (cache_dir / "snmpsim.log").open("ab") as log:
@@ -363,6 +401,7 @@ def start_snmpsim(data_dir: Path, cache_dir: Path) -> Snmpsim:
                 f"--cache-dir={cache_dir}",
                 f"--agent-udpv4-endpoint=127.0.0.1:{port}",
                 "--log-level=error",
+                *snmpsim_v3_args(v3_users),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -370,6 +409,38 @@ def start_snmpsim(data_dir: Path, cache_dir: Path) -> Snmpsim:
             start_new_session=True,
         )
     return Snmpsim(data_dir, port, process)
+
+
+@contextmanager
+def running_context_proxy(
+    directory: Path, upstream_port: int, contexts: Sequence[str], user: str = "sha_aes"
+) -> Iterator[Snmpd]:
+    """Run a net-snmp snmpd serving each of contexts by proxying it (v2c, community = context).
+
+    The v3 user reads every context (VACM `prefix ""`); the default context is snmpd's own.
+    It listens on ::1 too when the host has IPv6 loopback.
+    """
+    require_binary(SNMPD, "snmpd")
+    directory.mkdir(parents=True, exist_ok=True)
+    agent = Snmpd(directory, free_udp_port(), "vigie-ro", ipv6=ipv6_loopback())
+    create, level = snmpd_user(user)
+    lines = [
+        f"agentAddress udp:127.0.0.1:{agent.port}"
+        + (f",udp6:[::1]:{agent.port}" if agent.ipv6 else ""),
+        f"rocommunity {agent.community} 127.0.0.1",
+        "sysDescr Vigie context proxy",
+        create,
+        f"group ctx usm {user}",
+        "view all included .1",
+        f'access ctx "" usm {level} prefix all none none',
+        *(f"proxy -Cn {c} -v 2c -c {c} 127.0.0.1:{upstream_port} .1.3" for c in contexts),
+    ]
+    (directory / "snmpd.conf").write_text("\n".join(lines) + "\n")
+    agent.start()
+    try:
+        yield agent
+    finally:
+        agent.stop()
 
 
 def write_big_table(path: Path, rows: int, column: str = "1.3.6.1.2.1.2.2.1.2") -> None:

@@ -176,7 +176,10 @@ AUTH_ERRORS = [
         "auth_password is set but security_level is noAuthNoPriv",
     ),
     ({"version": 3, "username": "u", "auth_protocol": "SHA1"}, "auth_protocol"),
-    ({"version": 3, "username": "u", "context_name": "vlan-10"}, "context_name is not supported"),
+    (
+        {"version": 2, "community": "c", "context_name": "vlan-10"},
+        "context_name is only for version 3",
+    ),
     ({"version": 2, "community": "c", "community_file": "/x"}, "set either community or"),
 ]
 
@@ -193,6 +196,17 @@ def test_auth_level_defaults_from_passwords() -> None:
     assert SnmpAuth.model_validate(v3_auth("noauth")).security_level == "noAuthNoPriv"
     assert SnmpAuth.model_validate(v3_auth("md5")).security_level == "authNoPriv"
     assert SnmpAuth.model_validate(v3_auth("sha_aes")).security_level == "authPriv"
+
+
+def test_v3_keys_are_derived_once_per_auth(probe: SnmpProbe) -> None:
+    """Password-to-key (a megabyte of hashing per password) runs once per auth, not per poll."""
+    auth = SnmpAuth.model_validate(v3_auth("sha_aes"))
+    user = probe._user(auth)
+    assert user is not None and user.get_auth_key() != b""
+    assert probe._user(SnmpAuth.model_validate(v3_auth("sha_aes"))) is user  # equal auths
+    other = SnmpAuth.model_validate(v3_auth("sha_aes", auth_password="another-password"))
+    assert probe._user(other) is not user
+    assert probe._user(SnmpAuth(version=2, community=SecretStr("public"))) is None
 
 
 def test_secrets_come_from_files_and_never_show(tmp_path: Path) -> None:
