@@ -981,6 +981,7 @@ class SnmpProbe:
         self._users: dict[SnmpAuth, User] = {}
         # pysnmp engines for the checks with a v3 context name: built on first use only.
         self._context: ContextPoller | None = None
+        self._context_auths: dict[str, SnmpAuth] = {}  # by check id, to prune on reload
 
     def _user(self, auth: SnmpAuth) -> User | None:
         """Return the v3 user of auth (None for v1/v2c), its keys derived on first use."""
@@ -1069,7 +1070,12 @@ class SnmpProbe:
         )
         try:
             if auth.context_name:
-                data = await self._context_poller().poll(
+                poller = self._context_poller()
+                if self._context_auths.get(check.id, auth) != auth:  # changed by a reload
+                    self._context_auths[check.id] = auth
+                    poller.retain(self._context_auths.values())
+                self._context_auths[check.id] = auth
+                data = await poller.poll(
                     check.target,
                     settings,
                     stats,
@@ -1148,10 +1154,17 @@ class SnmpProbe:
         return state.apply(samples, self._clock(), ctx.log)
 
     def retain(self, check_ids: set[str]) -> None:
-        """Keep reset and derive state of check_ids only: the others left the plan."""
-        for store in (self._previous, self._derived):
+        """Keep the state of check_ids only: the others left the plan.
+
+        That is reset and derive state, and the pysnmp engines of context polls: an engine
+        whose credentials no remaining check uses (a password rotated by a reload) is closed,
+        so the old secret does not stay in memory.
+        """
+        for store in (self._previous, self._derived, self._context_auths):
             for gone in [c for c in store if c not in check_ids]:
                 del store[gone]
+        if self._context is not None:
+            self._context.retain(self._context_auths.values())
 
     @staticmethod
     def _failed(

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -227,6 +227,12 @@ class ContextPoller:
         if found is None:
             found = self._engines[key] = _build_engine(auth, loop)
         return found
+
+    def retain(self, auths: Iterable[SnmpAuth]) -> None:
+        """Close the engines no auth of `auths` needs any more."""
+        keep = {_engine_key(auth) for auth in auths}
+        for key in [k for k in self._engines if k not in keep]:
+            self._engines.pop(key).close()
 
     def close(self) -> None:
         """Release every engine."""

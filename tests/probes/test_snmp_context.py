@@ -335,6 +335,29 @@ async def test_close_releases_the_engines(sim: Snmpsim, ctx: ProbeContext) -> No
     await probe.close()
 
 
+async def test_reload_closes_the_engines_of_old_credentials(
+    sim: Snmpsim, ctx: ProbeContext
+) -> None:
+    """An engine whose credentials no check uses any more (rotated, removed) is closed."""
+    probe = SnmpProbe()
+    old = snmp_check(sim.target(), auths=ctx_auth("md5", "system"), auth="c", probe=probe)
+    assert (await poll(probe, old, ctx)).success
+    assert probe._context is not None
+    (built,) = probe._context._engines.values()
+    probe.retain({old.id})  # the same plan again: the engine stays
+    assert list(probe._context._engines.values()) == [built]
+    rotated = ctx_auth("md5", "system", auth_password="rotated-password")
+    new = snmp_check(sim.target(), auths=rotated, auth="c", probe=probe)
+    assert new.id == old.id
+    assert not (await poll(probe, new, ctx)).success  # the agent still has the old password
+    (fresh,) = probe._context._engines.values()  # the old credentials' engine is gone
+    assert fresh is not built and built.engine.transport_dispatcher is None
+    probe.retain(set())  # the check left the plan
+    assert probe._context._engines == {}
+    assert fresh.engine.transport_dispatcher is None
+    await probe.close()
+
+
 # --------------------------------------------------------------------------- failures
 
 
