@@ -36,7 +36,7 @@ from pysnmp.proto import rfc1902  # type: ignore[import-untyped]
 from monitor.config import TrapSettings
 from monitor.results import ProbeResult, ResultStore, Sample, bound_text
 from probes.base import Check
-from probes.snmp import SnmpAuth, SnmpCheckSettings, parse_target
+from probes.snmp import SnmpAuth, SnmpCheckSettings, parse_target, v3_sender
 from probes.snmp_context import pysnmp_usm
 from probes.snmp_profiles import Profile, TrapDef
 
@@ -385,7 +385,26 @@ class TrapReceiver:
         if self._counters(_MALFORMED_COUNTERS) > malformed:
             self._count("malformed", current.source)
         elif self._counters(_AUTH_COUNTERS) > auth_failed:
-            self._count("auth_failed", current.source)
+            self._count("auth_failed", current.source, **self._v3_hint(datagram))
+
+    def _v3_hint(self, datagram: bytes) -> dict[str, str]:
+        """Say which engine ID and user a refused SNMPv3 notification came with.
+
+        A v3 TRAP is authenticated with its sender's engine ID, which the receiver must know:
+        the commonest cause of a refused v3 trap is an engine ID missing from traps.engine_ids.
+        """
+        sender = v3_sender(datagram)
+        if sender is None:
+            return {}
+        engine_id, user = bound_text(sender[0], 64), bound_text(sender[1], 64)
+        fields = {"engine_id": engine_id, "user": user}
+        known = {e.lower().removeprefix("0x") for e in self.settings.engine_ids}
+        if engine_id and engine_id not in known and engine_id != self.engine_id:
+            fields["hint"] = (
+                f"engine ID {engine_id} is not in traps.engine_ids: add it if this sender "
+                "is trusted (or have it send INFORMs)"
+            )
+        return fields
 
     def _count(self, result: str, source: str, **fields: object) -> None:
         """Count a notification and log it once per source and result per log interval."""

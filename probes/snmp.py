@@ -592,6 +592,23 @@ def _parse_v3(data: bytes) -> _V3Reply:
     return _V3Reply(msg_id, engine, pdu_tag, oid)
 
 
+def v3_sender(data: bytes) -> tuple[str, str] | None:
+    """Return (authoritative engine ID in hex, user name) of an SNMPv3 message, or None.
+
+    For a trap that failed authentication: the receiver says which engine and user to add.
+    Both are device-sent: the caller bounds them.
+    """
+    try:
+        (tag, body), *_ = ber_items(data)
+        top = ber_items(body)
+        if tag != 0x30 or len(top) < 3 or ber_decode_int(top[0][1]) != 3:
+            return None
+        usm = ber_items(ber_items(top[2][1])[0][1])
+        return usm[0][1].hex(), usm[3][1].decode(errors="replace")
+    except (ValueError, IndexError):
+        return None
+
+
 async def _udp_exchange(
     host: str, port: int, message: bytes, msg_id: int, wait: float
 ) -> _V3Reply | None:

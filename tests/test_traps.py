@@ -174,13 +174,23 @@ async def test_v3_authpriv_trap_with_the_senders_engine_id(harness: Harness) -> 
 async def test_v3_trap_with_wrong_credentials_is_refused(
     harness: Harness, engine_id: str, password: str
 ) -> None:
-    """A v3 trap with a wrong auth password or an unlisted engine ID is counted, not applied."""
+    """A v3 trap with a wrong password or an unlisted engine ID is counted and logged, not applied.
+
+    The log names the sender's engine ID and user; for an unlisted engine ID it says to add it.
+    """
     args = ["-e", engine_id, *V3_ARGS, harness.address, "", ON_BATTERY]
     args[args.index(AUTH_PW)] = password
-    rc, out = await send(*args)
-    assert rc == 0, out
-    await wait_until(lambda: harness.count("auth_failed") == 1, "an auth failure")
+    with capture_logs() as logs:
+        rc, out = await send(*args)
+        assert rc == 0, out
+        await wait_until(lambda: harness.count("auth_failed") == 1, "an auth failure")
     assert harness.on_battery("ups-a") is None and harness.triggered == []
+    (event,) = [e for e in logs if e["event"] == "trap_auth_failed"]
+    assert event["engine_id"] == engine_id.lower().removeprefix("0x")
+    assert event["user"] == V3_ARGS[V3_ARGS.index("-u") + 1]
+    listed = engine_id == SENDER_ENGINE_ID
+    assert ("hint" in event) is not listed, event
+    assert password not in str(event)
 
 
 async def test_v1_trap_is_matched_by_its_agent_addr(harness: Harness) -> None:
