@@ -28,6 +28,7 @@ from monitor.health.maintenance import MaintenanceBook
 from monitor.health.metrics import HealthCollector
 from monitor.health.persist import HealthStateStore
 from monitor.health.runner import HealthRunner
+from monitor.probe_state import ProbeStateFile
 from monitor.results import ResultStore, bound_text
 from monitor.scheduler import Scheduler, SchedulerMetrics
 from monitor.systemd import SystemdNotifier, watchdog_loop
@@ -79,9 +80,7 @@ class Daemon:
             logger=self.log,
         )
         config = loaded.config
-        persist = (
-            HealthStateStore(config.state_dir / "health.sqlite") if config.state_dir else None
-        )
+        persist = HealthStateStore(config.state_dir / "health.sqlite") if config.state_dir else None
         self.alerts: AlertDispatcher | None = None
         self._notifier: IncidentNotifier | None = None
         if config.alerting is not None and config.state_dir is not None:
@@ -106,6 +105,11 @@ class Daemon:
         # State changes for the status page's timelines and the recovery board, kept in the
         # state_dir when there is one, so a restart mid-recovery does not lose them.
         self._state = persist
+        # What probes learnt (SNMP baselines, forecasts, last uptimes), saved each minute.
+        self._probe_state = (
+            ProbeStateFile(config.state_dir / "probes.json", self.log) if config.state_dir else None
+        )
+        self._probe_state_task: asyncio.Task[None] | None = None
         self.history = StateHistory(restored=persist.load_history(50) if persist else None)
         self.own_registry.register(HealthCollector(lambda: self.health.engine.snapshot))
         self.traps: TrapReceiver | None = None
@@ -140,6 +144,11 @@ class Daemon:
         web_file = self.loaded.config.web.config_file
         web_config = None if web_file is None else webconfig.load_web_config(web_file)
         self.exposition.set_labels({cid: check_labels(c) for cid, c in self.loaded.plan.items()})
+        if self._probe_state is not None:
+            self._probe_state.load(self.registry)
+            self._probe_state_task = asyncio.create_task(
+                self._probe_state.run(self.registry), name="probe-state"
+            )
         self.scheduler.apply(self.loaded.plan)
         if self.alerts is not None:
             self._alert_task = asyncio.create_task(self.alerts.run(), name="alerting")
@@ -258,6 +267,12 @@ class Daemon:
         if self.traps is not None:
             await self.traps.stop()
         await self.scheduler.stop(self.loaded.config.scheduler.drain_timeout)
+        if self._probe_state_task is not None:
+            self._probe_state_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe_state_task
+        if self._probe_state is not None:
+            await self._probe_state.save(self.registry)
         for probe in self.registry:  # e.g. log out of BMC sessions, while the session is open
             close = getattr(probe, "close", None)
             if close is not None:

@@ -13,7 +13,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
@@ -262,6 +262,40 @@ class DeriveState:
             state.baseline += alpha * (value - state.baseline)
         return out
 
+    def dump(self) -> dict[str, Any]:
+        """Return the forecast points and baselines as JSON-ready data, to survive a restart."""
+        return {
+            "points": [
+                [name, [list(pair) for pair in labels], [list(point) for point in points]]
+                for (name, labels), points in self.points.items()
+            ],
+            "baselines": [
+                [name, [list(pair) for pair in labels], state.baseline, state.at]
+                for (name, labels), state in self.baselines.items()
+            ],
+        }
+
+    def restore(self, data: Mapping[str, Any]) -> None:
+        """Take back dumped state for the derives still declared; malformed entries are skipped."""
+        names = {d.name for d in self.defs}
+        for entry in data.get("points", ()):
+            try:
+                name, labels, points = entry[0], labels_of(entry[1]), entry[2]
+                kept = deque((float(t), float(v)) for t, v in points[-MAX_POINTS:])
+            except (TypeError, ValueError, IndexError):
+                continue
+            if name in names and self._room(self.points, (name, labels)):
+                self.points[(name, labels)] = kept
+        for entry in data.get("baselines", ()):
+            try:
+                name, labels = entry[0], labels_of(entry[1])
+                state = _Ewma(float(entry[2]), float(entry[3]))
+            except (TypeError, ValueError, IndexError):
+                continue
+            finite = math.isfinite(state.baseline) and math.isfinite(state.at)
+            if finite and name in names and self._room(self.baselines, (name, labels)):
+                self.baselines[(name, labels)] = state
+
     def retain(self, defs: Sequence[Ratio | ForecastFull | EwmaRatio]) -> None:
         """Keep state only for the derives still declared (after a reload)."""
         self.defs = tuple(defs)
@@ -270,6 +304,20 @@ class DeriveState:
             del self.points[key]
         for key in [k for k in self.baselines if k[0] not in names]:
             del self.baselines[key]
+
+
+def labels_of(raw: object) -> Labels:
+    """Return labels read back from JSON ([[name, value], ...]); raise ValueError if malformed."""
+    if not isinstance(raw, list):
+        raise ValueError("labels must be a list")
+    pairs = []
+    for pair in raw:
+        if not (
+            isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, str) for x in pair)
+        ):
+            raise ValueError("a label must be [name, value]")
+        pairs.append((pair[0], pair[1]))
+    return tuple(pairs)
 
 
 def _thin(points: deque[tuple[float, float]]) -> None:

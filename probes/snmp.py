@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Literal, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, TypeVar
 
 from gufo.snmp import (
     Aes128Key,
@@ -66,7 +66,7 @@ from monitor.health.topology import Rule, Severity
 from monitor.results import ProbeResult, Sample, bound_text
 from monitor.secrets import ConfigPath, resolve_secret
 from probes.base import Check, ProbeContext
-from probes.derive import DeriveState
+from probes.derive import DeriveState, labels_of
 from probes.snmp_profiles import (
     SHIPPED_PROFILE_DIR,
     Collected,
@@ -993,6 +993,7 @@ class SnmpProbe:
         self._previous: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
         # Forecast points and EWMA baselines of the profiles' `derive:`, by check id.
         self._derived: dict[str, DeriveState] = {}
+        self._saved_derived: dict[str, dict[str, Any]] = {}  # from before a restart (load_state)
         self._clock = clock
         # v3 users with their master keys, by auth: password-to-key once, not every poll.
         self._users: dict[SnmpAuth, User] = {}
@@ -1166,9 +1167,42 @@ class SnmpProbe:
             return []
         if state is None:
             state = self._derived[check_id] = DeriveState(defs)
+            saved = self._saved_derived.pop(check_id, None)
+            if saved is not None:  # state saved before a restart
+                state.restore(saved)
         elif state.defs != defs:
             state.retain(defs)  # the check's profiles changed on a reload
         return state.apply(samples, self._clock(), ctx.log)
+
+    def save_state(self) -> dict[str, Any]:
+        """Return what should survive a restart, by check id: derive state and last values.
+
+        Without it a restart during a slow SAN degradation would learn the degraded latency as
+        the new baseline, and a reboot while Vigie was down would go unseen.
+        """
+        return {
+            "derived": {cid: state.dump() for cid, state in self._derived.items()},
+            "previous": {
+                cid: [
+                    [name, [list(pair) for pair in labels], value]
+                    for (name, labels), value in last.items()
+                ]
+                for cid, last in self._previous.items()
+            },
+        }
+
+    def load_state(self, data: dict[str, Any]) -> None:
+        """Take back saved state; each check's part is applied when it next polls."""
+        derived, previous = data.get("derived"), data.get("previous")
+        if isinstance(derived, dict):
+            self._saved_derived = {k: v for k, v in derived.items() if isinstance(v, dict)}
+        if isinstance(previous, dict):
+            for cid, entries in previous.items():
+                last: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+                for entry in entries if isinstance(entries, list) else ():
+                    with contextlib.suppress(TypeError, ValueError, IndexError):
+                        last[(str(entry[0]), labels_of(entry[1]))] = float(entry[2])
+                self._previous.setdefault(cid, last)
 
     def retain(self, check_ids: set[str]) -> None:
         """Keep the state of check_ids only: the others left the plan.
@@ -1177,7 +1211,8 @@ class SnmpProbe:
         whose credentials no remaining check uses (a password rotated by a reload) is closed,
         so the old secret does not stay in memory.
         """
-        for store in (self._previous, self._derived, self._context_auths):
+        stores = (self._previous, self._derived, self._saved_derived, self._context_auths)
+        for store in stores:
             for gone in [c for c in store if c not in check_ids]:
                 del store[gone]
         if self._context is not None:

@@ -5,6 +5,7 @@ The clock is a plain number passed to `apply`: time is not a peer, so no server 
 
 from __future__ import annotations
 
+import json
 import math
 import textwrap
 from typing import Any
@@ -276,3 +277,46 @@ def test_profile_derive_of_unknown_metric_is_rejected() -> None:
     """A derive naming a metric the profile does not have is an error naming it."""
     with pytest.raises(ValidationError, match="derive 'lat_baseline_ratio': unknown metric 'nope'"):
         Profile.model_validate(load_yaml(textwrap.dedent(PROFILE % "nope"), "t", {}))
+
+
+# --------------------------------------------------------------------------- over a restart
+
+
+def test_state_dumped_and_restored_goes_on_as_if_never_stopped() -> None:
+    """A dump through JSON, restored in a new state, keeps the baseline and forecast points."""
+    run = Run(EWMA, FORECAST)
+    for minute in range(60):
+        run(
+            60.0 * minute,
+            gauge("lat_seconds", 0.002, NFS),
+            gauge("used_ratio", 0.5 + minute / 1000),
+        )
+    data = json.loads(json.dumps(run.state.dump()))
+    again = Run(EWMA, FORECAST)
+    again.state.restore(data)
+    assert again.state.baselines == run.state.baselines
+    assert again.state.points == run.state.points
+    later = 60.0 * 70
+    slow = gauge("lat_seconds", 0.010, NFS)
+    assert again(later, slow, gauge("used_ratio", 0.57)) == run(
+        later, slow, gauge("used_ratio", 0.57)
+    )
+    assert again(later + 60, slow)[("lat_baseline_ratio", NFS)] == pytest.approx(5.0)
+
+
+def test_restore_skips_malformed_entries_and_undeclared_derives() -> None:
+    """Bad entries of a damaged file and state of derives no longer declared are dropped."""
+    data = {
+        "baselines": [
+            ["lat_baseline_ratio", [["protocol", "nfs3"]], 0.002, 10.0],
+            ["lat_baseline_ratio", [["protocol"]], 0.002, 10.0],  # a label without value
+            ["lat_baseline_ratio", [["protocol", "smb"]], "fast", 10.0],
+            ["lat_baseline_ratio", [["protocol", "iscsi"]], math.inf, 10.0],
+            ["gone_ratio", [], 0.002, 10.0],
+        ],
+        "points": [["full_in_seconds", "not labels", [[0, 0.5]]], 42],
+    }
+    run = Run(EWMA, FORECAST)
+    run.state.restore(data)
+    assert list(run.state.baselines) == [("lat_baseline_ratio", NFS)]
+    assert run.state.points == {}

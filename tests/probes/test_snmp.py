@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import math
 import os
 import shutil
@@ -826,6 +827,40 @@ async def test_rising_latency_flags_the_array_before_it_fails(
     probe.retain({"another-check"})  # the check left the plan: its baselines go with it
     second = await poll(probe, check, ctx)
     assert value(second, "storage_latency_baseline_ratio", protocol="nfs3") == 1.0
+
+
+async def test_baselines_survive_a_restart_mid_degradation(
+    isilon_agent: Snmpd, ctx: ProbeContext
+) -> None:
+    """State saved and loaded over a restart keeps the latency baseline and forecast points.
+
+    Without it the restarted probe would take the degraded latency as its new normal (ratio
+    1) and need three polls before forecasting the pool again.
+    """
+    now = [1_000_000.0]
+    probe = SnmpProbe(clock=lambda: now[0])
+    check = snmp_check(
+        isilon_agent.target(), auths=v2(isilon_agent), auth="lab", profiles=("dell-isilon",)
+    )
+    for _ in range(30):  # half an hour at 2 ms, one poll a minute
+        assert (await poll(probe, check, ctx)).success
+        now[0] += 60.0
+    isilon_agent.set_ups(isilon_state(20_000, 500_000_000_000))  # the SAN is 10x slower
+    slow = await poll(probe, check, ctx)
+    assert value(slow, "storage_latency_baseline_ratio", protocol="nfs3") == pytest.approx(10)
+    saved = json.loads(json.dumps(probe.save_state()))  # as the daemon writes it
+    now[0] += 600.0  # Vigie was down ten minutes
+    restarted = SnmpProbe(clock=lambda: now[0])
+    restarted.load_state(saved)
+    after = await poll(restarted, check, ctx)
+    # Above k the baseline learns slowly (above_half_life): ten minutes move it a little.
+    assert value(after, "storage_latency_baseline_ratio", protocol="nfs3") == pytest.approx(
+        10, rel=0.02
+    )
+    assert values(after, "storage_pool_full_in_seconds") == {(("pool", "chu-isilon"),): math.inf}
+    amnesic = await poll(SnmpProbe(clock=lambda: now[0]), check, ctx)
+    assert value(amnesic, "storage_latency_baseline_ratio", protocol="nfs3") == 1.0
+    assert values(amnesic, "storage_pool_full_in_seconds") == {}
 
 
 async def test_profile_rules_set_the_component_state(

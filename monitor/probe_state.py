@@ -1,0 +1,94 @@
+"""Probe state kept over a restart: SNMP baselines, forecast points and last values.
+
+A probe that learns from its own history (the SNMP probe's EWMA latency baselines, pool-fill
+forecasts, sysUpTime for reboot detection) exposes `save_state()` and `load_state(data)`.
+Without this, a restart in the middle of a slow SAN degradation would learn the degraded
+latency as the new normal and clear the alert. The daemon writes every such probe's state to
+one JSON file in state_dir each minute and on stop, atomically, and reads it at start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+MAX_STATE_BYTES = 64 * 1024 * 1024
+"""A state file larger than this is not read (it is ours, but the disk is not trusted)."""
+
+
+@runtime_checkable
+class StatefulProbe(Protocol):
+    """A probe kind whose learnt state should survive a restart."""
+
+    kind: str
+
+    def save_state(self) -> dict[str, Any]:
+        """Return the state as JSON-ready data."""
+        ...
+
+    def load_state(self, data: dict[str, Any]) -> None:
+        """Take back data saved by save_state (it may be from an older version: skip bad parts)."""
+        ...
+
+
+class ProbeStateFile:
+    """One JSON file holding each stateful probe's state by kind."""
+
+    def __init__(self, path: Path, log: Any) -> None:
+        self.path = path
+        self._log = log
+
+    def load(self, probes: Iterable[object]) -> None:
+        """Give each stateful probe its saved state; a missing or bad file is only logged."""
+        try:
+            if self.path.stat().st_size > MAX_STATE_BYTES:
+                raise ValueError(f"larger than {MAX_STATE_BYTES} bytes")
+            data = json.loads(self.path.read_text())
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            self._log.warning("probe_state_unreadable", path=str(self.path), error=str(exc))
+            return
+        for probe in probes:
+            part = data.get(getattr(probe, "kind", ""))
+            if isinstance(probe, StatefulProbe) and isinstance(part, dict):
+                try:
+                    probe.load_state(part)
+                except Exception as exc:  # an old or damaged file must not stop the start
+                    self._log.warning("probe_state_ignored", kind=probe.kind, error=repr(exc))
+
+    def snapshot(self, probes: Iterable[object]) -> dict[str, Any]:
+        """Return every stateful probe's state by kind (call it on the event loop)."""
+        return {p.kind: p.save_state() for p in probes if isinstance(p, StatefulProbe)}
+
+    def write(self, data: dict[str, Any]) -> None:
+        """Write data atomically (temporary file, fsync, rename)."""
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with tmp.open("w") as out:
+            json.dump(data, out, separators=(",", ":"))
+            out.flush()
+            os.fsync(out.fileno())
+        tmp.replace(self.path)
+
+    async def save(self, probes: Iterable[object]) -> None:
+        """Snapshot on the loop, write in a thread; a failure is logged, never raised."""
+        data = self.snapshot(probes)
+        if not data:
+            return
+        try:
+            await asyncio.to_thread(self.write, data)
+        except (OSError, ValueError, TypeError) as exc:
+            self._log.warning("probe_state_save_failed", path=str(self.path), error=str(exc))
+
+    async def run(self, probes: Iterable[object], every: float = 60.0) -> None:
+        """Save every `every` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(every)
+            await self.save(probes)
