@@ -65,6 +65,7 @@ _AUTH_COUNTERS = (
     ("__SNMP-USER-BASED-SM-MIB", "usmStatsUnsupportedSecLevels"),
 )
 
+
 class TrapMetrics:
     """The trap receiver's own metrics, registered in the registry passed in."""
 
