@@ -14,6 +14,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -54,6 +55,9 @@ CLIENT_AUTH: dict[str, ssl.VerifyMode] = {
 MAX_FILE_BYTES = 1024 * 1024
 AUTH_CACHE = 256
 """Successful logins remembered, so a wall screen refreshing every 10 s costs no bcrypt each."""
+
+BCRYPT_HASH = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
+"""A bcrypt hash: version, cost 04-31, then 22 characters of salt and 31 of digest."""
 
 
 class WebConfigError(ValueError):
@@ -96,7 +100,7 @@ class WebConfig(_Strict):
     @classmethod
     def _bcrypt(cls, users: dict[str, str]) -> dict[str, str]:
         for user, hashed in users.items():
-            if not hashed.startswith(("$2a$", "$2b$", "$2y$")) or len(hashed) != 60:
+            if not BCRYPT_HASH.fullmatch(hashed):
                 # never echo the value: it is a password hash (or worse, a password)
                 raise ValueError(f"user {user!r}: not a bcrypt hash (htpasswd -nBC 10 {user})")
         return users
@@ -183,6 +187,12 @@ class BasicAuth:
         self._users = {u: h.encode() for u, h in users.items()}
         self._ok: dict[bytes, str] = {}
         self._log = logger
+        # An unknown user is checked against a hash no password matches, at the highest cost in
+        # use, so that answering costs as much as for a known user (as exporter-toolkit does):
+        # the time of a 401 does not tell which user names exist.
+        costs = [int(m.group(1)) for h in users.values() if (m := BCRYPT_HASH.fullmatch(h))]
+        cost = max(costs, default=10)
+        self._dummy = f"$2b${cost:02d}${'.' * 53}".encode()
 
     async def check(self, header: str) -> str | None:
         """Return the user a basic Authorization header proves, else None."""
@@ -193,8 +203,11 @@ class BasicAuth:
             user, sep, password = base64.b64decode(value, validate=True).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
             return None
+        if not sep:
+            return None
         hashed = self._users.get(user)
-        if not sep or hashed is None:
+        if hashed is None:
+            await asyncio.to_thread(bcrypt.checkpw, password.encode(), self._dummy)
             return None
         # keyed digest of the credentials: the cache holds no password
         key = hmac.new(hashed, password.encode(), hashlib.sha256).digest()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import ssl
+import time
 from collections.abc import AsyncIterator, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,3 +217,41 @@ async def test_malformed_authorization_headers_are_refused() -> None:
     assert await auth.check("Basic YWxpY2U=") is None  # "alice" without a colon
     good = basic("alice", PASSWORD)["Authorization"]
     assert await auth.check(good) == "alice"
+
+
+async def test_unknown_user_costs_as_much_as_a_known_one() -> None:
+    """A 401 for an unknown user takes as long as for a known user with a wrong password.
+
+    Both run one bcrypt at the users' cost (a dummy hash for the unknown user), so the time of
+    a refusal does not reveal which user names exist. Judged on the minimum of a few tries, the
+    least disturbed by a loaded machine, with a wide margin (at least 0.3x).
+    """
+    cost10 = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=10)).decode()
+    auth = BasicAuth({"alice": cost10})
+
+    async def fastest(user: str) -> float:
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            assert await auth.check(basic(user, "wrong password")["Authorization"]) is None
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    known = await fastest("alice")
+    unknown = await fastest("mallory")
+    assert known > 0.01, f"a cost-10 bcrypt should take well over 10 ms, took {known:.4f}s"
+    assert unknown >= 0.3 * known, f"unknown user {unknown:.4f}s vs known user {known:.4f}s"
+    # and the dummy hash never lets anyone in
+    assert await auth.check(basic("mallory", "")["Authorization"]) is None
+
+
+def test_malformed_bcrypt_hash_is_refused(certs: Certs) -> None:
+    """A hash of the right length and prefix but outside bcrypt's alphabet or cost is refused."""
+    path = certs.dir / "bad-hash-web.yml"
+    bad = "$2b$10$" + "!" * 53
+    path.write_text(f"basic_auth_users: {{alice: '{bad}'}}\n")
+    with pytest.raises(WebConfigError, match="user 'alice': not a bcrypt hash"):
+        load_web_config(path)
+    path.write_text(f"basic_auth_users: {{alice: '$2b$99${'.' * 53}'}}\n")
+    with pytest.raises(WebConfigError, match="user 'alice': not a bcrypt hash"):
+        load_web_config(path)
