@@ -65,6 +65,35 @@ def test_prometheus_rules_pass_promtool_check_and_unit_tests() -> None:
     assert "SUCCESS" in run(promtool, "test", "rules", "vigie-rules.test.yml", cwd=rules)
 
 
+def readme_check_commands() -> list[list[str]]:
+    """Return the promtool and amtool commands deploy/README.md tells a reader to run."""
+    text = (DEPLOY / "README.md").read_text()
+    blocks = re.findall(r"```sh\n(.*?)```", text, flags=re.S)
+    return [
+        line.split()
+        for block in blocks
+        for line in block.splitlines()
+        if line.split()[:1] in (["promtool"], ["amtool"])
+    ]
+
+
+def test_readme_check_commands_pass_as_written() -> None:
+    """Each promtool/amtool command of deploy/README.md succeeds as written, from deploy/."""
+    tools = {
+        "promtool": ("/usr/bin/promtool", "prometheus"),
+        "amtool": ("/usr/bin/amtool", "prometheus-alertmanager"),
+    }
+    commands = readme_check_commands()
+    assert [c[:3] for c in commands] == [
+        ["promtool", "check", "config"],
+        ["promtool", "check", "rules"],
+        ["promtool", "test", "rules"],
+        ["amtool", "check-config", "alertmanager/alertmanager.yml"],
+    ]
+    for tool, *args in commands:
+        run(require_binary(*tools[tool]), *args, cwd=DEPLOY)
+
+
 def test_prometheus_config_passes_promtool() -> None:
     """The example scrape config is a valid Prometheus config once its rule file is in place."""
     promtool = require_binary("/usr/bin/promtool", "prometheus")
