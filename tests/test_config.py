@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from monitor.config import ConfigErrors, json_schema, load_config
+from monitor.health.topology import AnyOf
 from probes import default_registry
 
 HERE = Path(__file__).parent
@@ -51,15 +52,12 @@ def test_required_invalid_cases_exist() -> None:
 
 
 def test_example_config_plans_checks_with_defaults_modules_and_overrides() -> None:
-    """The shipped example loads; modules, defaults and per-check overrides combine."""
-    loaded = load_config(
-        ROOT / "config" / "vigie.example.yaml",
-        default_registry(),
-        env={"VIGIE_RDV_PASSWORD": "s3cret-rdv", "VIGIE_LABO_TOKEN": "t0ken"},
-    )
+    """The shipped example loads with nothing set; modules, defaults and overrides combine."""
+    loaded = load_config(ROOT / "config" / "vigie.example.yaml", default_registry(), env={})
+    assert loaded.warnings == []
     plan = loaded.plan
-    assert loaded.checks_by_kind() == {"http": 3, "tcp": 2}
-    assert loaded.sites() == {"bellevue": 1, "nord-salle-1": 4}
+    assert loaded.checks_by_kind() == {"http": 3, "snmp": 2, "tcp": 3}
+    assert loaded.sites() == {"bellevue": 2, "nord-salle-1": 6}
     labo = plan["labo-api"]
     assert labo.interval == 15.0
     assert labo.timeout == 5.0  # from the module
@@ -74,13 +72,29 @@ def test_example_config_plans_checks_with_defaults_modules_and_overrides() -> No
     assert plan["pacs-dicom"].host == "pacs.chu.local"
 
 
+def test_example_config_shows_a_small_topology() -> None:
+    """The example has sites with a parent, dependencies, A/B power and a redundancy group."""
+    config = load_config(ROOT / "config" / "vigie.example.yaml", default_registry(), env={}).config
+    assert {s.id: s.parent for s in config.sites}["nord-salle-1"] == "nord"
+    comps = {c.id: c for c in config.components}
+    assert comps["resultats-labo"].depends_on == ["dossier-patient"]
+    feeds = comps["dossier-patient"].powered_by[0]
+    assert isinstance(feeds, AnyOf) and feeds.any_of == ["ups-a", "ups-b"]
+    group = comps["messagerie"].depends_on[0]
+    assert isinstance(group, AnyOf) and (group.any_of, group.need) == (
+        ["relais-smtp-1", "relais-smtp-2"],
+        1,
+    )
+
+
 def test_secret_from_env_is_never_printed(tmp_path: Path) -> None:
     """A secret substituted from the environment stays hidden in repr, str and dumps."""
-    loaded = load_config(
-        ROOT / "config" / "vigie.example.yaml",
-        default_registry(),
-        env={"VIGIE_RDV_PASSWORD": "s3cret-rdv", "VIGIE_LABO_TOKEN": "t0ken"},
+    config = tmp_path / "vigie.yaml"
+    config.write_text(
+        "checks:\n  - id: rdv-web\n    kind: http\n    target: https://rdv.chu.local/\n"
+        "    http: {basic_auth: {username: vigie, password: '${VIGIE_RDV_PASSWORD}'}}\n"
     )
+    loaded = load_config(config, default_registry(), env={"VIGIE_RDV_PASSWORD": "s3cret-rdv"})
     settings = loaded.plan["rdv-web"].settings
     assert "s3cret-rdv" not in repr(settings)
     assert "s3cret-rdv" not in str(settings)
