@@ -13,12 +13,13 @@ from typing import TYPE_CHECKING
 
 from monitor import __version__
 from monitor.config import ConfigErrors, json_schema, load_config
-from monitor.logs import configure_logging
+from monitor.logs import command_logging, configure_logging
 from probes import default_registry
 
 if TYPE_CHECKING:
     from monitor.exposition import Exposition
     from monitor.results import ProbeResult
+    from probes import ProbeRegistry
     from probes.base import Check
 
 
@@ -27,31 +28,53 @@ def _parser() -> argparse.ArgumentParser:
         prog="vigie", description="Infrastructure health monitoring for hospital datacenters."
     )
     parser.add_argument("--version", action="version", version=f"vigie {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, help="what to do")
     run = sub.add_parser("run", help="run the daemon")
     run.add_argument("--config", "-c", type=Path, required=True, help="config file")
-    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="least severe log events written (default: info)",
+    )
     check = sub.add_parser("check", help="validate a config file and summarise it")
-    check.add_argument("config", type=Path)
+    check.add_argument("config", type=Path, help="config file to validate (YAML)")
+    check.add_argument(
+        "--budget",
+        action="store_true",
+        help="also print the detection budget of every component and check, worst first",
+    )
     sub.add_parser("schema", help="print the config file's JSON Schema")
     probe = sub.add_parser(
         "probe",
-        help="run one check of a config now, or poll a live SNMP device with profiles",
-        description="vigie probe --config FILE CHECK_ID | vigie probe snmp TARGET --profile NAME "
-        "[--community C | --user U ...]",
+        help="run one check of a config now, or probe a URL or a live SNMP device",
+        description="vigie probe --config FILE CHECK_ID | vigie probe URL (http://..., "
+        "https://..., tcp://HOST:PORT, snmp://[COMMUNITY@]HOST[:PORT]; no config needed) | "
+        "vigie probe snmp TARGET --profile NAME [--community C | --user U ...]",
     )
     probe.add_argument("--config", "-c", type=Path, help="config file (auths, profile_dirs)")
-    probe.add_argument("what", nargs="+", metavar="CHECK_ID | snmp TARGET")
+    probe.add_argument(
+        "what",
+        nargs="+",
+        metavar="CHECK_ID | URL | snmp TARGET",
+        help="a check id of --config, a URL to probe, or 'snmp' and an agent's host[:port]",
+    )
     _snmp_probe_options(probe)
     profile = sub.add_parser("profile", help="validate an SNMP profile or try it on a device")
-    profile_sub = profile.add_subparsers(dest="profile_command", required=True)
+    profile_sub = profile.add_subparsers(
+        dest="profile_command", required=True, help="check profile files or probe a device"
+    )
     profile_check = profile_sub.add_parser("check", help="validate profile files")
-    profile_check.add_argument("files", type=Path, nargs="+", metavar="FILE")
+    profile_check.add_argument(
+        "files", type=Path, nargs="+", metavar="FILE", help="profile files (YAML) to validate"
+    )
     profile_probe = profile_sub.add_parser(
         "probe", help="poll a live device once with profiles and print the samples"
     )
     profile_probe.add_argument("target", help="host[:port] of the SNMP agent")
-    profile_probe.add_argument("profiles", nargs="+", metavar="PROFILE")
+    profile_probe.add_argument(
+        "profiles", nargs="+", metavar="PROFILE", help="names of the profiles to poll with"
+    )
     profile_probe.add_argument(
         "--config", "-c", type=Path, help="config file (auths, profile_dirs)"
     )
@@ -115,9 +138,7 @@ def _cli_auth(args: argparse.Namespace) -> dict[str, object] | None:
     return entry
 
 
-async def _probe_snmp(
-    target: str, profiles: Sequence[str], args: argparse.Namespace
-) -> int:
+async def _probe_snmp(target: str, profiles: Sequence[str], args: argparse.Namespace) -> int:
     """Poll a live SNMP device once with profiles; print its samples and debug log."""
     from prometheus_client import CollectorRegistry
     from pydantic import ValidationError
@@ -184,23 +205,62 @@ def cmd_profile(args: argparse.Namespace) -> int:
         return 2
 
 
+PROBE_USAGE = (
+    "usage: vigie probe --config FILE CHECK_ID\n"
+    "       vigie probe URL   (http://..., https://..., tcp://HOST:PORT, "
+    "snmp://[COMMUNITY@]HOST[:PORT])\n"
+    "       vigie probe snmp TARGET --profile NAME [--community C | --user U ...]"
+)
+
+
 def cmd_probe(args: argparse.Namespace) -> int:
-    """`vigie probe --config FILE CHECK_ID` or `vigie probe snmp TARGET --profile NAME`."""
+    """`vigie probe --config FILE CHECK_ID`, `vigie probe URL` or `vigie probe snmp TARGET`."""
     what: list[str] = args.what
     try:
         if len(what) == 2 and what[0] == "snmp":
             return asyncio.run(_probe_snmp(what[1], args.profile, args))
+        if len(what) == 1 and "://" in what[0]:
+            return _probe_url(what[0], args)
         if len(what) != 1 or args.config is None:
-            print(
-                "usage: vigie probe --config FILE CHECK_ID\n"
-                "       vigie probe snmp TARGET --profile NAME [--community C | --user U ...]",
-                file=sys.stderr,
-            )
+            print(PROBE_USAGE, file=sys.stderr)
             return 2
         return asyncio.run(_probe_once(args.config, what[0]))
     except ConfigErrors as exc:
         print(exc, file=sys.stderr)
         return 1
+
+
+def _probe_url(url: str, args: argparse.Namespace) -> int:
+    """Probe a URL once with default settings, no config file needed."""
+    from urllib.parse import unquote
+
+    from pydantic import ValidationError
+
+    from monitor.config import build_config_model, build_plan
+
+    scheme, _, rest = url.partition("://")
+    scheme = scheme.lower()
+    if scheme == "snmp":
+        community, _, host_port = rest.rstrip("/").rpartition("@")
+        if community and args.community is None and args.community_file is None:
+            args.community = unquote(community)
+        return asyncio.run(_probe_snmp(host_port, args.profile, args))
+    kinds = {"http": ("http", url), "https": ("http", url), "tcp": ("tcp", rest.rstrip("/"))}
+    if scheme not in kinds:
+        print(f"vigie probe {url}: unknown scheme {scheme!r}\n{PROBE_USAGE}", file=sys.stderr)
+        return 2
+    kind, target = kinds[scheme]
+    registry = default_registry()
+    check = {"id": "probe", "kind": kind, "target": target}
+    raw = {"checks": [{**check, "interval": args.timeout, "timeout": args.timeout}]}
+    try:
+        config = build_config_model(registry).model_validate(raw)
+    except ValidationError as exc:
+        reasons = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+        print(f"vigie probe {url}: {reasons}", file=sys.stderr)
+        return 2
+    plan = build_plan(config, registry)
+    return asyncio.run(_run_check(registry, plan["probe"]))
 
 
 def _print_result(check: Check, result: ProbeResult, exp: Exposition) -> int:
@@ -222,8 +282,8 @@ def _print_result(check: Check, result: ProbeResult, exp: Exposition) -> int:
     return 0 if result.success else 1
 
 
-def cmd_check(path: Path) -> int:
-    """Validate a config; print a summary, or every error and exit 1."""
+def cmd_check(path: Path, budget: bool = False) -> int:
+    """Validate a config; print a summary (and the detection budgets), or every error and exit 1."""
     try:
         loaded = load_config(path, default_registry())
     except ConfigErrors as exc:
@@ -233,6 +293,18 @@ def cmd_check(path: Path) -> int:
         return 1
     for warning in loaded.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    state_dir = loaded.config.state_dir
+    if state_dir is not None:  # what vigie run would only find out on its first write
+        from monitor.statedir import check_directory
+
+        problem = check_directory(state_dir)
+        if problem is not None:
+            cause, fix = problem
+            print(
+                f"{path}: state_dir: cannot write {state_dir}: {cause}. Fix: {fix}", file=sys.stderr
+            )
+            print(f"1 error(s) in {path}", file=sys.stderr)
+            return 1
     print(f"{path}: OK, {len(loaded.plan)} checks, {len(loaded.config.components)} components")
     print("checks by kind:")
     for kind, count in loaded.checks_by_kind().items():
@@ -241,17 +313,17 @@ def cmd_check(path: Path) -> int:
     for site, count in loaded.sites().items():
         print(f"  {site}: {count}")
     print(f"listen: {loaded.config.web.listen}")
+    if budget:
+        from monitor.health.budget import budget_table
+
+        print("detection budget, worst case from a fault to the first notification:")
+        for line in budget_table(loaded.budget()):
+            print(f"  {line}".rstrip())
     return 0
 
 
 async def _probe_once(path: Path, check_id: str) -> int:
-    from prometheus_client import CollectorRegistry
-
-    from monitor.exposition import Exposition
-    from monitor.results import ResultStore
-    from monitor.scheduler import Scheduler, SchedulerMetrics
-    from probes.http import make_session
-
+    """Run the check `check_id` of a config file once."""
     registry = default_registry()
     loaded = load_config(path, registry)
     check = loaded.plan.get(check_id)
@@ -260,6 +332,18 @@ async def _probe_once(path: Path, check_id: str) -> int:
             f"unknown check {check_id!r}; checks: {', '.join(sorted(loaded.plan))}", file=sys.stderr
         )
         return 2
+    return await _run_check(registry, check)
+
+
+async def _run_check(registry: ProbeRegistry, check: Check) -> int:
+    """Run one check now through a scheduler of its own; print its log and samples."""
+    from prometheus_client import CollectorRegistry
+
+    from monitor.exposition import Exposition
+    from monitor.results import ResultStore
+    from monitor.scheduler import Scheduler, SchedulerMetrics
+    from probes.http import make_session
+
     own = CollectorRegistry()
     async with make_session() as session:
         scheduler = Scheduler(registry, ResultStore(), session, SchedulerMetrics(own))
@@ -271,14 +355,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `vigie` console script."""
     args = _parser().parse_args(argv)
     if args.command == "check":
-        return cmd_check(args.config)
+        return cmd_check(args.config, budget=args.budget)
     if args.command == "schema":
         print(json.dumps(json_schema(default_registry()), indent=2, sort_keys=True))
         return 0
     if args.command == "probe":
-        return cmd_probe(args)
+        with command_logging():
+            return cmd_probe(args)
     if args.command == "profile":
-        return cmd_profile(args)
+        with command_logging():
+            return cmd_profile(args)
     if args.command == "run":
         from monitor.app import run_daemon
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
 from typing import Any, TextIO
 
 import structlog
@@ -42,3 +43,18 @@ def configure_logging(level: str = "info", stream: TextIO | None = None) -> None
         logger_factory=structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=True,
     )
+
+
+@contextlib.contextmanager
+def command_logging(level: str = "warning", stream: TextIO | None = None) -> Iterator[None]:
+    """Configure logging for a one-shot command (to stderr), restoring the previous setup after.
+
+    Unconfigured structlog prints every event, debug included, to stdout: a `vigie probe` run
+    then showed each probe event twice, once logged and once among the run's `# log:` lines.
+    """
+    saved = structlog.get_config()
+    configure_logging(level, stream or sys.stderr)
+    try:
+        yield
+    finally:
+        structlog.configure(**saved)
