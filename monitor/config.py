@@ -25,6 +25,7 @@ from pydantic import (
 
 from monitor.alerting.settings import AlertingSettings
 from monitor.durations import Duration
+from monitor.health.budget import Budgets, budgets_of, over_target
 from monitor.health.maintenance import MaintenanceSpec
 from monitor.health.topology import ComponentSpec, HealthSettings, RuleSpec, SiteSpec
 from monitor.health.validate import validate_topology
@@ -521,6 +522,11 @@ class LoadedConfig:
     config: ConfigBase
     plan: dict[str, Check]
     warnings: list[ConfigError] = field(default_factory=list)
+    budgets: Budgets | None = None  # detection budgets, computed at load (monitor.health.budget)
+
+    def budget(self) -> Budgets:
+        """Return the detection budgets, computing them for a config built without load_config."""
+        return self.budgets if self.budgets is not None else budgets_of(self.config, self.plan)
 
     def checks_by_kind(self) -> dict[str, int]:
         """Return the number of checks of each kind."""
@@ -609,8 +615,11 @@ def load_config(
     errors.extend(located(bind_errors + topo_errors))
     if errors:
         raise ConfigErrors(errors)
+    budgets = budgets_of(config, plan)
+    topo_warnings += over_target(budgets, config.components)
     return LoadedConfig(path=path, config=config, plan=plan,
-                        warnings=sorted(located(topo_warnings), key=lambda e: e.line))
+                        warnings=sorted(located(topo_warnings), key=lambda e: e.line),
+                        budgets=budgets)
 
 
 def build_plan(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import ssl
 from email.utils import parseaddr
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from yarl import URL
@@ -176,6 +176,11 @@ class AlertingSettings(_Strict):
         None, description="URL of this Vigie, as externalURL in webhook payloads."
     )
     watchdog: bool = Field(True, description="Keep the VigieWatchdog alert always firing.")
+    group_wait: Duration | Literal[0] = Field(
+        10.0,
+        description="The Alertmanager route's group_wait, mirrored here (Vigie does not apply it):"
+        " the detection budget counts it before the first notification; 0 for webhooks/SMTP only.",
+    )
 
     @field_validator("alertmanagers")
     @classmethod

@@ -29,6 +29,10 @@ ComponentKind = Literal[
 
 Severity = Literal["warning", "degraded", "down"]
 
+Tier = Annotated[int, Field(ge=1, le=4)]
+DEFAULT_PAGE_WITHIN: dict[int, float] = {1: 60.0, 2: 120.0, 3: 300.0, 4: 900.0}
+"""Default detection-budget target per tier: how soon someone must know (health.page_within)."""
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -126,6 +130,18 @@ class HealthSettings(_Strict):
         description="Longest hold of a new incident whose root has dependencies, until their"
         " checks report after it began (a dependent failing just before its cause); 0: no hold.",
     )
+    page_within: dict[Tier, Duration] = Field(
+        default_factory=lambda: dict(DEFAULT_PAGE_WITHIN),
+        description="Target per application tier (1 to 4) for the detection budget, the worst"
+        " case from a fault to the first notification: `vigie check` warns about every"
+        " application over it. Unset tiers keep their defaults (60s, 2m, 5m, 15m).",
+    )
+
+    @field_validator("page_within")
+    @classmethod
+    def _page_within(cls, value: dict[int, float]) -> dict[int, float]:
+        """Tiers not given keep their default target."""
+        return {**DEFAULT_PAGE_WITHIN, **value}
 
 
 @dataclass(frozen=True, slots=True)
