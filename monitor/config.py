@@ -272,6 +272,26 @@ class TrapSettings(_Strict):
     log_interval: Duration = Field(
         300.0, description="Log an unmatched or refused trap at most once per source per interval."
     )
+    max_datagram_bytes: int = Field(
+        8192,
+        ge=484,
+        le=65507,
+        description="Larger datagrams are dropped unread (reason oversize); SNMP needs 484.",
+    )
+    source_rate: float = Field(
+        20.0,
+        gt=0,
+        description="Datagrams per second accepted from one source address (token bucket); "
+        "the rest are dropped (reason rate).",
+    )
+    source_burst: int = Field(
+        100, ge=1, description="Datagrams one source may send at once before source_rate applies."
+    )
+    max_sources: int = Field(
+        4096,
+        ge=1,
+        description="Source addresses given a bucket of their own; beyond, new sources share one.",
+    )
 
     def host_port(self) -> tuple[str, int]:
         """Return the host and port to bind."""

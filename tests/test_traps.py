@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import re
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,14 +22,15 @@ from structlog.testing import capture_logs
 from monitor.app import Daemon
 from monitor.config import ConfigErrors, TrapSettings, load_config
 from monitor.results import ProbeResult, ResultStore, Sample
-from monitor.traps import TrapMetrics, TrapReceiver, merge_trap
+from monitor.traps import SourceBuckets, TrapMetrics, TrapReceiver, merge_trap, peek_header
 from probes import ProbeRegistry
 from probes.base import Check
 from probes.http import make_session
-from probes.snmp import SnmpAuth, SnmpProbe
+from probes.snmp import SnmpAuth, SnmpProbe, ber_int, ber_seq, ber_tlv
 from probes.snmp_profiles import TrapDef
 from tests.conftest import require_binary
 from tests.snmp_peers import UPS_ON_BATTERY, ipv6_loopback, running_snmpd, snmp_check
+from tests.waiting import wait_for
 
 SNMPTRAP = "/usr/bin/snmptrap"
 SNMPINFORM = "/usr/bin/snmpinform"
@@ -69,15 +71,6 @@ async def send(*args: str, binary: str = SNMPTRAP) -> tuple[int, str]:
     out, _ = await asyncio.wait_for(proc.communicate(), 10)
     assert proc.returncode is not None
     return proc.returncode, out.decode(errors="replace")
-
-
-async def wait_until(condition: Callable[[], object], what: str, deadline: float = 5.0) -> None:
-    """Poll condition until true; fail naming `what` at the deadline."""
-    end = time.monotonic() + deadline
-    while not condition():
-        if time.monotonic() > end:
-            pytest.fail(f"timed out after {deadline:g}s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 @dataclass
@@ -151,7 +144,7 @@ async def test_v2c_trap_sets_metric_and_asks_a_repoll(harness: Harness) -> None:
     """A v2c upsTrapOnBattery from the UPS's address sets ups_on_battery 1 and re-polls it."""
     rc, out = await send("-v2c", "-c", COMMUNITY, harness.address, "", ON_BATTERY)
     assert rc == 0, out
-    await wait_until(lambda: harness.count("matched") == 1, "a matched trap")
+    await wait_for(lambda: harness.count("matched") == 1, "a matched trap")
     assert harness.on_battery("ups-a") == 1.0
     assert harness.triggered == ["ups-a"]
     assert harness.on_battery("ups-b") is None
@@ -162,7 +155,7 @@ async def test_v3_authpriv_trap_with_the_senders_engine_id(harness: Harness) -> 
     args = ["-e", SENDER_ENGINE_ID, *V3_ARGS, harness.address, "", ON_BATTERY]
     rc, out = await send(*args)
     assert rc == 0, out
-    await wait_until(lambda: harness.count("matched") == 1, "a matched v3 trap")
+    await wait_for(lambda: harness.count("matched") == 1, "a matched v3 trap")
     assert harness.on_battery("ups-a") == 1.0
 
 
@@ -183,7 +176,7 @@ async def test_v3_trap_with_wrong_credentials_is_refused(
     with capture_logs() as logs:
         rc, out = await send(*args)
         assert rc == 0, out
-        await wait_until(lambda: harness.count("auth_failed") == 1, "an auth failure")
+        await wait_for(lambda: harness.count("auth_failed") == 1, "an auth failure")
     assert harness.on_battery("ups-a") is None and harness.triggered == []
     (event,) = [e for e in logs if e["event"] == "trap_auth_failed"]
     assert event["engine_id"] == engine_id.lower().removeprefix("0x")
@@ -199,7 +192,7 @@ async def test_v1_trap_is_matched_by_its_agent_addr(harness: Harness) -> None:
     args = ["-v1", "-c", COMMUNITY, harness.address, "1.3.6.1.2.1.33.2", "127.0.0.2", "6", "1", ""]
     rc, out = await send(*args)
     assert rc == 0, out
-    await wait_until(lambda: harness.count("matched") == 1, "a matched v1 trap")
+    await wait_for(lambda: harness.count("matched") == 1, "a matched v1 trap")
     assert harness.on_battery("ups-b") == 1.0
     assert harness.on_battery("ups-a") is None
     assert harness.triggered == ["ups-b"]
@@ -220,7 +213,7 @@ async def test_wrong_community_is_counted_not_applied(harness: Harness) -> None:
     """A trap with an unknown community is counted as auth_failed and sets nothing."""
     rc, out = await send("-v2c", "-c", "guessed", harness.address, "", ON_BATTERY)
     assert rc == 0, out
-    await wait_until(lambda: harness.count("auth_failed") == 1, "an auth failure")
+    await wait_for(lambda: harness.count("auth_failed") == 1, "an auth failure")
     assert harness.count("matched") == 0
     assert harness.on_battery("ups-a") is None and harness.triggered == []
 
@@ -231,7 +224,7 @@ async def test_unmatched_traps_are_counted_and_logged_once_per_source(harness: H
         for _ in range(3):
             rc, out = await send("-v2c", "-c", COMMUNITY, harness.address, "", "1.3.6.1.4.1.9.9.9")
             assert rc == 0, out
-        await wait_until(lambda: harness.count("unmatched") == 3, "three unmatched traps")
+        await wait_for(lambda: harness.count("unmatched") == 3, "three unmatched traps")
     unmatched = [e for e in logs if e["event"] == "trap_unmatched"]
     assert len(unmatched) == 1, logs
     assert unmatched[0]["source"] == "127.0.0.1"
@@ -249,10 +242,10 @@ async def test_garbage_datagrams_are_dropped_and_the_receiver_still_works(
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         for payload in payloads:
             sock.sendto(payload, ("127.0.0.1", harness.receiver.port or 0))
-    await wait_until(lambda: harness.count("malformed") >= 40, "garbage counted as malformed")
+    await wait_for(lambda: harness.count("malformed") >= 40, "garbage counted as malformed")
     rc, out = await send("-v2c", "-c", COMMUNITY, harness.address, "", ON_BATTERY)
     assert rc == 0, out
-    await wait_until(lambda: harness.count("matched") == 1, "a trap after the garbage")
+    await wait_for(lambda: harness.count("matched") == 1, "a trap after the garbage")
     assert harness.on_battery("ups-a") == 1.0
 
 
@@ -261,11 +254,11 @@ async def test_reload_rematches_checks(harness: Harness) -> None:
     await harness.receiver.update(ups_plan(("ups-b", "127.0.0.2:161")), AUTHS)
     rc, out = await send("-v2c", "-c", COMMUNITY, harness.address, "", ON_BATTERY)
     assert rc == 0, out
-    await wait_until(lambda: harness.count("unmatched") == 1, "an unmatched trap")
+    await wait_for(lambda: harness.count("unmatched") == 1, "an unmatched trap")
     assert harness.triggered == []
     rc, out = await send("-v2c", "-c", COMMUNITY, harness.address, "", ON_BATTERY)
     assert rc == 0, out
-    await wait_until(lambda: harness.count("unmatched") == 2, "a second unmatched trap")
+    await wait_for(lambda: harness.count("unmatched") == 2, "a second unmatched trap")
     assert harness.count("auth_failed") == 0
 
 
@@ -425,7 +418,7 @@ async def test_ipv6_listener_and_host_name_targets() -> None:
     try:
         rc, out = await send("-v2c", "-c", COMMUNITY, f"udp6:[::1]:{receiver.port}", "", ON_BATTERY)
         assert rc == 0, out
-        await wait_until(lambda: triggered == ["ups-v6"], "the IPv6 trap applied")
+        await wait_for(lambda: triggered == ["ups-v6"], "the IPv6 trap applied")
     finally:
         await receiver.stop()
     settings = TrapSettings(listen="127.0.0.1:0", auths=["traps_v2"])
@@ -434,6 +427,182 @@ async def test_ipv6_listener_and_host_name_targets() -> None:
     try:
         rc, out = await send("-v2c", "-c", COMMUNITY, f"127.0.0.1:{receiver.port}", "", ON_BATTERY)
         assert rc == 0, out
-        await wait_until(lambda: triggered[-1:] == ["ups-name"], "the trap for localhost applied")
+        await wait_for(lambda: triggered[-1:] == ["ups-name"], "the trap for localhost applied")
+    finally:
+        await receiver.stop()
+
+
+# --------------------------------------------------------------------------- screening
+
+
+async def capture(*args: str, binary: str = SNMPTRAP) -> bytes:
+    """Return the datagram a net-snmp sender puts on the wire (sent to a plain UDP socket)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink:
+        sink.bind(("127.0.0.1", 0))
+        sink.setblocking(False)
+        port = sink.getsockname()[1]
+        target = f"127.0.0.1:{port}"
+        argv = [a.replace("{target}", target) for a in args]
+        rc, out = await send(*argv, binary=binary)  # a trap is one datagram: it is there now
+        assert rc == 0, out
+        data = await asyncio.wait_for(asyncio.get_running_loop().sock_recv(sink, 65535), 10)
+    return data
+
+
+@pytest.mark.parametrize(
+    ("args", "version", "pdu"),
+    [
+        (
+            ["-v1", "-c", COMMUNITY, "{target}", "1.3.6.1.2.1.33.2", "127.0.0.2", "6", "1", ""],
+            0,
+            0xA4,
+        ),
+        (["-v2c", "-c", COMMUNITY, "{target}", "", ON_BATTERY], 1, 0xA7),
+    ],
+    ids=["v1-trap", "v2c-trap"],
+)
+async def test_header_of_a_real_v1_and_v2c_trap(args: list[str], version: int, pdu: int) -> None:
+    """peek_header reads the version, community and PDU type of net-snmp's own datagrams."""
+    header = peek_header(await capture(*args))
+    assert (header.version, header.community, header.pdu) == (version, COMMUNITY.encode(), pdu)
+
+
+async def test_header_of_a_real_v3_trap_names_engine_and_user() -> None:
+    """peek_header reads an SNMPv3 authPriv trap's engine ID and user (the rest is encrypted)."""
+    data = await capture("-e", SENDER_ENGINE_ID, *V3_ARGS, "{target}", "", ON_BATTERY)
+    header = peek_header(data)
+    assert (header.version, header.engine_id.hex(), header.user) == (
+        3,
+        SENDER_ENGINE_ID,
+        USER.encode(),
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (b"", "truncated before message"),
+        (b"\x04\x01x", "message: tag 0x04"),
+        (b"\x30\x05\x02\x01\x01", "message: longer than the datagram"),
+        (b"\x30\x80\x02\x01\x01\x00\x00", "message: bad length"),
+        (b"\x30\x03\x02\x01\x01\xff", "trailing bytes"),
+        (b"\x30\x03\x02\x01\x07", "SNMP version 7"),
+        (b"\x30\x02\x02\x00", "version: bad integer"),
+        (b"\x30\x06\x02\x01\x01\x04\x01c", "truncated before the PDU"),
+        (b"\x30\x09\x02\x01\x03\x30\x00\x04\x02\x30\x00", "msgAuthoritativeEngineID"),
+    ],
+)
+def test_header_errors_name_the_field(data: bytes, error: str) -> None:
+    """Anything that is not one SNMP message is refused with the field at fault named."""
+    with pytest.raises(ValueError, match=re.escape(error)):
+        peek_header(data)
+
+
+def test_buckets_limit_each_source_and_stay_bounded() -> None:
+    """A source gets `burst` datagrams, then `rate` a second; sources beyond the bound share
+    one overflow bucket, and only a refilled (idle) bucket is forgotten for a new source."""
+    now = [0.0]
+    buckets = SourceBuckets(rate=2.0, burst=3, max_sources=2, clock=lambda: now[0])
+    assert [buckets.allow("a") for _ in range(4)] == [True, True, True, False]
+    now[0] = 0.5  # one token back for a
+    assert [buckets.allow("a") for _ in range(2)] == [True, False]
+    assert all(buckets.allow("b") for _ in range(3))
+    # Table full (a, b), neither refilled: c and d share the overflow bucket.
+    assert [buckets.allow(x) for x in "cdcd"] == [True, True, True, False]
+    assert len(buckets) == 2
+    now[0] = 10.0  # a (least recently seen) has refilled: c takes its place, with a full bucket
+    assert all(buckets.allow("c") for _ in range(3)) and len(buckets) == 2
+    assert buckets.allow("a")  # a is new again: b was idle too and makes room
+
+
+async def raw_send(port: int, payloads: list[bytes], source: str = "127.0.0.1") -> None:
+    """Send datagrams from a source address of the loopback."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((source, 0))
+        for payload in payloads:
+            sock.sendto(payload, ("127.0.0.1", port))
+
+
+def v2c_trap(community: bytes, body: bytes = b"", pdu: int = 0xA7) -> bytes:
+    """Return an SNMPv2c message with this community and PDU body (raw, maybe not BER)."""
+    return ber_seq(ber_int(1), ber_tlv(0x04, community), ber_tlv(pdu, body))
+
+
+def dropped(harness: Harness, reason: str) -> float:
+    """Return vigie_snmp_traps_dropped_total for one reason."""
+    value = harness.registry.get_sample_value("vigie_snmp_traps_dropped_total", {"reason": reason})
+    return value or 0.0
+
+
+async def test_oversize_datagrams_are_dropped_unread(harness: Harness) -> None:
+    """A datagram over max_datagram_bytes (8 KiB) is dropped as oversize, logged once with its
+    size; one of exactly 8 KiB is read (here refused for its community, which proves it)."""
+    big = v2c_trap(COMMUNITY.encode(), b"\x00" * 9000)
+    edge = v2c_trap(b"guessed", b"")
+    edge = v2c_trap(b"guessed", b"\x00" * (8192 - len(edge) - 4))  # two lengths grow by 2
+    assert len(edge) == 8192, len(edge)
+    with capture_logs() as logs:
+        await raw_send(harness.receiver.port or 0, [big, big, edge])
+        await wait_for(lambda: dropped(harness, "community") == 1, "the 8 KiB datagram read")
+        await wait_for(lambda: dropped(harness, "oversize") == 2, "two oversize drops")
+    events = [e for e in logs if e["event"] == "trap_dropped"]
+    assert [(e["reason"], e["size"]) for e in events] == [("oversize", len(big))]
+    assert harness.count("matched") + harness.count("malformed") == 0
+
+
+async def test_community_is_checked_before_the_varbinds_are_decoded(harness: Harness) -> None:
+    """A wrong community is refused on the header alone: its PDU, not even BER, is never
+    decoded (counted community, not malformed); with the right community the same PDU is."""
+    garbage = bytes(range(256)) * 20
+    await raw_send(harness.receiver.port or 0, [v2c_trap(b"guessed", garbage)])
+    await wait_for(lambda: dropped(harness, "community") == 1, "the community refusal")
+    assert dropped(harness, "malformed") == 0 and harness.count("auth_failed") == 1
+    await raw_send(harness.receiver.port or 0, [v2c_trap(COMMUNITY.encode(), garbage)])
+    await wait_for(lambda: dropped(harness, "malformed") == 1, "pysnmp refusing the PDU")
+    await raw_send(harness.receiver.port or 0, [v2c_trap(COMMUNITY.encode(), b"", pdu=0xA0)])
+    await wait_for(lambda: dropped(harness, "malformed") == 2, "a GetRequest refused")
+
+
+async def test_unknown_v3_user_is_refused_on_the_header(harness: Harness) -> None:
+    """An SNMPv3 trap from an unknown user is dropped as user, logged with engine ID and user."""
+    args = ["-e", SENDER_ENGINE_ID, *V3_ARGS, harness.address, "", ON_BATTERY]
+    args[args.index(USER)] = "mallory"
+    with capture_logs() as logs:
+        rc, out = await send(*args)
+        assert rc == 0, out
+        await wait_for(lambda: dropped(harness, "user") == 1, "the unknown user refused")
+    (event,) = [e for e in logs if e["event"] == "trap_auth_failed"]
+    assert (event["reason"], event["user"], event["engine_id"]) == (
+        "user",
+        "mallory",
+        SENDER_ENGINE_ID,
+    )
+    assert harness.count("auth_failed") == 1 and harness.triggered == []
+
+
+async def test_rate_limit_is_per_source() -> None:
+    """Past its burst, a source's datagrams are dropped as rate (its bucket does not refill on
+    this frozen clock), while another source's trap is still applied."""
+    store, registry, triggered = ResultStore(), CollectorRegistry(), []
+    settings = TrapSettings(
+        listen="127.0.0.1:0", auths=["traps_v2"], source_rate=1.0, source_burst=5
+    )
+    receiver = TrapReceiver(
+        settings,
+        store,
+        lambda cid: triggered.append(cid) is None,
+        TrapMetrics(registry),
+        clock=lambda: 0.0,
+    )
+    await receiver.start(ups_plan(("ups-a", "127.0.0.1:161"), ("ups-b", "127.0.0.2:161")), AUTHS)
+    harness = Harness(receiver, store, registry, triggered)
+    try:
+        await raw_send(receiver.port or 0, [v2c_trap(b"guessed")] * 12, source="127.0.0.2")
+        await wait_for(lambda: dropped(harness, "rate") == 7, "seven datagrams over the rate")
+        assert dropped(harness, "community") == 5
+        rc, out = await send("-v2c", "-c", COMMUNITY, harness.address, "", ON_BATTERY)
+        assert rc == 0, out
+        await wait_for(lambda: triggered == ["ups-a"], "the other source's trap applied")
+        assert dropped(harness, "rate") == 7
     finally:
         await receiver.stop()
