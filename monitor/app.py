@@ -22,6 +22,7 @@ from monitor.alerting import AlertDispatcher, Outbox, build_sinks
 from monitor.config import ConfigErrors, LoadedConfig, load_config
 from monitor.exposition import Exposition, check_labels
 from monitor.health.alerts import IncidentNotifier
+from monitor.health.budget import BudgetCollector
 from monitor.health.engine import Snapshot, build_engine, rules_of
 from monitor.health.history import StateHistory
 from monitor.health.maintenance import MaintenanceBook
@@ -31,6 +32,7 @@ from monitor.health.runner import HealthRunner
 from monitor.probe_state import ProbeStateFile
 from monitor.results import ResultStore, bound_text
 from monitor.scheduler import Scheduler, SchedulerMetrics
+from monitor.statedir import StateDirMonitor
 from monitor.systemd import SystemdNotifier, watchdog_loop
 from monitor.traps import TrapMetrics, TrapReceiver
 from probes.base import ProbeRegistry
@@ -48,6 +50,7 @@ class Daemon:
         notifier: SystemdNotifier | None = None,
         env: Mapping[str, str] | None = None,
         logger: Any = None,
+        state_retry_every: float = 5.0,
     ) -> None:
         self.loaded = loaded
         self.registry = registry
@@ -80,13 +83,35 @@ class Daemon:
             logger=self.log,
         )
         config = loaded.config
-        persist = HealthStateStore(config.state_dir / "health.sqlite") if config.state_dir else None
+        # Every store in state_dir reports its writes here: a refused write keeps the state in
+        # memory, is counted and logged, and pages a self-incident (vigie:state_dir).
+        self.state_dir: StateDirMonitor | None = None
+        if config.state_dir is not None:
+            self.state_dir = StateDirMonitor(
+                config.state_dir,
+                self.own_registry,
+                logger=self.log,
+                url=(config.alerting.external_url or "") if config.alerting else "",
+            )
+        self._state_retry_every = state_retry_every
+        self._state_retry_task: asyncio.Task[None] | None = None
+        persist = (
+            HealthStateStore(config.state_dir / "health.sqlite", report=self.state_dir)
+            if config.state_dir
+            else None
+        )
         self.alerts: AlertDispatcher | None = None
         self._notifier: IncidentNotifier | None = None
+        self._outbox: Outbox | None = None
         if config.alerting is not None and config.state_dir is not None:
+            self._outbox = Outbox(
+                config.state_dir / "outbox.sqlite",
+                report=self.state_dir,
+                retry_every=state_retry_every,
+            )
             self.alerts = AlertDispatcher(
                 config.alerting,
-                Outbox(config.state_dir / "outbox.sqlite"),
+                self._outbox,
                 build_sinks(config.alerting),
                 session,
                 self.own_registry,
@@ -100,6 +125,7 @@ class Daemon:
             publish=self._publish,
             persist=persist,
             maintenance=MaintenanceBook(config.maintenance),
+            logger=self.log,
         )
         self.store.subscribe(self.health.on_result)
         # State changes for the status page's timelines and the recovery board, kept in the
@@ -107,11 +133,15 @@ class Daemon:
         self._state = persist
         # What probes learnt (SNMP baselines, forecasts, last uptimes), saved each minute.
         self._probe_state = (
-            ProbeStateFile(config.state_dir / "probes.json", self.log) if config.state_dir else None
+            ProbeStateFile(config.state_dir / "probes.json", self.log, report=self.state_dir)
+            if config.state_dir
+            else None
         )
         self._probe_state_task: asyncio.Task[None] | None = None
         self.history = StateHistory(restored=persist.load_history(50) if persist else None)
         self.own_registry.register(HealthCollector(lambda: self.health.engine.snapshot))
+        # Detection budgets follow the config in force (recomputed by load_config on reload).
+        self.own_registry.register(BudgetCollector(lambda: self.loaded.budget()))  # noqa: PLW0108
         self.traps: TrapReceiver | None = None
         if config.traps is not None:
             self.traps = TrapReceiver(
@@ -134,8 +164,24 @@ class Daemon:
                 self._state.save_history(changes.added, changes.removed, self.history.limit)
             except sqlite3.Error as exc:  # a full disk must not stop the health loop
                 self.log.warning("history_save_failed", error=str(exc))
-        if self._notifier is not None:
-            self._notifier.update(snapshot)
+        if self._notifier is not None and self.alerts is not None:
+            # Vigie's own incidents (state_dir unwritable) are paged like the others.
+            own = self.state_dir.alerts() if self.state_dir is not None else []
+            self.alerts.sync([*self._notifier.alerts(snapshot), *own])
+
+    async def _retry_state(self) -> None:
+        """While a store holds state it could not write, try writing it every few seconds."""
+        while True:
+            await asyncio.sleep(self._state_retry_every)
+            if self.state_dir is None or not self.state_dir.failing:
+                continue
+            if self._outbox is not None:
+                self._outbox.flush()
+            if self._state is not None:
+                self._state.flush()
+            if self._probe_state is not None:
+                await self._probe_state.save(self.registry)
+            self.health.wake()  # publish now: the self-incident resolves without waiting
 
     async def start(self, app: web.Application | None = None) -> None:
         """Start the plan and the web server, then tell systemd we are ready."""
@@ -150,6 +196,8 @@ class Daemon:
                 self._probe_state.run(self.registry), name="probe-state"
             )
         self.scheduler.apply(self.loaded.plan)
+        if self.state_dir is not None:
+            self._state_retry_task = asyncio.create_task(self._retry_state(), name="state-retry")
         if self.alerts is not None:
             self._alert_task = asyncio.create_task(self.alerts.run(), name="alerting")
         self.health.start()
@@ -273,6 +321,10 @@ class Daemon:
                 await self._probe_state_task
         if self._probe_state is not None:
             await self._probe_state.save(self.registry)
+        if self._state_retry_task is not None:
+            self._state_retry_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._state_retry_task
         for probe in self.registry:  # e.g. log out of BMC sessions, while the session is open
             close = getattr(probe, "close", None)
             if close is not None:

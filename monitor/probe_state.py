@@ -10,11 +10,14 @@ one JSON file in state_dir each minute and on stop, atomically, and reads it at 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
+
+from monitor.alerting.outbox import WriteReport
 
 MAX_STATE_BYTES = 64 * 1024 * 1024
 """A state file larger than this is not read (it is ours, but the disk is not trusted)."""
@@ -38,9 +41,12 @@ class StatefulProbe(Protocol):
 class ProbeStateFile:
     """One JSON file holding each stateful probe's state by kind."""
 
-    def __init__(self, path: Path, log: Any) -> None:
+    STORE = "probes"
+
+    def __init__(self, path: Path, log: Any, *, report: WriteReport | None = None) -> None:
         self.path = path
         self._log = log
+        self._report = report
 
     def load(self, probes: Iterable[object]) -> None:
         """Give each stateful probe its saved state; a missing or bad file is only logged."""
@@ -71,21 +77,38 @@ class ProbeStateFile:
         """Write data atomically (temporary file, fsync, rename)."""
         tmp = self.path.with_name(self.path.name + ".tmp")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with tmp.open("w") as out:
-            json.dump(data, out, separators=(",", ":"))
-            out.flush()
-            os.fsync(out.fileno())
-        tmp.replace(self.path)
+        try:
+            with tmp.open("w") as out:
+                json.dump(data, out, separators=(",", ":"))
+                out.flush()
+                os.fsync(out.fileno())
+            tmp.replace(self.path)
+        except BaseException:
+            # A half-written temporary file would hold space a full disk needs back.
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise
 
-    async def save(self, probes: Iterable[object]) -> None:
-        """Snapshot on the loop, write in a thread; a failure is logged, never raised."""
+    async def save(self, probes: Iterable[object]) -> bool:
+        """Snapshot on the loop, write in a thread; a failure is reported, never raised.
+
+        Return True when the file was written (or there was nothing to write). The state
+        itself lives in the probes, so a failed write loses nothing: the next one writes it all.
+        """
         data = self.snapshot(probes)
         if not data:
-            return
+            return True
         try:
             await asyncio.to_thread(self.write, data)
         except (OSError, ValueError, TypeError) as exc:
-            self._log.warning("probe_state_save_failed", path=str(self.path), error=str(exc))
+            if self._report is not None and isinstance(exc, OSError):
+                self._report.failed(self.STORE, self.path, exc)  # counted, logged once a minute
+            else:
+                self._log.warning("probe_state_save_failed", path=str(self.path), error=str(exc))
+            return False
+        if self._report is not None:
+            self._report.ok(self.STORE)
+        return True
 
     async def run(self, probes: Iterable[object], every: float = 60.0) -> None:
         """Save every `every` seconds until cancelled."""

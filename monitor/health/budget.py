@@ -19,9 +19,12 @@ answers "how long until someone knows that something stopped?".
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from monitor.health.topology import (
     DEFAULT_PAGE_WITHIN,
@@ -411,3 +414,41 @@ def _columns(rows: Sequence[tuple[str, ...]]) -> list[str]:
     """Left-aligned columns two spaces apart."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+
+
+def budget_json(budget: Budget, target: float | None) -> dict[str, Any]:
+    """Serialise a budget for /api/v1/components and the component page, term by term."""
+    return {
+        "seconds": budget.seconds,
+        "target": target,
+        "over_target": target is not None and budget.seconds > target,
+        "tier": budget.tier,
+        "check": budget.check,
+        "via": budget.via,
+        "rule": budget.rule,
+        "interval": budget.interval,
+        "timeout": budget.timeout,
+        "for": budget.for_,
+        "confirm": budget.confirm,
+        "group_wait": budget.group_wait,
+    }
+
+
+class BudgetCollector(Collector):
+    """Exposes vigie_page_budget_seconds from the budgets of the config in force."""
+
+    def __init__(self, budgets: Callable[[], Budgets]) -> None:
+        self._budgets = budgets
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield one gauge per component that something can detect."""
+        family = GaugeMetricFamily(
+            "vigie_page_budget_seconds",
+            "Worst case from a fault of the component to the first notification (detection"
+            " budget: interval + timeout + for + confirmation + group_wait).",
+            labels=["component", "kind", "tier"],
+        )
+        for b in self._budgets().components.values():
+            tier = "" if b.tier is None else str(b.tier)
+            family.add_metric([b.component, b.kind, tier], b.seconds)
+        yield family

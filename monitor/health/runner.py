@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from typing import Any
+
+import structlog
 
 from monitor.health.engine import HealthEngine, Snapshot
 from monitor.health.maintenance import MaintenanceBook
@@ -27,8 +30,10 @@ class HealthRunner:
         maintenance: MaintenanceBook | None = None,
         min_period: float = 0.2,
         tick: float = 1.0,
+        logger: Any = None,
     ) -> None:
         self.engine = engine
+        self._log = logger if logger is not None else structlog.get_logger()
         self._ready = ready
         self._publish = publish
         self._persist = persist
@@ -66,7 +71,10 @@ class HealthRunner:
         await self._ready.wait()
         while True:
             self._dirty.clear()
-            self.evaluate()
+            try:
+                self.evaluate()
+            except Exception as exc:  # one bad evaluation must not end detection for good
+                self._log.exception("health_evaluation_failed", error=repr(exc)[:500])
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._tick):
                     await self._dirty.wait()

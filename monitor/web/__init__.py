@@ -35,15 +35,26 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
-async def healthy(_: web.Request) -> web.Response:
-    """Answer 200 while the process serves requests."""
-    return web.Response(text="Healthy.\n")
+def _degraded(request: web.Request) -> str:
+    """Return the lines naming why the daemon runs degraded (state kept in memory), or ''."""
+    monitor = getattr(request.app[DAEMON_KEY], "state_dir", None)
+    problem = monitor.summary() if monitor is not None else None
+    return "" if problem is None else f"Degraded: state_dir: {problem}\n"
+
+
+async def healthy(request: web.Request) -> web.Response:
+    """Answer 200 while the process serves requests; the body names what runs degraded.
+
+    Still 200 when state cannot be written: the daemon detects and pages all the same, and a
+    restart (what a failed liveness check leads to) would lose what it holds in memory.
+    """
+    return web.Response(text="Healthy.\n" + _degraded(request))
 
 
 async def ready(request: web.Request) -> web.Response:
     """Answer 200 once every check has run once, 503 before."""
     if request.app[DAEMON_KEY].scheduler.first_round_done.is_set():
-        return web.Response(text="Ready.\n")
+        return web.Response(text="Ready.\n" + _degraded(request))
     return web.Response(status=503, text="Not ready: the first round of checks is running.\n")
 
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from pydantic import ValidationError
 
+from monitor.health.budget import Budgets, budget_json
 from monitor.health.engine import ComponentStatus, Incident, Snapshot
 from monitor.health.maintenance import MaintenanceSpec
 from monitor.results import bound_text
@@ -25,9 +26,9 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
-def component_json(c: ComponentStatus) -> dict[str, Any]:
-    """Serialise a component's status."""
-    return {
+def component_json(c: ComponentStatus, budgets: Budgets | None = None) -> dict[str, Any]:
+    """Serialise a component's status, with its detection budget when budgets are given."""
+    out: dict[str, Any] = {
         "id": c.id,
         "kind": c.kind,
         "site": c.site,
@@ -37,6 +38,10 @@ def component_json(c: ComponentStatus) -> dict[str, Any]:
         "root_causes": list(c.roots),
         "maintenance": c.maintenance,
     }
+    if budgets is not None:
+        budget = budgets.components.get(c.id)
+        out["budget"] = None if budget is None else budget_json(budget, budgets.target(budget))
+    return out
 
 
 def incident_json(i: Incident) -> dict[str, Any]:
@@ -121,9 +126,11 @@ async def sites(request: web.Request) -> web.Response:
 
 
 async def components(request: web.Request) -> web.Response:
-    """List components with their state, reasons and root causes."""
-    snap = _daemon(request).health.engine.snapshot
-    return web.json_response([component_json(c) for c in snap.components.values()])
+    """List components with their state, reasons, root causes and detection budget."""
+    daemon = _daemon(request)
+    snap = daemon.health.engine.snapshot
+    budgets = daemon.loaded.budget()
+    return web.json_response([component_json(c, budgets) for c in snap.components.values()])
 
 
 async def incidents(request: web.Request) -> web.Response:

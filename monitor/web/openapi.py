@@ -37,8 +37,54 @@ SCHEMAS: dict[str, Any] = {
             "reasons": {"type": "array", "items": {"type": "string"}},
             "root_causes": {"type": "array", "items": {"type": "string"}},
             "maintenance": {"type": "boolean"},
+            "budget": {"$ref": "#/components/schemas/Budget"},
         },
     ),
+    "Budget": {
+        **_obj(
+            [
+                "seconds",
+                "target",
+                "over_target",
+                "tier",
+                "check",
+                "via",
+                "rule",
+                "interval",
+                "timeout",
+                "for",
+                "confirm",
+                "group_wait",
+            ],
+            {
+                "seconds": {
+                    "type": "number",
+                    "description": "worst case from a fault to the first notification: "
+                    "interval + timeout + for + confirm + group_wait",
+                },
+                "target": {
+                    "type": "number",
+                    "nullable": True,
+                    "description": "health.page_within of its tier (null: no tier)",
+                },
+                "over_target": {"type": "boolean"},
+                "tier": {"type": "integer", "minimum": 1, "maximum": 4, "nullable": True},
+                "check": {"type": "string", "description": "the check whose path is the worst"},
+                "via": {
+                    "type": "string",
+                    "description": "the component that check feeds (itself or a dependency)",
+                },
+                "rule": {"type": "string", "description": "the rule whose `for` counts"},
+                "interval": {"type": "number"},
+                "timeout": {"type": "number"},
+                "for": {"type": "number"},
+                "confirm": {"type": "number", "description": "active confirmation, one timeout"},
+                "group_wait": {"type": "number", "description": "alerting.group_wait"},
+            },
+        ),
+        "nullable": True,
+        "description": "detection budget in seconds; null when nothing can detect its failure",
+    },
     "ImpactedApplication": _obj(
         ["id", "name", "criticality", "state", "degraded_mode", "runbook_url", "team"],
         {

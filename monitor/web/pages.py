@@ -20,6 +20,7 @@ from urllib.parse import quote, urlsplit
 import jinja2
 from aiohttp import web
 
+from monitor.health.budget import budget_json
 from monitor.health.engine import APPLICATION_KINDS, ComponentStatus, Incident, Snapshot
 from monitor.health.history import StateHistory
 from monitor.health.states import State
@@ -472,7 +473,19 @@ def component_page(daemon: Daemon, cid: str) -> dict[str, Any]:
             {"at": t.at, "state": t.state.name} for t in reversed(daemon.history.transitions(cid))
         ],
         "incident": None if status is None else _incident_of(status, snap),
+        "budget": _budget(daemon, cid),
     }
+
+
+def _budget(daemon: Daemon, cid: str) -> dict[str, Any] | None:
+    """The component's detection budget with the names of what decides it, or None."""
+    budgets = daemon.loaded.budget()
+    budget = budgets.components.get(cid)
+    if budget is None:
+        return None
+    row = budget_json(budget, budgets.target(budget))
+    row["via_name"] = name_of(daemon, budget.via)
+    return row
 
 
 def _ref(daemon: Daemon, cid: str, snap: Snapshot) -> dict[str, Any]:
