@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, TypeVar
 
+import structlog
 from gufo.snmp import (
     Aes128Key,
     Aes192Key,
@@ -971,6 +972,18 @@ _SELF_HELP = {
 }
 
 
+_MISSING_HELP = (
+    "Objects of the check's profiles the agent did not serve in the last poll (noSuchObject, "
+    "noSuchInstance, endOfMibView, an empty table): their metrics are absent."
+)
+
+
+def _objects_text(objects: Sequence[tuple[str, str]], shown: int = 8) -> str:
+    """Name objects as `oid (metric)`, the first few of a long list then how many more."""
+    text = ", ".join(f"{oid} ({name})" for oid, name in objects[:shown])
+    return text + (f" and {len(objects) - shown} more" if len(objects) > shown else "")
+
+
 def _self_samples(client: _Client | None, stats: PollStats) -> list[Sample]:
     """Return the poll's own cost metrics."""
     values = {
@@ -988,7 +1001,11 @@ class SnmpProbe:
     Settings: ClassVar[type[BaseModel]] = SnmpSettings
     Section: ClassVar[type[BaseModel]] = SnmpSection
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time, logger: Any = None) -> None:
+        # Where lasting conditions of a device are told (objects it lacks), once, not per poll.
+        self._log = logger if logger is not None else structlog.get_logger()
+        # The objects each check's agent lacked when last told, by check id.
+        self._missing_told: dict[str, tuple[str, ...]] = {}
         # Last values for resets (e.g. sysUpTime going down = reboot), by check id.
         self._previous: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
         # Forecast points and EWMA baselines of the profiles' `derive:`, by check id.
@@ -1108,15 +1125,13 @@ class SnmpProbe:
                 )
                 await _open(client, self._user(auth))
                 data = await _poll(client, settings, settings.plan, stats, ctx.log)
-            missing = [
-                (oid, name) for oid, name in settings.plan.required if oid not in data.scalars
-            ]
-            if missing:
-                more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+            lacking = settings.plan.missing_required(data)
+            if lacking:
                 raise SnmpFailure(
                     "no_such_object",
-                    f"noSuchObject/noSuchInstance: {missing[0][0]} ({missing[0][1]}){more} "
-                    "not on the agent (or endOfMibView)",
+                    f"{check.target} does not serve required "
+                    f"{_objects_text(lacking)} (noSuchObject, noSuchInstance, endOfMibView or "
+                    "an empty table)",
                 )
         except _NoAnswer as exc:
             failure = await _explain_silence(
@@ -1148,6 +1163,11 @@ class SnmpProbe:
         self._previous[check.id] = remember
         samples.extend(self._derive(check.id, settings, samples, ctx))
         samples.extend(_self_samples(client, stats))
+        missing = settings.plan.missing(data)
+        self._tell_missing(check, missing, ctx)
+        samples.append(
+            Sample("snmp_objects_missing", float(len(missing)), (), "gauge", _MISSING_HELP)
+        )
         ctx.log(
             "snmp_done",
             pdus=client.pdus if client else stats.pdus,
@@ -1211,12 +1231,41 @@ class SnmpProbe:
         whose credentials no remaining check uses (a password rotated by a reload) is closed,
         so the old secret does not stay in memory.
         """
-        stores = (self._previous, self._derived, self._saved_derived, self._context_auths)
+        stores = (
+            self._previous,
+            self._derived,
+            self._saved_derived,
+            self._context_auths,
+            self._missing_told,
+        )
         for store in stores:
             for gone in [c for c in store if c not in check_ids]:
                 del store[gone]
         if self._context is not None:
             self._context.retain(self._context_auths.values())
+
+    def _tell_missing(
+        self, check: Check, missing: list[tuple[str, str]], ctx: ProbeContext
+    ) -> None:
+        """Log the objects the agent lacks when they change, not on every poll."""
+        oids = tuple(oid for oid, _ in missing)
+        if missing:
+            ctx.log("snmp_objects_missing", count=len(missing), objects=_objects_text(missing))
+        if self._missing_told.get(check.id, ()) == oids:
+            return
+        self._missing_told[check.id] = oids
+        if missing:
+            self._log.warning(
+                "snmp_objects_missing",
+                check=check.id,
+                target=check.target,
+                count=len(missing),
+                objects=_objects_text(missing),
+                hint="their metrics are absent; mark an object `required: true` in its "
+                "profile to fail the poll instead",
+            )
+        else:
+            self._log.info("snmp_objects_all_served", check=check.id, target=check.target)
 
     @staticmethod
     def _failed(
@@ -1340,7 +1389,6 @@ async def run_profile_probe(
 
     Raise ValueError or ConfigErrors on bad arguments, RuntimeError when the poll fails.
     """
-    import structlog
     from prometheus_client import CollectorRegistry
 
     from monitor.config import load_config

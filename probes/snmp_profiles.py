@@ -194,8 +194,15 @@ class MetricDef(_Strict):
     walk: bool | None = Field(
         None, description="Walk the column; default: true when indexes are given."
     )
+    required: bool = Field(
+        False,
+        description="The poll fails when the agent does not serve this object (noSuchObject, "
+        "noSuchInstance, endOfMibView, an empty walk); other objects the agent lacks only "
+        "leave their metric absent and are counted in snmp_objects_missing.",
+    )
     optional: bool = Field(
-        False, description="A scalar the device may lack: absent -> no sample, not a failure."
+        False,
+        description="Deprecated, kept for older profiles: objects are optional by default.",
     )
     indexes: list[IndexDef] = Field(default_factory=list, description="Table index -> labels.")
     drop_indexes: bool = Field(
@@ -242,6 +249,8 @@ class MetricDef(_Strict):
             raise ValueError("variants are only for gauge and counter metrics")
         if self.walk is False and self.indexes:
             raise ValueError("indexes need a walked metric (walk: false given)")
+        if self.required and self.optional:
+            raise ValueError("required and optional contradict each other: keep required")
         names = [i.label for i in self.indexes]
         for lookup in self.lookups:
             unknown = set(lookup.indexes or ()) - set(names)
@@ -563,11 +572,30 @@ def family_names(profile: Profile) -> list[str]:
 
 @dataclass(frozen=True, slots=True)
 class PollPlan:
-    """What to ask a device for: scalar OIDs to GET, columns to walk, scalars that must answer."""
+    """What to ask a device for: scalar OIDs to GET, columns to walk, objects that must answer.
+
+    required: (oid, metric) the poll cannot do without; counted: (oid, metric) whose absence
+    is counted in snmp_objects_missing (every requested object but the columns of merged
+    tables, e.g. an alarm table, where no row is a normal answer).
+    """
 
     gets: tuple[str, ...]
     walks: tuple[str, ...]
     required: tuple[tuple[str, str], ...]
+    counted: tuple[tuple[str, str], ...] = ()
+
+    def missing(self, data: Collected) -> list[tuple[str, str]]:
+        """Return the counted (oid, metric) the agent did not serve in this poll, OID order."""
+        return [(oid, name) for oid, name in self.counted if not _served(oid, data)]
+
+    def missing_required(self, data: Collected) -> list[tuple[str, str]]:
+        """Return the required (oid, metric) the agent did not serve in this poll."""
+        return [(oid, name) for oid, name in self.required if not _served(oid, data)]
+
+
+def _served(oid: str, data: Collected) -> bool:
+    """Whether a poll got a value for a scalar OID or at least one row of a column."""
+    return oid in data.scalars or bool(data.walks.get(oid))
 
 
 def _oid_key(oid: str) -> tuple[int, ...]:
@@ -579,6 +607,7 @@ def poll_plan(profiles: Iterable[Profile]) -> PollPlan:
     gets: set[str] = set()
     walks: set[str] = set()
     required: dict[str, str] = {}
+    counted: dict[str, str] = {}
     for profile in profiles:
         for m in profile.metrics:
             related = [lk.oid for lk in m.lookups] + [f.oid for f in m.factors]
@@ -589,12 +618,22 @@ def poll_plan(profiles: Iterable[Profile]) -> PollPlan:
             target = walks if m.walked else gets
             target.add(m.oid)
             target.update(related)
-            if not m.walked and not m.optional:
+            if m.required:
                 required.setdefault(m.oid, m.name)
+            for oid in ([] if m.merged else [m.oid]) + related:
+                counted.setdefault(oid, m.name)
+    # A required object is counted too, even the column of a merged table.
+    for oid, name in required.items():
+        counted.setdefault(oid, name)
+
+    def ordered(pairs: dict[str, str]) -> tuple[tuple[str, str], ...]:
+        return tuple(sorted(pairs.items(), key=lambda kv: _oid_key(kv[0])))
+
     return PollPlan(
         gets=tuple(sorted(gets, key=_oid_key)),
         walks=tuple(sorted(walks, key=_oid_key)),
-        required=tuple(sorted(required.items(), key=lambda kv: _oid_key(kv[0]))),
+        required=ordered(required),
+        counted=ordered(counted),
     )
 
 
@@ -906,6 +945,12 @@ def profiles_markdown(profiles: Mapping[str, Profile]) -> str:
             parts.append(_row(r.name, "gauge (0/1)", None, labels[r.name], r.help))
         for d in profile.derive:
             parts.append(_row(d.name, f"gauge ({d.kind})", None, labels[d.name], d.help))
+        required = [f"`{m.name}`" for m in profile.metrics if m.required]
+        parts.append(
+            f"\nRequired (the poll fails without them): {', '.join(required)}.\n"
+            if required
+            else "\nRequired: none (an absent object only leaves its metric absent).\n"
+        )
         if profile.rules:
             parts.append("\nRules:\n\n| rule | expr | severity | for |\n|---|---|---|---|\n")
             for rule in profile.rules:
@@ -942,7 +987,8 @@ def check_profile_command(path: Path) -> int:
     print(
         f"{path}: OK, {len(family_names(profile))} metric families, {len(profile.rules)} rules, "
         f"{len(profile.traps)} traps; polls {len(plan.gets)} scalar OIDs and walks "
-        f"{len(plan.walks)} columns"
+        f"{len(plan.walks)} columns; {len(plan.required)} required objects"
+        + (f" ({', '.join(name for _, name in plan.required)})" if plan.required else "")
     )
     return 0
 

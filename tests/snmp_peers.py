@@ -153,6 +153,23 @@ UPS_ONLINE: dict[str, tuple[str, int | str]] = {
     U + "4.4.1.5.1": ("integer", 42),
     U + "6.1.0": ("gauge", 0),
 }
+# Only the mandatory groups of RFC 1628 (upsSubsetCompliance: ident, upsBatteryStatus and
+# upsSecondsOnBattery, upsInputLineBads, upsOutputSource, alarms), as small independent UPS
+# agents serve them: no runtime, charge, voltages, frequencies or line tables. On battery.
+UPS_SUBSET_ON_BATTERY: dict[str, tuple[str, int | str]] = {
+    U + "1.1.0": ("string", "ACME"),
+    U + "1.2.0": ("string", "ACME 1500"),
+    U + "1.3.0": ("string", "1.0"),
+    U + "1.5.0": ("string", "ups-subset"),
+    U + "1.6.0": ("string", "racks A1-A4"),
+    U + "2.1.0": ("integer", 3),
+    U + "2.2.0": ("integer", 120),
+    U + "3.1.0": ("counter", 4),
+    U + "4.1.0": ("integer", 5),
+    U + "6.1.0": ("gauge", 1),
+    U + "6.2.1.2.1": ("objectid", "1.3.6.1.2.1.33.1.6.3.2"),
+    U + "6.2.1.3.1": ("timeticks", 4242),
+}
 UPS_ON_BATTERY: dict[str, tuple[str, int | str]] = {
     **UPS_ONLINE,
     U + "2.2.0": ("integer", 95),
@@ -297,12 +314,14 @@ class Snmpd:
 
 
 @contextmanager
-def running_snmpd(directory: Path) -> Iterator[Snmpd]:
-    """Run an snmpd in directory for the duration of the block."""
+def running_snmpd(
+    directory: Path, ups: Mapping[str, tuple[str, int | str]] = UPS_ONLINE
+) -> Iterator[Snmpd]:
+    """Run an snmpd in directory, its UPS-MIB pass script serving ups, for the block."""
     require_binary(SNMPD, "snmpd")
     directory.mkdir(parents=True, exist_ok=True)
     agent = Snmpd(directory, free_udp_port(), "vigie-ro", ipv6=ipv6_loopback())
-    agent.set_ups(UPS_ONLINE)
+    agent.set_ups(ups)
     agent.write_config()
     agent.start()
     try:

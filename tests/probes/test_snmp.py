@@ -15,6 +15,8 @@ from typing import Any
 
 import aiohttp
 import pytest
+import structlog
+import structlog.testing
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr, ValidationError
 
@@ -29,6 +31,7 @@ from tests.snmp_peers import (
     FIXTURES,
     UPS_ON_BATTERY,
     UPS_ONLINE,
+    UPS_SUBSET_ON_BATTERY,
     V3_USERS,
     HalfWalkAgent,
     ReportingV3Agent,
@@ -656,7 +659,7 @@ async def test_snmpv1_uses_getnext(probe: SnmpProbe, sim: Snmpsim, ctx: ProbeCon
 NOSUCH = """source: test
 metrics:
   - {name: present, oid: 1.3.6.1.2.1.1.7.0, type: gauge, help: h}
-  - {name: absent_but_optional, oid: 1.3.6.1.2.1.1.8.0, type: gauge, help: h, optional: true}
+  - {name: absent, oid: 1.3.6.1.2.1.1.8.0, type: gauge, help: h}
 """
 
 
@@ -664,9 +667,11 @@ metrics:
 async def test_no_such_object(
     probe: SnmpProbe, sim: Snmpsim, tmp_path: Path, ctx: ProbeContext, version: int
 ) -> None:
-    """A required scalar the agent lacks fails with noSuchObject; an optional one is skipped."""
+    """A scalar the agent lacks is skipped and counted; marked required, it fails the poll."""
     (tmp_path / "opt.yaml").write_text(NOSUCH)
-    (tmp_path / "req.yaml").write_text(NOSUCH.replace(", optional: true", ""))
+    (tmp_path / "req.yaml").write_text(
+        NOSUCH.replace("type: gauge, help: h}\n", "type: gauge, help: h, required: true}\n")
+    )
     auths = {"rec": {"version": version, "community": "system"}}
     check = snmp_check(
         sim.target(), auths=auths, auth="rec", profiles=("opt",), profile_dirs=(tmp_path,)
@@ -674,15 +679,16 @@ async def test_no_such_object(
     result = await poll(probe, check, ctx)
     assert result.success, result.error
     assert value(result, "present") == 72.0
-    assert values(result, "absent_but_optional") == {}
+    assert values(result, "absent") == {}
+    assert value(result, "snmp_objects_missing") == 1.0
     check = snmp_check(
         sim.target(), auths=auths, auth="rec", profiles=("req",), profile_dirs=(tmp_path,)
     )
     result = await poll(probe, check, ctx)
     assert not result.success
     assert result.error == (
-        "noSuchObject/noSuchInstance: 1.3.6.1.2.1.1.8.0 (absent_but_optional) not on the agent "
-        "(or endOfMibView)"
+        f"{sim.target()} does not serve required 1.3.6.1.2.1.1.8.0 (absent) (noSuchObject, "
+        "noSuchInstance, endOfMibView or an empty table)"
     )
     assert values(result, "present") == {}
 
@@ -892,3 +898,156 @@ async def test_profile_rules_set_the_component_state(
     status = engine.evaluate().components["ups-1"]
     assert status.state is State.DOWN
     assert any("ups_battery_runtime_seconds (432) < 600" in r for r in status.reasons), status
+
+
+# --------------------------------------------------------------------------- absent objects
+
+APC = "1.3.6.1.4.1.318.1.1.1."
+# An APC card without model, battery temperature or frequencies, on battery.
+APC_LACKS = {APC + "1.1.1.0", APC + "2.2.2.0", APC + "3.2.4.0", APC + "4.2.2.0"}
+# upsBasicOutputStatus, the state the APC rules cannot do without.
+APC_OUTPUT_STATUS = APC + "4.1.1.0"
+
+
+@pytest.fixture(scope="module")
+def trimmed_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Snmpsim]:
+    """snmpsim serving APC subsets: `apc-trimmed` (no model, temperature, frequencies) and
+    `apc-no-status` (no upsBasicOutputStatus either), cut from the recorded APC card."""
+    root = tmp_path_factory.mktemp("snmpsim-trimmed")
+    data = root / "data"
+    data.mkdir()
+    lines = (FIXTURES / "apc-ups.snmprec").read_text().splitlines()
+    kept = [
+        f"{APC_OUTPUT_STATUS}|2|3" if line.startswith(APC_OUTPUT_STATUS + "|") else line
+        for line in lines
+        if line.split("|")[0] not in APC_LACKS
+    ]
+    (data / "apc-trimmed.snmprec").write_text("\n".join(kept) + "\n")
+    no_status = [line for line in kept if not line.startswith(APC_OUTPUT_STATUS + "|")]
+    (data / "apc-no-status.snmprec").write_text("\n".join(no_status) + "\n")
+    server = start_snmpsim(data, root)
+    yield server.wait_ready("apc-trimmed")
+    server.stop()
+
+
+def firing(check: Check, result: ProbeResult) -> dict[str, bool | None]:
+    """Return each profile rule's verdict on a result: True fires, None lacks its metric."""
+    assert isinstance(check.settings, SnmpCheckSettings)
+    return {
+        rule.name: rule.condition.evaluate(result.samples)[0]
+        for rule in check.settings.health_rules()
+    }
+
+
+async def test_ups_serving_only_the_mandatory_rfc1628_groups(
+    tmp_path: Path, ctx: ProbeContext
+) -> None:
+    """A UPS-MIB agent with only RFC 1628's mandatory groups is still seen on battery.
+
+    Its ten absent objects are counted in snmp_objects_missing (on /metrics with the check's
+    labels), logged once for the check and target (not again on the next poll), and the
+    rules on absent metrics (runtime_low, overload) neither fire nor fail.
+    """
+    with running_snmpd(tmp_path / "snmpd", ups=UPS_SUBSET_ON_BATTERY) as subset:
+        check = snmp_check(
+            subset.target(),
+            auths=v2(subset),
+            auth="lab",
+            profiles=("system", "ups-mib"),
+            check_id="ups-subset",
+        )
+        with structlog.testing.capture_logs() as logs:
+            probe = SnmpProbe(logger=structlog.get_logger())
+            result = await poll(probe, check, ctx)
+            again = await poll(probe, check, ctx)
+    assert result.success, result.error
+    assert again.success, again.error
+    assert value(result, "ups_on_battery") == 1.0
+    assert value(result, "ups_battery_low") == 1.0
+    assert value(result, "ups_time_on_battery_seconds") == 120.0
+    assert value(result, "ups_alarm", alarm="upsAlarmOnBattery") == 1.0
+    for absent in ("ups_battery_runtime_seconds", "ups_output_frequency_hertz", "ups_load_ratio"):
+        assert values(result, absent) == {}, absent
+    assert value(result, "snmp_objects_missing") == 10.0
+    assert value(again, "snmp_objects_missing") == 10.0
+    shown = 'snmp_objects_missing{check="ups-subset",kind="snmp",target="device"} 10\n'
+    assert shown in render(check, result)
+    told = [e for e in logs if e["event"] == "snmp_objects_missing" and e["log_level"] == "warning"]
+    assert len(told) == 1, told
+    assert told[0]["check"] == "ups-subset"
+    assert told[0]["target"] == subset.target()
+    assert told[0]["count"] == 10
+    assert "1.3.6.1.2.1.33.1.2.3.0 (ups_battery_runtime_seconds)" in told[0]["objects"]
+    assert "1.3.6.1.2.1.33.1.4.2.0 (ups_output_frequency_hertz)" in told[0]["objects"]
+    verdicts = firing(check, result)
+    assert verdicts["on_battery"] is True
+    assert verdicts["battery_low"] is True
+    assert verdicts["runtime_low"] is None
+    assert verdicts["overload"] is None
+
+
+async def test_ups_without_its_output_source_fails_naming_it(
+    tmp_path: Path, probe: SnmpProbe, ctx: ProbeContext
+) -> None:
+    """A UPS-MIB agent lacking upsOutputSource (required) fails naming the object and target."""
+    lacking = dict(UPS_SUBSET_ON_BATTERY)
+    del lacking["1.3.6.1.2.1.33.1.4.1.0"]
+    with running_snmpd(tmp_path / "snmpd", ups=lacking) as agent:
+        check = snmp_check(agent.target(), auths=v2(agent), auth="lab", profiles=("ups-mib",))
+        result = await poll(probe, check, ctx)
+    assert not result.success
+    assert result.error is not None
+    assert result.error.startswith(
+        f"{agent.target()} does not serve required 1.3.6.1.2.1.33.1.4.1.0 (ups_output_source) "
+    ), result.error
+    assert values(result, "ups_on_battery") == {}
+
+
+async def test_apc_card_without_model_temperature_or_frequency(
+    trimmed_sim: Snmpsim, ctx: ProbeContext
+) -> None:
+    """An APC card lacking model, temperature and frequencies still shows on battery.
+
+    The four absent objects are counted and their metrics absent; ups_info is absent rather
+    than carrying an empty model.
+    """
+    probe = SnmpProbe()
+    check = snmp_check(
+        trimmed_sim.target(),
+        auths={"rec": {"community": "apc-trimmed"}},
+        auth="rec",
+        profiles=("apc-ups",),
+    )
+    result = await poll(probe, check, ctx)
+    assert result.success, result.error
+    assert value(result, "ups_on_battery") == 1.0
+    assert value(result, "ups_output_status", state="onBattery") == 1.0
+    assert value(result, "ups_battery_runtime_seconds") == 2520.0
+    for absent in (
+        "ups_info",
+        "ups_battery_temperature_celsius",
+        "ups_input_frequency_hertz",
+        "ups_output_frequency_hertz",
+    ):
+        assert values(result, absent) == {}, absent
+    assert value(result, "snmp_objects_missing") == 4.0
+    verdicts = firing(check, result)
+    assert verdicts["on_battery"] is True
+    assert verdicts["runtime_low"] is False
+
+
+async def test_apc_card_without_output_status_fails_naming_it(
+    trimmed_sim: Snmpsim, probe: SnmpProbe, ctx: ProbeContext
+) -> None:
+    """An APC card lacking upsBasicOutputStatus (required) fails naming it and the target."""
+    check = snmp_check(
+        trimmed_sim.target(),
+        auths={"rec": {"community": "apc-no-status"}},
+        auth="rec",
+        profiles=("apc-ups",),
+    )
+    result = await poll(probe, check, ctx)
+    assert not result.success
+    assert result.error is not None
+    expected = f"does not serve required {APC_OUTPUT_STATUS} (ups_output_status) "
+    assert result.error.startswith(f"{trimmed_sim.target()} {expected}"), result.error
