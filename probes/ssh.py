@@ -229,16 +229,17 @@ async def _read_some(stream: asyncssh.SSHReader[bytes], limit: int) -> bytes:
 
 
 async def _run(conn: asyncssh.SSHClientConnection, line: str, limit: int) -> tuple[bytes, str]:
-    """Run line; return stdout and stderr's first line, or raise _Failure on a bad exit."""
-    async with conn.create_process(line, stdin=asyncssh.DEVNULL, encoding=None) as proc:
-        try:
-            out, err = await asyncio.gather(
-                _read(proc.stdout, limit), _read_some(proc.stderr, _STDERR_BYTES)
-            )
-        except _Failure:
-            proc.close()
-            raise
-        await proc.wait_closed()
+    """Run line; return stdout and stderr's first line, or raise _Failure on a bad exit.
+
+    Not `async with` the process: its exit waits for the server to confirm the channel's close,
+    which a host that stopped answering never does. On any error or cancellation the caller
+    aborts the whole connection instead.
+    """
+    proc = await conn.create_process(line, stdin=asyncssh.DEVNULL, encoding=None)
+    out, err = await asyncio.gather(
+        _read(proc.stdout, limit), _read_some(proc.stderr, _STDERR_BYTES)
+    )
+    await proc.wait_closed()
     first_err = next(
         (x.strip() for x in err.decode("utf-8", "replace").splitlines() if x.strip()), ""
     )
@@ -248,6 +249,21 @@ async def _run(conn: asyncssh.SSHClientConnection, line: str, limit: int) -> tup
         detail = f": {first_err}" if first_err else ""
         raise _Failure(f"`{line}` exited with {proc.exit_status}{detail}")
     return out, first_err
+
+
+async def _session(conn: asyncssh.SSHClientConnection, line: str, limit: int) -> bytes:
+    """Run line on an open connection and close it; abort it on any error or cancellation.
+
+    Aborting closes the socket at once without waiting for the peer: the scheduler's timeout
+    cancels a run while its host hangs, and what the run opened must not outlive it.
+    """
+    try:
+        out, _ = await _run(conn, line, limit)
+    except BaseException:
+        conn.abort()
+        raise
+    conn.close()  # a polite disconnect; the socket is closed without waiting for the peer
+    return out
 
 
 class SshProbe:
@@ -296,7 +312,9 @@ class SshProbe:
             host_key_checked=known_hosts is not None,
         )
         try:
-            async with asyncssh.connect(
+            # asyncssh aborts a connection cancelled during its handshake; once connected,
+            # _session closes it.
+            conn = await asyncssh.connect(
                 host,
                 port,
                 username=settings.username,
@@ -308,11 +326,11 @@ class SshProbe:
                 password=None,
                 kbdint_auth=False,
                 client_host_keys=None,
-            ) as conn:
-                phases.append(("connect", loop.time() - start))
-                ctx.log("ssh_connected", seconds=round(phases[-1][1], 6))
-                out, _ = await _run(conn, line, settings.max_output_bytes)
-                phases.append(("command", loop.time() - start - phases[0][1]))
+            )
+            phases.append(("connect", loop.time() - start))
+            ctx.log("ssh_connected", seconds=round(phases[-1][1], 6))
+            out = await _session(conn, line, settings.max_output_bytes)
+            phases.append(("command", loop.time() - start - phases[0][1]))
         except _Failure as exc:
             return self._fail(str(exc), phases, ctx)
         except asyncssh.HostKeyNotVerifiable as exc:

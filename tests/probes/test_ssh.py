@@ -8,6 +8,7 @@ fake only for that); SSH itself (key exchange, host key check, public key auth) 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import AsyncIterator, MutableMapping, Sequence
@@ -23,10 +24,11 @@ from pydantic import ValidationError
 
 from monitor.config import load_config
 from monitor.results import ProbeResult
-from probes.base import ProbeContext, ProbeRegistry
+from probes.base import Check, ProbeContext, ProbeRegistry
 from probes.san_host import FC_HOST_COMMAND, MULTIPATH_COMMAND
 from probes.ssh import SshProbe, SshSettings
 from tests.probes.conftest import make_check, refused_port, sample
+from tests.waiting import wait_for
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "ssh"
 PASSPHRASE = "correct horse battery staple"
@@ -274,33 +276,138 @@ async def test_connection_refused(probe: SshProbe, ctx: ProbeContext, keys: Keys
     assert result.error == f"connect to 127.0.0.1:{port} failed: Connection refused"
 
 
+async def _cut_by_the_timeout(
+    probe: SshProbe, check: Check, ctx: ProbeContext, started: asyncio.Event
+) -> None:
+    """Run the probe under a timeout, as the scheduler does, expiring it once `started` is set;
+    the run must then end at once with TimeoutError."""
+    loop = asyncio.get_running_loop()
+    deadlines: list[asyncio.Timeout] = []
+
+    async def scheduled() -> ProbeResult:
+        """The scheduler's way to run a check: under asyncio.timeout."""
+        async with asyncio.timeout(None) as deadline:
+            deadlines.append(deadline)
+            return await probe(check, ctx)
+
+    run = asyncio.ensure_future(scheduled())
+    try:
+        await wait_for(started.is_set, "the probe to reach the server")
+        deadlines[0].reschedule(loop.time())  # the check's timeout expires now
+        await wait_for(run.done, "the run to end once its timeout expired", within=5)
+        assert isinstance(run.exception(), TimeoutError)
+    finally:
+        run.cancel()
+        await asyncio.gather(run, return_exceptions=True)
+
+
+@dataclass
+class Peer:
+    """What a test server saw of one client connection: accepted, and closed by the client."""
+
+    accepted: asyncio.Event = field(default_factory=asyncio.Event)
+    client_closed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+async def _until_eof(reader: asyncio.StreamReader, peer: Peer) -> None:
+    """Read (and drop) what the client sends until it closes its side."""
+    try:
+        while await reader.read(65536):
+            pass
+    except OSError:
+        pass
+    peer.client_closed.set()
+
+
 async def test_silent_server_is_left_to_the_timeout(
     probe: SshProbe, ctx: ProbeContext, keys: Keys
 ) -> None:
-    """A port that accepts but never speaks SSH is cut by the scheduler's timeout."""
-    done, closed = asyncio.Event(), asyncio.Event()
+    """A port that accepts but never speaks SSH: the scheduler's timeout cuts the run, and the
+    connection the probe opened is closed at once (the server sees the client hang up)."""
+    peer = Peer()
 
-    async def silent(_r: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Say nothing until the test ends, then hang up."""
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Say nothing; note when the client hangs up."""
+        peer.accepted.set()
         try:
-            await done.wait()
+            await _until_eof(reader, peer)
         finally:
             writer.close()
-            closed.set()
 
     server = await asyncio.start_server(silent, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
         check = make_check(probe, f"127.0.0.1:{port}", **settings(keys, port))
-        started = time.monotonic()
-        with pytest.raises(TimeoutError):
-            async with asyncio.timeout(0.5):
-                await probe(check, ctx)
-        assert time.monotonic() - started < 3
+        await _cut_by_the_timeout(probe, check, ctx, peer.accepted)
+        await wait_for(peer.client_closed.is_set, "the probe to close its connection")
     finally:
-        done.set()
-        await asyncio.wait_for(closed.wait(), 5)
         server.close()
+        await server.wait_closed()
+
+
+async def test_host_hung_mid_command_is_closed_by_the_timeout(
+    probe: SshProbe, ctx: ProbeContext, keys: Keys
+) -> None:
+    """A host that stops answering while the command runs (no channel close will ever come):
+    the timeout cuts the run at once and its connection is closed without waiting for the host.
+
+    Between probe and server a TCP relay stops forwarding what the probe sends once the command
+    is streaming its output (the server saw the probe read it), as if the host's sshd froze.
+    """
+    started, frozen = asyncio.Event(), asyncio.Event()
+    peer = Peer()
+
+    async def hang(process: asyncssh.SSHServerProcess[str]) -> None:
+        """Send more than the SSH window, so the drain proves the probe is reading; then freeze."""
+        process.stdout.write("[" * (3 * 1024 * 1024))
+        await process.stdout.drain()
+        frozen.set()
+        started.set()
+        await asyncio.Event().wait()
+
+    public = keys.client_key.export_public_key().decode()
+    sshd = await asyncssh.create_server(
+        asyncssh.SSHServer,
+        "127.0.0.1",
+        0,
+        server_host_keys=[keys.host_key],
+        authorized_client_keys=asyncssh.import_authorized_keys(public),
+        process_factory=hang,
+    )
+    sshd_port = sshd.sockets[0].getsockname()[1]
+    pumps: list[asyncio.Task[None]] = []
+
+    async def pump(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, freezes: bool
+    ) -> None:
+        """Forward bytes until EOF; once frozen, drop them if this direction freezes."""
+        with contextlib.suppress(OSError):
+            while data := await reader.read(65536):
+                if not (freezes and frozen.is_set()):
+                    writer.write(data)
+        writer.close()
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Relay one client connection to the SSH server; note when the client hangs up."""
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", sshd_port)
+        pumps.append(asyncio.ensure_future(pump(up_reader, writer, freezes=False)))
+        await pump(reader, up_writer, freezes=True)
+        peer.client_closed.set()
+
+    server = await asyncio.start_server(relay, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        opts = settings(keys, port, max_output_bytes=16 * 1024 * 1024)
+        check = make_check(probe, f"127.0.0.1:{port}", **opts)
+        await _cut_by_the_timeout(probe, check, ctx, started)
+        await wait_for(peer.client_closed.is_set, "the probe to close its connection")
+    finally:
+        server.close()
+        sshd.close()
+        await sshd.wait_closed()
+        for task in pumps:
+            task.cancel()
+        await asyncio.gather(*pumps, return_exceptions=True)
         await server.wait_closed()
 
 
