@@ -36,6 +36,7 @@ from probes.snmp import (
     SnmpAuth,
     SnmpCheckSettings,
     SnmpFailure,
+    UsmCheck,
     WalkRows,
     _report_reason,
     _resolve,
@@ -264,17 +265,18 @@ class ContextPoller:
             stats,
             request_timeout,
             deadline,
+            (ip, port),
         )
         key = (ip, port, context)
         before = built.sent.get(key, 0)
         try:
             return await run.collect(log)
         except _NoAnswer as exc:
-            raise await _explain_silence(
-                exc, run, target=target, ip=ip, port=port, auth=auth
-            ) from None
+            raise await _explain_silence(exc, run, target=target) from None
         finally:
             stats.pdus += built.sent.get(key, 0) - before
+            if run.silence is not None and not run.silence.done():
+                run.silence.cancel()  # answered after all: the explanation is not needed
 
 
 @dataclass
@@ -288,7 +290,23 @@ class _Run:
     stats: PollStats
     request_timeout: float
     deadline: float
+    address: tuple[str, int]
     answered: int = 0
+    # Started at the first silent try when nothing was answered yet, so the classification
+    # (unknown context, privacy) has the rest of the deadline, not what retries leave of it.
+    silence: asyncio.Task[UsmCheck] | None = None
+
+    def explain_silence_early(self) -> None:
+        """Start asking the agent in plaintext why it is silent, beside the remaining tries."""
+        if self.silence is not None or self.answered:
+            return
+        remaining = self.deadline - asyncio.get_running_loop().time()
+        if remaining < 0.05:
+            return
+        ip, port = self.address
+        self.silence = asyncio.ensure_future(
+            _usm_check(ip, port, self.settings.resolved_auth, remaining, context=self.context)
+        )
 
     async def collect(self, log: Log) -> Collected:
         """GET the plan's scalars in chunks of max_varbinds, then walk its columns."""
@@ -380,8 +398,10 @@ class _Run:
                 async with asyncio.timeout_at(end):
                     indication, status, index, varbinds = await future
             except TimeoutError:
+                self.explain_silence_early()
                 continue
             if isinstance(indication, errind.RequestTimedOut):
+                self.explain_silence_early()
                 continue
             if indication:
                 raise _indication_failure(indication, self.settings.resolved_auth)
@@ -450,17 +470,17 @@ def _status_failure(
     return SnmpFailure("error_status", f"agent answered {name}{oid} to the {what}")
 
 
-async def _explain_silence(
-    exc: _NoAnswer, run: _Run, *, target: str, ip: str, port: int, auth: SnmpAuth
-) -> SnmpFailure:
+async def _explain_silence(exc: _NoAnswer, run: _Run, *, target: str) -> SnmpFailure:
     """Classify a poll that got no answer: ask the agent in plaintext, in the same context.
 
     Some agents (snmpsim) drop a request for an unknown context without a report. When the
     agent answers discovery, gives no USM error to an authenticated request in the context
     (an authPriv user asked at authNoPriv may get unsupportedSecLevel: its user and auth key
     are right all the same) and nothing of this poll was answered, the context is refused.
-    A Response in the context proves the context right: then privacy is what fails.
+    A Response in the context proves the context right: then privacy is what fails. The
+    plaintext check normally started at the first silent try (see _Run.explain_silence_early).
     """
+    auth = run.settings.resolved_auth
     tries = (
         f"after {exc.tries} tries of {run.request_timeout:.3g}s"
         if exc.tries
@@ -468,10 +488,14 @@ async def _explain_silence(
     )
     loop = asyncio.get_running_loop()
     remaining = run.deadline - loop.time()
-    if remaining >= 0.05 and not run.answered:
-        usm = await _usm_check(
-            ip, port, auth, min(remaining, run.request_timeout), context=run.context
-        )
+    if not run.answered and (run.silence is not None or remaining >= 0.05):
+        if run.silence is not None:
+            usm = await run.silence  # bounded: it ends by the deadline
+        else:
+            ip, port = run.address
+            usm = await _usm_check(
+                ip, port, auth, min(remaining, run.request_timeout), context=run.context
+            )
         authenticated = usm.report == _UNSUPPORTED_LEVEL and auth.security_level == "authPriv"
         if usm.report in (_UNKNOWN_CONTEXT, _UNAVAILABLE_CONTEXT):
             return _context_failure(auth, usm.report == _UNAVAILABLE_CONTEXT)

@@ -362,7 +362,15 @@ async def test_reload_closes_the_engines_of_old_credentials(
 
 
 async def test_unknown_context_is_named(probe: SnmpProbe, sim: Snmpsim, ctx: ProbeContext) -> None:
-    """snmpsim drops requests for a context it has no recording for: unknown context, in time."""
+    """snmpsim drops requests for a context it has no recording for: unknown context, in time.
+
+    As in the daemon, the user's pysnmp engine (about 0.5 s of MIB loading, once per credential
+    set) is already built by a poll of a served context; `poll` raising TimeoutError is what
+    "not in time" would look like, so a result at all proves the deadline was kept.
+    """
+    known = snmp_check(sim.target(), auths=ctx_auth("sha_aes", "ups-a"), auth="c", timeout=10)
+    warm = await poll(probe, known, ctx)
+    assert warm.success, warm.error
     check = snmp_check(
         sim.target(),
         auths=ctx_auth("sha_aes", "ups-z"),
@@ -370,9 +378,7 @@ async def test_unknown_context_is_named(probe: SnmpProbe, sim: Snmpsim, ctx: Pro
         profiles=("ups-mib",),
         timeout=1.0,
     )
-    began = time.monotonic()
     result = await poll(probe, check, ctx)
-    assert time.monotonic() - began < 1.0
     assert not result.success
     assert result.error is not None
     assert result.error.startswith(
