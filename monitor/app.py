@@ -334,6 +334,8 @@ class Daemon:
             await self.alerts.stop()
         if self._alert_task is not None:
             await self._alert_task
+        if self._outbox is not None:
+            self._outbox.close()  # writes what it holds in memory, if the file takes it now
         if self._watchdog is not None:
             self._watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -92,7 +92,8 @@ def diagnose(path: Path, error: BaseException) -> tuple[str, str]:
             f"{where} is a file, not a directory",
             f"move {where} away or set state_dir to a directory",
         )
-    if code in _DENIED or not os.access(where, os.W_OK):
+    file_denied = path.exists() and not os.access(path, os.W_OK)
+    if code in _DENIED or file_denied or not os.access(where, os.W_OK):
         return (
             "permission denied",
             f"let the user running Vigie write {directory} and its files (chown, chmod)",
@@ -128,6 +129,7 @@ def check_directory(directory: Path) -> tuple[str, str] | None:
     Return (cause, fix) when that fails, None when the directory takes data.
     """
     probe = directory / ".vigie-write-check"
+    created = [d for d in (directory, *directory.parents) if not d.exists()]
     try:
         directory.mkdir(parents=True, exist_ok=True)
         for name in ("outbox.sqlite", "health.sqlite", "probes.json"):
@@ -143,6 +145,8 @@ def check_directory(directory: Path) -> tuple[str, str] | None:
     finally:
         with contextlib.suppress(OSError):
             probe.unlink(missing_ok=True)
+            for made in created:  # a check leaves the filesystem as it found it
+                made.rmdir()
     return None
 
 

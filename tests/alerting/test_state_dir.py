@@ -9,8 +9,11 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
+import sys
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -69,8 +72,8 @@ class Mounts:
         return where
 
     def unmount(self, where: Path) -> None:
-        """Undo the last mount made on where."""
-        subprocess.run(["umount", str(where)], check=True, capture_output=True)
+        """Undo the last mount made on where (lazily: a file still open there stays usable)."""
+        subprocess.run(["umount", "-l", str(where)], check=True, capture_output=True)
         self.made.reverse()
         self.made.remove(where)
         self.made.reverse()
@@ -405,18 +408,36 @@ async def test_daemon_pages_while_the_disk_is_full_and_loses_nothing(
         assert [s for _, s in history["labo"]][-1] is State.DOWN
 
 
-async def test_daemon_starts_on_a_read_only_state_dir_and_pages_it(
+START_CASES = {
+    "read-only": ("read-only filesystem", "remount"),
+    "full": ("no space left on device", "free space"),
+}
+
+
+@pytest.mark.parametrize("how", sorted(START_CASES))
+async def test_daemon_starts_on_an_unusable_state_dir_pages_it_and_recovers(
+    *,
     tmp_path: Path,
     mounts: Mounts,
     alertmanager: Alertmanager,
+    receiver: Receiver,
     session: aiohttp.ClientSession,
     targets: Targets,
+    how: str,
 ) -> None:
-    """Starting on a read-only state_dir: no traceback, the daemon runs in memory, pages the
-    self-incident naming the path, the cause and the fix, and still pages what fails."""
-    state = tmp_path / "state"
+    """Starting on a read-only or full state_dir: no traceback, the daemon runs in memory,
+    pages the self-incident naming the path, the cause and the fix, and still pages what
+    fails; once the directory takes writes, the self-incident resolves and what was held in
+    memory (the incident) is in the file."""
+    cause, fix = START_CASES[how]
+    fs = mounts.tmpfs(tmp_path / "fs", size="4m")  # room for the WALs once writable
+    state = fs / "state"
     state.mkdir()
-    mounts.read_only(state)
+    filler = None
+    if how == "full":
+        filler = fill(fs)
+    else:
+        mounts.read_only(fs)
     config = daemon_config(tmp_path, state, alertmanager.url, targets.base)
     with capture_logs() as logs:
         async with running(config, targets) as daemon:
@@ -431,12 +452,25 @@ async def test_daemon_starts_on_a_read_only_state_dir_and_pages_it(
                 if a["labels"]["alertname"] == SELF_INCIDENT_NAME
             ]
             status, body = await get(session, daemon, "/-/healthy")
+            if filler is not None:
+                filler.unlink()
+            else:
+                mounts.unmount(fs)  # the read-only bind goes, the tmpfs below is writable
+            await wait_for(lambda: degraded(daemon.own_registry) == 0, "writing works again")
+            await wait_for(
+                lambda: receiver.notified("/am/am", SELF_INCIDENT_NAME, "resolved") >= 1,
+                "the self-incident resolved at Alertmanager",
+            )
     summary = own["annotations"]["summary"]
-    assert str(state) in summary and "read-only filesystem" in summary and "remount" in summary
-    assert status == 200 and "read-only filesystem" in body
+    assert str(state) in summary and cause in summary and f"Fix: {fix}" in summary
+    assert status == 200 and cause in body
     failed = [e for e in logs if e["event"] == "state_write_failed"]
-    assert failed and all(e["cause"] == "read-only filesystem" for e in failed)
+    assert failed and all(e["cause"] == cause for e in failed)
     assert not [e for e in logs if e.get("exc_info") or e["log_level"] == "critical"]
+    on_disk = sqlite3.connect(f"{(state / 'outbox.sqlite').as_uri()}?mode=ro", uri=True)
+    active = [Alert.from_json(a) for (a,) in on_disk.execute("SELECT alert FROM active")]
+    on_disk.close()
+    assert [a.labels["component"] for a in active] == ["dpi"]
 
 
 def test_vigie_check_reports_a_read_only_or_full_state_dir(
@@ -456,3 +490,54 @@ def test_vigie_check_reports_a_read_only_or_full_state_dir(
     mounts.read_only(fs)
     assert main(["check", str(config)]) == 1
     assert "read-only filesystem" in capsys.readouterr().err
+
+
+@pytest.fixture
+def public_dir(mounts: Mounts) -> Iterator[Path]:
+    """A directory another user can reach (tmp_path's parents are root's alone); removed after."""
+    made = Path(tempfile.mkdtemp(prefix="vigie-state-test-"))
+    made.chmod(0o755)
+    yield made
+    shutil.rmtree(made, ignore_errors=True)
+
+
+def test_permission_denied_for_the_daemon_user(public_dir: Path) -> None:
+    """Run as an unprivileged user (root ignores modes): `vigie check` fails on a state_dir
+    owned by root naming 'permission denied' and chown, and an outbox there runs in memory."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("setpriv (util-linux) is needed to run as another user")
+    state = public_dir / "state"
+    state.mkdir(mode=0o755)
+    config = daemon_config(public_dir, state, "http://127.0.0.1:9", "http://127.0.0.1:9")
+    config.chmod(0o644)
+    as_nobody = [setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+    vigie = Path(sys.executable).with_name("vigie")
+    check = subprocess.run(
+        [*as_nobody, str(vigie), "check", str(config)],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode == 1, check.stdout + check.stderr
+    assert f"state_dir: cannot write {state}: permission denied" in check.stderr
+    assert "chown" in check.stderr
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from prometheus_client import CollectorRegistry\n"
+        "from monitor.alerting.outbox import Outbox\n"
+        "from monitor.statedir import StateDirMonitor\n"
+        "monitor = StateDirMonitor(Path(sys.argv[1]), CollectorRegistry())\n"
+        "box = Outbox(Path(sys.argv[1]) / 'outbox.sqlite', report=monitor)\n"
+        "print(box.in_memory, monitor.problems()[0].cause)\n"
+    )
+    run = subprocess.run(
+        [*as_nobody, sys.executable, "-c", script, str(state)],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parents[2],
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[-1] == "True permission denied"
