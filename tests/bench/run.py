@@ -91,6 +91,7 @@ SECTIONS: dict[str, str] = {
     "health": "tests.bench.health:run",
     "redfish": "tests.bench.redfish:run",
     "traps": "tests.bench.traps:run",
+    "page_latency": "tests.bench.page_latency:run",
 }
 
 

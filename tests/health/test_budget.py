@@ -372,3 +372,23 @@ def test_vigie_check_without_budget_prints_no_table(
     out, err = capsys.readouterr()
     assert "detection budget" not in out
     assert "over its target of 45s" in err
+
+
+def test_page_latency_bench_judges_against_these_budgets(tmp_path: Path) -> None:
+    """The bench's hospital budgets 60 s at defaults for both faults, 6 s at 1/10 scale."""
+    from tests.bench.page_latency import budgets, hospital, percentile
+
+    def at(scale: float) -> dict[str, float]:
+        config = hospital(
+            "http://127.0.0.1:1",
+            "http://127.0.0.1:2",
+            port=3,
+            state=tmp_path / "state",
+            scale=scale,
+            instance="test",
+        )
+        return budgets(config, tmp_path)
+
+    assert at(1.0) == {"server crash": 60.0, "power cut": 60.0}
+    assert at(10.0) == {"server crash": 6.0, "power cut": 6.0}
+    assert (percentile([3.0, 1.0, 2.0], 50), percentile([3.0, 1.0, 2.0], 99)) == (2.0, 3.0)
