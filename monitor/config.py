@@ -100,6 +100,7 @@ class _Loader(yaml.SafeLoader):
 
     env: Mapping[str, str]
     problems: list[tuple[Mark, str]]
+    tainted: set[Mark]  # scalars (and their keys) emptied because a variable is unset
 
 
 def _construct_map(loader: _Loader, node: yaml.MappingNode) -> Iterator[PosDict]:
@@ -113,6 +114,8 @@ def _construct_map(loader: _Loader, node: yaml.MappingNode) -> Iterator[PosDict]
             loader.problems.append((_mark(key_node), f"duplicate key {key!r}"))
         data[key] = loader.construct_object(value_node, deep=True)
         data.pos[key] = _mark(key_node)
+        if _mark(value_node) in loader.tainted:
+            loader.tainted.add(_mark(key_node))
 
 
 def _construct_seq(loader: _Loader, node: yaml.SequenceNode) -> Iterator[PosList]:
@@ -136,6 +139,7 @@ def _construct_str(loader: _Loader, node: yaml.ScalarNode) -> str:
             return "$"
         if name not in loader.env:
             loader.problems.append((_mark(node), f"environment variable {name} is not set"))
+            loader.tainted.add(_mark(node))
             return ""
         return loader.env[name]
 
@@ -149,9 +153,25 @@ _Loader.add_constructor("tag:yaml.org,2002:str", _construct_str)
 
 def load_yaml(text: str, file: str, env: Mapping[str, str]) -> Any:
     """Parse YAML keeping positions; raise ConfigErrors on syntax errors or unset variables."""
+    data, problems, _ = _parse_yaml(text, file, env)
+    if problems:
+        raise ConfigErrors([ConfigError(file, ln, col, "", msg) for (ln, col), msg in problems])
+    return data
+
+
+def _parse_yaml(
+    text: str, file: str, env: Mapping[str, str]
+) -> tuple[Any, list[tuple[Mark, str]], set[Mark]]:
+    """Parse YAML keeping positions; return the data, the problems found and the tainted marks.
+
+    Only a syntax error raises: an unset variable or a duplicate key is a problem reported with
+    the others, the variable's value taken as empty (its tainted marks let the caller drop the
+    errors that empty value causes, so one mistake gives one error).
+    """
     loader = _Loader(text)
     loader.env = env
     loader.problems = []
+    loader.tainted = set()
     try:
         data = loader.get_single_data()
     except yaml.MarkedYAMLError as exc:
@@ -165,11 +185,7 @@ def load_yaml(text: str, file: str, env: Mapping[str, str]) -> Any:
         raise ConfigErrors([ConfigError(file, line, col, "", f"invalid YAML: {reason}")]) from None
     finally:
         loader.dispose()
-    if loader.problems:
-        raise ConfigErrors(
-            [ConfigError(file, ln, col, "", msg) for (ln, col), msg in loader.problems]
-        )
-    return data
+    return data, loader.problems, loader.tainted
 
 
 # --- Models --------------------------------------------------------------------------------
@@ -527,6 +543,9 @@ def _expand_checks(raw: PosDict, file: str) -> list[ConfigError]:
             for key in ("interval", "timeout"):
                 if key not in merged and key in defaults:
                     merged[key] = defaults[key]
+                    if isinstance(defaults, PosDict) and key in defaults.pos:
+                        # an error in the default is reported once, at the default's line
+                        merged.pos[key] = defaults.pos[key]
             labels = defaults.get("labels")
             if isinstance(labels, dict):
                 merged["labels"] = _merge(labels, merged.get("labels") or PosDict())
@@ -573,10 +592,196 @@ class LoadedConfig:
         return dict(sorted(counts.items()))
 
 
+LIST_SECTIONS = ("checks", "sites", "components", "rules", "maintenance")
+"""Top-level lists whose refused entries are set aside so the rest can still be checked."""
+
+SECRET_FILE_KEY = re.compile(r"(?:password|token|community|passphrase|key)_file$")
+"""Config keys naming a file that holds a secret (passwords, tokens, private keys)."""
+
+Loc = tuple[int | str, ...]
+Problem = tuple[Loc, str]
+
+_TYPE_ERRORS = frozenset({"string_type", "model_type", "model_attributes_type", "dict_type"})
+
+
+def _node(raw: Any, loc: Loc) -> Any:
+    """Return the raw node at loc, or None when the path leaves the data."""
+    node = raw
+    for part in loc:
+        if not _has(node, part):
+            return None
+        node = node[part]
+    return node
+
+
+def _has(node: Any, part: int | str) -> bool:
+    """Return whether a raw mapping has the key, or a raw list the index."""
+    if isinstance(node, dict):
+        return part in node
+    return isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+
+
+def _untag(raw: Any, loc: Loc, etype: str) -> tuple[Loc, Loc | None]:
+    """Drop the union member names pydantic puts in a location; return it and the union's.
+
+    A part is a member name when the data has no such key: after a scalar, or inside a mapping
+    unless it is the last part of a missing-field or unknown-key error.
+    """
+    out: list[int | str] = []
+    node = raw
+    union: Loc | None = None
+    for n, part in enumerate(loc):
+        last = n == len(loc) - 1
+        if _has(node, part):
+            node = node[part]
+        elif isinstance(part, str) and (
+            not isinstance(node, (dict, list))
+            or not last
+            or etype not in ("missing", "extra_forbidden")
+        ):
+            if union is None:
+                union = tuple(out)
+            continue
+        else:
+            node = None
+        out.append(part)
+    return tuple(out), union
+
+
+def _refine(raw: Any, loc: Loc, msg: str) -> tuple[Loc, str]:
+    """Move a `field: reason` message's field into the location when the data has that key."""
+    field_name, sep, rest = msg.partition(": ")
+    node = _node(raw, loc)
+    if sep and isinstance(node, dict) and field_name in node:
+        return (*loc, field_name), rest
+    return loc, msg
+
+
+def _validate(
+    model: type[ConfigBase], raw: PosDict, config_dir: Path, kinds: list[str]
+) -> tuple[ConfigBase | None, list[Problem]]:
+    """Validate raw data; return the config or None, and each error at its data location."""
+    try:
+        return model.model_validate(raw, context={"config_dir": config_dir}), []
+    except ValidationError as exc:
+        found: list[tuple[Loc, str, str, Loc | None]] = []
+        for err in exc.errors():
+            loc, msg = _message(err, kinds)
+            loc, union = _untag(raw, _strip_tags(loc, kinds), err["type"])
+            found.append((loc, msg, err["type"], union))
+    # Where a value matched no member of a union (a name or a group), keep the errors of the
+    # member meant by the value's shape: a mapping is no bad string, a string no bad mapping.
+    by_union: dict[Loc, int] = {}
+    for _, _, _, union in found:
+        if union is not None:
+            by_union[union] = by_union.get(union, 0) + 1
+    problems: list[Problem] = []
+    for loc, msg, etype, union in found:
+        if union is not None and by_union[union] > 1 and etype in _TYPE_ERRORS:
+            continue
+        problems.append(_refine(raw, loc, msg))
+    return None, problems
+
+
+def _without(raw: PosDict, drop: Mapping[str, set[int]]) -> tuple[PosDict, dict[str, list[int]]]:
+    """Return raw less the dropped entries of its lists, and each kept entry's first index."""
+    reduced = PosDict(raw)
+    reduced.mark, reduced.pos = raw.mark, dict(raw.pos)
+    index: dict[str, list[int]] = {}
+    for section, indices in drop.items():
+        items = raw.get(section)
+        if not isinstance(items, PosList):
+            continue
+        kept = PosList()
+        kept.mark = items.mark
+        index[section] = []
+        for i, item in enumerate(items):
+            if i not in indices:
+                kept.append(item)
+                kept.pos.append(items.pos[i])
+                index[section].append(i)
+        reduced[section] = kept
+    return reduced, index
+
+
+def _secret_file_warnings(raw: Any, config_dir: Path) -> list[Problem]:
+    """Warn about each secret file (`*password_file`, `*key_file`...) other users can read."""
+    warnings: list[Problem] = []
+
+    def visit(node: Any, loc: Loc, secret: bool) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                key_is_secret = isinstance(key, str) and bool(SECRET_FILE_KEY.search(key))
+                visit(value, (*loc, key), secret or key_is_secret or key == "env_files")
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                visit(value, (*loc, i), secret)
+        elif secret and isinstance(node, str) and node:
+            path = Path(node) if Path(node).is_absolute() else config_dir / node
+            try:
+                mode = path.stat().st_mode
+            except OSError:
+                return  # a missing file is an error of its own, named by its field
+            if mode & 0o007:
+                warnings.append(
+                    (
+                        loc,
+                        f"secret file {str(path)!r} can be read by other users (mode "
+                        f"{mode & 0o777:04o}): make it root:vigie 0640 (chmod o-rwx)",
+                    )
+                )
+
+    visit(raw, (), False)
+    return warnings
+
+
+def _web_config_errors(web_file: Path, key: Loc, file: str, raw: Any) -> list[ConfigError]:
+    """Read and check web.config_file as `vigie run` does; errors name its file, line, field."""
+    from monitor.web.webconfig import WebConfig, WebConfigError, load_web_config
+
+    web = str(web_file)
+    try:
+        text = web_file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        line, col = _position(raw, key)
+        return [
+            ConfigError(
+                file, line, col, _path_text(key), f"cannot read web config {web!r}: {reason}"
+            )
+        ]
+    try:
+        data = load_yaml(text.replace("$", "$$"), web, {}) or PosDict()
+    except ConfigErrors as exc:
+        return exc.errors
+    if not isinstance(data, PosDict):
+        return [ConfigError(web, 1, 1, "", "the top level must be a mapping")]
+    try:
+        WebConfig.model_validate(data)
+    except ValidationError as exc:
+        return [
+            ConfigError(web, *_position(data, loc), _path_text(loc), msg)
+            for loc, msg in (_message(err, []) for err in exc.errors())
+        ]
+    try:
+        load_web_config(web_file)  # TLS: files, versions and client CA, as at start
+    except WebConfigError as exc:
+        text = str(exc).removeprefix(f"{web}: ")
+        where, sep, reason = text.partition(": ")
+        loc: Loc = tuple(where.split(".")) if sep else ()
+        msg = reason if sep else text
+        return [ConfigError(web, *_position(data, loc), where if sep else "", msg)]
+    return []
+
+
 def load_config(
     path: Path | str, registry: ProbeRegistry, env: Mapping[str, str] | None = None
 ) -> LoadedConfig:
-    """Read, validate and plan a config file; raise ConfigErrors listing every problem."""
+    """Read, validate and plan a config file; raise ConfigErrors listing every problem.
+
+    Every mistake is reported once: entries that fail validation are set aside and the rest
+    is still planned and checked (references to a refused entry are no error of their own).
+    """
     path = Path(path)
     file = str(path)
     env = os.environ if env is None else env
@@ -584,62 +789,102 @@ def load_config(
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigErrors([ConfigError(file, 1, 1, "", f"cannot read config: {exc}")]) from None
-    raw = load_yaml(text, file, env)
+    raw, yaml_problems, tainted = _parse_yaml(text, file, env)
+    errors = [ConfigError(file, ln, col, "", msg) for (ln, col), msg in yaml_problems]
     if raw is None:
         raw = PosDict()
     if not isinstance(raw, PosDict):
-        raise ConfigErrors([ConfigError(file, 1, 1, "", "the top level must be a mapping")])
-    errors = _expand_checks(raw, file)
+        top = ConfigError(file, 1, 1, "", "the top level must be a mapping")
+        raise ConfigErrors([*errors, top])
+    errors += _expand_checks(raw, file)
     # A check whose module is unknown has no kind yet: its own error says enough.
-    unmerged = {e.path.removesuffix(".module") for e in errors}
+    unmerged = {(int(e.path[len("checks[") : -len("].module")]),) for e in errors if e.path}
     kinds = registry.kinds()
     model = build_config_model(registry)
-    config: ConfigBase | None = None
-    try:
-        config = model.model_validate(raw, context={"config_dir": path.parent})
-    except ValidationError as exc:
-        for err in exc.errors():
-            loc, msg = _message(err, kinds)
-            loc = _strip_tags(loc, kinds)
-            if _path_text(loc[:2]) in unmerged:
-                continue
+    config, invalid = _validate(model, raw, path.parent, kinds)
+    index: dict[str, list[int]] = {}
+
+    def located(problems: list[Problem]) -> list[ConfigError]:
+        """Place problems found on the reduced data at their entries' lines in the file."""
+        out = []
+        for where, msg in problems:
+            loc = where
+            if len(loc) > 1 and loc[0] in index and isinstance(loc[1], int):
+                loc = (loc[0], index[str(loc[0])][loc[1]], *loc[2:])
             line, col = _position(raw, loc)
-            errors.append(ConfigError(file, line, col, _path_text(loc), msg))
-    if config is not None:
-        seen: dict[str, int] = {}
-        for i, check in enumerate(config.checks):
-            if check.id in seen:
-                line, col = _position(raw, ("checks", i, "id"))
-                first, _ = _position(raw, ("checks", seen[check.id], "id"))
-                errors.append(
-                    ConfigError(
-                        file,
-                        line,
-                        col,
-                        f"checks[{i}].id",
-                        f"duplicate check id {check.id!r} (first at line {first})",
-                    )
-                )
-            seen.setdefault(check.id, i)
-    if errors or config is None:
-        raise ConfigErrors(errors)
-    plan, bind_errors = _plan(config, registry, path.parent)
-    topo_errors, topo_warnings = validate_topology(
-        config.sites, config.components, config.rules, plan, config.maintenance
+            if (line, col) in tainted:
+                continue  # the value of an unset variable: its own error says enough
+            out.append(ConfigError(file, line, col, _path_text(loc), msg))
+        return out
+
+    errors += located(
+        [(loc, msg) for loc, msg in invalid if loc[:1] != ("checks",) or loc[1:2] not in unmerged]
     )
-
-    def located(problems: list[tuple[tuple[int | str, ...], str]]) -> list[ConfigError]:
-        return [ConfigError(file, *_position(raw, loc), _path_text(loc), msg)
-                for loc, msg in problems]
-
-    errors.extend(located(bind_errors + topo_errors))
+    refused: dict[str, set[str]] = {}
+    if config is None and all(
+        loc[:1] and loc[0] in LIST_SECTIONS and len(loc) > 1 and isinstance(loc[1], int)
+        for loc, _ in invalid
+    ):
+        drop: dict[str, set[int]] = {}
+        for loc, _ in invalid:
+            drop.setdefault(str(loc[0]), set()).add(int(loc[1]))
+        if unmerged:
+            drop.setdefault("checks", set()).update(i for (i,) in unmerged)
+        for section, indices in drop.items():
+            for i in indices:
+                entry = _node(raw, (section, i))
+                if isinstance(entry, dict) and isinstance(entry.get("id"), str):
+                    refused.setdefault(section, set()).add(entry["id"])
+        reduced, index = _without(raw, drop)
+        config, again = _validate(model, reduced, path.parent, kinds)
+        if again:
+            config = None
+    if config is None:
+        raise ConfigErrors(_one_per_mistake(errors))
+    problems: list[Problem] = []
+    seen: dict[str, int] = {}
+    for i, check in enumerate(config.checks):
+        if check.id in seen:
+            first = seen[check.id]
+            first_raw = index["checks"][first] if "checks" in index else first
+            first_line, _ = _position(raw, ("checks", first_raw, "id"))
+            message = f"duplicate check id {check.id!r} (first at line {first_line})"
+            problems.append((("checks", i, "id"), message))
+        seen.setdefault(check.id, i)
+    plan, bind_errors = _plan(config, registry, path.parent)
+    refused.setdefault("checks", set()).update(c.id for c in config.checks if c.id not in plan)
+    topo_errors, topo_warnings = validate_topology(
+        config.sites, config.components, config.rules, plan, config.maintenance, invalid=refused
+    )
+    errors += located(problems + bind_errors + topo_errors)
+    web_file = config.web.config_file
+    if web_file is not None:
+        errors += _web_config_errors(web_file, ("web", "config_file"), file, raw)
     if errors:
-        raise ConfigErrors(errors)
+        raise ConfigErrors(_one_per_mistake(errors))
     budgets = budgets_of(config, plan)
     topo_warnings += over_target(budgets, config.components)
-    return LoadedConfig(path=path, config=config, plan=plan,
-                        warnings=sorted(located(topo_warnings), key=lambda e: e.line),
-                        budgets=budgets)
+    topo_warnings += _secret_file_warnings(raw, path.parent)
+    warnings = _one_per_mistake(located(topo_warnings))
+    return LoadedConfig(
+        path=path,
+        config=config,
+        plan=plan,
+        warnings=sorted(warnings, key=lambda e: e.line),
+        budgets=budgets,
+    )
+
+
+def _one_per_mistake(errors: list[ConfigError]) -> list[ConfigError]:
+    """Keep one error per place and message: a default or module copied into checks is one."""
+    kept: dict[tuple[str, int, int, str], ConfigError] = {}
+    for error in errors:
+        key = (error.file, error.line, error.column, error.message)
+        other = kept.get(key)
+        in_check = error.path.startswith("checks[")
+        if other is None or (other.path.startswith("checks[") and not in_check):
+            kept[key] = error
+    return list(kept.values())
 
 
 def build_plan(

@@ -27,7 +27,10 @@ def resolve_secret(inline: SecretStr | None, file: Path | None, name: str) -> Se
     if inline is not None and file is not None:
         raise ValueError(f"set either {name} or {name}_file, not both")
     if file is not None:
-        return read_secret_file(file)
+        try:
+            return read_secret_file(file)
+        except ValueError as exc:  # name the field: the config loader points at its line
+            raise ValueError(f"{name}_file: {exc}") from None
     return inline
 
 

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from monitor.app import Daemon
 from monitor.config import ConfigErrors, json_schema, load_config
 from monitor.health.topology import AnyOf
 from probes import default_registry
+from probes.http import make_session
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent
@@ -47,6 +49,14 @@ def test_required_invalid_cases_exist() -> None:
         "undefined-env",
         "bad-url",
         "bad-port",
+        "defaults-interval-not-a-duration",
+        "unknown-profile",
+        "every-stage-reported",
+        "need-larger-than-group",
+        "site-parent-cycle",
+        "web-yml-missing",
+        "web-yml-bad-hash",
+        "missing-community-file",
     }
     assert required <= names
 
@@ -165,3 +175,42 @@ def test_relative_secret_file_is_taken_from_the_config_dir(
     loaded = load_config(config, default_registry(), env={})
     token = loaded.plan["a"].settings.model_dump()["bearer_token"]
     assert token.get_secret_value() == "rel-tok"
+
+
+def test_secret_file_readable_by_others_is_a_warning(tmp_path: Path) -> None:
+    """A secret file other users can read loads, with a warning naming the field and the file."""
+    (tmp_path / "token").write_text("tok-123\n")
+    (tmp_path / "token").chmod(0o644)
+    (tmp_path / "community").write_text("c0mmunity\n")
+    (tmp_path / "community").chmod(0o640)
+    config = tmp_path / "vigie.yaml"
+    config.write_text(
+        "snmp:\n  auths:\n    ups: {version: 2, community_file: community}\n"
+        "checks:\n  - id: a\n    kind: http\n    target: http://127.0.0.1:1/\n"
+        "    http: {bearer_token_file: token}\n"
+        "  - {id: b, kind: snmp, target: 127.0.0.1, snmp: {auth: ups}}\n"
+    )
+    loaded = load_config(config, default_registry(), env={})
+    assert [str(w) for w in loaded.warnings] == [
+        f"{config}:8:12: checks[0].http.bearer_token_file: secret file "
+        f"'{tmp_path / 'token'}' can be read by other users (mode 0644): "
+        "make it root:vigie 0640 (chmod o-rwx)"
+    ]
+    assert "tok-123" not in str(loaded.warnings)
+
+
+async def test_reload_reports_every_error(tmp_path: Path) -> None:
+    """A refused reload returns every error of the file, as `vigie check` prints them."""
+    config = tmp_path / "vigie.yaml"
+    config.write_text("checks:\n  - {id: a, kind: tcp, target: '127.0.0.1:9'}\n")
+    registry = default_registry()
+    loaded = load_config(config, registry, env={})
+    bad = HERE / "config" / "invalid-every-stage-reported.yaml"
+    async with make_session() as session:
+        daemon = Daemon(loaded, registry, session, env={})
+        config.write_text(bad.read_text())
+        errors = await daemon.reload()
+    expected = [m.replace(bad.name, str(config), 1) for m in expected_messages(bad)]
+    assert errors == expected
+    assert len(errors) == 5
+    assert daemon.loaded is loaded  # the old config stays in use

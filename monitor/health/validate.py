@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 
 from monitor.health.maintenance import MaintenanceSpec
 from monitor.health.topology import (
+    AnyOf,
     ComponentSpec,
     RuleSpec,
     SiteSpec,
@@ -25,18 +26,40 @@ def validate_topology(
     rules: list[RuleSpec],
     plan: Mapping[str, Check],
     maintenance: Sequence[MaintenanceSpec] = (),
+    *,
+    invalid: Mapping[str, Set[str]] | None = None,
 ) -> tuple[list[Problem], list[Problem]]:
-    """Return (errors, warnings), each with the config location it is about."""
+    """Return (errors, warnings), each with the config location it is about.
+
+    `invalid` holds, under "checks", "components" and "sites", the ids of entries that are in
+    the file but were refused (their own error is reported): a reference to one is no error,
+    so that one mistake gives one error and not a cascade of "unknown" ones.
+    """
     errors: list[Problem] = []
     warnings: list[Problem] = []
+    refused: Mapping[str, Set[str]] = invalid or {}
+    bad_checks = refused.get("checks", set())
+    bad_comps = refused.get("components", set())
+    bad_sites = refused.get("sites", set())
     site_ids: dict[str, int] = {}
     for i, site in enumerate(sites):
         if site.id in site_ids:
             errors.append((("sites", i, "id"), f"duplicate site id {site.id!r}"))
         site_ids.setdefault(site.id, i)
+    known_sites = {*site_ids, *bad_sites}
     for i, site in enumerate(sites):
-        if site.parent is not None and site.parent not in site_ids:
+        if site.parent is not None and site.parent not in known_sites:
             errors.append((("sites", i, "parent"), f"unknown site {site.parent!r}"))
+    parents = {s.id: [s.parent] for s in sites if s.parent is not None}
+    while (site_cycle := find_cycle(parents)) is not None:  # every cycle, each once
+        errors.append(
+            (
+                ("sites", site_ids[site_cycle[0]], "parent"),
+                "site parent cycle: " + " -> ".join(site_cycle),
+            )
+        )
+        for site_id in site_cycle:
+            parents.pop(site_id, None)
     comp_ids: dict[str, int] = {}
     for i, comp in enumerate(components):
         if comp.id in comp_ids:
@@ -44,7 +67,7 @@ def validate_topology(
         comp_ids.setdefault(comp.id, i)
     fed: set[str] = set()
     for i, comp in enumerate(components):
-        if comp.site is not None and comp.site not in site_ids:
+        if comp.site is not None and comp.site not in known_sites:
             known = ", ".join(sorted(site_ids)) or "none defined"
             errors.append(
                 (("components", i, "site"), f"unknown site {comp.site!r}; known sites: {known}")
@@ -52,12 +75,21 @@ def validate_topology(
         for field in ("depends_on", "powered_by"):
             for j, dep in enumerate(getattr(comp, field)):
                 for member in dependency_members(dep):
-                    if member not in comp_ids:
+                    if member not in comp_ids and member not in bad_comps:
                         errors.append(
                             ((("components", i, field, j)), f"unknown component {member!r}")
                         )
+                if isinstance(dep, AnyOf) and dep.need > len(set(dep.any_of)):
+                    members = len(set(dep.any_of))
+                    errors.append(
+                        (
+                            ("components", i, field, j, "need"),
+                            f"need ({dep.need}) is more than the group's {members} member(s):"
+                            " it can never be met",
+                        )
+                    )
         for j, check_id in enumerate(comp.checks):
-            if check_id not in plan:
+            if check_id not in plan and check_id not in bad_checks:
                 errors.append((("components", i, "checks", j), f"unknown check {check_id!r}"))
             fed.add(check_id)
         matched = (
@@ -81,13 +113,13 @@ def validate_topology(
             )
         )
     for i, win in enumerate(maintenance):
-        if win.target not in comp_ids and win.target not in site_ids:
+        if win.target not in comp_ids and win.target not in known_sites | bad_comps:
             errors.append(
                 (("maintenance", i, "target"), f"unknown component or site {win.target!r}")
             )
     for i, rule in enumerate(rules):
         for j, check_id in enumerate(rule.checks):
-            if check_id not in plan:
+            if check_id not in plan and check_id not in bad_checks:
                 errors.append((("rules", i, "checks", j), f"unknown check {check_id!r}"))
     if components:
         checks = list(plan)

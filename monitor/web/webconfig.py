@@ -119,11 +119,13 @@ def load_web_config(path: Path) -> WebConfig:
         raise WebConfigError(f"{path}: must be a mapping")
     try:
         config = WebConfig.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top)"
-        msg = first["msg"].removeprefix("Value error, ")
-        raise WebConfigError(f"{path}: {where}: {msg}") from None
+    except ValidationError as exc:  # every error, not only the first
+        problems = [
+            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: "
+            + err["msg"].removeprefix("Value error, ")
+            for err in exc.errors()
+        ]
+        raise WebConfigError(f"{path}: " + "; ".join(problems)) from None
     tls = config.tls_server_config
     if tls is None:
         return config

@@ -18,7 +18,7 @@ import trustme
 from structlog.testing import capture_logs
 
 from monitor.app import Daemon
-from monitor.config import load_config
+from monitor.config import ConfigErrors, load_config
 from monitor.web.webconfig import BasicAuth, WebConfigError, load_web_config
 from probes.base import ProbeRegistry
 from probes.http import HttpProbe, make_session
@@ -193,14 +193,29 @@ def test_bad_web_yml_names_file_and_field(certs: Certs, content: str, expected: 
     assert "hunter2" not in message
 
 
+def test_config_check_reads_the_web_yml(tmp_path: Path) -> None:
+    """load_config (`vigie check`, a reload) refuses a web.yml `vigie run` would refuse."""
+    (tmp_path / "web.yml").write_text("basic_auth_users:\n  alice: plain\n")
+    config = tmp_path / "vigie.yaml"
+    config.write_text("web: {listen: '127.0.0.1:0', config_file: web.yml}\nchecks: []\n")
+    with pytest.raises(ConfigErrors) as info:
+        load_config(config, ProbeRegistry([HttpProbe()]), env={})
+    assert [str(e) for e in info.value.errors] == [
+        f"{tmp_path / 'web.yml'}:1:1: basic_auth_users: user 'alice': not a bcrypt hash"
+        " (htpasswd -nBC 10 alice)"
+    ]
+    assert "plain" not in str(info.value)
+
+
 async def test_daemon_refuses_to_start_with_a_bad_web_yml(tmp_path: Path) -> None:
-    """Daemon.start fails before serving when web.config_file cannot be used."""
-    (tmp_path / "web.yml").write_text("basic_auth_users: {alice: plain}\n")
+    """Daemon.start fails before serving when web.config_file went bad after the load."""
+    (tmp_path / "web.yml").write_text(f"basic_auth_users: {{alice: '{HASH}'}}\n")
     config = tmp_path / "vigie.yaml"
     config.write_text("web: {listen: '127.0.0.1:0', config_file: web.yml}\nchecks: []\n")
     registry = ProbeRegistry([HttpProbe()])
     loaded = load_config(config, registry, env={})
     assert loaded.config.web.config_file == tmp_path / "web.yml"  # relative to the config file
+    (tmp_path / "web.yml").write_text("basic_auth_users: {alice: plain}\n")
     async with make_session() as session:
         daemon = Daemon(loaded, registry, session)
         with pytest.raises(WebConfigError, match=r"web\.yml: basic_auth_users: user 'alice'"):
