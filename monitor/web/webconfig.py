@@ -18,12 +18,12 @@ import re
 import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import bcrypt
 import yaml
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from monitor.results import bound_text
 
@@ -89,21 +89,22 @@ class HttpServerConfig(_Strict):
     headers: dict[str, str] = Field(default_factory=dict)
 
 
+def _bcrypt_hash(value: str) -> str:
+    """Check a bcrypt hash; never echo the value: it is a password hash (or worse, a password)."""
+    if not BCRYPT_HASH.fullmatch(value):
+        raise ValueError("not a bcrypt hash (make one with htpasswd -nBC 10 <user>)")
+    return value
+
+
+BcryptHash = Annotated[str, AfterValidator(_bcrypt_hash)]
+
+
 class WebConfig(_Strict):
     """A parsed web.yml."""
 
     tls_server_config: TlsServerConfig | None = None
     http_server_config: HttpServerConfig = Field(default_factory=HttpServerConfig)
-    basic_auth_users: dict[str, str] = Field(default_factory=dict)
-
-    @field_validator("basic_auth_users")
-    @classmethod
-    def _bcrypt(cls, users: dict[str, str]) -> dict[str, str]:
-        for user, hashed in users.items():
-            if not BCRYPT_HASH.fullmatch(hashed):
-                # never echo the value: it is a password hash (or worse, a password)
-                raise ValueError(f"user {user!r}: not a bcrypt hash (htpasswd -nBC 10 {user})")
-        return users
+    basic_auth_users: dict[str, BcryptHash] = Field(default_factory=dict)
 
 
 def load_web_config(path: Path) -> WebConfig:

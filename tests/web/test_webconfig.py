@@ -157,7 +157,7 @@ async def test_client_certificate_required(certs: Certs, tmp_path: Path) -> None
     [
         (
             "basic_auth_users: {alice: hunter2}\n",
-            "basic_auth_users: user 'alice': not a bcrypt hash",
+            "basic_auth_users.alice: not a bcrypt hash",
         ),
         ("basic_auth_user: {}\n", "basic_auth_user: Extra inputs are not permitted"),
         (
@@ -201,8 +201,8 @@ def test_config_check_reads_the_web_yml(tmp_path: Path) -> None:
     with pytest.raises(ConfigErrors) as info:
         load_config(config, ProbeRegistry([HttpProbe()]), env={})
     assert [str(e) for e in info.value.errors] == [
-        f"{tmp_path / 'web.yml'}:1:1: basic_auth_users: user 'alice': not a bcrypt hash"
-        " (htpasswd -nBC 10 alice)"
+        f"{tmp_path / 'web.yml'}:2:3: basic_auth_users.alice: not a bcrypt hash"
+        " (make one with htpasswd -nBC 10 <user>)"
     ]
     assert "plain" not in str(info.value)
 
@@ -218,7 +218,7 @@ async def test_daemon_refuses_to_start_with_a_bad_web_yml(tmp_path: Path) -> Non
     (tmp_path / "web.yml").write_text("basic_auth_users: {alice: plain}\n")
     async with make_session() as session:
         daemon = Daemon(loaded, registry, session)
-        with pytest.raises(WebConfigError, match=r"web\.yml: basic_auth_users: user 'alice'"):
+        with pytest.raises(WebConfigError, match=r"web\.yml: basic_auth_users\.alice: not a bcrypt"):
             await daemon.start()
         assert daemon.listen_port is None
 
@@ -265,8 +265,8 @@ def test_malformed_bcrypt_hash_is_refused(certs: Certs) -> None:
     path = certs.dir / "bad-hash-web.yml"
     bad = "$2b$10$" + "!" * 53
     path.write_text(f"basic_auth_users: {{alice: '{bad}'}}\n")
-    with pytest.raises(WebConfigError, match="user 'alice': not a bcrypt hash"):
+    with pytest.raises(WebConfigError, match="basic_auth_users.alice: not a bcrypt hash"):
         load_web_config(path)
     path.write_text(f"basic_auth_users: {{alice: '$2b$99${'.' * 53}'}}\n")
-    with pytest.raises(WebConfigError, match="user 'alice': not a bcrypt hash"):
+    with pytest.raises(WebConfigError, match="basic_auth_users.alice: not a bcrypt hash"):
         load_web_config(path)
