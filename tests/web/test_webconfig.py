@@ -218,7 +218,7 @@ async def test_daemon_refuses_to_start_with_a_bad_web_yml(tmp_path: Path) -> Non
     (tmp_path / "web.yml").write_text("basic_auth_users: {alice: plain}\n")
     async with make_session() as session:
         daemon = Daemon(loaded, registry, session)
-        with pytest.raises(WebConfigError, match=r"web\.yml: basic_auth_users\.alice: not a bcrypt"):
+        with pytest.raises(WebConfigError, match=r"web\.yml: basic_auth_users\.alice: not a"):
             await daemon.start()
         assert daemon.listen_port is None
 
@@ -265,8 +265,8 @@ def test_malformed_bcrypt_hash_is_refused(certs: Certs) -> None:
     path = certs.dir / "bad-hash-web.yml"
     bad = "$2b$10$" + "!" * 53
     path.write_text(f"basic_auth_users: {{alice: '{bad}'}}\n")
-    with pytest.raises(WebConfigError, match="basic_auth_users.alice: not a bcrypt hash"):
+    with pytest.raises(WebConfigError, match=r"basic_auth_users\.alice: not a bcrypt hash"):
         load_web_config(path)
     path.write_text(f"basic_auth_users: {{alice: '$2b$99${'.' * 53}'}}\n")
-    with pytest.raises(WebConfigError, match="basic_auth_users.alice: not a bcrypt hash"):
+    with pytest.raises(WebConfigError, match=r"basic_auth_users\.alice: not a bcrypt hash"):
         load_web_config(path)
