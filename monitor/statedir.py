@@ -87,6 +87,12 @@ def diagnose(path: Path, error: BaseException) -> tuple[str, str]:
             f"free space on the filesystem holding {directory} (df -h {where}), "
             "or set state_dir to a larger one",
         )
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        return (
+            "locked by another process",
+            f"close what holds {path} open (fuser -v {path}): a second Vigie on the same "
+            "state_dir, or an sqlite3 shell left in a transaction",
+        )
     if where.is_file() or code in (errno.ENOTDIR, errno.EEXIST):
         return (
             f"{where} is a file, not a directory",

@@ -541,3 +541,27 @@ def test_permission_denied_for_the_daemon_user(public_dir: Path) -> None:
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines()[-1] == "True permission denied"
+
+
+def test_outbox_locked_by_another_process_runs_in_memory_then_writes_back(
+    tmp_path: Path,
+) -> None:
+    """A second connection holding the write lock (an sqlite3 shell left in a transaction)
+    makes the outbox carry on in memory, naming the lock; once released, all is in the file."""
+    monitor, registry = monitor_of(tmp_path)
+    path = tmp_path / "outbox.sqlite"
+    box = Outbox(path, report=monitor, retry_every=3600)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    alert = make_alert("incident:while-locked")
+    box.record([Entry(AM, alert, Delivery.LATEST)], activate=[alert])
+    assert box.in_memory and failures(registry, "outbox") == 1
+    (problem,) = monitor.problems()
+    assert problem.cause == "locked by another process" and "fuser" in problem.fix
+    other.execute("ROLLBACK")
+    other.close()
+    assert box.flush() and degraded(registry) == 0
+    box.close()
+    again = Outbox(path)
+    assert [r.alert.key for r in again.pending(AM, 10)] == ["incident:while-locked"]
+    again.close()
