@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
+from monitor.sanitise import sanitise
+
 MetricType = Literal["gauge", "counter", "info", "stateset"]
 
 MAX_ERROR_CHARS = 512
@@ -15,11 +17,8 @@ MAX_ERROR_CHARS = 512
 
 
 def bound_text(text: str, limit: int = MAX_ERROR_CHARS) -> str:
-    """Return text cut to limit characters, with control characters replaced, for logs and pages."""
-    if len(text) <= limit and text.isprintable():  # the common case, at C speed
-        return text
-    cleaned = "".join(c if c.isprintable() else " " for c in text)
-    return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
+    """Return an error or log text through the one sanitiser, bounded for logs and pages."""
+    return sanitise(text, limit)
 
 
 class Sample(NamedTuple):

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from yarl import URL
 
 from monitor.results import MetricType, ProbeResult, Sample, bound_text
+from monitor.sanitise import sanitise
 from probes.base import Check, ProbeContext
 from probes.http import parse_http_url
 from probes.tls import Regex, SslContextCache, TlsSettings, describe_ssl_error, os_error_reason
@@ -124,7 +125,7 @@ def select_samples(
     scraped = 0
     try:
         for family in text_string_to_metric_families(text):
-            help_text = bound_text(family.documentation, _HELP_CHARS)
+            help_text = sanitise(family.documentation, _HELP_CHARS)
             for s in family.samples:
                 scraped += 1
                 if not any(sel.matches(s.name, s.labels) for sel in selectors):
@@ -150,7 +151,7 @@ def _sample(
         name = f"exported_{name}"
     pairs = tuple(
         sorted(
-            (f"exported_{k}" if k in reserved else k, bound_text(v, _LABEL_VALUE_CHARS))
+            (f"exported_{k}" if k in reserved else k, sanitise(v, _LABEL_VALUE_CHARS))
             for k, v in scraped.labels.items()
         )
     )

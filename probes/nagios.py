@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model
 from yarl import URL
 
 from monitor.results import ProbeResult, Sample, bound_text
+from monitor.sanitise import sanitise
 from monitor.secrets import ConfigPath, read_secret_file
 from probes.base import Check, ProbeContext
 
@@ -172,7 +173,7 @@ def parse_perfdata(text: str) -> tuple[list[PerfData], int]:
     items, bad = _split_items(text)
     for raw_label, rest in items:
         fields = rest.split(";")
-        label = bound_text(raw_label, MAX_LABEL_CHARS)
+        label = sanitise(raw_label, MAX_LABEL_CHARS)
         if not label.strip() or label in seen or len(out) >= MAX_PERFDATA_ITEMS:
             bad += 1
             continue

@@ -27,6 +27,7 @@ from yarl import URL
 from monitor.health.expr import parse_condition
 from monitor.health.topology import Rule, Severity
 from monitor.results import ProbeResult, Sample, bound_text
+from monitor.sanitise import sanitise
 from monitor.secrets import ConfigPath, resolve_secret
 from probes.base import Check, ProbeContext
 from probes.http import parse_http_url
@@ -215,7 +216,7 @@ class RedfishSettings(BaseModel):
 def _label(value: object, fallback: str = "") -> str:
     """Return a bounded, printable label value from untrusted data."""
     if isinstance(value, str) and value:
-        return bound_text(value, MAX_LABEL_CHARS)
+        return sanitise(value, MAX_LABEL_CHARS)
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     return fallback

@@ -972,6 +972,13 @@ _SELF_HELP = {
 }
 
 
+# gufo-snmp reads at most 4 KiB of a datagram: a larger response ends mid-message.
+_INCOMPLETE_HINT = (
+    "a response larger than the 4 KiB gufo-snmp reads, e.g. a very long string from the "
+    "device, or a truncated datagram; lower max_varbinds or max_repetitions if a table "
+    "answer is that large"
+)
+
 _MISSING_HELP = (
     "Objects of the check's profiles the agent did not serve in the last poll (noSuchObject, "
     "noSuchInstance, endOfMibView, an empty table): their metrics are absent."
@@ -1153,8 +1160,10 @@ class SnmpProbe:
             failure = SnmpFailure("no_such_object", "noSuchObject/noSuchInstance")
             return self._failed(failure, client, stats, ctx)
         except (SnmpDecodeError, SnmpEncodeError, SnmpError) as exc:
-            failure = SnmpFailure("malformed", f"malformed SNMP message: {exc}")
-            return self._failed(failure, client, stats, ctx)
+            reason = f"malformed SNMP message: {exc}"
+            if str(exc) == "incomplete":
+                reason += f" ({_INCOMPLETE_HINT})"
+            return self._failed(SnmpFailure("malformed", reason), client, stats, ctx)
         except OSError as exc:
             failure = SnmpFailure("socket", f"socket error talking to {check.target}: {exc}")
             return self._failed(failure, client, stats, ctx)

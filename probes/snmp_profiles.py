@@ -29,6 +29,7 @@ from pydantic import (
 from monitor.config import ConfigError, ConfigErrors, PosDict, PosList, load_yaml
 from monitor.durations import Duration
 from monitor.results import Sample
+from monitor.sanitise import LABEL_VALUE_CHARS, sanitise
 from monitor.shipped import shipped
 from probes.derive import DeriveDef
 
@@ -652,16 +653,16 @@ class Collected:
 
 
 def _text(value: Value, fmt: str = "text") -> str:
-    """Render a value as a label value."""
+    """Render a value from the device as a label value: printable and bounded."""
     if value is None:
         return ""
     if isinstance(value, bytes):
         if fmt == "hex":
-            return value.hex(":")
-        return value.rstrip(b"\x00").decode("utf-8", errors="replace")
+            return sanitise(value[:LABEL_VALUE_CHARS].hex(":"))
+        return sanitise(value.rstrip(b"\x00").decode("utf-8", errors="replace"))
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
-    return str(value)
+    return sanitise(str(value))
 
 
 def _key(value: Value) -> str | None:
@@ -718,9 +719,10 @@ def _parse_index(suffix: str, indexes: Sequence[IndexDef]) -> list[tuple[str, st
 
 
 def _chars(codes: Sequence[int]) -> str | None:
+    """Return a string index component as a label value (printable, bounded)."""
     if any(c > 255 for c in codes):
         return None
-    return bytes(codes).decode("utf-8", errors="replace")
+    return sanitise(bytes(codes).decode("utf-8", errors="replace"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -909,7 +911,7 @@ def _stateset(m: MetricDef, rows: list[_Row], out: list[Sample], log: Log) -> No
         if key in m.states:
             states.add(key)
         else:
-            log("snmp_unknown_state", metric=m.name, suffix=r.suffix, value=key)
+            log("snmp_unknown_state", metric=m.name, suffix=r.suffix, value=sanitise(key or "", 40))
     for labels, states in active.items():
         out.extend(
             Sample(
