@@ -48,7 +48,14 @@ from probes.snmp import SnmpAuth, SnmpCheckSettings, parse_target
 from probes.snmp_context import pysnmp_usm
 from probes.snmp_profiles import Profile, TrapDef
 
-__all__ = ["SourceBuckets", "TrapHeader", "TrapMetrics", "TrapReceiver", "merge_trap", "peek_header"]
+__all__ = [
+    "SourceBuckets",
+    "TrapHeader",
+    "TrapMetrics",
+    "TrapReceiver",
+    "merge_trap",
+    "peek_header",
+]
 
 T = TypeVar("T")
 
@@ -70,6 +77,7 @@ RESULTS = ("matched", "unmatched", "malformed", "auth_failed")
 DROP_REASONS = ("oversize", "rate", "malformed", "community", "user", "backlog")
 # A drop for one of these reasons is also a received notification with this result.
 _RECEIVED_AS = {"malformed": "malformed", "community": "auth_failed", "user": "auth_failed"}
+_DROP_EVENTS = {r: f"trap_{_RECEIVED_AS.get(r, 'dropped')}" for r in DROP_REASONS}
 # The PDU types a notification receiver accepts: v1 Trap; v2 SNMPv2-Trap and InformRequest.
 _NOTIFICATION_PDUS = {0: frozenset({0xA4}), 1: frozenset({0xA6, 0xA7})}
 
@@ -698,30 +706,39 @@ class TrapReceiver:
         """Count a dropped datagram by reason and log it once per source and log interval."""
         self.metrics.dropped_by[reason].inc()
         result = _RECEIVED_AS.get(reason)
-        if result is None:
-            self._log_once(source, "trap_dropped", reason=reason, **fields)
-            return
-        self.metrics.received_by[result].inc()
-        self._log_once(source, f"trap_{result}", reason=reason, **fields)
+        if result is not None:
+            self.metrics.received_by[result].inc()
+        event = _DROP_EVENTS[reason]
+        if self._may_log(source, event):  # checked first: a flood logs nothing, cheaply
+            self._log.warning(event, source=source, reason=reason, **fields)
 
     def _count(self, result: str, source: str, **fields: object) -> None:
         """Count a notification by result; log one not matched once per source and interval."""
         self.metrics.received_by[result].inc()
-        if result != "matched":
-            self._log_once(source, f"trap_{result}", **fields)
+        event = f"trap_{result}"
+        if result != "matched" and self._may_log(source, event):
+            self._log.warning(event, source=source, **fields)
 
     def _log_once(self, source: str, event: str, **fields: object) -> None:
         """Log an event at most once per source and event per log interval."""
+        if self._may_log(source, event):
+            self._log.warning(event, source=source, **fields)
+
+    def _may_log(self, source: str, event: str) -> bool:
+        """Say whether this source's event may be logged now, and note it if so.
+
+        The table is bounded (MAX_LOGGED_SOURCES), so spoofed sources cannot grow it.
+        """
         now = self._clock()
         key = (source, event)
         last = self._logged.get(key)
         if last is not None and now - last < self.settings.log_interval:
-            return
+            return False
         self._logged[key] = now
         self._logged.move_to_end(key)
         while len(self._logged) > MAX_LOGGED_SOURCES:
             self._logged.popitem(last=False)
-        self._log.warning(event, source=source, **fields)
+        return True
 
     # ------------------------------------------------------------------ decoding (thread)
 

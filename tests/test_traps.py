@@ -8,8 +8,10 @@ import os
 import random
 import re
 import socket
+import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,13 +30,21 @@ from probes.base import Check
 from probes.http import make_session
 from probes.snmp import SnmpAuth, SnmpProbe, ber_int, ber_seq, ber_tlv
 from probes.snmp_profiles import TrapDef
-from tests.conftest import require_binary
-from tests.snmp_peers import UPS_ON_BATTERY, ipv6_loopback, running_snmpd, snmp_check
+from tests.conftest import free_port, require_binary
+from tests.snmp_peers import (
+    UPS_ON_BATTERY,
+    UPS_ONLINE,
+    free_udp_port,
+    ipv6_loopback,
+    running_snmpd,
+    snmp_check,
+)
 from tests.waiting import wait_for
 
 SNMPTRAP = "/usr/bin/snmptrap"
 SNMPINFORM = "/usr/bin/snmpinform"
 ON_BATTERY = "1.3.6.1.2.1.33.2.0.1"  # upsTrapOnBattery
+ALARM_REMOVED = "1.3.6.1.2.1.33.2.0.4"  # upsTrapAlarmEntryRemoved: re-poll only
 SENDER_ENGINE_ID = "8000000001020304aa"
 COMMUNITY = "trap-comm"
 USER = "trapuser"
@@ -584,13 +594,18 @@ async def test_rate_limit_is_per_source() -> None:
     """Past its burst, a source's datagrams are dropped as rate (its bucket does not refill on
     this frozen clock), while another source's trap is still applied."""
     store, registry, triggered = ResultStore(), CollectorRegistry(), []
+
+    def trigger(check_id: str) -> bool:
+        triggered.append(check_id)
+        return True
+
     settings = TrapSettings(
         listen="127.0.0.1:0", auths=["traps_v2"], source_rate=1.0, source_burst=5
     )
     receiver = TrapReceiver(
         settings,
         store,
-        lambda cid: triggered.append(cid) is None,
+        trigger,
         TrapMetrics(registry),
         clock=lambda: 0.0,
     )
@@ -606,3 +621,218 @@ async def test_rate_limit_is_per_source() -> None:
         assert dropped(harness, "rate") == 7
     finally:
         await receiver.stop()
+
+
+# --------------------------------------------------------------------------- flood
+
+FLOOD_SCRIPT = r'''
+"""Flood a trap port from one loopback address with large junk; print how many were sent.
+
+argv: port, source address, count, datagrams per tick, tick (s; 0: as fast as possible).
+Three payloads in turn: a 49 KB v2c trap with a guessed community (the issue's), an 8 KB one
+with many varbinds, and 8 KB of random bytes.
+"""
+import random, signal, socket, sys, time
+
+def tlv(tag, body):
+    n = len(body)
+    head = bytes([n]) if n < 0x80 else bytes([0x82]) + n.to_bytes(2, "big")
+    return bytes([tag]) + head + body
+
+def trap(size):
+    vb = tlv(0x30, tlv(0x06, b"\x2b\x06\x01\x04\x01\x09\x09") + tlv(0x04, b"x" * 30))
+    vbs = tlv(0x30, vb * (size // len(vb)))
+    pdu = tlv(0xA7, tlv(0x02, b"\x01") + tlv(0x02, b"\x00") + tlv(0x02, b"\x00") + vbs)
+    return tlv(0x30, tlv(0x02, b"\x01") + tlv(0x04, b"guessed") + pdu)
+
+port, source, count = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+per_tick, tick = int(sys.argv[4]), float(sys.argv[5])
+rng = random.Random(1628)
+payloads = [trap(49000), trap(8000), rng.randbytes(8000)]
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.bind((source, 0))
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+sent, due = 0, time.monotonic()
+try:
+    while sent < count:
+        for _ in range(per_tick):
+            try:
+                sock.sendto(payloads[sent % 3], ("127.0.0.1", port))
+                sent += 1
+            except OSError:  # ENOBUFS: the flood is its own limit
+                pass
+        if tick:
+            due += tick
+            time.sleep(max(0.0, due - time.monotonic()))
+finally:
+    print(sent, flush=True)
+'''
+"""A junk flooder, run as its own process so it shares neither the GIL nor the loop."""
+
+
+@dataclass
+class Flood:
+    """A flooder process and what it is sending."""
+
+    proc: asyncio.subprocess.Process
+    count: int
+
+    async def stop(self) -> int:
+        """Stop the flood (if still running) and return how many datagrams it sent."""
+        if self.proc.returncode is None:
+            self.proc.terminate()
+        out, _ = await self.proc.communicate()
+        return int(out)
+
+
+async def start_flood(port: int, count: int, per_tick: int, tick: float) -> Flood:
+    """Start flooding 127.0.0.1:port from 127.0.0.2."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        FLOOD_SCRIPT,
+        *(str(port), "127.0.0.2", str(count), str(per_tick), str(tick)),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    return Flood(proc, count)
+
+
+def sample_value(page: str, name: str, labels: str = "") -> float:
+    """Return a sample's value from an exposition page, 0 when absent."""
+    line = metric_line(page, f"{name}{{{labels}}} " if labels else f"{name} ")
+    return float(line.rsplit(" ", 1)[1]) if line else 0.0
+
+
+HEALTHY_SCRIPT = r'''
+"""Time GET /-/healthy (keep-alive) every 20 ms until stdin closes; print the times (s)."""
+import http.client, sys, threading, time
+
+port = int(sys.argv[1])
+done = threading.Event()
+threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()
+conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+times = []
+while not done.wait(0.02) and len(times) < 10_000:
+    start = time.perf_counter()
+    conn.request("GET", "/-/healthy")
+    response = conn.getresponse()
+    response.read()
+    times.append(time.perf_counter() - start)
+    if response.status != 200:
+        sys.exit(f"/-/healthy answered {response.status}")
+print(" ".join(f"{t:.6f}" for t in times), flush=True)
+'''
+"""A /-/healthy timer, run as its own process so nothing of the test's shares its clock."""
+
+RATE = 'reason="rate"'
+
+
+@asynccontextmanager
+async def vigie_run(config: Path, log_file: Path) -> AsyncIterator[None]:
+    """Run the real daemon (`vigie run`) for the block."""
+    with log_file.open("ab") as out:
+        proc = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "monitor.cli", "run", "--config", str(config)),
+            stdout=out,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+    try:
+        yield
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), 15)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_junk_flood_neither_stalls_the_web_nor_loses_a_trap(tmp_path: Path) -> None:
+    """Flooded from 127.0.0.2 with 49 KB and 8 KB junk (2,000 datagrams/s), `vigie run`
+    answers every /-/healthy (timed by a process of its own) in under 50 ms, and each of 10
+    snmptrap traps from 127.0.0.1 is counted and re-polls its UPS (snmpd): the UPS's state
+    changes between traps and its check's interval is 5 min, so only a re-poll can show it."""
+    web_port, trap_port = free_port(), free_udp_port()
+    metrics_url = f"http://127.0.0.1:{web_port}/metrics"
+    with running_snmpd(tmp_path / "agent") as agent:
+        config = tmp_path / "vigie.yaml"
+        config.write_text(
+            f"web: {{listen: '127.0.0.1:{web_port}'}}\n"
+            "snmp:\n"
+            f"  auths: {{ups: {{version: 2, community: {agent.community}}}}}\n"
+            f"traps: {{listen: '127.0.0.1:{trap_port}', auths: [ups]}}\n"
+            "checks:\n"
+            f"  - {{id: ups-nord, kind: snmp, target: '{agent.target()}', interval: 5m,"
+            " timeout: 5s, snmp: {auth: ups, profiles: [ups-mib]}}\n"
+        )
+        async with (
+            vigie_run(config, tmp_path / "vigie.log"),
+            aiohttp.ClientSession() as session,
+        ):
+
+            async def page() -> str:
+                try:
+                    async with session.get(metrics_url) as resp:
+                        return await resp.text()
+                except aiohttp.ClientError:
+                    return ""
+
+            def source(state: str) -> Callable[[], Awaitable[bool]]:
+                async def shown() -> bool:
+                    return any(
+                        line.startswith("ups_output_source{")
+                        and f'state="{state}"' in line
+                        and line.endswith(" 1")
+                        for line in (await page()).splitlines()
+                    )
+
+                return shown
+
+            async def trap(oid: str) -> None:
+                rc, out = await send(
+                    "-v2c", "-c", agent.community, f"127.0.0.1:{trap_port}", "", oid
+                )
+                assert rc == 0, out
+
+            async def flooding() -> bool:
+                return sample_value(await page(), "vigie_snmp_traps_dropped_total", RATE) > 100
+
+            await wait_for(page, "the daemon serving /metrics")
+            await trap(ALARM_REMOVED)  # the first poll now, not at the check's offset
+            await wait_for(source("normal"), "the first poll")
+            timer = await asyncio.create_subprocess_exec(
+                *(sys.executable, "-c", HEALTHY_SCRIPT, str(web_port)),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+            )
+            flood = await start_flood(trap_port, count=120_000, per_tick=20, tick=0.01)
+            try:
+                await wait_for(flooding, "the flood reaching the receiver", every=0.05)
+                for i in range(5):
+                    agent.set_ups(UPS_ON_BATTERY)
+                    await trap(ON_BATTERY)
+                    await wait_for(source("battery"), f"re-poll after trap {2 * i + 1}", every=0.05)
+                    agent.set_ups(UPS_ONLINE)
+                    await trap(ALARM_REMOVED)
+                    await wait_for(source("normal"), f"re-poll after trap {2 * i + 2}", every=0.05)
+                assert flood.proc.returncode is None, "the flood ended before the traps"
+            finally:
+                await flood.stop()
+                out, _ = await timer.communicate(b"")
+            final = await page()
+    assert timer.returncode == 0, out
+    healthy = [float(t) for t in out.split()]
+    received = "vigie_snmp_traps_received_total"
+    assert sample_value(final, received, 'result="matched"') == 11  # with the first one
+    assert sample_value(final, "vigie_snmp_trap_repolls_total") == 11
+    drops = {
+        r: sample_value(final, "vigie_snmp_traps_dropped_total", f'reason="{r}"')
+        for r in ("oversize", "rate", "community", "malformed")
+    }
+    assert all(drops.values()), drops
+    assert len(healthy) >= 20, f"only {len(healthy)} /-/healthy timed"
+    worst = max(healthy)
+    assert worst < 0.05, (
+        f"/-/healthy worst {worst * 1000:.0f} ms over {len(healthy)} requests; drops {drops}"
+    )

@@ -5,7 +5,12 @@ UPS-MIB values come from a state file (tests/snmp_peers.py). Part 1: the bench s
 agent to battery, sends upsTrapOnBattery with `snmptrap`, and times the send -> the state in
 /metrics (scraped every 5 ms), then -> the re-poll's confirmation; upsTrapAlarmEntryRemoved
 (re-poll only) brings it back to mains. Part 2, no trap: the bench switches the agent at a
-random point of the poll interval and times the change -> detection by polling.
+random point of the poll interval and times the change -> detection by polling. Part 3, a
+flood: 127.0.0.2 sends large junk (tests/test_traps.py's flooder: 49 KB and 8 KB
+wrong-community traps, 8 KB of random bytes) paced, then as fast as one sender can, while a
+process of its own times /-/healthy every 20 ms and valid traps (snmptrap from 127.0.0.1) go
+on arriving: the web's latency, the valid traps counted, the drops by reason and the kernel's
+own drops on the socket (/proc/net/udp), each phase against an idle one.
 """
 
 from __future__ import annotations
@@ -24,8 +29,10 @@ from pathlib import Path
 
 import aiohttp
 
+from monitor.traps import DROP_REASONS
 from tests.bench.common import OUT, ROOT, free_port, log
 from tests.snmp_peers import UPS_ON_BATTERY, UPS_ONLINE, Snmpd, free_udp_port, running_snmpd
+from tests.test_traps import HEALTHY_SCRIPT, start_flood
 
 SNMPTRAP = "/usr/bin/snmptrap"
 ON_BATTERY = "1.3.6.1.2.1.33.2.0.1"  # upsTrapOnBattery: sets ups_on_battery 1
@@ -41,10 +48,32 @@ class Params:
     traps: int
     polls: int
     poll_interval: float
+    flood_seconds: float = 10.0
 
 
-FULL = Params(traps=50, polls=6, poll_interval=10.0)
-QUICK = Params(traps=10, polls=2, poll_interval=4.0)
+FULL = Params(traps=50, polls=6, poll_interval=10.0, flood_seconds=10.0)
+QUICK = Params(traps=10, polls=2, poll_interval=4.0, flood_seconds=3.0)
+HEALTHY_GOAL_S = 0.05
+FLOOD_PHASES = (
+    ("idle (no flood)", 0, 0.0),
+    ("flood paced at 2,000 datagrams/s", 20, 0.01),
+    ("flood as fast as one sender goes", 64, 0.0),
+)
+"""(name, datagrams per tick, tick in s): ticks of 0 s send without pause."""
+
+
+@dataclass
+class FloodPhase:
+    """What one flood phase measured."""
+
+    name: str
+    seconds: float
+    sent: int
+    healthy: list[float]
+    traps_sent: int
+    traps_matched: int
+    drops: dict[str, float]
+    kernel_drops: int
 
 
 @dataclass
@@ -55,6 +84,7 @@ class Results:
     trap_to_metrics: list[float] = field(default_factory=list)
     trap_to_repoll: list[float] = field(default_factory=list)
     poll_to_metrics: list[float] = field(default_factory=list)
+    flood: list[FloodPhase] = field(default_factory=list)
 
 
 def _config(path: Path, agent: Snmpd, web: int, traps: int | None, interval: float) -> None:
@@ -200,6 +230,100 @@ async def _polling_only(p: Params, res: Results, agent: Snmpd, work: Path) -> No
             await _wait(session, url, ON, 0.0, limit)
 
 
+def _kernel_drops(port: int) -> int:
+    """Return the datagrams the kernel dropped on the UDP socket bound to port (buffer full)."""
+    with open("/proc/net/udp") as table:
+        for line in table.readlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                return int(fields[-1])
+    return 0
+
+
+async def _page(session: aiohttp.ClientSession, url: str) -> str:
+    """Return the /metrics page ("" if it does not answer)."""
+    try:
+        async with session.get(url) as resp:
+            return await resp.text()
+    except aiohttp.ClientError:
+        return ""
+
+
+def _sample(page: str, prefix: str) -> float:
+    """Return the value of the line starting with prefix (0 if absent)."""
+    for line in page.splitlines():
+        if line.startswith(prefix):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def _counters(page: str) -> dict[str, float]:
+    """Return the trap counters of a /metrics page: drops by reason and matched traps."""
+    counters = {
+        reason: _sample(page, f'vigie_snmp_traps_dropped_total{{reason="{reason}"}} ')
+        for reason in DROP_REASONS
+    }
+    counters["matched"] = _sample(page, 'vigie_snmp_traps_received_total{result="matched"} ')
+    return counters
+
+
+async def _flood_phase(
+    phase: tuple[str, int, float], seconds: float, ports: tuple[int, int], agent: Snmpd
+) -> FloodPhase:
+    """Run one phase: healthy timed, flood (if any) and valid traps for `seconds`."""
+    name, per_tick, tick = phase
+    web, traps = ports
+    url = f"http://127.0.0.1:{web}/metrics"
+    async with aiohttp.ClientSession() as session:
+        before, kernel = _counters(await _page(session, url)), _kernel_drops(traps)
+        timer = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-c", HEALTHY_SCRIPT, str(web)),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        flood = await start_flood(traps, 10**9, per_tick, tick) if per_tick else None
+        sent_traps = 0
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            await _trap(traps, agent.community, ALARM_REMOVED)  # one at a time, ~10/s
+            sent_traps += 1
+            await asyncio.sleep(0.1)
+        sent = await flood.stop() if flood is not None else 0
+        out, _ = await timer.communicate(b"")
+        end = time.monotonic() + 10  # the last valid traps still in flight
+        after = _counters(await _page(session, url))
+        while after["matched"] - before["matched"] < sent_traps and time.monotonic() < end:
+            await asyncio.sleep(0.05)
+            after = _counters(await _page(session, url))
+    return FloodPhase(
+        name=name,
+        seconds=seconds,
+        sent=sent,
+        healthy=[float(t) for t in out.split()],
+        traps_sent=sent_traps,
+        traps_matched=int(after["matched"] - before["matched"]),
+        drops={r: after[r] - before[r] for r in DROP_REASONS},
+        kernel_drops=_kernel_drops(traps) - kernel,
+    )
+
+
+async def _flood(p: Params, res: Results, agent: Snmpd, work: Path) -> None:
+    """Part 3: /-/healthy and valid traps under a junk flood, phase by phase."""
+    web, traps = free_port(), free_udp_port()
+    config = work / "flood.yaml"
+    _config(config, agent, web, traps, 300.0)
+    agent.set_ups(UPS_ONLINE)
+    async with _daemon(config, OUT / "traps-daemon.log"), aiohttp.ClientSession() as session:
+        end = time.monotonic() + 30
+        while not await _page(session, f"http://127.0.0.1:{web}/metrics"):
+            if time.monotonic() > end:
+                raise TimeoutError("daemon did not start")
+            await asyncio.sleep(0.1)
+        for phase in FLOOD_PHASES:
+            log(f"traps: {phase[0]}, {p.flood_seconds:g}s")
+            res.flood.append(await _flood_phase(phase, p.flood_seconds, (web, traps), agent))
+
+
 def _pct(values: list[float], q: float) -> float:
     """Return the q-quantile (nearest rank) of values."""
     ordered = sorted(values)
@@ -247,8 +371,44 @@ def render(res: Results) -> str:
             "|---|---|---|---|---|---|",
             *rows,
             "",
+            *_render_flood(res.flood),
         ]
     )
+
+
+def _render_flood(phases: list[FloodPhase]) -> list[str]:
+    """Return the flood table's lines (none when part 3 did not run)."""
+    if not phases:
+        return []
+    rows = []
+    for ph in phases:
+        h = ph.healthy
+        worst = max(h) if h else float("nan")
+        met = "met" if worst < HEALTHY_GOAL_S else "**missed**"
+        drops = ", ".join(f"{r} {v:.0f}" for r, v in ph.drops.items() if v) or "-"
+        rows.append(
+            f"| {ph.name} | {ph.sent / ph.seconds:,.0f}/s | {len(h)} | "
+            f"{_ms(statistics.median(h)) if h else '-'} | {_ms(_pct(h, 0.99)) if h else '-'} | "
+            f"{_ms(worst)} ({met}) | {ph.traps_matched}/{ph.traps_sent} | {drops} | "
+            f"{ph.kernel_drops} |"
+        )
+    return [
+        "### Under a junk flood",
+        "",
+        "127.0.0.2 sends, in turn, a 49 KB and an 8 KB v2c trap with a guessed community and"
+        " 8 KB of random bytes (tests/test_traps.py's flooder, a process of its own); a process"
+        " of its own times `GET /-/healthy` (keep-alive) every 20 ms; valid traps"
+        " (`snmptrap`, upsTrapAlarmEntryRemoved, re-poll only) go from 127.0.0.1 one at a time"
+        f" about every 100 ms. {phases[0].seconds:g} s per phase. Defaults: 8 KiB bound,"
+        " 20 datagrams/s and a burst of 100 per source. Kernel drops: the socket's own"
+        " (/proc/net/udp), datagrams lost before Vigie could read them.",
+        "",
+        "| phase | junk sent | /-/healthy n | p50 | p99 | max (goal < 50 ms) "
+        "| valid traps counted | dropped by Vigie, by reason | kernel drops |",
+        "|---|---|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
 
 
 async def _run(p: Params) -> Results:
@@ -261,6 +421,7 @@ async def _run(p: Params) -> Results:
             await _with_traps(p, res, agent, work)
             log(f"traps: {p.polls} changes without trap, interval {p.poll_interval:g}s")
             await _polling_only(p, res, agent, work)
+            await _flood(p, res, agent, work)
     return res
 
 
