@@ -22,6 +22,9 @@ from pydantic import SecretStr, ValidationError
 
 from monitor.config import ConfigErrors, load_config
 from monitor.exposition import Exposition, check_labels, label_text, result_samples
+from monitor.health.engine import ComponentStatus, HealthEngine, Topology
+from monitor.health.states import State
+from monitor.health.topology import ComponentSpec, SiteSpec
 from monitor.results import ProbeResult, ResultStore
 from monitor.scheduler import Scheduler, SchedulerMetrics
 from probes.base import Check, ProbeContext, ProbeRegistry
@@ -930,6 +933,18 @@ def trimmed_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Snmpsim]:
     server.stop()
 
 
+def component_status(check: Check, result: ProbeResult) -> ComponentStatus:
+    """Return what the health engine makes of one result for a UPS component of the check."""
+    topology = Topology(
+        [SiteSpec(id="nord")],
+        [ComponentSpec(id="ups", kind="ups", site="nord", checks=[check.id])],
+    )
+    engine = HealthEngine(topology, clock=lambda: 1_790_000_000.0)
+    engine.set_plan({check.id: check}, [])
+    engine.observe(check.id, result)
+    return engine.evaluate().components["ups"]
+
+
 def firing(check: Check, result: ProbeResult) -> dict[str, bool | None]:
     """Return each profile rule's verdict on a result: True fires, None lacks its metric."""
     assert isinstance(check.settings, SnmpCheckSettings)
@@ -984,6 +999,10 @@ async def test_ups_serving_only_the_mandatory_rfc1628_groups(
     assert verdicts["battery_low"] is True
     assert verdicts["runtime_low"] is None
     assert verdicts["overload"] is None
+    status = component_status(check, result)
+    assert status.state is State.DOWN  # battery_low is critical
+    assert any("ups_battery_low (1) == 1" in r for r in status.reasons), status.reasons
+    assert not any("runtime" in r or "load_ratio" in r for r in status.reasons), status.reasons
 
 
 async def test_ups_without_its_output_source_fails_naming_it(
