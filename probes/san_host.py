@@ -19,7 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from monitor.results import Sample, bound_text
+from monitor.results import Sample
+from monitor.sanitise import sanitise
 
 __all__ = [
     "COMMANDS",
@@ -62,7 +63,7 @@ def _gauge(name: str, value: float, labels: tuple[tuple[str, str], ...], help: s
 
 def _label(value: object) -> str:
     """Return a device-supplied value fit for a label: text, bounded, control chars replaced."""
-    return bound_text(str(value), _LABEL_CHARS)
+    return sanitise(str(value), _LABEL_CHARS)
 
 
 def _list(obj: dict[str, Any], key: str, where: str) -> list[Any]:
