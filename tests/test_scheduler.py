@@ -19,17 +19,9 @@ from probes import default_registry
 from probes.base import Check, ProbeContext, ProbeRegistry
 from probes.http import HttpProbe, make_session
 from probes.tcp import TcpProbe
+from tests.waiting import wait_for
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-async def wait_for(condition: Callable[[], bool], deadline: float, what: str) -> None:
-    """Wait until condition() holds, failing after deadline seconds."""
-    end = time.monotonic() + deadline
-    while not condition():
-        if time.monotonic() > end:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 @pytest.fixture
@@ -109,7 +101,12 @@ def test_start_offset_is_stable_and_spread() -> None:
 
 
 async def test_hung_target_does_not_delay_other_checks(session: aiohttp.ClientSession) -> None:
-    """A blackholed HTTP target times out at 2 s while 100 TCP checks keep a 1 s cadence."""
+    """A blackholed HTTP target times out at 2 s while 100 TCP checks keep a 1 s cadence.
+
+    Each result comes on every tick of its grid, sooner after its due time than the hung
+    target's 2 s timeout: a run queued behind the hung one would come that late. (Gaps between
+    arrivals, or a tighter bound, measure the CPU's jitter under load, not the hung target.)
+    """
     hung: list[asyncio.StreamWriter] = []
 
     async def blackhole(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -133,7 +130,6 @@ async def test_hung_target_does_not_delay_other_checks(session: aiohttp.ClientSe
     try:
         await wait_for(
             lambda: all(len(times[f"c{i}"]) >= 4 for i in range(100)) and len(times["hung"]) >= 1,
-            8.0,
             "4 rounds of 100 checks",
         )
     finally:
@@ -147,8 +143,19 @@ async def test_hung_target_does_not_delay_other_checks(session: aiohttp.ClientSe
     assert result.error == "timeout after 2s"
     assert 1.9 < result.duration < 2.5
     for i in range(100):
-        gaps = [b - a for a, b in zip(times[f"c{i}"], times[f"c{i}"][1:], strict=False)]
-        assert all(0.75 < g < 1.25 for g in gaps), (i, gaps)
+        check = plan[f"c{i}"]
+        # The grid point each result belongs to: the last due time at or before its arrival.
+        grid = [sched.next_due(check, t) for t in times[f"c{i}"]]
+        arrived = times[f"c{i}"]
+        grid = [g if g <= t else g - check.interval for g, t in zip(grid, arrived, strict=True)]
+        late = [
+            (k, round(t - g, 3))
+            for k, (g, t) in enumerate(zip(grid, arrived, strict=True))
+            if t - g >= plan["hung"].timeout
+        ]
+        assert not late, (i, late)
+        ticks = [round(grid[k + 1] - grid[k], 3) for k in range(len(grid) - 1)]
+        assert all(abs(t - check.interval) < 1e-6 for t in ticks), (i, ticks)
 
 
 async def test_ticks_do_not_drift(session: aiohttp.ClientSession) -> None:
@@ -159,7 +166,7 @@ async def test_ticks_do_not_drift(session: aiohttp.ClientSession) -> None:
     times = arrivals(store)
     sched.apply({"drift": check})
     try:
-        await wait_for(lambda: len(times["drift"]) >= 15, 5.0, "15 runs")
+        await wait_for(lambda: len(times["drift"]) >= 15, "15 runs")
     finally:
         await sched.stop(0.1)
         server.close()
@@ -195,7 +202,7 @@ async def test_probe_exception_becomes_failed_result(session: aiohttp.ClientSess
     check = Check("boom", "explode", "x", 0.1, 0.05, TcpProbe.Settings(), host="x")
     sched.apply({"boom": check})
     try:
-        await wait_for(lambda: len(times["boom"]) >= 3, 3.0, "3 runs of the broken probe")
+        await wait_for(lambda: len(times["boom"]) >= 3, "3 runs of the broken probe")
     finally:
         await sched.stop(0.1)
     result = store.latest("boom")
@@ -231,7 +238,7 @@ async def test_per_host_and_global_limits(session: aiohttp.ClientSession) -> Non
     plan |= {f"b{i}": tcp_check(f"b{i}", p2, 5.0, 4.0, "127.0.0.2", **steps) for i in range(10)}
     sched.apply(plan)
     try:
-        await wait_for(lambda: len(list(store.check_ids())) == 20, 10.0, "20 results")
+        await wait_for(lambda: len(list(store.check_ids())) == 20, "20 results")
     finally:
         await sched.stop(0.1)
         s1.close()
@@ -251,14 +258,14 @@ async def test_reload_keeps_unchanged_drops_removed_starts_new(
     a, b, c = (tcp_check(n, port, 0.2, 0.1) for n in "abc")
     sched.apply({"a": a, "b": b, "c": c})
     try:
-        await wait_for(lambda: all(len(times[n]) >= 2 for n in "abc"), 3.0, "two rounds")
+        await wait_for(lambda: all(len(times[n]) >= 2 for n in "abc"), "two rounds")
         c2 = tcp_check("c", port, 0.3, 0.1)
         d = tcp_check("d", port, 0.2, 0.1)
         added, removed, changed = sched.apply({"a": a, "c": c2, "d": d})
         assert (added, removed, changed) == (["d"], ["b"], ["c"])
         assert store.latest("b") is None
         kept = len(store.history("a"))
-        await wait_for(lambda: len(times["d"]) >= 1, 2.0, "new check d to run")
+        await wait_for(lambda: len(times["d"]) >= 1, "new check d to run")
         assert len(store.history("a")) >= kept >= 2
         assert own.get_sample_value("vigie_checks", {"kind": "tcp"}) == 3
     finally:
@@ -273,7 +280,7 @@ async def test_first_round_and_own_metrics(session: aiohttp.ClientSession) -> No
     sched.apply({f"m{i}": tcp_check(f"m{i}", port, 0.5, 0.2) for i in range(5)})
     try:
         assert not sched.first_round_done.is_set()
-        await asyncio.wait_for(sched.first_round_done.wait(), 2.0)
+        await wait_for(sched.first_round_done.is_set, "the first round")
     finally:
         await sched.stop(0.1)
         server.close()
@@ -299,7 +306,7 @@ async def test_stop_drains_in_flight_probe(session: aiohttp.ClientSession) -> No
     sched.apply({"slow": check})
     assert sched.trigger("slow")
     try:
-        await asyncio.wait_for(started.wait(), 2.0)
+        await wait_for(started.is_set, "the slow probe to start")
         t0 = time.monotonic()
         await sched.stop(2.0)
         assert time.monotonic() - t0 < 1.0

@@ -4,10 +4,9 @@ reload and the probe debug page behave as operators expect."""
 from __future__ import annotations
 
 import asyncio
-import json
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -19,15 +18,7 @@ from monitor.scheduler import start_offset
 from probes import default_registry
 from probes.http import make_session
 from tests.conftest import free_port, require_binary
-
-
-async def wait_until(condition: Callable[[], object], deadline: float, what: str) -> None:
-    """Poll an async-free condition until true or fail at the deadline."""
-    end = time.monotonic() + deadline
-    while not condition():
-        if time.monotonic() > end:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
+from tests.waiting import wait_for
 
 
 def late_id(prefix: str, interval: float, minimum: float) -> str:
@@ -101,7 +92,7 @@ async def get(d: Daemon, path: str, method: str = "GET") -> tuple[int, str]:
 async def test_metrics_pass_promtool_and_carry_labels(daemon: Daemon) -> None:
     """/metrics has per-check series with check, kind, target and config labels; promtool agrees."""
     promtool = require_binary("/usr/bin/promtool", "prometheus")
-    await wait_until(lambda: daemon.store.latest("up") and daemon.store.latest("down"), 5, "runs")
+    await wait_for(lambda: daemon.store.latest("up") and daemon.store.latest("down"), "runs")
     status, text = await get(daemon, "/metrics")
     assert status == 200
     base = 'kind="http",target="http://127.0.0.1:'
@@ -129,9 +120,9 @@ async def test_healthy_and_ready_after_first_round(daemon: Daemon) -> None:
     assert (await get(daemon, "/-/healthy"))[0] == 200
     assert (await get(daemon, "/-/ready"))[0] == 503
     late = next(cid for cid in daemon.scheduler.plan if cid.startswith("late"))
-    await wait_until(lambda: daemon.store.latest("up") and daemon.store.latest("down"), 5, "runs")
+    await wait_for(lambda: daemon.store.latest("up") and daemon.store.latest("down"), "runs")
     assert daemon.scheduler.trigger(late)
-    await wait_until(daemon.scheduler.first_round_done.is_set, 5, "first round")
+    await wait_for(daemon.scheduler.first_round_done.is_set, "first round")
     assert (await get(daemon, "/-/ready"))[0] == 200
 
 
@@ -150,7 +141,7 @@ async def test_probe_debug_shows_logs_and_samples(daemon: Daemon) -> None:
 
 async def test_index_escapes_target_text(daemon: Daemon) -> None:
     """The landing page lists checks; text from targets is escaped."""
-    await wait_until(lambda: daemon.store.latest("down"), 5, "down check result")
+    await wait_for(lambda: daemon.store.latest("down"), "down check result")
     status, text = await get(daemon, "/")
     assert status == 200 and "<script>alert" not in text
     assert ">down<" in text
@@ -165,7 +156,7 @@ async def test_reload_applies_good_config_and_keeps_old_on_error(
     status, body = await get(daemon, "/-/reload", "POST")
     assert status == 200, body
     assert set(daemon.scheduler.plan) == {"up", "new"}
-    await wait_until(lambda: daemon.store.latest("new"), 5, "new check to run")
+    await wait_for(lambda: daemon.store.latest("new"), "new check to run")
     _, text = await get(daemon, "/metrics")
     assert 'check="down"' not in text and 'check="new"' in text
     config.write_text("checks:\n  - {id: bad, kind: http, target: 'ftp://x'}\n")
@@ -195,18 +186,29 @@ async def test_real_prometheus_scrapes_probe_success(daemon: Daemon, tmp_path: P
         stderr=asyncio.subprocess.DEVNULL,
     )
     try:
-        query = f"http://127.0.0.1:{port}/api/v1/query?query=probe_success"
-        found: list[dict[str, object]] = []
-        end = time.monotonic() + 60
+        base = f"http://127.0.0.1:{port}"
+        found: list[dict[str, Any]] = []
         async with aiohttp.ClientSession() as s:
-            while time.monotonic() < end and len(found) < 2:
+
+            async def answers(path: str) -> bool:
+                """True once Prometheus answers path with 200 (it is up and not starting)."""
                 try:
-                    async with s.get(query) as resp:
-                        found = json.loads(await resp.text())["data"]["result"]
-                except (aiohttp.ClientError, KeyError):
-                    pass
-                await asyncio.sleep(0.2)
-        values = {r["metric"]["check"]: r["value"][1] for r in found}  # type: ignore[index]
+                    async with s.get(base + path) as resp:
+                        return resp.status == 200
+                except aiohttp.ClientError:
+                    return False
+
+            async def both_scraped() -> bool:
+                """True once the query returns a probe_success series for each check."""
+                nonlocal found
+                async with s.get(f"{base}/api/v1/query?query=probe_success") as resp:
+                    assert resp.status == 200, await resp.text()
+                    found = (await resp.json())["data"]["result"]
+                return len(found) >= 2
+
+            await wait_for(lambda: answers("/-/ready"), "Prometheus to be ready", within=60)
+            await wait_for(both_scraped, "Prometheus to scrape both checks", within=60)
+        values = {r["metric"]["check"]: r["value"][1] for r in found}
         assert values.get("up") == "1" and values.get("down") == "0", found
     finally:
         proc.terminate()
