@@ -510,11 +510,28 @@ def _merge(base: Any, over: Any) -> Any:
     return merged
 
 
+def _valid_defaults(defaults: Any) -> dict[str, Any]:
+    """Return the defaults that are valid: a bad one is reported once, at its line, not copied."""
+    if not isinstance(defaults, dict):
+        return {}
+    valid = PosDict()
+    for key in ("interval", "timeout", "labels"):
+        if key in defaults:
+            try:
+                Defaults.model_validate({key: defaults[key]})
+            except ValidationError:
+                continue
+            valid[key] = defaults[key]
+            if isinstance(defaults, PosDict) and key in defaults.pos:
+                valid.pos[key] = defaults.pos[key]
+    return valid
+
+
 def _expand_checks(raw: PosDict, file: str) -> list[ConfigError]:
     """Apply modules and defaults to each raw check in place; return unknown-module errors."""
     errors: list[ConfigError] = []
     modules = raw.get("modules") or {}
-    defaults = raw.get("defaults") or {}
+    defaults = _valid_defaults(raw.get("defaults"))
     checks = raw.get("checks")
     if not isinstance(checks, list) or not isinstance(modules, dict):
         return errors
@@ -544,8 +561,7 @@ def _expand_checks(raw: PosDict, file: str) -> list[ConfigError]:
                 if key not in merged and key in defaults:
                     merged[key] = defaults[key]
                     if isinstance(defaults, PosDict) and key in defaults.pos:
-                        # an error in the default is reported once, at the default's line
-                        merged.pos[key] = defaults.pos[key]
+                        merged.pos[key] = defaults.pos[key]  # errors point at the default
             labels = defaults.get("labels")
             if isinstance(labels, dict):
                 merged["labels"] = _merge(labels, merged.get("labels") or PosDict())
@@ -594,6 +610,10 @@ class LoadedConfig:
 
 LIST_SECTIONS = ("checks", "sites", "components", "rules", "maintenance")
 """Top-level lists whose refused entries are set aside so the rest can still be checked."""
+
+DROPPABLE = frozenset({"defaults", "web", "scheduler", "health", "alerting", "state_dir"})
+"""Top-level settings that, when refused, are left at their defaults so the rest is checked:
+none is referred to by name elsewhere (unlike snmp auths or modules), so no error cascades."""
 
 SECRET_FILE_KEY = re.compile(r"(?:password|token|community|passphrase|key)_file$")
 """Config keys naming a file that holds a secret (passwords, tokens, private keys)."""
@@ -681,6 +701,13 @@ def _validate(
             continue
         problems.append(_refine(raw, loc, msg))
     return None, problems
+
+
+def _set_aside(loc: Loc) -> bool:
+    """Return whether an error's place can be set aside: a list entry or a droppable setting."""
+    if len(loc) > 1 and loc[0] in LIST_SECTIONS and isinstance(loc[1], int):
+        return True
+    return bool(loc) and loc[0] in DROPPABLE
 
 
 def _without(raw: PosDict, drop: Mapping[str, set[int]]) -> tuple[PosDict, dict[str, list[int]]]:
@@ -821,13 +848,11 @@ def load_config(
         [(loc, msg) for loc, msg in invalid if loc[:1] != ("checks",) or loc[1:2] not in unmerged]
     )
     refused: dict[str, set[str]] = {}
-    if config is None and all(
-        loc[:1] and loc[0] in LIST_SECTIONS and len(loc) > 1 and isinstance(loc[1], int)
-        for loc, _ in invalid
-    ):
+    if config is None and all(_set_aside(loc) for loc, _ in invalid):
         drop: dict[str, set[int]] = {}
         for loc, _ in invalid:
-            drop.setdefault(str(loc[0]), set()).add(int(loc[1]))
+            if loc[0] in LIST_SECTIONS:
+                drop.setdefault(str(loc[0]), set()).add(int(loc[1]))
         if unmerged:
             drop.setdefault("checks", set()).update(i for (i,) in unmerged)
         for section, indices in drop.items():
@@ -836,6 +861,9 @@ def load_config(
                 if isinstance(entry, dict) and isinstance(entry.get("id"), str):
                     refused.setdefault(section, set()).add(entry["id"])
         reduced, index = _without(raw, drop)
+        for loc, _ in invalid:
+            if loc[0] in DROPPABLE:
+                reduced.pop(loc[0], None)
         config, again = _validate(model, reduced, path.parent, kinds)
         if again:
             config = None
