@@ -646,7 +646,11 @@ class TrapReceiver:
             except OSError as exc:  # e.g. an ICMP error queued on the socket
                 self._log_once("?", "trap_receive_error", error=bound_text(str(exc)))
                 return
-            self._screen(view, size, address)
+            try:
+                self._screen(view, size, address)
+            except Exception as exc:  # a bug of ours on some datagram: count it, read on
+                source = str(address[0])
+                self._drop("malformed", source, error=bound_text(f"{type(exc).__name__}: {exc}"))
 
     def _screen(self, view: memoryview, size: int, address: tuple[Any, ...]) -> None:
         """Drop a datagram that is too big, too frequent or not for us; pass the rest on."""

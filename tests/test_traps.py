@@ -4,6 +4,7 @@ wrong credentials and garbage counted not applied, and a daemon whose UPS goes o
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import random
 import re
@@ -836,3 +837,98 @@ async def test_junk_flood_neither_stalls_the_web_nor_loses_a_trap(tmp_path: Path
     assert worst < 0.05, (
         f"/-/healthy worst {worst * 1000:.0f} ms over {len(healthy)} requests; drops {drops}"
     )
+
+
+async def test_header_parser_survives_mutated_real_datagrams() -> None:
+    """20,000 bit flips, truncations and splices of net-snmp's v1, v2c and v3 datagrams:
+    peek_header returns a header or raises ValueError, never anything else."""
+    seeds = [
+        await capture("-v1", "-c", COMMUNITY, "{target}", "1.3.6.1.2.1.33.2", "", "6", "1", ""),
+        await capture("-v2c", "-c", COMMUNITY, "{target}", "", ON_BATTERY),
+        await capture("-e", SENDER_ENGINE_ID, *V3_ARGS, "{target}", "", ON_BATTERY),
+    ]
+    rng = random.Random(3584)
+    parsed = refused = 0
+    for _ in range(20_000):
+        data = bytearray(rng.choice(seeds))
+        for _ in range(rng.randrange(1, 4)):
+            op = rng.randrange(3)
+            if op == 0 and data:
+                data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+            elif op == 1:
+                del data[rng.randrange(len(data) + 1) :]
+            else:
+                at = rng.randrange(len(data) + 1)
+                data[at:at] = rng.randbytes(rng.randrange(1, 8))
+        try:
+            peek_header(bytes(data))
+            parsed += 1
+        except ValueError:
+            refused += 1
+    assert parsed > 1000 and refused > 1000, (parsed, refused)
+
+
+async def test_reload_applies_new_limits(harness: Harness) -> None:
+    """A reload with a smaller max_datagram_bytes and a new rate applies at once."""
+    settings = harness.receiver.settings.model_copy(
+        update={"max_datagram_bytes": 1000, "source_burst": 1, "source_rate": 0.001}
+    )
+    await harness.receiver.update(ups_plan(("ups-a", "127.0.0.1:1161")), AUTHS, settings)
+    await raw_send(harness.receiver.port or 0, [v2c_trap(b"guessed", b"\x00" * 1500)])
+    await wait_for(lambda: dropped(harness, "oversize") == 1, "the 1.5 KB datagram refused")
+    await raw_send(harness.receiver.port or 0, [v2c_trap(b"guessed")] * 3)
+    await wait_for(lambda: dropped(harness, "rate") == 2, "the new burst of 1 applied")
+    assert dropped(harness, "community") == 1
+
+
+async def test_every_mutated_datagram_is_accounted_for() -> None:
+    """600 mutations of real v1/v2c/v3 traps with valid credentials, through the socket: each
+    one is counted exactly once (a drop by reason, or received), and a real trap still
+    applies after them."""
+    seeds = [
+        await capture("-v1", "-c", COMMUNITY, "{target}", "1.3.6.1.2.1.33.2", "", "6", "1", ""),
+        await capture("-v2c", "-c", COMMUNITY, "{target}", "", ON_BATTERY),
+        await capture("-e", SENDER_ENGINE_ID, *V3_ARGS, "{target}", "", ON_BATTERY),
+    ]
+    rng = random.Random(1157)
+    payloads = []
+    for _ in range(600):
+        data = bytearray(rng.choice(seeds))
+        data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+        payloads.append(bytes(data[: rng.randrange(len(data) // 2, len(data) + 1)]))
+    store, registry, triggered = ResultStore(), CollectorRegistry(), []
+
+    def trigger(check_id: str) -> bool:
+        triggered.append(check_id)
+        return True
+
+    settings = TrapSettings(
+        listen="127.0.0.1:0",
+        auths=["traps_v2", "traps_v3"],
+        engine_ids=[SENDER_ENGINE_ID],
+        source_burst=10_000,
+    )
+    receiver = TrapReceiver(settings, store, trigger, TrapMetrics(registry))
+    await receiver.start(ups_plan(("ups-a", "127.0.0.1:1161")), AUTHS)
+    harness = Harness(receiver, store, registry, triggered)
+
+    def accounted() -> float:
+        drops = sum(dropped(harness, r) for r in ("oversize", "rate", "backlog"))
+        return drops + sum(
+            harness.count(r) for r in ("matched", "unmatched", "malformed", "auth_failed")
+        )
+
+    def at_least(count: int) -> bool:
+        return accounted() >= count
+
+    try:
+        for start in range(0, len(payloads), 50):  # in steps: the socket buffer is finite
+            await raw_send(receiver.port or 0, payloads[start : start + 50])
+            await wait_for(functools.partial(at_least, start + 50), f"datagrams up to {start + 49}")
+        before = harness.count("matched")
+        rc, out = await send("-v2c", "-c", COMMUNITY, harness.address, "", ON_BATTERY)
+        assert rc == 0, out
+        await wait_for(lambda: harness.count("matched") == before + 1, "a real trap applied")
+        assert accounted() == len(payloads) + 1
+    finally:
+        await receiver.stop()
