@@ -7,11 +7,13 @@ import asyncio
 import json
 import os
 import re
+import ssl
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import trustme
 from aiohttp import web
 
 from monitor.cli import _parser, main
@@ -197,3 +199,32 @@ def test_probe_bad_url_says_why(url: str, message: str, capsys: pytest.CaptureFi
     """A URL vigie probe cannot use exits 2 with the URL and the reason."""
     assert main(["probe", url]) == 2
     assert capsys.readouterr().err.startswith(message)
+
+
+async def test_probe_https_url_needs_no_config(tmp_path: Path) -> None:
+    """`vigie probe https://...` runs without a config and verifies the certificate.
+
+    The server's certificate comes from a test CA the system does not trust: the probe runs,
+    fails, and says why (a TLS verification error), as the default settings require.
+    """
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+
+    async def ok(_: web.Request) -> web.Response:
+        return web.Response(text="fine")
+
+    app = web.Application()
+    app.router.add_get("/", ok)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=server_ctx).start()
+    try:
+        code, out, err = await run_vigie("probe", f"https://127.0.0.1:{port}/")
+    finally:
+        await runner.cleanup()
+    assert code == 1, out + err
+    target = f"https://127.0.0.1:{port}/"
+    assert f'probe_success{{check="probe",kind="http",target="{target}"}} 0' in out
+    assert "probe failed:" in err and "certificate" in err.lower(), err
