@@ -812,9 +812,28 @@ async def _poll(
 
         return await client.exchange(send, sock.recv_get_many)
 
+    async def get_readable(oids: list[str]) -> dict[str, Value]:
+        """GET oids; an answer too large to read is asked again OID by OID.
+
+        An OID whose own answer is too large (a 10 KB string) is left out, as unreadable.
+        """
+        try:
+            return await get(oids)
+        except SnmpDecodeError as exc:
+            if str(exc) != "incomplete":
+                raise
+        if len(oids) == 1:
+            data.unreadable.add(oids[0])
+            log("snmp_answer_too_large", oid=oids[0])
+            return {}
+        values: dict[str, Value] = {}
+        for oid in oids:
+            values.update(await get_readable([oid]))
+        return values
+
     for start in range(0, len(gets), step):
         chunk = gets[start : start + step]
-        values = await get(chunk)
+        values = await get_readable(chunk)
         if settings.resolved_auth.version == 1 and len(chunk) > 1 and len(values) < len(chunk):
             # v1 answers noSuchName for the whole PDU: ask the missing ones one by one.
             for oid in chunk:
@@ -1133,6 +1152,13 @@ class SnmpProbe:
                 await _open(client, self._user(auth))
                 data = await _poll(client, settings, settings.plan, stats, ctx.log)
             lacking = settings.plan.missing_required(data)
+            too_large = [(oid, name) for oid, name in lacking if oid in data.unreadable]
+            if too_large:
+                raise SnmpFailure(
+                    "malformed",
+                    f"{check.target} answered required {_objects_text(too_large)} with more "
+                    "than the 4 KiB gufo-snmp reads of one datagram (a very long string)",
+                )
             if lacking:
                 raise SnmpFailure(
                     "no_such_object",
@@ -1173,7 +1199,7 @@ class SnmpProbe:
         samples.extend(self._derive(check.id, settings, samples, ctx))
         samples.extend(_self_samples(client, stats))
         missing = settings.plan.missing(data)
-        self._tell_missing(check, missing, ctx)
+        self._tell_missing(check, missing, data.unreadable, ctx)
         samples.append(
             Sample("snmp_objects_missing", float(len(missing)), (), "gauge", _MISSING_HELP)
         )
@@ -1254,10 +1280,16 @@ class SnmpProbe:
             self._context.retain(self._context_auths.values())
 
     def _tell_missing(
-        self, check: Check, missing: list[tuple[str, str]], ctx: ProbeContext
+        self,
+        check: Check,
+        missing: list[tuple[str, str]],
+        unreadable: set[str],
+        ctx: ProbeContext,
     ) -> None:
         """Log the objects the agent lacks when they change, not on every poll."""
         oids = tuple(oid for oid, _ in missing)
+        too_large = [(oid, name) for oid, name in missing if oid in unreadable]
+        extra = {"too_large": _objects_text(too_large)} if too_large else {}
         if missing:
             ctx.log("snmp_objects_missing", count=len(missing), objects=_objects_text(missing))
         if self._missing_told.get(check.id, ()) == oids:
@@ -1270,6 +1302,7 @@ class SnmpProbe:
                 target=check.target,
                 count=len(missing),
                 objects=_objects_text(missing),
+                **extra,
                 hint="their metrics are absent; mark an object `required: true` in its "
                 "profile to fail the poll instead",
             )

@@ -644,6 +644,8 @@ class Collected:
 
     scalars: dict[str, Value] = field(default_factory=dict)
     walks: dict[str, dict[str, Value]] = field(default_factory=dict)
+    # Scalars the agent answered with more than the client can read (counted as missing).
+    unreadable: set[str] = field(default_factory=set)
 
     def related(self, oid: str, suffix: str) -> Value:
         """Return the value of column oid for a row (or of scalar oid when suffix is empty)."""

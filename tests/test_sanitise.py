@@ -101,8 +101,9 @@ metrics:
     help: "A value indexed by a device-chosen string."
     indexes: [{label: key, type: implied_string}]
 """
-# 10 KB: more than gufo-snmp reads of one datagram, so that poll fails, with a clear reason.
-HUGE_DESCR = f"Huge{HOSTILE}" + "H" * 10_240
+# 10 KB: more than gufo-snmp reads of one datagram. As sysDescr (required by the system
+# profile) the poll fails saying so; as sysLocation the rest is read, the location left out.
+HUGE_TEXT = f"Huge{HOSTILE}" + "H" * 10_240
 
 
 def recording(rows: list[tuple[str, str]]) -> str:
@@ -134,24 +135,27 @@ def hostile_recording() -> str:
     )
 
 
-def huge_recording() -> str:
-    """Return an snmprec of a device whose sysDescr is 10 KB of text and controls."""
+def huge_recording(descr: str, location: str) -> str:
+    """Return an snmprec of a device's system group with this sysDescr and sysLocation."""
     return recording(
         [
-            ("1.3.6.1.2.1.1.1.0", octets(HUGE_DESCR)),
+            ("1.3.6.1.2.1.1.1.0", octets(descr)),
             ("1.3.6.1.2.1.1.2.0", "6|1.3.6.1.4.1.99999"),
             ("1.3.6.1.2.1.1.3.0", "67|4242"),
+            ("1.3.6.1.2.1.1.5.0", octets("long-one")),
+            ("1.3.6.1.2.1.1.6.0", octets(location)),
         ]
     )
 
 
 @pytest.fixture
 def hostile_agent(tmp_path: Path) -> Iterator[Snmpsim]:
-    """snmpsim serving the hostile devices: communities `evil` and `huge`."""
+    """snmpsim serving the hostile devices: communities `evil`, `huge` and `long`."""
     data = tmp_path / "data"
     data.mkdir()
     (data / "evil.snmprec").write_text(hostile_recording())
-    (data / "huge.snmprec").write_text(huge_recording())
+    (data / "huge.snmprec").write_text(huge_recording(HUGE_TEXT, "here"))
+    (data / "long.snmprec").write_text(huge_recording("a switch", HUGE_TEXT))
     sim = start_snmpsim(data, tmp_path)
     try:
         yield sim.wait_ready("evil")
@@ -165,8 +169,9 @@ async def test_metrics_stay_parseable_while_a_device_sends_hostile_strings(
     """/metrics, with devices sending controls and long strings, is read by prometheus_client's
     parser and passes `promtool check metrics`; labels keep the text, cleaned and bounded.
 
-    The device with a 10 KB sysDescr cannot be read (gufo-snmp reads 4 KiB of a datagram):
-    its poll fails with a reason saying so, and the page stays valid.
+    gufo-snmp reads 4 KiB of a datagram: a device with a 10 KB sysLocation is read without
+    it (counted missing); one with a 10 KB sysDescr, which the system profile requires,
+    fails with a reason saying so. The page stays valid.
     """
     promtool = require_binary("/usr/bin/promtool", "prometheus")
     profiles = tmp_path / "profiles"
@@ -177,13 +182,18 @@ async def test_metrics_stay_parseable_while_a_device_sends_hostile_strings(
     config.write_text(
         "web: {listen: '127.0.0.1:0'}\n"
         "snmp:\n"
-        "  auths: {evil: {version: 2, community: evil}, huge: {version: 2, community: huge}}\n"
+        "  auths:\n"
+        "    evil: {version: 2, community: evil}\n"
+        "    huge: {version: 2, community: huge}\n"
+        "    long: {version: 2, community: long}\n"
         f"  profile_dirs: ['{profiles}']\n"
         "checks:\n"
         f"  - {{id: evil, kind: snmp, target: '{target}', interval: 5s, timeout: 3s,"
         " snmp: {auth: evil, profiles: [system, hostile]}}\n"
         f"  - {{id: huge, kind: snmp, target: '{target}', interval: 5s, timeout: 3s,"
         " snmp: {auth: huge, profiles: [system]}}\n"
+        f"  - {{id: long, kind: snmp, target: '{target}', interval: 5s, timeout: 3s,"
+        " snmp: {auth: long, profiles: [system]}}\n"
     )
     registry = default_registry()
     async with make_session() as session:
@@ -191,24 +201,31 @@ async def test_metrics_stay_parseable_while_a_device_sends_hostile_strings(
         await daemon.start()
         try:
             await wait_for(
-                lambda: daemon.store.latest("evil") and daemon.store.latest("huge"),
-                "the first poll of both devices",
+                lambda: all(daemon.store.latest(c) for c in ("evil", "huge", "long")),
+                "the first poll of the three devices",
             )
             url = f"http://127.0.0.1:{daemon.listen_port}/metrics"
             async with aiohttp.ClientSession() as client, client.get(url) as resp:
                 assert resp.status == 200
                 page = await resp.text()
             evil, huge = daemon.store.latest("evil"), daemon.store.latest("huge")
+            long = daemon.store.latest("long")
         finally:
             await daemon.stop()
 
     assert evil is not None and evil.success, evil and evil.error
     assert huge is not None and not huge.success
-    assert huge.error is not None and huge.error.startswith(
-        "malformed SNMP message: incomplete (a response larger than the 4 KiB gufo-snmp reads"
-    ), huge.error
+    assert huge.error == (
+        f"{target} answered required 1.3.6.1.2.1.1.1.0 (snmp_system_info) with more than the "
+        "4 KiB gufo-snmp reads of one datagram (a very long string)"
+    )
+    assert long is not None and long.success, long and long.error
     families = {f.name: f for f in text_string_to_metric_families(page)}
-    (info,) = families["snmp_system_info"].samples
+    infos = {s.labels["check"]: s.labels for s in families["snmp_system_info"].samples}
+    assert infos["long"]["name"] == "long-one" and infos["long"]["location"] == ""
+    missing = {s.labels["check"]: s.value for s in families["snmp_objects_missing"].samples}
+    assert missing["long"] == 1.0
+    info = next(s for s in families["snmp_system_info"].samples if s.labels["check"] == "evil")
     assert info.labels["descr"] == sanitise(SYS_DESCR)
     assert info.labels["descr"].startswith("Evil UPS   [31m   firmware DDD")
     assert len(info.labels["descr"]) == LABEL_VALUE_CHARS
@@ -222,7 +239,7 @@ async def test_metrics_stay_parseable_while_a_device_sends_hostile_strings(
     (indexed,) = families["evil_index_value"].samples
     assert indexed.labels["key"] == "   x" and indexed.value == 5.0
     success = {s.labels["check"]: s.value for s in families["probe_success"].samples}
-    assert success == {"evil": 1.0, "huge": 0.0}
+    assert success == {"evil": 1.0, "huge": 0.0, "long": 1.0}
     for line in page.splitlines():
         assert line.isprintable(), f"raw control character in {line[:80]!r}"
     proc = await asyncio.create_subprocess_exec(
