@@ -13,8 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +36,7 @@ from probes.snmp import (
     ber_tlv,
 )
 from tests.conftest import require_binary
+from tests.waiting import wait_for_sync
 
 FIXTURES = Path(__file__).parent / "fixtures" / "snmp"
 SNMPD = "/usr/sbin/snmpd"
@@ -109,16 +109,6 @@ def ipv6_loopback() -> bool:
     except OSError:
         return False
     return True
-
-
-def wait_for(condition: Callable[[], bool], what: str, deadline: float = 15.0) -> None:
-    """Poll condition until true; fail naming `what` after deadline seconds."""
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {deadline:g}s waiting for {what}")
 
 
 def answers(host: str, port: int, community: str, oid: str = SYS_UPTIME) -> bool:
@@ -289,7 +279,7 @@ class Snmpd:
                 start_new_session=True,
             )
         try:
-            wait_for(self._ready, f"snmpd on port {self.port}")
+            wait_for_sync(self._ready, f"snmpd on port {self.port}")
         except AssertionError:
             self.stop()
             raise AssertionError(f"snmpd did not start:\n{self.log.read_text()[-2000:]}") from None
@@ -353,7 +343,7 @@ class Snmpsim:
                 raise AssertionError(f"snmpsim exited with {self.process.returncode}")
             return answers("127.0.0.1", self.port, community, "1.3.6.1.2.1.1.1.0")
 
-        wait_for(up, f"snmpsim on port {self.port}", deadline)
+        wait_for_sync(up, f"snmpsim on port {self.port}", deadline)
         return self
 
     def stop(self) -> None:
