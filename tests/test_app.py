@@ -11,13 +11,14 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from probes import default_registry
 from tests.conftest import free_port
+from tests.waiting import wait_for_sync
 
 
 class Notifications:
@@ -26,30 +27,22 @@ class Notifications:
     def __init__(self, path: Path) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(str(path))
-        self.sock.settimeout(0.2)
+        self.sock.setblocking(False)
         self.received: list[tuple[float, str]] = []
 
-    def wait_for(self, message: str, deadline: float, count: int = 1) -> None:
-        """Read datagrams until `count` of them contain message, or fail."""
-        end = time.monotonic() + deadline
-        while time.monotonic() < end:
-            if sum(message in m for _, m in self.received) >= count:
-                return
+    def seen(self, message: str, count: int = 1) -> bool:
+        """Read the datagrams queued so far; return whether `count` of them contain message."""
+        while True:
             try:
                 data = self.sock.recv(4096)
-            except TimeoutError:
-                continue
+            except BlockingIOError:
+                break
             self.received.append((time.monotonic(), data.decode()))
-        pytest.fail(f"no {message!r} from the daemon; got {self.received}")
+        return sum(message in m for _, m in self.received) >= count
 
-
-def poll(condition: Callable[[], bool], deadline: float, what: str) -> None:
-    """Poll condition until true or fail."""
-    end = time.monotonic() + deadline
-    while not condition():
-        if time.monotonic() > end:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.05)
+    def wait_for(self, message: str, count: int = 1) -> None:
+        """Wait until `count` datagrams contain message, or fail naming it."""
+        wait_for_sync(lambda: self.seen(message, count), f"{count} {message!r} from the daemon")
 
 
 def fetch(url: str) -> str:
@@ -109,25 +102,29 @@ def test_daemon_lifecycle(
 ) -> None:
     """READY, watchdog pings, SIGHUP reload (bad then good config), SIGTERM drain, exit 0."""
     proc, notes, config, port = running
-    notes.wait_for("READY=1", 15)
+    notes.wait_for("READY=1")
     metrics = f"http://127.0.0.1:{port}/metrics"
-    poll(lambda: 'probe_success{check="first"' in fetch(metrics), 10, "first check in /metrics")
-    notes.wait_for("WATCHDOG=1", 5, count=5)  # every 0.2 s: half of WATCHDOG_USEC
+    wait_for_sync(
+        lambda: 'probe_success{check="first"' in fetch(metrics), "first check in /metrics"
+    )
+    notes.wait_for("WATCHDOG=1", count=5)  # every 0.2 s: half of WATCHDOG_USEC
     good = config.read_text()
     config.write_text(good.replace("interval: 1s", "interval: -1s"))
     proc.send_signal(signal.SIGHUP)
-    poll(lambda: "vigie_config_last_reload_successful 0.0" in fetch(metrics), 10, "failed reload")
+    wait_for_sync(
+        lambda: "vigie_config_last_reload_successful 0.0" in fetch(metrics), "failed reload"
+    )
     assert 'probe_success{check="first"' in fetch(metrics), "old plan must keep running"
     errors = [e for e in events(tmp_path) if e.get("event") == "config_reload_failed"]
     assert errors and "checks[0].interval: must be greater than 0" in str(errors[0]["error"])
     config.write_text(good.replace("id: first", "id: second"))
     proc.send_signal(signal.SIGHUP)
-    poll(lambda: 'probe_success{check="second"' in fetch(metrics), 10, "reloaded plan")
+    wait_for_sync(lambda: 'probe_success{check="second"' in fetch(metrics), "reloaded plan")
     page = fetch(metrics)
     assert 'check="first"' not in page and "vigie_config_last_reload_successful 1.0" in page
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=15) == 0
-    notes.wait_for("STOPPING=1", 2)
+    notes.wait_for("STOPPING=1")
     names = [e.get("event") for e in events(tmp_path)]
     assert "daemon_started" in names and "config_reloaded" in names and "daemon_stopped" in names
     assert all(e.get("level") and e.get("timestamp") for e in events(tmp_path))
