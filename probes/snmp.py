@@ -843,11 +843,23 @@ async def _poll(
         data.scalars.update(values)
         log("snmp_get", oids=len(chunk), values=len(values))
     for subtree, columns in walk_groups(plan.walks):
-        began = loop.time()
-        try:
-            walked = await _walk(client, subtree, columns, settings, stats)
-        finally:
-            stats.walk_seconds += loop.time() - began
+        repetitions = settings.max_repetitions
+        while True:
+            began = loop.time()
+            try:
+                walked = await _walk(
+                    client, subtree, columns, settings, stats, max_repetitions=repetitions
+                )
+                break
+            except SnmpDecodeError as exc:
+                # A GETBULK answer over gufo-snmp's 4 KiB (long strings): ask fewer rows.
+                v1 = settings.resolved_auth.version == 1  # GETNEXT: one row is all it asks
+                if str(exc) != "incomplete" or repetitions == 1 or v1:
+                    raise
+                repetitions = max(1, repetitions // 2)
+                log("snmp_walk_answer_too_large", oid=subtree, max_repetitions=repetitions)
+            finally:
+                stats.walk_seconds += loop.time() - began
         data.walks.update(walked)
         for column in columns:
             log("snmp_walk", oid=column, rows=len(walked[column]))
@@ -947,6 +959,8 @@ async def _walk(
     columns: Sequence[str],
     settings: SnmpCheckSettings,
     stats: PollStats,
+    *,
+    max_repetitions: int,
 ) -> dict[str, dict[str, Value]]:
     """Walk a column, or the entry holding columns, with GETBULK (GETNEXT for v1).
 
@@ -955,7 +969,7 @@ async def _walk(
     sock = client.sock
     rows = WalkRows(subtree, columns, settings.walk_cap)
     bulk = settings.resolved_auth.version != 1
-    it = GetIter(subtree, settings.max_repetitions) if bulk else GetIter(subtree)
+    it = GetIter(subtree, max_repetitions) if bulk else GetIter(subtree)
     while True:
         try:
             if bulk:
@@ -993,9 +1007,8 @@ _SELF_HELP = {
 
 # gufo-snmp reads at most 4 KiB of a datagram: a larger response ends mid-message.
 _INCOMPLETE_HINT = (
-    "a response larger than the 4 KiB gufo-snmp reads, e.g. a very long string from the "
-    "device, or a truncated datagram; lower max_varbinds or max_repetitions if a table "
-    "answer is that large"
+    "a response larger than the 4 KiB gufo-snmp reads even for one row, e.g. a table value "
+    "that long, or a truncated datagram"
 )
 
 _MISSING_HELP = (

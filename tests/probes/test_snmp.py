@@ -910,12 +910,14 @@ APC = "1.3.6.1.4.1.318.1.1.1."
 APC_LACKS = {APC + "1.1.1.0", APC + "2.2.2.0", APC + "3.2.4.0", APC + "4.2.2.0"}
 # upsBasicOutputStatus, the state the APC rules cannot do without.
 APC_OUTPUT_STATUS = APC + "4.1.1.0"
+LONG_COLUMN, LONG_ROWS = "1.3.6.1.2.1.2.2.1.2", 40  # ifDescr
 
 
 @pytest.fixture(scope="module")
 def trimmed_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Snmpsim]:
     """snmpsim serving APC subsets: `apc-trimmed` (no model, temperature, frequencies) and
-    `apc-no-status` (no upsBasicOutputStatus either), cut from the recorded APC card."""
+    `apc-no-status` (no upsBasicOutputStatus either), cut from the recorded APC card; and
+    `long-rows`, a table of 40 rows of 250-character descriptions."""
     root = tmp_path_factory.mktemp("snmpsim-trimmed")
     data = root / "data"
     data.mkdir()
@@ -928,6 +930,10 @@ def trimmed_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Snmpsim]:
     (data / "apc-trimmed.snmprec").write_text("\n".join(kept) + "\n")
     no_status = [line for line in kept if not line.startswith(APC_OUTPUT_STATUS + "|")]
     (data / "apc-no-status.snmprec").write_text("\n".join(no_status) + "\n")
+    (data / "long-rows.snmprec").write_text(
+        "1.3.6.1.2.1.1.1.0|4|long rows\n"
+        + "".join(f"{LONG_COLUMN}.{i}|4|{i:03d}{'d' * 247}\n" for i in range(1, LONG_ROWS + 1))
+    )
     server = start_snmpsim(data, root)
     yield server.wait_ready("apc-trimmed")
     server.stop()
@@ -1070,3 +1076,28 @@ async def test_apc_card_without_output_status_fails_naming_it(
     assert result.error is not None
     expected = f"does not serve required {APC_OUTPUT_STATUS} (ups_output_status) "
     assert result.error.startswith(f"{trimmed_sim.target()} {expected}"), result.error
+
+
+async def test_walk_answers_over_4_kib_are_asked_again_with_fewer_rows(
+    trimmed_sim: Snmpsim, probe: SnmpProbe, tmp_path: Path, ctx: ProbeContext
+) -> None:
+    """25 rows of 250 characters exceed the 4 KiB gufo-snmp reads: the walk asks fewer rows
+    per GETBULK instead of failing, and every row is read."""
+    (tmp_path / "descr.yaml").write_text(
+        "source: test\nmetrics:\n"
+        f"  - {{name: if_descr_info, oid: {LONG_COLUMN}, type: info, label: descr, help: h,"
+        " indexes: [{label: index}]}\n"
+    )
+    check = snmp_check(
+        trimmed_sim.target(),
+        auths={"rec": {"community": "long-rows"}},
+        auth="rec",
+        profiles=("descr",),
+        profile_dirs=(tmp_path,),
+    )
+    result = await poll(probe, check, ctx)
+    assert result.success, result.error
+    rows = values(result, "if_descr_info")
+    assert len(rows) == LONG_ROWS
+    assert (("index", "7"), ("descr", "007" + "d" * 247)) in rows
+    assert value(result, "snmp_objects_missing") == 0.0
