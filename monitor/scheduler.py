@@ -6,7 +6,8 @@ import asyncio
 import hashlib
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
@@ -20,6 +21,29 @@ Clock = Callable[[], float]
 
 LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+# A failed run that lasted this share of its timeout counts as a timeout (a probe's own deadline).
+SLOW_FAILURE_SHARE = 0.9
+
+
+def slow_lane_slots(per_host: int) -> int:
+    """Return how many of a host's slots checks that timed out last time may hold at once."""
+    return max(1, per_host // 4)
+
+
+class HostSlots:
+    """One host's slots: `limit` probes at once, of which at most a quarter in the slow lane.
+
+    The slow lane holds checks whose last run timed out: however many of a host's checks hang,
+    they hold at most slow_lane_slots(limit) of its slots, so its healthy checks keep the rest.
+    """
+
+    __slots__ = ("host", "slow")
+
+    def __init__(self, limit: int) -> None:
+        self.host = asyncio.Semaphore(limit)
+        self.slow = asyncio.Semaphore(slow_lane_slots(limit))
 
 
 def start_offset(check_id: str, interval: float) -> float:
@@ -49,6 +73,11 @@ class SchedulerMetrics:
         self.checks = Gauge(
             "vigie_checks", "Checks in the running plan by kind.", ["kind"], registry=registry
         )
+        self.slow_lane = Gauge(
+            "vigie_checks_slow_lane",
+            "Checks whose last run timed out: they share a small part of their host's slots.",
+            registry=registry,
+        )
 
 
 class Scheduler:
@@ -75,7 +104,8 @@ class Scheduler:
         self._base = clock()
         self._global = asyncio.Semaphore(max_concurrency)
         self._per_host_limit = per_host_concurrency
-        self._hosts: dict[str, asyncio.Semaphore] = {}
+        self._hosts: dict[str, HostSlots] = {}
+        self._slow: set[str] = set()  # ids of checks whose last run timed out: the slow lane
         self._plan: dict[str, Check] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._pending_first: set[str] = set()
@@ -102,6 +132,8 @@ class Scheduler:
             if task is not None:
                 task.cancel()
             self._pending_first.discard(cid)
+            self._slow.discard(cid)
+        self._metrics.slow_lane.set(len(self._slow))
         for cid in removed:
             self._store.remove(cid)
             self._wake.pop(cid, None)
@@ -181,11 +213,43 @@ class Scheduler:
             if not self._pending_first:
                 self.first_round_done.set()
 
-    def _host_limit(self, host: str) -> asyncio.Semaphore:
-        sem = self._hosts.get(host)
-        if sem is None:
-            sem = self._hosts[host] = asyncio.Semaphore(self._per_host_limit)
-        return sem
+    def _host_limit(self, host: str) -> HostSlots:
+        """Return the host's slots, created on first use."""
+        slots = self._hosts.get(host)
+        if slots is None:
+            slots = self._hosts[host] = HostSlots(self._per_host_limit)
+        return slots
+
+    @asynccontextmanager
+    async def _slot(self, check: Check) -> AsyncIterator[None]:
+        """Hold a slot of the check's host (slow lane if it timed out last time), then a global one.
+
+        The host slot is taken before the global one, so checks queued on a busy host do not
+        hold global slots while they wait.
+        """
+        slots = self._host_limit(check.host)
+        if check.id in self._slow:
+            async with slots.slow, slots.host, self._global:
+                yield
+        else:
+            async with slots.host, self._global:
+                yield
+
+    def slow_lane(self) -> frozenset[str]:
+        """Return the ids of the checks in the slow lane now (their last run timed out)."""
+        return frozenset(self._slow)
+
+    def _sort_lane(self, check: Check, timed_out: bool, result: ProbeResult, took: float) -> None:
+        """Move a planned check to the slow lane after a timeout, back after anything else."""
+        if self._plan.get(check.id) is not check:
+            return  # ad hoc runs (/probe, vigie probe) and replaced checks leave the lanes alone
+        slow = timed_out or (not result.success and took >= SLOW_FAILURE_SHARE * check.timeout)
+        if slow != (check.id in self._slow):
+            if slow:
+                self._slow.add(check.id)
+            else:
+                self._slow.discard(check.id)
+            self._metrics.slow_lane.set(len(self._slow))
 
     async def run(
         self, check: Check, due: float | None = None, *, keep_logs: bool = False
@@ -195,7 +259,8 @@ class Scheduler:
         keep_logs puts the probe's debug lines in the result (/probe?debug=true, `vigie probe`).
         """
         probe = self._registry[check.kind]
-        async with self._global, self._host_limit(check.host):
+        timed_out = False
+        async with self._slot(check):
             start = self._clock()
             if due is not None:
                 self._metrics.lag.observe(max(0.0, start - due))
@@ -206,6 +271,7 @@ class Scheduler:
                 async with asyncio.timeout(check.timeout):
                     result = await probe(check, ctx)
             except TimeoutError:
+                timed_out = True
                 result = ProbeResult(False, error=f"timeout after {check.timeout:g}s")
             except Exception as exc:  # a probe must never kill the scheduler
                 reason = bound_text(f"{type(exc).__name__}: {exc}")
@@ -213,6 +279,7 @@ class Scheduler:
             finally:
                 self._metrics.in_flight.dec()
             duration = self._clock() - start
+        self._sort_lane(check, timed_out, result, duration)
         per_kind = self._durations.get(check.kind)
         if per_kind is None:
             per_kind = self._durations[check.kind] = self._metrics.duration.labels(kind=check.kind)

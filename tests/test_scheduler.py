@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -10,6 +11,7 @@ from typing import Any, ClassVar
 
 import aiohttp
 import pytest
+from aiohttp import web
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 
@@ -19,6 +21,7 @@ from probes import default_registry
 from probes.base import Check, ProbeContext, ProbeRegistry
 from probes.http import HttpProbe, make_session
 from probes.tcp import TcpProbe
+from tests import waiting
 from tests.waiting import wait_for
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -314,3 +317,132 @@ async def test_stop_drains_in_flight_probe(session: aiohttp.ClientSession) -> No
         assert result is not None and result.success
     finally:
         server.close()
+
+
+class HangingWebServer:
+    """A real aiohttp server on 127.0.0.1: /hung/* never answers, other paths answer 200 at once.
+
+    It records when each path is hit (monotonic) and the peak of requests open at once.
+    """
+
+    def __init__(self) -> None:
+        self.hits: dict[str, list[float]] = defaultdict(list)
+        self.open = 0
+        self.peak = 0
+        self.healed: set[str] = set()  # /hung/* paths that answer again
+        self.release = asyncio.Event()  # set at teardown so parked handlers end
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+
+    async def handle(self, request: web.Request) -> web.Response:
+        """Hang on /hung/* (unless healed), answer 200 elsewhere; count open requests."""
+        self.hits[request.path].append(time.monotonic())
+        self.open += 1
+        self.peak = max(self.peak, self.open)
+        try:
+            if request.path.startswith("/hung/") and request.path not in self.healed:
+                await self.release.wait()
+            return web.Response(text="ok")
+        finally:
+            self.open -= 1
+
+    async def start(self) -> None:
+        """Listen on a free port of 127.0.0.1."""
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", self.handle)
+        self._runner = web.AppRunner(app, handler_cancellation=True)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        """Release parked handlers and stop listening."""
+        self.release.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+def http_check(cid: str, port: int, path: str, interval: float, timeout: float) -> Check:
+    """Return an http Check of http://127.0.0.1:port/path."""
+    url = f"http://127.0.0.1:{port}{path}"
+    return Check(cid, "http", url, interval, timeout, HttpProbe.Settings(), host="127.0.0.1")
+
+
+def lags_after(sched: Scheduler, check: Check, hits: list[float], since: float) -> list[float]:
+    """Return, for each hit after `since`, its delay after the check's last grid tick."""
+    phase = sched.next_due(check, since)  # a grid tick: the grid is phase + k * interval
+    return [(t - phase) % check.interval for t in hits if t >= phase]
+
+
+async def test_hung_paths_do_not_starve_healthy_checks_of_their_host(
+    session: aiohttp.ClientSession,
+) -> None:
+    """300 hung paths on one web server (default per-host limit 8): once each has timed out, they
+    share the slow lane's 2 slots, the 20 healthy paths run within one timeout of every due
+    tick, and the server never sees more than 8 requests at once."""
+    server = HangingWebServer()
+    await server.start()
+    interval, timeout = 1.0, 0.4
+    plan = {
+        f"hung{i}": http_check(f"hung{i}", server.port, f"/hung/{i}", interval, timeout)
+        for i in range(300)
+    }
+    healthy = {
+        f"ok{i}": http_check(f"ok{i}", server.port, f"/ok/{i}", interval, timeout)
+        for i in range(20)
+    }
+
+    def rounds_since(t0: float) -> int:
+        """Return the fewest hits any healthy path got since t0."""
+        return min(len([t for t in server.hits[f"/ok/{i}"] if t >= t0]) for i in range(20))
+
+    sched, store, own = make_scheduler(session, per_host_concurrency=8)
+    sched.apply(plan | healthy)
+    try:
+        # The first timeout of each hung path costs a normal slot: 300 x 0.4 s / 8 slots = 15 s.
+        await waiting.wait_for(
+            lambda: len(sched.slow_lane()) == 300, "all 300 hung checks in the slow lane", 90.0
+        )
+        since = time.monotonic()
+        await waiting.wait_for(
+            lambda: rounds_since(since + interval) >= 4,
+            "4 more rounds of every healthy check",
+        )
+    finally:
+        await sched.stop(0.1)
+        await server.stop()
+    assert sched.slow_lane() == frozenset(plan)
+    assert own.get_sample_value("vigie_checks_slow_lane") == 300
+    assert server.peak <= 8, server.peak
+    for cid, check in healthy.items():
+        hits = server.hits[f"/ok/{cid[2:]}"]
+        lags = lags_after(sched, check, hits, since)
+        assert len(lags) >= 4, (cid, lags)
+        assert max(lags) < timeout, (cid, lags)
+        gaps = [b - a for a, b in itertools.pairwise(hits) if a >= since]
+        assert max(gaps) < interval + timeout, (cid, gaps)  # no due tick skipped
+        latest = store.latest(cid)
+        assert latest is not None and latest.success
+
+
+async def test_check_leaves_slow_lane_after_a_success(session: aiohttp.ClientSession) -> None:
+    """A timed-out check enters the slow lane and goes back to the normal lane once it answers."""
+    server = HangingWebServer()
+    await server.start()
+    check = http_check("flaky", server.port, "/hung/flaky", 0.2, 0.1)
+    sched, store, own = make_scheduler(session, per_host_concurrency=4)
+    sched.apply({"flaky": check})
+    try:
+        await waiting.wait_for(lambda: "flaky" in sched.slow_lane(), "flaky in the slow lane")
+        assert own.get_sample_value("vigie_checks_slow_lane") == 1
+        latest = store.latest("flaky")
+        assert latest is not None and latest.error == "timeout after 0.1s"
+        server.healed.add("/hung/flaky")
+        await waiting.wait_for(lambda: not sched.slow_lane(), "flaky back in the normal lane")
+    finally:
+        await sched.stop(0.1)
+        await server.stop()
+    latest = store.latest("flaky")
+    assert latest is not None and latest.success
+    assert own.get_sample_value("vigie_checks_slow_lane") == 0
