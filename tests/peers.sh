@@ -17,6 +17,7 @@ declare -A PEERS=(
   [/usr/sbin/nginx]=nginx-light
   [/usr/bin/prometheus-node-exporter]=prometheus-node-exporter
   [/usr/bin/chromium]=chromium
+  [/usr/sbin/dnsmasq]=dnsmasq-base
 )
 
 missing=()
