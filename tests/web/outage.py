@@ -12,7 +12,6 @@ import asyncio
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -28,6 +27,7 @@ from monitor.health.states import State
 from probes.base import ProbeRegistry
 from probes.http import HttpProbe, make_session
 from tests.health.hospital import hospital
+from tests.waiting import wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = (
@@ -116,15 +116,6 @@ async def running_hospital(
                 await daemon.stop()
     finally:
         await targets.stop()
-
-
-async def wait_for(condition: Callable[[], object], what: str, deadline: float = 20.0) -> None:
-    """Poll condition until true; raise AssertionError naming what at the deadline."""
-    end = time.monotonic() + deadline
-    while not condition():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {deadline}s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def all_ok(daemon: Daemon) -> bool:

@@ -11,7 +11,8 @@ from probes.http import HttpProbe
 from probes.snmp import SnmpProbe
 from tests.conftest import require_binary
 from tests.snmp_peers import Snmpsim
-from tests.web.outage import CHROMIUM, chromium, power_cut, running_hospital, wait_for
+from tests.waiting import wait_for
+from tests.web.outage import CHROMIUM, chromium, power_cut, running_hospital
 from tests.web.test_pages import EVIL, evil_device, with_evil_snmp
 
 __all__ = ["evil_device"]  # the snmpsim fixture, shared with the page tests

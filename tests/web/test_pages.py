@@ -17,7 +17,8 @@ from probes.base import ProbeRegistry
 from probes.http import HttpProbe
 from probes.snmp import SnmpProbe
 from tests.snmp_peers import Snmpsim, start_snmpsim
-from tests.web.outage import all_ok, fetch, nord_power_cut, power_cut, running_hospital, wait_for
+from tests.waiting import wait_for
+from tests.web.outage import all_ok, fetch, nord_power_cut, power_cut, running_hospital
 
 EVIL = "<script>alert(1)</script>"
 
