@@ -1,12 +1,10 @@
-"""Fixtures for alerting tests: real Alertmanagers, a webhook receiver, waiting with deadlines."""
+"""Fixtures for alerting tests: real Alertmanagers and a webhook receiver."""
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import signal
-import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,29 +19,10 @@ from prometheus_client import CollectorRegistry
 from monitor.alerting.model import Alert
 from probes.http import make_session
 from tests.conftest import free_port, require_binary
+from tests.waiting import wait_for
 
 ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
 T0 = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
-
-
-async def wait_for(
-    condition: Callable[[], object],
-    what: str,
-    within: float = 10.0,
-    every: float = 0.02,
-) -> None:
-    """Poll condition (its result, awaited if need be, taken as a truth value) until it holds;
-    fail naming `what` when the deadline passes."""
-    deadline = time.monotonic() + within
-    while True:
-        result = condition()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {within:g}s waiting for {what}")
-        await asyncio.sleep(every)
 
 
 def make_alert(key: str = "incident:site-nord:power", **labels: str) -> Alert:
@@ -222,6 +201,29 @@ class Alertmanager:
             assert response.status == 200, await response.text()
             body: list[dict[str, Any]] = await response.json()
             return body
+
+    def _log_lines(self) -> list[str]:
+        """Return its debug log (all runs of this instance)."""
+        return self.log.read_text(errors="replace").splitlines()
+
+    def received(self) -> int:
+        """Return how many alerts it logged as received (one line per alert per push)."""
+        return sum('msg="Received alert"' in line for line in self._log_lines())
+
+    async def settled(self, session: aiohttp.ClientSession) -> bool:
+        """True once every alert it holds had its group flushed twice since the last receipt.
+
+        A group's flush runs its notification to the end before the next flush is scheduled,
+        so after two flushes whatever Alertmanager would notify for what it holds was notified:
+        the evidence a test needs before asserting that no (other) page came.
+        """
+        lines = self._log_lines()
+        last = max(
+            (i for i, line in enumerate(lines) if 'msg="Received alert"' in line), default=-1
+        )
+        flushes = [line for line in lines[last + 1 :] if "msg=flushing" in line]
+        held = [a["fingerprint"][:7] for a in await self.alerts(session)]
+        return all(sum(f"[{fp}]" in line for line in flushes) >= 2 for fp in held)
 
     async def alert(self, session: aiohttp.ClientSession, alertname: str) -> dict[str, Any] | None:
         """Return the active alert with this alertname, if it holds one."""

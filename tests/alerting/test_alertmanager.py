@@ -13,8 +13,9 @@ from aiohttp import web
 from monitor.alerting.alertmanager import AlertmanagerSink
 from monitor.alerting.model import Alert, fingerprint
 from monitor.alerting.sink import DeliveryError
-from tests.alerting.conftest import Alertmanager, make_alert, wait_for
+from tests.alerting.conftest import Alertmanager, make_alert
 from tests.conftest import free_port
+from tests.waiting import wait_for
 
 
 def parse(stamp: str) -> datetime:

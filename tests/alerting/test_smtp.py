@@ -27,7 +27,8 @@ from monitor.alerting.outbox import Outbox
 from monitor.alerting.settings import AlertingSettings, SmtpSettings
 from monitor.alerting.sink import DeliveryError
 from monitor.alerting.smtp import SmtpSink, message_id
-from tests.alerting.conftest import T0, make_alert, metric, wait_for
+from tests.alerting.conftest import T0, make_alert, metric
+from tests.waiting import wait_for
 
 USER = "vigie"
 PASSWORD = "correct-horse-battery"

@@ -26,8 +26,9 @@ from monitor.health.engine import HealthEngine, build_engine
 from monitor.health.persist import HealthStateStore
 from monitor.results import ProbeResult, Sample
 from probes import default_registry
-from tests.alerting.conftest import Alertmanager, AlertmanagerFactory, Receiver, wait_for
+from tests.alerting.conftest import Alertmanager, AlertmanagerFactory, Receiver
 from tests.health.hospital import hospital
+from tests.waiting import wait_for
 
 UP = ProbeResult(True, 0.01)
 DOWN = ProbeResult(False, 0.5, error="timeout after 0.5s")
@@ -136,6 +137,15 @@ class Vigie:
         self.persist.close()
 
 
+async def decided(v: Vigie, am: Alertmanager, session: aiohttp.ClientSession) -> None:
+    """Wait for the evidence that what was fed has been acted on all the way, so a test can
+    assert that no (other) page came: Vigie delivered every notification it decided (its
+    outbox is empty) and Alertmanager flushed every alert it holds since it last received one.
+    """
+    await wait_for(lambda: sum(v.dispatcher.queued().values()) == 0, "Vigie's outbox drained")
+    await wait_for(lambda: am.settled(session), "Alertmanager to act on the alerts it holds")
+
+
 def pages(rec: Receiver, status: str = "firing") -> dict[str, dict[str, Any]]:
     """Return the alerts Alertmanager notified with this status, by fingerprint."""
     out: dict[str, dict[str, Any]] = {}
@@ -234,13 +244,14 @@ async def test_d_flapping_link_no_page_storm(
     tmp_path: Path, am: Alertmanager, session: aiohttp.ClientSession, receiver: Receiver
 ) -> None:
     """A server flapping every few seconds pages once, not once per flap."""
-    v = Vigie(tmp_path, am, session, hold=5.0)
+    clock = FeedClock()
+    v = Vigie(tmp_path, am, session, hold=5.0, clock=clock)
     try:
         for i in range(10):
             v.feed({"srv-12"} if i % 2 == 0 else set())
-            await asyncio.sleep(0.3)  # the flapping itself, not a wait
+            clock.ahead += 0.3  # the flapping itself: a change every 0.3 s of the engine's time
         await wait_for(lambda: len(pages(receiver)) >= 1, "the first page")
-        await asyncio.sleep(1.5)  # leave Alertmanager time to send more pages
+        await decided(v, am, session)
         assert len(pages(receiver)) == 1
         assert v.engine.snapshot.components["srv-12"].state.name == "FLAPPING"
     finally:
@@ -255,10 +266,13 @@ async def test_e_restart_mid_incident_no_duplicate_page_resolve_arrives(
     first.feed({"srv-05", "app-intranet-05"})
     await wait_for(lambda: len(pages(receiver)) == 1, "the page")
     await first.stop()
+    before = am.received()
     second = Vigie(tmp_path, am, session)
     try:
         second.feed({"srv-05", "app-intranet-05"})
-        await asyncio.sleep(1.5)  # a duplicate page would arrive in this time
+        # The restarted Vigie re-sends the firing alert; Alertmanager must not notify it again.
+        await wait_for(lambda: am.received() > before, "the alert re-sent after the restart")
+        await decided(second, am, session)
         assert len(pages(receiver)) == 1
         notifications = [b for b in receiver.on("/am/am") if b["status"] == "firing"]
         assert len(notifications) == 1, "Alertmanager did not notify the same alert again"
@@ -313,7 +327,7 @@ async def test_g_app_fails_first_server_5s_later_pages_the_server_once(
         clock.ahead += 1  # the next round: the server's UPS and SAN are fine
         v.feed({"srv-00", "app-dpi-00"})
         await wait_for(lambda: len(pages(receiver)) == 1, "the server page")
-        await asyncio.sleep(1.5)  # a page for the application would arrive in this time
+        await decided(v, am, session)
         fired = list(pages(receiver).values())
         assert [p["labels"]["component"] for p in fired] == ["srv-00"]
         assert "Dossier patient 00" in fired[0]["annotations"]["summary"]
@@ -337,7 +351,7 @@ async def test_h_app_fails_alone_paged_once_confirmed(
         page = next(iter(pages(receiver).values()))
         assert page["labels"]["component"] == "app-labo-01"
         v.arrive(app_labo_01=DOWN)
-        await asyncio.sleep(1.5)  # a second page would arrive in this time
+        await decided(v, am, session)
         assert len(pages(receiver)) == 1
     finally:
         await v.stop()
@@ -388,7 +402,7 @@ async def test_k_restart_mid_hold_holds_again_then_one_page(
         clock.ahead += 3
         second.feed({"srv-00", "app-dpi-00"})
         await wait_for(lambda: len(pages(receiver)) == 1, "the server page")
-        await asyncio.sleep(1.5)  # a page for the application would arrive in this time
+        await decided(second, am, session)
         assert [p["labels"]["component"] for p in pages(receiver).values()] == ["srv-00"]
     finally:
         await second.stop()

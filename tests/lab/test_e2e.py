@@ -29,7 +29,8 @@ from monitor.config import load_config
 from monitor.demo import DEMO_CONFIG, demo_env
 from probes import default_registry
 from probes.snmp_profiles import SHIPPED_PROFILE_DIR
-from tests.alerting.conftest import Alertmanager, AlertmanagerFactory, wait_for
+from tests.alerting.conftest import Alertmanager, AlertmanagerFactory
+from tests.waiting import wait_for
 
 INTERVAL = 1.0
 RULE_FOR = 2.0

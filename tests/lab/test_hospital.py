@@ -16,7 +16,7 @@ from lab.scenarios import ScenarioController
 from monitor.config import load_config
 from monitor.demo import DEMO_CONFIG, demo_env
 from probes import default_registry
-from tests.alerting.conftest import wait_for
+from tests.waiting import wait_for
 
 
 async def _get(session: aiohttp.ClientSession, url: str) -> tuple[int, str]:
