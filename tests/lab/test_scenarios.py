@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import pytest
@@ -17,6 +16,7 @@ from lab.scenarios import (
     get_scenario,
     run_scenario,
 )
+from tests.waiting import wait_for
 
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
@@ -115,10 +115,12 @@ async def test_controller_replaces_a_running_scenario() -> None:
     lab = Lab()
     controller = ScenarioController(lab)
     first = controller.start("power-cut", speed=1)
-    await asyncio.sleep(0.05)
+    first_task = controller.task
+    assert first_task is not None
+    await wait_for(lambda: bool(first.applied), "the power cut's first step")
     second = controller.start("server-crash", speed=1)
-    await asyncio.sleep(0.05)
-    assert first.applied and not first.finished
-    assert second.fault_at is not None
+    await wait_for(first_task.done, "the power cut to end")
+    assert first_task.cancelled() and not first.finished
+    await wait_for(lambda: second.fault_at is not None, "the server crash's fault")
     await controller.stop()
     assert controller.task is not None and controller.task.done()
