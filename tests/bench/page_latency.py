@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import math
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -293,6 +294,8 @@ class Run:
     phase_s: float
     first_s: float | None
     groups: list[str] = field(default_factory=list)
+    shown_s: float | None = None  # an incident on /api/v1/incidents (confirmed or held)
+    confirmed_s: float | None = None  # that incident confirmed: handed to the outbox
 
 
 @dataclass
@@ -333,6 +336,19 @@ class Bench:
     session: aiohttp.ClientSession
 
 
+async def _stages(session: aiohttp.ClientSession, base: str, start: float, run: Run) -> None:
+    """Note when Vigie first shows an incident, and when it first confirms one (every 50 ms)."""
+    while run.confirmed_s is None:
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+            rows = await _get_json(session, f"{base}/api/v1/incidents") or []
+            now = time.monotonic() - start
+            if rows and run.shown_s is None:
+                run.shown_s = now
+            if any(r.get("confirmed", True) for r in rows):
+                run.confirmed_s = now
+        await asyncio.sleep(0.05)
+
+
 async def _one_run(bench: Bench, scenario: str, index: int, budget: float) -> Run:
     """Start a daemon, wait for all OK, inject the fault at a random phase, time the pages."""
     p, rng, targets, receiver = bench.p, bench.rng, bench.targets, bench.receiver
@@ -371,20 +387,27 @@ async def _one_run(bench: Bench, scenario: str, index: int, budget: float) -> Ru
         else:
             targets.on_battery.update({"ups-nord-1", "ups-nord-2"})
         limit = 4 * budget + 10
+        result = Run(phase, None)
+        watcher = asyncio.create_task(_stages(session, base, start, result))
 
         async def paged() -> bool:
             return bool(receiver.pages(instance, start))
 
-        first: float | None = None
-        with contextlib.suppress(TimeoutError):
-            await _until(f"{scenario}: first notification", limit, paged)
-            first = receiver.pages(instance, start)[0].at - start
-            await asyncio.sleep(budget)  # later pages of the same fault, if any
+        try:
+            with contextlib.suppress(TimeoutError):
+                await _until(f"{scenario}: first notification", limit, paged)
+                result.first_s = receiver.pages(instance, start)[0].at - start
+                await asyncio.sleep(budget)  # later pages of the same fault, if any
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
         groups: dict[str, None] = {}
         for n in receiver.pages(instance, start):
             labels = n.body.get("groupLabels", {})
             groups.setdefault(",".join(f"{k}={v}" for k, v in sorted(labels.items())))
-        return Run(phase, first, list(groups))
+        result.groups = list(groups)
+        return result
     finally:
         targets.reset()
         if proc.returncode is None:
@@ -466,6 +489,38 @@ def hospital_pages(quick: bool) -> Mapping[str, Sequence[int]] | None:
     return pages
 
 
+def _median_max(values: Sequence[float]) -> str:
+    """`median / max` in seconds, or n/a."""
+    if not values:
+        return "n/a"
+    return f"{statistics.median(values):.2f} / {max(values):.2f} s"
+
+
+def _stage_rows(res: Results) -> list[str]:
+    """One row per scenario: the stages from fault to first notification."""
+    s = res.params.scale
+    detect = (DEFAULTS["interval"] + DEFAULTS["timeout"]) / s
+    rows = []
+    for scenario in SCENARIOS:
+        runs = res.runs.get(scenario, [])
+        shown = [r.shown_s for r in runs if r.shown_s is not None]
+        held = [
+            r.confirmed_s - r.shown_s
+            for r in runs
+            if r.confirmed_s is not None and r.shown_s is not None
+        ]
+        sent = [
+            r.first_s - r.confirmed_s
+            for r in runs
+            if r.first_s is not None and r.confirmed_s is not None
+        ]
+        rows.append(
+            f"| {scenario} | {detect:g} s | {_median_max(shown)} | {_median_max(held)} |"
+            f" {_median_max(sent)} |"
+        )
+    return rows
+
+
 def render(res: Results, pages: Mapping[str, Sequence[int]] | None) -> str:
     """The Markdown section."""
     p = res.params
@@ -543,6 +598,18 @@ def render(res: Results, pages: Mapping[str, Sequence[int]] | None) -> str:
         " `monitor/health/budget.py`'s for the server (`srv-dpi`) and for a UPS (`ups-nord-1`):"
         " interval + timeout + `for` + one confirmation timeout + group_wait"
         " ([docs/health.md](health.md#detection-budget)).",
+        "",
+        "Where the time goes (measured, scaled; median / max over runs): the bench polls"
+        " `/api/v1/incidents` every 50 ms for the first incident shown (detected: the check"
+        " failed and the health runner evaluated) and the first confirmed (the confirmation"
+        " hold is over: handed to the outbox); the rest is the POST to Alertmanager and its"
+        " group_wait.",
+        "",
+        "| Scenario | Detect budget (interval + timeout + `for`) | Fault → shown |"
+        " Shown → confirmed | Confirmed → notified (group_wait "
+        f"{DEFAULTS['group_wait'] / s:g} s) |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        *_stage_rows(res),
         "",
         "Groups paged per run (a page = a new Alertmanager group notified):",
         "",
