@@ -7,13 +7,13 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import free_port
+from tests.waiting import wait_for_sync
 
 
 def _get(url: str) -> str:
@@ -43,30 +43,41 @@ def test_demo_plays_a_scenario_serves_metrics_and_stops_on_ctrl_c(tmp_path: Path
         stderr=err,
     )
     try:
-        end = time.monotonic() + 20
         urls: dict[str, str] = {}
-        while len(urls) < 3 and time.monotonic() < end:
+
+        def printed() -> bool:
+            """Collect the URLs the demo prints; True once all three are there."""
             text = err_path.read_bytes().decode(errors="replace")
             for name in ("Metrics", "Incidents", "Lab"):
                 found = re.search(rf"{name}:\s+(http://\S+)", text)
                 if found:
                     urls[name] = found.group(1)
-            time.sleep(0.05)
-        assert len(urls) == 3, err_path.read_text()
+            return len(urls) == 3
+
+        wait_for_sync(printed, "the demo's three URLs on stderr")
         body = ""
-        while time.monotonic() < end and 'probe_success{check="ups-nord-1-snmp"' not in body:
+
+        def scraped() -> bool:
+            """Fetch /metrics; True once the UPS poll is in it."""
+            nonlocal body
             body = _get(urls["Metrics"])
-            time.sleep(0.1)
-        assert 'probe_success{check="ups-nord-1-snmp"' in body
+            return 'probe_success{check="ups-nord-1-snmp"' in body
+
+        wait_for_sync(scraped, "the UPS poll in /metrics")
         assert "ups_battery_runtime_seconds{" in body
         assert json.loads(_get(urls["Lab"]))["ports"]["snmp"] > 0
         roots: list[str] = []
-        end = time.monotonic() + 25  # first round of checks (5 s interval), crash, next round
-        while time.monotonic() < end and "srv-dpi" not in roots:
+
+        def crashed() -> bool:
+            """Fetch the incidents; True once the server crash is one of their roots."""
+            nonlocal roots
             incidents = json.loads(_get(urls["Incidents"]))
             rows = incidents if isinstance(incidents, list) else incidents["incidents"]
             roots = [i["root_cause"] for i in rows]
-            time.sleep(0.2)
+            return "srv-dpi" in roots
+
+        # first round of checks (5 s interval), crash, next round
+        wait_for_sync(crashed, "the srv-dpi incident", within=40)
         assert roots == ["srv-dpi"], err_path.read_text()[-3000:]
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=20) == 0

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ from probes import ProbeRegistry
 from probes.http import make_session
 from probes.snmp import SnmpProbe
 from tests.snmp_peers import running_snmpd
+from tests.waiting import wait_for
 
 UPTIME_KEY = "snmp_reboot_detected"  # the sysUpTime the reboot detection compares with
 
@@ -52,10 +51,8 @@ async def run_daemon_once(config: Path, until: Any = None) -> SnmpProbe:
         daemon = Daemon(load_config(config, registry, env={}), registry, session)
         await daemon.start()
         try:
-            end = time.monotonic() + 10
-            while until is not None and not until(daemon):
-                assert time.monotonic() < end, "timed out waiting for the daemon"
-                await asyncio.sleep(0.05)
+            if until is not None:
+                await wait_for(lambda: until(daemon), "the daemon's state under test")
         finally:
             await daemon.stop()
     return probe

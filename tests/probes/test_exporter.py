@@ -6,7 +6,6 @@ import asyncio
 import dataclasses
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from probes.base import Check, ProbeContext, ProbeRegistry
 from probes.exporter import ExporterProbe, ExporterSettings
 from tests.conftest import free_port, require_binary
 from tests.probes.conftest import make_check, refused_port, sample, serve_http
+from tests.waiting import wait_for_sync
 
 NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
 
@@ -30,17 +30,17 @@ def probe() -> ExporterProbe:
     return ExporterProbe()
 
 
-def wait_listening(port: int, proc: subprocess.Popen[bytes], deadline: float = 10.0) -> None:
+def wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
     """Wait until something accepts connections on 127.0.0.1:port, or fail."""
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
+
+    def listening() -> bool:
+        """True once the port accepts; fail at once if the exporter exited."""
         if proc.poll() is not None:
             pytest.fail(f"node exporter exited with {proc.returncode}")
         with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    pytest.fail(f"node exporter not listening on {port} after {deadline}s")
+            return sock.connect_ex(("127.0.0.1", port)) == 0
+
+    wait_for_sync(listening, f"node exporter listening on {port}")
 
 
 @pytest.fixture(scope="module")

@@ -37,6 +37,7 @@ from probes.base import ProbeContext, ProbeLog, ProbeRegistry
 from probes.redfish import MAX_LABEL_CHARS, RedfishProbe, RedfishSettings
 from tests.conftest import require_binary
 from tests.probes.conftest import Pki, make_check, refused_port, sample, serve_http
+from tests.waiting import wait_for_sync
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "redfish"
 SUSHY = str(Path(sys.executable).parent / "sushy-static")
@@ -66,15 +67,19 @@ class Sushy:
         file.write_text(json.dumps(doc))
 
 
-def _wait_port(port: int, proc: subprocess.Popen[bytes], deadline: float) -> bool:
+def _wait_port(port: int, proc: subprocess.Popen[bytes]) -> bool:
     """Wait until 127.0.0.1:port accepts connections; False if the process died."""
-    while time.monotonic() < deadline:
+
+    def listening_or_dead() -> bool:
+        """True once the port accepts or the process exited."""
         if proc.poll() is not None:
-            return False
+            return True
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
             return True
-        time.sleep(0.02)
-    raise TimeoutError(f"sushy-static did not listen on {port} within the deadline")
+        return False
+
+    wait_for_sync(listening_or_dead, f"sushy-static listening on {port}")
+    return proc.poll() is None
 
 
 @contextlib.contextmanager
@@ -89,7 +94,7 @@ def sushy_static(tree: Path, tls: tuple[Path, Path] | None = None) -> Iterator[S
         # stdout gets request headers (credentials included): discard it.
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            if _wait_port(port, proc, time.monotonic() + 10):
+            if _wait_port(port, proc):
                 yield Sushy(f"{'https' if tls else 'http'}://127.0.0.1:{port}", tree)
                 return
         finally:

@@ -8,7 +8,6 @@ import json
 import math
 import os
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -50,6 +49,7 @@ from tests.snmp_peers import (
     values,
     write_big_table,
 )
+from tests.waiting import wait_for
 
 SHIPPED = sorted(p.stem for p in SHIPPED_PROFILE_DIR.glob("*.yaml"))
 BIG_ROWS = 100_000
@@ -325,12 +325,15 @@ async def test_v2c_ups_on_mains_then_on_battery(
     # 1 GET + 3 walks: the input and output tables each in one walk of their entry
     assert value(result, "snmp_scrape_pdus_sent") == 4
     own_agent.set_ups(UPS_ON_BATTERY)
-    deadline = time.monotonic() + 10
-    while value(result, "ups_on_battery") != 1.0:  # snmpd may cache pass answers briefly
-        assert time.monotonic() < deadline, "the UPS never showed as on battery"
-        await asyncio.sleep(0.2)
+
+    async def on_battery() -> bool:
+        """Poll again (snmpd may cache pass answers briefly); True once on battery shows."""
+        nonlocal result
         result = await poll(probe, check, ctx)
         assert result.success, result.error
+        return value(result, "ups_on_battery") == 1.0
+
+    await wait_for(on_battery, "the UPS to show as on battery", every=0.2)
     assert value(result, "ups_output_source", state="battery") == 1.0
     assert value(result, "ups_battery_runtime_seconds") == 9 * 60
     assert value(result, "ups_alarm", alarm="upsAlarmOnBattery") == 1.0
@@ -516,14 +519,16 @@ async def test_reboot_detected_when_uptime_goes_down(
 ) -> None:
     """sysUpTime going down between two polls of a check sets snmp_reboot_detected."""
     check = snmp_check(own_agent.target(), auths=v2(own_agent), auth="lab")
-    deadline = time.monotonic() + 10
-    while True:
+    first = await poll(probe, check, ctx)
+
+    async def up_half_a_second() -> bool:
+        """Poll again; True once the agent's sysUpTime reached 0.5 s."""
+        nonlocal first
         first = await poll(probe, check, ctx)
         assert first.success, first.error
-        if value(first, "snmp_uptime_seconds") >= 0.5:
-            break
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.1)
+        return value(first, "snmp_uptime_seconds") >= 0.5
+
+    await wait_for(up_half_a_second, "the agent's sysUpTime to reach 0.5 s", every=0.1)
     assert value(first, "snmp_reboot_detected") == 0.0
     own_agent.stop()
     own_agent.start()
