@@ -297,11 +297,11 @@ class TrapSettings(_Strict):
     source_rate: float = Field(
         20.0,
         gt=0,
-        description="Datagrams per second accepted from one source address (token bucket); "
-        "the rest are dropped (reason rate).",
+        description="Datagrams per second accepted from one source address (token bucket; "
+        "one token per started KiB of a datagram); the rest are dropped (reason rate).",
     )
     source_burst: int = Field(
-        100, ge=1, description="Datagrams one source may send at once before source_rate applies."
+        100, ge=1, description="Tokens (datagrams, one per started KiB) of a source's bucket."
     )
     max_sources: int = Field(
         4096,

@@ -301,9 +301,10 @@ class SourceBuckets:
         """Return the number of sources with a bucket of their own."""
         return len(self._buckets)
 
-    def allow(self, source: str) -> bool:
-        """Take one token from the source's bucket; False when it is empty."""
+    def allow(self, source: str, cost: float = 1.0) -> bool:
+        """Take `cost` tokens from the source's bucket; False when it has fewer."""
         now = self._clock()
+        cost = min(cost, self.burst)  # a burst smaller than the cost would refuse it forever
         bucket = self._buckets.get(source)
         if bucket is not None:
             self._buckets.move_to_end(source)
@@ -313,10 +314,10 @@ class SourceBuckets:
             bucket = self._overflow
         tokens = min(self.burst, bucket[0] + (now - bucket[1]) * self.rate)
         bucket[1] = now
-        if tokens < 1.0:
+        if tokens < cost:
             bucket[0] = tokens
             return False
-        bucket[0] = tokens - 1.0
+        bucket[0] = tokens - cost
         return True
 
     def _forget_oldest(self, now: float) -> bool:
@@ -658,7 +659,9 @@ class TrapReceiver:
         if size > self.settings.max_datagram_bytes:
             self._drop("oversize", source, size=size)
             return
-        if not self._buckets.allow(source):
+        # One token per started KiB: decoding costs by the size, and a notification of a
+        # real device is well under 1 KiB; so a big one cannot buy more decoding per token.
+        if not self._buckets.allow(source, 1 + (size - 1) // 1024):
             self._drop("rate", source)
             return
         data = view[:size]

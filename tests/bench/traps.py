@@ -55,11 +55,12 @@ FULL = Params(traps=50, polls=6, poll_interval=10.0, flood_seconds=10.0)
 QUICK = Params(traps=10, polls=2, poll_interval=4.0, flood_seconds=3.0)
 HEALTHY_GOAL_S = 0.05
 FLOOD_PHASES = (
-    ("idle (no flood)", 0, 0.0),
-    ("flood paced at 2,000 datagrams/s", 20, 0.01),
-    ("flood as fast as one sender goes", 64, 0.0),
+    ("idle (no flood)", 0, 0.0, False),
+    ("flood paced at 2,000 datagrams/s", 20, 0.01, False),
+    ("flood as fast as one sender goes", 64, 0.0, False),
+    ("right community: 8 KB traps of 200 varbinds, 200/s", 2, 0.01, True),
 )
-"""(name, datagrams per tick, tick in s): ticks of 0 s send without pause."""
+"""(name, datagrams per tick, tick in s (0: no pause), with the right community)."""
 
 
 @dataclass
@@ -74,6 +75,8 @@ class FloodPhase:
     traps_matched: int
     drops: dict[str, float]
     kernel_drops: int
+    decoded_junk: int = 0
+    """The flood's datagrams that passed screening and were decoded (unmatched traps)."""
 
 
 @dataclass
@@ -263,15 +266,17 @@ def _counters(page: str) -> dict[str, float]:
         reason: _sample(page, f'vigie_snmp_traps_dropped_total{{reason="{reason}"}} ')
         for reason in DROP_REASONS
     }
-    counters["matched"] = _sample(page, 'vigie_snmp_traps_received_total{result="matched"} ')
+    for result in ("matched", "unmatched"):
+        counters[result] = _sample(page, f'vigie_snmp_traps_received_total{{result="{result}"}} ')
     return counters
 
 
 async def _flood_phase(
-    phase: tuple[str, int, float], seconds: float, ports: tuple[int, int], agent: Snmpd
+    phase: tuple[str, int, float, bool], seconds: float, ports: tuple[int, int], agent: Snmpd
 ) -> FloodPhase:
     """Run one phase: healthy timed, flood (if any) and valid traps for `seconds`."""
-    name, per_tick, tick = phase
+    name, per_tick, tick, valid = phase
+    community = agent.community if valid else None
     web, traps = ports
     url = f"http://127.0.0.1:{web}/metrics"
     async with aiohttp.ClientSession() as session:
@@ -281,7 +286,7 @@ async def _flood_phase(
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
         )
-        flood = await start_flood(traps, 10**9, per_tick, tick) if per_tick else None
+        flood = await start_flood(traps, 10**9, per_tick, tick, community) if per_tick else None
         sent_traps = 0
         end = time.monotonic() + seconds
         while time.monotonic() < end:
@@ -304,6 +309,7 @@ async def _flood_phase(
         traps_matched=int(after["matched"] - before["matched"]),
         drops={r: after[r] - before[r] for r in DROP_REASONS},
         kernel_drops=_kernel_drops(traps) - kernel,
+        decoded_junk=int(after["unmatched"] - before["unmatched"]),
     )
 
 
@@ -386,6 +392,8 @@ def _render_flood(phases: list[FloodPhase]) -> list[str]:
         worst = max(h) if h else float("nan")
         met = "met" if worst < HEALTHY_GOAL_S else "**missed**"
         drops = ", ".join(f"{r} {v:.0f}" for r, v in ph.drops.items() if v) or "-"
+        if ph.decoded_junk:
+            drops += f"; decoded {ph.decoded_junk}"
         rows.append(
             f"| {ph.name} | {ph.sent / ph.seconds:,.0f}/s | {len(h)} | "
             f"{_ms(statistics.median(h)) if h else '-'} | {_ms(_pct(h, 0.99)) if h else '-'} | "
