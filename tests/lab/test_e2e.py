@@ -10,7 +10,6 @@ dell-isilon-fast, its `for` durations 2 s). A page is an alert Alertmanager hold
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -165,11 +164,28 @@ def _rows(body: Any, key: str) -> list[dict[str, Any]]:
 
 
 async def _settle(h: Hospital, run: ScenarioRun, extra: float) -> None:
-    """Wait for the scenario's last step, then `extra` seconds of checks and evaluations."""
+    """Wait until the daemon has watched the world for `extra` seconds after the scenario's
+    last step and acted on it all the way, so late failures had every chance to add a page:
+    every check reported since, the health engine evaluated after those reports (and handed
+    the result to alerting), Vigie's outbox is drained and Alertmanager flushed every alert it
+    holds since it last received one. The assertion that follows is that they added none.
+    """
     await wait_for(lambda: run.finished, "the scenario's last step", within=30)
-    await asyncio.sleep(
-        extra
-    )  # let late failures be observed: the assertion is that they add no page
+    since = run.applied[-1][0] + extra
+
+    def observed() -> bool:
+        """True once every check reported after `since` and an evaluation followed."""
+        latest = [h.daemon.store.latest(cid) for cid in h.daemon.scheduler.plan]
+        stamps = [r.timestamp for r in latest if r is not None]
+        if len(stamps) < len(latest) or min(stamps) < since:
+            return False
+        return h.daemon.health.engine.snapshot.at >= max(stamps)
+
+    await wait_for(observed, f"every check reporting {extra:g}s after the last step", within=60)
+    alerts = h.daemon.alerts
+    assert alerts is not None
+    await wait_for(lambda: sum(alerts.queued().values()) == 0, "Vigie's outbox drained")
+    await wait_for(lambda: h.am.settled(h.session), "Alertmanager to act on the alerts it holds")
 
 
 async def test_power_cut_pages_once_for_the_site_with_its_applications(hospital: Hospital) -> None:
