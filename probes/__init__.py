@@ -7,6 +7,7 @@ __all__ = ["Check", "Probe", "ProbeContext", "ProbeLog", "ProbeRegistry", "defau
 
 def default_registry() -> ProbeRegistry:
     """Return a registry holding every shipped probe kind."""
+    from probes.dns import DnsProbe
     from probes.exporter import ExporterProbe
     from probes.hl7 import Hl7Probe
     from probes.http import HttpProbe
@@ -18,6 +19,7 @@ def default_registry() -> ProbeRegistry:
 
     return ProbeRegistry(
         [
+            DnsProbe(),
             ExporterProbe(),
             Hl7Probe(),
             HttpProbe(),
