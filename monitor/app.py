@@ -28,9 +28,10 @@ from monitor.health.history import StateHistory
 from monitor.health.maintenance import MaintenanceBook
 from monitor.health.metrics import HealthCollector
 from monitor.health.persist import HealthStateStore
-from monitor.health.runner import HealthRunner
+from monitor.health.runner import HealthRunner, HealthRunnerMetrics
 from monitor.probe_state import ProbeStateFile
 from monitor.results import ResultStore, bound_text
+from monitor.runtime_metrics import register_runtime_collectors
 from monitor.scheduler import Scheduler, SchedulerMetrics
 from monitor.statedir import StateDirMonitor
 from monitor.systemd import SystemdNotifier, watchdog_loop
@@ -59,6 +60,7 @@ class Daemon:
         self.notifier = notifier or SystemdNotifier.from_env({})
         self.log = logger if logger is not None else structlog.get_logger()
         self.own_registry = CollectorRegistry()
+        register_runtime_collectors(self.own_registry)  # process_cpu_seconds_total and the like
         self.store = ResultStore()
         self.exposition = Exposition(self.own_registry)
         self.store.subscribe(self.exposition.update)
@@ -126,6 +128,7 @@ class Daemon:
             persist=persist,
             maintenance=MaintenanceBook(config.maintenance),
             logger=self.log,
+            metrics=HealthRunnerMetrics(self.own_registry),
         )
         self.store.subscribe(self.health.on_result)
         # State changes for the status page's timelines and the recovery board, kept in the

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from monitor.runtime_metrics import runtime_metric_names
 from probes.snmp_profiles import SHIPPED_PROFILE_DIR, family_names, load_profile_dirs
 from tests.conftest import require_binary
 
@@ -38,6 +39,7 @@ def known_metrics() -> set[str]:
         names.update(re.findall(r"[\"']((?:vigie|probe)_[a-z0-9_]+)", source.read_text()))
     rules = yaml.safe_load((DEPLOY / "prometheus" / "vigie-rules.yml").read_text())
     names.update(r["record"] for g in rules["groups"] for r in g["rules"] if "record" in r)
+    names.update(runtime_metric_names())  # process_* and python_* from client_python
     names.add("up")
     return names
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from typing import Any
 
 import structlog
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from monitor.health.engine import HealthEngine, Snapshot
 from monitor.health.maintenance import MaintenanceBook
@@ -15,6 +17,27 @@ from monitor.health.persist import HealthStateStore
 from monitor.results import ProbeResult
 
 Publisher = Callable[[Snapshot], None]
+
+EVALUATION_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+
+
+class HealthRunnerMetrics:
+    """How often the health model is evaluated and what each pass costs, on the registry given."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.evaluations = Counter(
+            "vigie_health_evaluations_total",
+            "Health evaluation passes (evaluate, persist, publish), failed ones included.",
+            registry=registry,
+        )
+        self.seconds = Histogram(
+            "vigie_health_evaluation_seconds",
+            "Duration of a health evaluation pass (evaluate, persist, publish).",
+            buckets=EVALUATION_BUCKETS,
+            registry=registry,
+        )
 
 
 class HealthRunner:
@@ -31,8 +54,10 @@ class HealthRunner:
         min_period: float = 0.2,
         tick: float = 1.0,
         logger: Any = None,
+        metrics: HealthRunnerMetrics | None = None,
     ) -> None:
         self.engine = engine
+        self._metrics = metrics if metrics is not None else HealthRunnerMetrics(CollectorRegistry())
         self._log = logger if logger is not None else structlog.get_logger()
         self._ready = ready
         self._publish = publish
@@ -56,15 +81,20 @@ class HealthRunner:
         self._dirty.set()
 
     def evaluate(self) -> Snapshot:
-        """Evaluate now, persist, publish; return the snapshot."""
-        self.engine.maintenance = self.maintenance.active(self.engine.clock())
-        snapshot = self.engine.evaluate()
-        self.evaluations += 1
-        if self._persist is not None:
-            self._persist.save(*self.engine.durable_state())
-        if self._publish is not None:
-            self._publish(snapshot)
-        return snapshot
+        """Evaluate now, persist, publish; return the snapshot. Each pass is counted and timed."""
+        started = time.perf_counter()
+        try:
+            self.engine.maintenance = self.maintenance.active(self.engine.clock())
+            snapshot = self.engine.evaluate()
+            self.evaluations += 1
+            if self._persist is not None:
+                self._persist.save(*self.engine.durable_state())
+            if self._publish is not None:
+                self._publish(snapshot)
+            return snapshot
+        finally:
+            self._metrics.evaluations.inc()
+            self._metrics.seconds.observe(time.perf_counter() - started)
 
     async def run(self) -> None:
         """Wait for the first round of checks (no verdict on no data), then evaluate on change."""

@@ -503,7 +503,10 @@ def _ref(daemon: Daemon, cid: str, snap: Snapshot) -> dict[str, Any]:
 def _html(
     request: web.Request, template: str, /, http_status: int = 200, **context: Any
 ) -> web.Response:
-    text = request.app[PAGES_KEY].render(template, **context)
+    # Every page tells the crisis cell when Vigie itself runs degraded (state_dir unwritable).
+    monitor = getattr(request.app[DAEMON_KEY], "state_dir", None)
+    notice = monitor.summary() if monitor is not None else None
+    text = request.app[PAGES_KEY].render(template, vigie_notice=notice, **context)
     return web.Response(text=text, status=http_status, content_type="text/html", charset="utf-8")
 
 

@@ -380,6 +380,8 @@ async def test_daemon_pages_while_the_disk_is_full_and_loses_nothing(
         status, body = await get(session, daemon, "/-/healthy")
         assert status == 200 and "Degraded: state_dir" in body and str(state) in body
         assert "no space left on device" in body
+        status, page = await get(session, daemon, "/")
+        assert status == 200 and "Vigie runs degraded, state_dir: cannot write" in page
         reg = daemon.own_registry
         assert failures(reg, "outbox") >= 1 and degraded(reg) == 1
         # Detection goes on: a second failure while the disk is still full is paged too.
@@ -396,6 +398,7 @@ async def test_daemon_pages_while_the_disk_is_full_and_loses_nothing(
         )
         status, body = await get(session, daemon, "/-/healthy")
         assert (status, body) == (200, "Healthy.\n")
+        assert "Vigie runs degraded" not in (await get(session, daemon, "/"))[1]
         on_disk = sqlite3.connect(f"{(state / 'outbox.sqlite').as_uri()}?mode=ro", uri=True)
         active = [Alert.from_json(a) for (a,) in on_disk.execute("SELECT alert FROM active")]
         on_disk.close()
