@@ -191,6 +191,8 @@ class StateDirMonitor:
             self.failures.labels(store=store)
         self.degraded.labels(reason="state_dir").set(0)
         self._problems: dict[str, StateProblem] = {}
+        self._episode: float | None = None
+        """When the current run of failures began (the self-incident's start), None if none."""
         self._logged_at: dict[str, float] = {}
         self._unlogged: dict[str, int] = {}
 
@@ -203,6 +205,8 @@ class StateDirMonitor:
         since = old.since if old is not None and old.path == path else now
         problem = StateProblem(store, path, cause, fix, bound_text(str(error), 200), since)
         self._problems[store] = problem
+        if self._episode is None:
+            self._episode = now
         self.degraded.labels(reason="state_dir").set(1)
         last = self._logged_at.get(store)
         if last is not None and now - last < self._log_every and old is not None:
@@ -234,6 +238,7 @@ class StateDirMonitor:
             unlogged=self._unlogged.pop(store, 0),
         )
         if not self._problems:
+            self._episode = None
             self.degraded.labels(reason="state_dir").set(0)
 
     @property
@@ -280,7 +285,9 @@ class StateDirMonitor:
                     "description": description[:4000],
                     "fix": first.fix,
                 },
-                starts_at=datetime.fromtimestamp(first.since, UTC),
+                # One start per episode: a store recovering while another still fails must not
+                # move it (Alertmanager would see a changed alert).
+                starts_at=datetime.fromtimestamp(self._episode or first.since, UTC),
                 generator_url=self._url,
             )
         ]

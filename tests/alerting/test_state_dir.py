@@ -568,3 +568,23 @@ def test_outbox_locked_by_another_process_runs_in_memory_then_writes_back(
     again = Outbox(path)
     assert [r.alert.key for r in again.pending(AM, 10)] == ["incident:while-locked"]
     again.close()
+
+
+def test_self_incident_keeps_its_start_while_stores_come_and_go(tmp_path: Path) -> None:
+    """The self-incident starts when the first store fails and keeps that start while other
+    stores fail and recover; it is gone only when every store writes again."""
+    now = [1000.0]
+    monitor = StateDirMonitor(
+        tmp_path, CollectorRegistry(), logger=structlog.get_logger(), clock=lambda: now[0]
+    )
+    full = OSError(errno.ENOSPC, "No space left on device")
+    monitor.failed("outbox", tmp_path / "outbox.sqlite", full)
+    now[0] += 10
+    monitor.failed("health", tmp_path / "health.sqlite", full)
+    (first,) = monitor.alerts()
+    monitor.ok("outbox")
+    (second,) = monitor.alerts()
+    assert first.starts_at == second.starts_at and first.starts_at.timestamp() == 1000.0
+    assert str(tmp_path / "health.sqlite") in second.annotations["summary"]
+    monitor.ok("health")
+    assert monitor.alerts() == [] and monitor.summary() is None
