@@ -255,7 +255,13 @@ class StateDirMonitor:
         problems = self.problems()
         if not problems:
             return None
-        return "; ".join(p.text() for p in problems)
+        paths: dict[tuple[str, str], list[str]] = {}
+        for p in problems:  # the same cause and fix once, with every path it concerns
+            paths.setdefault((p.cause, p.fix), []).append(str(p.path))
+        return "; ".join(
+            f"cannot write {', '.join(names)}: {cause}. Fix: {fix}"
+            for (cause, fix), names in paths.items()
+        )
 
     def alerts(self) -> list[Alert]:
         """Return the self-incident to page while state cannot be written (else nothing)."""

@@ -582,6 +582,12 @@ def test_self_incident_keeps_its_start_while_stores_come_and_go(tmp_path: Path) 
     now[0] += 10
     monitor.failed("health", tmp_path / "health.sqlite", full)
     (first,) = monitor.alerts()
+    summary = monitor.summary()
+    assert summary is not None and summary.count("Fix:") == 1, "one cause, said once"
+    assert summary.startswith(
+        f"cannot write {tmp_path / 'outbox.sqlite'}, {tmp_path / 'health.sqlite'}: "
+        "no space left on device. Fix: free space"
+    )
     monitor.ok("outbox")
     (second,) = monitor.alerts()
     assert first.starts_at == second.starts_at and first.starts_at.timestamp() == 1000.0
