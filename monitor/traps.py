@@ -432,8 +432,8 @@ class TrapReceiver:
         self._users: frozenset[bytes] = frozenset()
         self._backlog = 0
         self._backlog_lock = threading.Lock()
-        # Touched on the decoding thread only:
         self._thread: _EngineThread | None = None
+        # Touched on the decoding thread only:
         self._engine: Any = None
         self._receiver: Any = None
         self._transport: Any = None
