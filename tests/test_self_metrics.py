@@ -14,10 +14,14 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from monitor.health.runner import EVALUATION_BUCKETS
+from monitor.config import load_config
+from monitor.health.engine import Snapshot, build_engine
+from monitor.health.runner import EVALUATION_BUCKETS, HealthRunner, HealthRunnerMetrics
 from monitor.scheduler import LAG_BUCKETS
+from probes import default_registry
 from probes.base import Check, ProbeRegistry
 from probes.http import HttpProbe, make_session
 from tests.conftest import free_port, require_binary
@@ -300,3 +304,39 @@ def test_buckets_tell_2ms_from_20ms() -> None:
         below = [b for b in buckets if b < 0.025]
         assert len(below) >= 5, below
     assert {0.002, 0.005, 0.01, 0.02} <= set(LAG_BUCKETS)
+
+
+def test_health_passes_are_counted_and_timed_failed_ones_included(tmp_path: Path) -> None:
+    """Each HealthRunner pass adds one to vigie_health_evaluations_total and one observation
+    of its duration, a pass that fails (here its publisher raises) included."""
+    config = tmp_path / "vigie.yaml"
+    config.write_text(
+        "sites: [{id: nord, name: Nord}]\n"
+        "checks:\n  - {id: up, kind: http, target: 'http://127.0.0.1:9/ok'}\n"
+        "components:\n  - {id: portal, kind: application, site: nord, checks: [up]}\n"
+    )
+    loaded = load_config(config, default_registry(), env={})
+    published: list[Snapshot] = []
+
+    def publish(snapshot: Snapshot) -> None:
+        """Keep the first snapshot; fail on the next, as a broken alerting side would."""
+        if published:
+            raise RuntimeError("alerting side broken")
+        published.append(snapshot)
+
+    own = CollectorRegistry()
+    runner = HealthRunner(
+        build_engine(loaded.config, loaded.plan),
+        asyncio.Event(),
+        publish=publish,
+        metrics=HealthRunnerMetrics(own),
+    )
+    assert own.get_sample_value("vigie_health_evaluations_total") == 0.0
+    runner.evaluate()
+    with pytest.raises(RuntimeError, match="alerting side broken"):
+        runner.evaluate()
+    assert own.get_sample_value("vigie_health_evaluations_total") == 2.0
+    assert own.get_sample_value("vigie_health_evaluation_seconds_count") == 2.0
+    spent = own.get_sample_value("vigie_health_evaluation_seconds_sum")
+    assert spent is not None and spent > 0
+    assert len(published) == 1  # the second pass failed, and was still counted
