@@ -216,7 +216,7 @@ async def test_inform_is_acknowledged(harness: Harness, version: str) -> None:
     args = ["-t", "2", "-r", "0", *auth, harness.address, "", ON_BATTERY]
     rc, out = await send(*args, binary=SNMPINFORM)
     assert rc == 0, f"INFORM not acknowledged: {out}"
-    assert harness.count("matched") == 1
+    await wait_for(lambda: harness.count("matched") == 1, "the INFORM applied")  # thread hop
     assert harness.on_battery("ups-a") == 1.0
 
 
@@ -350,10 +350,7 @@ async def test_daemon_shows_a_ups_on_battery_within_a_second_then_repolls(
                     page = await scrape(session, port)
                     return metric_line(page, "ups_on_battery{") is not None
 
-                end = time.monotonic() + 10
-                while not await polled():
-                    assert time.monotonic() < end, "first poll did not show up"
-                    await asyncio.sleep(0.05)
+                await wait_for(polled, "the first poll")
                 assert (metric_line(page, "ups_on_battery{") or "").endswith(" 0")
                 agent.set_ups(UPS_ON_BATTERY)
                 sent = time.monotonic()
@@ -361,28 +358,27 @@ async def test_daemon_shows_a_ups_on_battery_within_a_second_then_repolls(
                     "-v2c", "-c", agent.community, f"127.0.0.1:{daemon.traps.port}", "", ON_BATTERY
                 )
                 assert rc == 0, out
-                while not (
-                    metric_line(await scrape(session, port), "ups_on_battery{") or ""
-                ).endswith(" 1"):
-                    assert time.monotonic() - sent < 1.0, "trap not in /metrics within 1 s"
-                    await asyncio.sleep(0.01)
-                # Only a poll can set upsOutputSource: the re-poll the trap asked for.
-                battery = 'ups_output_source{check="ups-nord"'
-                end = time.monotonic() + 5
-                while True:
+
+                async def on_battery() -> bool:
+                    nonlocal page
                     page = await scrape(session, port)
-                    line = next(
-                        (
-                            ln
-                            for ln in page.splitlines()
-                            if ln.startswith(battery) and 'state="battery"' in ln
-                        ),
-                        "",
+                    return (metric_line(page, "ups_on_battery{") or "").endswith(" 1")
+
+                left = 1.0 - (time.monotonic() - sent)  # 1 s from the send, snmptrap included
+                await wait_for(on_battery, "the trap in /metrics within 1 s", left, every=0.01)
+
+                # Only a poll can set upsOutputSource: the re-poll the trap asked for.
+                async def confirmed() -> bool:
+                    nonlocal page
+                    page = await scrape(session, port)
+                    return any(
+                        ln.startswith('ups_output_source{check="ups-nord"')
+                        and 'state="battery"' in ln
+                        and ln.endswith(" 1")
+                        for ln in page.splitlines()
                     )
-                    if line.endswith(" 1"):
-                        break
-                    assert time.monotonic() < end, f"no re-poll confirmed the battery: {line!r}"
-                    await asyncio.sleep(0.05)
+
+                await wait_for(confirmed, "a re-poll confirming the battery", 5.0)
                 assert (metric_line(page, "ups_on_battery{") or "").endswith(" 1")
                 assert metric_line(page, "vigie_snmp_trap_repolls_total") == (
                     "vigie_snmp_trap_repolls_total 1.0"
