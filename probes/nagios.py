@@ -367,16 +367,28 @@ class _Run:
 
 async def run_plugin(argv: Sequence[str], env: dict[str, str], limit: int) -> _Run:
     """Run argv to completion with bounded output; on cancel kill its process group and reap it."""
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-        cwd="/",
-        start_new_session=True,  # its own process group, killed as a whole on timeout
-        close_fds=True,
+    spawn = asyncio.ensure_future(
+        asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+            cwd="/",
+            start_new_session=True,  # its own process group, killed as a whole on timeout
+            close_fds=True,
+        )
     )
+    try:
+        # Shielded: cancelled mid-spawn, asyncio would kill the plugin alone and wait for its
+        # pipes, which its children keep open (a timeout under load overran by their runtime).
+        proc = await asyncio.shield(spawn)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            started = await spawn
+            _kill_group(started.pid)
+            await asyncio.wait_for(started.wait(), _REAP_GRACE)
+        raise
     try:
         (out, out_dropped), (err, _), code = await asyncio.gather(
             _read_bounded(proc.stdout, limit), _read_bounded(proc.stderr, limit), proc.wait()

@@ -27,6 +27,7 @@ from probes.nagios import (
 )
 from tests.conftest import require_binary
 from tests.probes.conftest import make_check, refused_port, sample, serve_http, serve_tcp
+from tests.waiting import wait_for
 
 PLUGINS = "/usr/lib/nagios/plugins"
 
@@ -62,25 +63,12 @@ def dead(pid: int) -> bool:
         return True
 
 
-async def wait_dead(pid: int, deadline: float = 5.0) -> bool:
-    """Wait until pid no longer runs (a zombie of another parent counts as dead)."""
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        if dead(pid):
-            return True
-        await asyncio.sleep(0.02)
-    return False
-
-
-async def wait_gone(pid: int, deadline: float = 5.0) -> bool:
-    """Wait until no process (not even a zombie) has this pid; return whether it went."""
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        try:
-            os.kill(pid, 0)  # succeeds on a zombie too
-        except ProcessLookupError:
-            return True
-        await asyncio.sleep(0.02)
+def gone(pid: int) -> bool:
+    """Return whether no process (not even a zombie) has this pid."""
+    try:
+        os.kill(pid, 0)  # succeeds on a zombie too
+    except ProcessLookupError:
+        return True
     return False
 
 
@@ -237,17 +225,30 @@ async def test_timeout_kills_the_process_group(
 ) -> None:
     """On timeout the plugin and its child are killed and reaped: no process nor zombie left."""
     pids = tmp_path / "pids"
-    script = f"/bin/sleep 30 & echo $$ $! > {pids}; wait"
+    script = f"/bin/sleep 30 & echo $$ $! > {pids}.tmp; mv {pids}.tmp {pids}; wait"
     check = make_check(probe, "localhost", command=sh(script))
-    started = time.monotonic()
-    with pytest.raises(TimeoutError):
-        async with asyncio.timeout(1.0):
-            await probe(check, ctx)
-    assert time.monotonic() - started < 3
+    loop = asyncio.get_running_loop()
+    deadlines: list[asyncio.Timeout] = []
+
+    async def scheduled() -> ProbeResult:
+        """The scheduler's way to run a check: under asyncio.timeout."""
+        async with asyncio.timeout(None) as deadline:
+            deadlines.append(deadline)
+            return await probe(check, ctx)
+
+    task = asyncio.ensure_future(scheduled())
+    try:
+        await wait_for(pids.exists, "the plugin and its child to start")
+        deadlines[0].reschedule(loop.time())  # the check's timeout expires now
+        await wait_for(task.done, "the run to end once its timeout expired", within=5)
+        assert isinstance(task.exception(), TimeoutError)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
     leader, child = (int(p) for p in pids.read_text().split())
-    assert await wait_gone(leader), "plugin process left behind (or a zombie not reaped)"
+    await wait_for(lambda: gone(leader), "the plugin process reaped (no zombie left)")
     # The child was re-parented to init when the plugin died: init reaps it, not Vigie.
-    assert await wait_dead(child), "plugin's child left running"
+    await wait_for(lambda: dead(child), "the plugin's child killed")
 
 
 async def test_sleeping_plugin_under_scheduler_like_timeout(
