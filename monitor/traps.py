@@ -788,6 +788,9 @@ class TrapReceiver:
             elif self._counters(_AUTH_COUNTERS) > auth_failed:
                 reason = "user" if header.version == 3 else "community"
                 fields = self._v3_fields(header) if header.version == 3 else {}
+            elif header.version != 3 or header.user:  # not an engine ID discovery
+                # pysnmp dropped it without a word: still counted, so every datagram is.
+                reason, fields = "malformed", {"error": "dropped by the SNMP engine"}
         if reason is not None:
             drop = functools.partial(self._drop, reason, current.source, **fields)
             self._loop.call_soon_threadsafe(drop)
