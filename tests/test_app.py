@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -22,27 +23,48 @@ from tests.waiting import wait_for_sync
 
 
 class Notifications:
-    """A unix datagram socket standing in for systemd's NOTIFY_SOCKET (a real socket)."""
+    """A unix datagram socket standing in for systemd's NOTIFY_SOCKET (a real socket).
+
+    A thread reads it as systemd does, at once: a unix datagram queue holds about ten
+    messages, and a reader that only drains when asked would make the daemon's later
+    messages (STOPPING=1 after many watchdog pings) fail with EAGAIN.
+    """
 
     def __init__(self, path: Path) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(str(path))
-        self.sock.setblocking(False)
+        self.sock.settimeout(0.05)
         self.received: list[tuple[float, str]] = []
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._reader = threading.Thread(target=self._read, name="notify-reader", daemon=True)
+        self._reader.start()
 
-    def seen(self, message: str, count: int = 1) -> bool:
-        """Read the datagrams queued so far; return whether `count` of them contain message."""
-        while True:
+    def _read(self) -> None:
+        while not self._closed.is_set():
             try:
                 data = self.sock.recv(4096)
-            except BlockingIOError:
-                break
-            self.received.append((time.monotonic(), data.decode()))
-        return sum(message in m for _, m in self.received) >= count
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with self._lock:
+                self.received.append((time.monotonic(), data.decode()))
+
+    def seen(self, message: str, count: int = 1) -> bool:
+        """Return whether `count` of the datagrams received so far contain message."""
+        with self._lock:
+            return sum(message in m for _, m in self.received) >= count
 
     def wait_for(self, message: str, count: int = 1) -> None:
         """Wait until `count` datagrams contain message, or fail naming it."""
         wait_for_sync(lambda: self.seen(message, count), f"{count} {message!r} from the daemon")
+
+    def close(self) -> None:
+        """Stop the reader and close the socket."""
+        self._closed.set()
+        self._reader.join(timeout=5)
+        self.sock.close()
 
 
 def fetch(url: str) -> str:
@@ -88,7 +110,7 @@ def running(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Notificat
             proc.kill()
             proc.wait()
         log.close()
-        notes.sock.close()
+        notes.close()
 
 
 def events(tmp_path: Path) -> list[dict[str, object]]:
