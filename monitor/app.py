@@ -29,6 +29,7 @@ from monitor.health.maintenance import MaintenanceBook
 from monitor.health.metrics import HealthCollector
 from monitor.health.persist import HealthStateStore
 from monitor.health.runner import HealthRunner, HealthRunnerMetrics
+from monitor.ondemand import OnDemandGate, OnDemandMetrics
 from monitor.probe_state import ProbeStateFile
 from monitor.results import ResultStore, bound_text
 from monitor.runtime_metrics import register_runtime_collectors
@@ -83,6 +84,9 @@ class Daemon:
             max_concurrency=sched.max_concurrency,
             per_host_concurrency=sched.per_host_concurrency,
             logger=self.log,
+            ondemand=OnDemandGate(
+                OnDemandMetrics(self.own_registry), rate=sched.ondemand_rate, logger=self.log
+            ),
         )
         config = loaded.config
         # Every store in state_dir reports its writes here: a refused write keeps the state in
@@ -122,7 +126,7 @@ class Daemon:
             self._notifier = IncidentNotifier(self.alerts, url=config.alerting.external_url or "")
         self._alert_task: asyncio.Task[None] | None = None
         self.health = HealthRunner(
-            build_engine(config, loaded.plan, logger=self.log),
+            build_engine(config, loaded.plan, logger=self.log, run_now=self.scheduler.run_now),
             self.scheduler.first_round_done,
             publish=self._publish,
             persist=persist,
@@ -305,7 +309,9 @@ class Daemon:
         if (old.sites, old.components, old.health) == (new.sites, new.components, new.health):
             engine.set_plan(loaded.plan, rules_of(new))
         else:
-            fresh = build_engine(new, loaded.plan, logger=self.log)
+            fresh = build_engine(
+                new, loaded.plan, logger=self.log, run_now=self.scheduler.run_now
+            )
             fresh.restore(*engine.durable_state())
             self.health.engine = fresh
         self.health.maintenance.set_config(new.maintenance)

@@ -251,6 +251,12 @@ class SchedulerSettings(_Strict):
     max_concurrency: int = Field(1024, gt=0, description="Probes running at once, in all.")
     per_host_concurrency: int = Field(8, gt=0, description="Probes running at once per host.")
     drain_timeout: Duration = Field(10.0, description="On stop, time left to in-flight probes.")
+    ondemand_rate: float = Field(
+        50.0,
+        gt=0,
+        description="On-demand runs a second at most (the health engine's active confirmation);"
+        " beyond it, scheduled runs decide (health.confirm_max at most).",
+    )
 
 
 def _hex_engine_id(value: str) -> str:

@@ -14,6 +14,7 @@ import aiohttp
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from monitor.ondemand import OnDemandGate
 from monitor.results import ProbeResult, ResultStore, bound_text
 from probes.base import Check, ProbeContext, ProbeLog, ProbeRegistry
 
@@ -122,8 +123,10 @@ class Scheduler:
         per_host_concurrency: int = 8,
         clock: Clock = time.monotonic,
         logger: Any = None,
+        ondemand: OnDemandGate | None = None,
     ) -> None:
         self._registry = registry
+        self._ondemand = ondemand
         self._store = store
         self._session = session
         self._metrics = metrics
@@ -226,6 +229,17 @@ class Scheduler:
             return False
         wake.set()
         return True
+
+    def run_now(self, check_id: str, reason: str) -> bool:
+        """Run a check now for the health engine, if the on-demand gate grants it (bounded)."""
+        check = self._plan.get(check_id)
+        if check is None or check_id not in self._wake:
+            return False
+        if self._ondemand is not None and not self._ondemand.allow(
+            check_id, check.timeout, reason
+        ):
+            return False
+        return self.trigger(check_id)
 
     def _record(self, check: Check, result: ProbeResult) -> None:
         previous = self._store.latest(check.id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +28,10 @@ from monitor.results import ProbeResult, Sample
 from probes.base import Check
 
 Clock = Callable[[], float]
+RunNow = Callable[[str, str], bool]
+"""(check id, reason) -> True when granted: the scheduler's bounded on-demand run."""
 APPLICATION_KINDS = frozenset({"application", "business_service"})
+POWER_KINDS = frozenset({"ups", "pdu"})
 
 
 # --- Rules on checks -------------------------------------------------------------------------
@@ -90,6 +94,7 @@ class CheckHealth:
     check: Check
     trackers: list[RuleTracker]
     last_result: float | None = None
+    taken: float | None = None  # when the last result's run began (arrival minus duration)
     samples: tuple[Sample, ...] = ()
     cached: tuple[State, list[str]] | None = None
     cached_until: float = 0.0
@@ -201,6 +206,17 @@ class Topology:
             cid: [*c.depends_on, *c.powered_by] for cid, c in self.components.items()
         }
         self.order = self._order()
+        # Each dependency as (members, how many must be healthy), built once for evaluate.
+        self.groups: dict[str, list[tuple[tuple[str, ...], int]]] = {
+            cid: [
+                (
+                    tuple(dependency_members(d)),
+                    min(d.need if isinstance(d, AnyOf) else 1, len(dependency_members(d))),
+                )
+                for d in deps
+            ]
+            for cid, deps in self.deps.items()
+        }
         self.dependents: dict[str, list[str]] = collections.defaultdict(list)
         for cid, deps in self.deps.items():
             for dep in deps:
@@ -290,8 +306,21 @@ class HealthEngine:
         confirm_max: float = 60.0,
         clock: Clock = time.time,
         logger: Any = None,
+        run_now: RunNow | None = None,
     ) -> None:
         self.topology = topology
+        self.run_now = run_now
+        # Active confirmation: when what a component depends on last changed state (a result
+        # taken before that is stale for it), when each datacenter showed a sign of power
+        # loss, and which incidents have had their deciding checks asked for.
+        self._dep_change: dict[str, float] = {}
+        self._power_sign: dict[str, float] = {}
+        self._asked: set[str] = set()
+        self._recovered: set[str] = set()
+        self._power_members = {
+            dc: [c for c in members if topology.components[c].kind in POWER_KINDS]
+            for dc, members in topology.members.items()
+        }
         self.stale_intervals = stale_intervals
         self.flap_changes = flap_changes
         self.flap_window = flap_window
@@ -315,6 +344,7 @@ class HealthEngine:
             collections.deque
         )
         self._failing_since: dict[str, float] = {}
+        self._explained: set[str] = set()  # failing now, explained by a dependency meanwhile
         self._incident_start: dict[str, float] = {}
         self.snapshot = Snapshot(0.0, {}, {}, {})
 
@@ -381,6 +411,7 @@ class HealthEngine:
             return False
         now = self.clock()
         health.last_result = now
+        health.taken = now - min(max(result.duration, 0.0), health.check.timeout)
         health.cached = None
         health.samples = tuple(result_samples(result))
         for tracker in health.trackers:
@@ -396,6 +427,10 @@ class HealthEngine:
 
     def _own_state(self, cid: str, now: float) -> tuple[State, list[str]]:
         """Worst state of the component's checks; UNKNOWN only when none of them is known."""
+        ids = self.component_checks.get(cid, ())
+        if len(ids) == 1:  # the common case, without the merging
+            state, why = self.checks[ids[0]].state(now, self.stale_intervals)
+            return state, (list(why) if state is not State.OK else [])
         own = State.OK
         known = False
         reasons: list[str] = []
@@ -413,25 +448,42 @@ class HealthEngine:
             return State.UNKNOWN, stale
         return own, reasons
 
-    def _flapping(self, cid: str, failing: bool, now: float) -> bool:
-        """Count failing/not-failing changes in the window; True while there are too many."""
+    def _stale(self, cid: str) -> bool:
+        """True when a check of cid has no result taken since its dependencies last changed."""
+        changed = self._dep_change.get(cid)
+        if changed is None:
+            return False
+        for check_id in self.component_checks.get(cid, ()):
+            taken = self.checks[check_id].taken
+            if taken is None or taken < changed:
+                return True
+        return False
+
+    def _flapping(self, cid: str, failing: bool, explained: bool, now: float) -> bool:
+        """Count failing/not-failing changes in the window; True while there are too many.
+
+        A failure that its dependencies explain (at any moment of it) is no flap: its changes
+        are taken back, so a component hit by two outages of its cause is not FLAPPING.
+        """
         changes = self._fail_changes[cid]
         was = cid in self._failing_since
         if failing != was:
-            changes.append(now)
             if failing:
+                changes.append(now)
                 self._failing_since[cid] = now
             else:
                 self._failing_since.pop(cid, None)
+                if cid in self._explained:
+                    self._explained.discard(cid)
+                else:
+                    changes.append(now)
+        if failing and explained and cid not in self._explained:
+            self._explained.add(cid)
+            with contextlib.suppress(ValueError):
+                changes.remove(self._failing_since[cid])
         while changes and now - changes[0] > self.flap_window:
             changes.popleft()
         return len(changes) >= self.flap_changes
-
-    def _dep_ok(self, dep: Dependency, states: Mapping[str, State]) -> bool:
-        members = dependency_members(dep)
-        need = dep.need if isinstance(dep, AnyOf) else 1
-        healthy = sum(1 for m in members if m in states and not states[m].failing)
-        return healthy >= min(need, len(members))
 
     def evaluate(self) -> Snapshot:
         """Recompute every component, site and incident now."""
@@ -441,18 +493,29 @@ class HealthEngine:
         owns: dict[str, State] = {}
         roots: dict[str, tuple[str, ...]] = {}
         reasons: dict[str, list[str]] = {}
+        failing: set[str] = set()
+        changed: set[str] = set()
+        groups = topo.groups
         for cid in topo.order:
             own, why = self._own_state(cid, now)
-            flapping = self._flapping(cid, own.failing, now)
+            if changed and any(m in changed for members, _ in groups[cid] for m in members):
+                self._dep_change[cid] = now  # its results so far predate this recovery
+            broken = [
+                members
+                for members, need in groups[cid]
+                if sum(1 for m in members if m in states and m not in failing) < need
+            ]
+            # Only a failure of its own counts as a flap: not one its dependencies explain,
+            # nor one seen in results older than their last change.
+            flapping = self._flapping(cid, own.failing, bool(broken) or self._stale(cid), now)
             if flapping:
                 own = State.FLAPPING  # held failing: no page storm while it flaps
                 why = [*why, "flapping: too many state changes"]
             owns[cid] = own
-            broken = [d for d in topo.deps[cid] if not self._dep_ok(d, states)]
             dep_roots: set[str] = set()
-            for dep in broken:
-                for member in dependency_members(dep):
-                    if member in states and states[member].failing:
+            for members in broken:
+                for member in members:
+                    if member in failing:
                         dep_roots.update(roots.get(member, ()))
             has_checks = bool(self.component_checks.get(cid))
             if broken and (own.failing or own is State.UNKNOWN or not has_checks):
@@ -462,6 +525,11 @@ class HealthEngine:
             else:
                 states[cid] = own
                 roots[cid] = (cid,) if own.failing else ()
+            if states[cid].failing:
+                failing.add(cid)
+            previous = self._since.get(cid)
+            if previous is not None and previous[0].failing and not states[cid].failing:
+                changed.add(cid)  # recovered: what depends on it must be seen again
             reasons[cid] = why
         components: dict[str, ComponentStatus] = {}
         for cid in topo.order:
@@ -500,11 +568,14 @@ class HealthEngine:
             if c.state is State.WARNING
             and not c.maintenance
             and f"site:{self.topology.dc[cid]}" not in incidents  # explained by the site's
+            and not self._power_pending(self.topology.dc[cid], now)  # maybe the site's soon
         }
         self.snapshot = Snapshot(now, components, incidents, sites, warnings)
         return self.snapshot
 
     def _in_maintenance(self, spec: ComponentSpec) -> bool:
+        if not self.maintenance:
+            return False
         return spec.id in self.maintenance or (
             spec.site is not None
             and (spec.site in self.maintenance or self.topology.dc[spec.id] in self.maintenance)
@@ -623,24 +694,105 @@ class HealthEngine:
         self._dep_checks[cid] = list(found)
         return self._dep_checks[cid]
 
+    def _ask(self, check_ids: Iterable[str], reason: str) -> None:
+        """Ask the scheduler to run these checks now (it may refuse: its budget is bounded)."""
+        if self.run_now is None:
+            return
+        for check_id in check_ids:
+            self.run_now(check_id, reason)
+
     def _confirm(self, key: str, root: str, started: float, now: float) -> bool:
-        """True once a root's dependencies are known healthy *after* it failed, or the bound
-        passed: a dependent failing a moment before its cause is seen is not paged as a root."""
+        """True once a root is known to be one, or health.confirm_max passed.
+
+        Known: its own checks have a result taken after the last change of what it depends
+        on (a dependent still failing from before its cause recovered is no root), and its
+        dependencies' checks have a result taken after it failed (a dependent failing a moment
+        before its cause is seen is no root). Missing results are asked for at once.
+        """
         if key in self._confirmed:
             return True
-        checks = [self.checks[c] for c in self._dependency_checks(root) if c in self.checks]
-        if self.confirm_max <= 0 or not checks:
+        own = [self.checks[c] for c in self.component_checks.get(root, ()) if c in self.checks]
+        deps = [self.checks[c] for c in self._dependency_checks(root) if c in self.checks]
+        changed = self._dep_change.get(root)
+        own_fresh = changed is None or all(c.taken is not None and c.taken >= changed for c in own)
+        if self.confirm_max <= 0 or (not deps and own_fresh):
             self._confirmed.add(key)  # no dependency: a UPS or a SAN array pages at once
             return True
         held = self._held_since.setdefault(key, now)
-        bound = min(self.confirm_max, max(c.check.interval + c.check.timeout for c in checks))
-        fresh = all(c.last_result is not None and c.last_result >= started for c in checks)
+        fresh = own_fresh and all(
+            c.last_result is not None and c.last_result >= started for c in deps
+        )
+        if not fresh and key not in self._asked:
+            self._asked.add(key)
+            self._ask((c.check.id for c in deps), "confirm")
+            if not own_fresh:
+                self._ask((c.check.id for c in own), "recheck")
+        # Without an answer, the scheduled runs bring one within interval + timeout.
+        bound = min(
+            self.confirm_max, max(c.check.interval + c.check.timeout for c in [*deps, *own])
+        )
         if not fresh and now - held < bound:
             return False
         self._confirmed.add(key)
         self._held_since.pop(key, None)
-        self.log.debug("incident_confirmed", incident=key, held_seconds=round(now - held, 3))
+        self.log.debug(
+            "incident_confirmed", incident=key, held_seconds=round(now - held, 3), fresh=fresh
+        )
         return True
+
+    def _power_signs(self, dc: str, components: Mapping[str, ComponentStatus]) -> float | None:
+        """Return when the first result showing power loss at dc arrived (None: no sign).
+
+        A sign: a UPS on battery, or a UPS or PDU failing.
+        """
+        first: float | None = None
+        for comp in self._power_members.get(dc, ()):
+            for check_id in self.component_checks.get(comp, ()):
+                health = self.checks[check_id]
+                if components[comp].own.failing or any(
+                    t.active and t.rule.name == "on_battery" for t in health.trackers
+                ):
+                    arrived = health.last_result or 0.0
+                    first = arrived if first is None else min(first, arrived)
+        return first
+
+    def _power_pending(self, dc: str, now: float) -> bool:
+        """True while a sign of power loss at dc waits for every power device there to answer."""
+        sign = self._power_sign.get(dc)
+        if sign is None:
+            return False
+        waiting = False
+        bound = 0.0
+        for comp in self._power_members.get(dc, ()):
+            for check_id in self.component_checks.get(comp, ()):
+                health = self.checks[check_id]
+                bound = max(bound, health.check.interval + health.check.timeout)
+                if health.last_result is None or health.last_result < sign:
+                    waiting = True
+        # Without an answer, the scheduled runs bring one within interval + timeout.
+        return waiting and now - sign < min(self.confirm_max, bound)
+
+    def _watch_power(self, dc: str, components: Mapping[str, ComponentStatus], now: float) -> bool:
+        """Follow power loss signs at dc: on the first, run every power device's check now.
+
+        Return True while the site roll-up waits for them: nothing there is paged meanwhile, so
+        a power cut is one page (the site's), never a UPS's first then a resolve.
+        """
+        first = self._power_signs(dc, components)
+        if first is None:
+            self._power_sign.pop(dc, None)
+            return False
+        if dc not in self._power_sign:
+            self._power_sign[dc] = first
+            self._ask(
+                (
+                    check_id
+                    for comp in self._power_members.get(dc, ())
+                    for check_id in self.component_checks.get(comp, ())
+                ),
+                "power",
+            )
+        return self._power_pending(dc, now)
 
     def _incidents(
         self, components: Mapping[str, ComponentStatus], now: float
@@ -648,12 +800,21 @@ class HealthEngine:
         topo = self.topology
         impacted_by = self._impacted_by(components)
         roots = [c for c in components.values() if c.roots == (c.id,)]
+        pending = {
+            site: self._watch_power(site, components, now)
+            for site in topo.sites
+            if not topo.sites[site].parent
+        }
         confirmed = {
-            r.id: self._confirm(
-                f"component:{r.id}",
-                r.id,
-                self._incident_start.get(f"component:{r.id}", r.since),
-                now,
+            r.id: (
+                f"component:{r.id}" in self._confirmed
+                if pending.get(topo.dc[r.id], False)
+                else self._confirm(
+                    f"component:{r.id}",
+                    r.id,
+                    self._incident_start.get(f"component:{r.id}", r.since),
+                    now,
+                )
             )
             for r in roots
         }
@@ -766,12 +927,37 @@ class HealthEngine:
         for key, incident in incidents.items():
             if self._open.get(key) is not incident:
                 self._last_seen[key] = now
+        self._recheck(incidents, components)
         self._open = dict(incidents)
         for store in (self._incident_start, self._last_seen, self._held_since):
             for key in [k for k in store if k not in incidents]:
                 del store[key]
         self._confirmed.intersection_update(incidents)
+        self._asked.intersection_update(incidents)
         return incidents
+
+    def _recheck(
+        self, incidents: Mapping[str, Incident], components: Mapping[str, ComponentStatus]
+    ) -> None:
+        """When a paged root recovers, run what it impacted now: their failed results are old.
+
+        Until a result taken after the recovery, none of them is confirmed as a root of its own.
+        """
+        for key, previous in self._open.items():
+            root = previous.root_cause
+            if not previous.confirmed or root not in components or key in self._recovered:
+                continue
+            if key not in incidents or not components[root].state.failing:
+                self._recovered.add(key)
+                self._ask(
+                    (c for comp in previous.impacted for c in self.component_checks.get(comp, ())),
+                    "recheck",
+                )
+        self._recovered.intersection_update(
+            k
+            for k, i in incidents.items()
+            if i.root_cause in components and components[i.root_cause].state.failing is False
+        )
 
     def _incident(
         self,
@@ -840,9 +1026,16 @@ def _profile_rules(check: Check) -> list[Rule]:
 
 
 def build_engine(
-    config: Any, plan: Mapping[str, Check], clock: Clock = time.time, logger: Any = None
+    config: Any,
+    plan: Mapping[str, Check],
+    clock: Clock = time.time,
+    logger: Any = None,
+    run_now: RunNow | None = None,
 ) -> HealthEngine:
-    """Build a health engine from a validated config (a ConfigBase) and its plan."""
+    """Build a health engine from a validated config (a ConfigBase) and its plan.
+
+    run_now is the scheduler's bounded on-demand run (active confirmation); None: passive.
+    """
     settings = config.health
     engine = HealthEngine(
         Topology(config.sites, config.components),
@@ -855,6 +1048,7 @@ def build_engine(
         confirm_max=settings.confirm_max,
         clock=clock,
         logger=logger,
+        run_now=run_now,
     )
     engine.set_plan(plan, rules_of(config))
     return engine

@@ -1,7 +1,8 @@
-"""A test hospital: 2 sites, 4 UPS, 2 SAN arrays, 20 servers and 40 applications, as config."""
+"""Test hospitals as config: a fixed small one, and generated ones of any size from a seed."""
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 APPS = [
@@ -92,3 +93,106 @@ def hospital(base_url: str = "http://127.0.0.1:9", interval: str = "1s") -> dict
         },
     ]
     return {"sites": sites, "components": comps, "checks": checks, "rules": rules}
+
+
+# --- Generated hospitals ---------------------------------------------------------------------
+
+GEN_INTERVALS = (5.0, 10.0, 15.0)
+GEN_TIMEOUT = 2.0
+
+
+def generated_hospital(
+    seed: int, *, rooms: int = 2, hypervisors: int = 24, vms_per_host: int = 2, apps: int = 240
+) -> dict[str, Any]:
+    """Return a config: 2 datacenters of `rooms` rooms, built at random from a seed.
+
+    Per room an A/B UPS pair, a PDU per UPS, a switch on both PDUs and `hypervisors` servers
+    (on the room's switch, the datacenter's SAN array and both PDUs). Per datacenter a SAN
+    array on the PDUs of its first room. VMs run on a random hypervisor; applications (tiers
+    1 to 4) need a VM, and one in three has a VM in the other datacenter too (any_of). Each
+    check has its own interval (5, 10 or 15 s). The defaults give 2 + 4 x (2+2+1+24) + 192 +
+    240 = 550 components. Same seed, same hospital.
+    """
+    rng = random.Random(seed)
+    dcs = ("nord", "sud")
+    sites: list[dict[str, Any]] = []
+    comps: list[dict[str, Any]] = []
+
+    def add(cid: str, kind: str, site: str, **extra: Any) -> None:
+        comps.append({"id": cid, "kind": kind, "site": site, "checks": [f"chk-{cid}"], **extra})
+
+    vms: dict[str, list[str]] = {}
+    for dc in dcs:
+        sites.append({"id": dc, "name": f"Datacenter {dc.capitalize()}"})
+        room_ids = [f"{dc}-salle-{r + 1}" for r in range(rooms)]
+        sites += [{"id": room, "name": room, "parent": dc} for room in room_ids]
+        hosts: list[str] = []
+        for room in room_ids:
+            for side in "ab":
+                add(f"ups-{room}-{side}", "ups", room)
+                add(f"pdu-{room}-{side}", "pdu", room, powered_by=[f"ups-{room}-{side}"])
+            feeds = [f"pdu-{room}-a", f"pdu-{room}-b"]
+            add(f"sw-{room}", "switch", room, powered_by=feeds)
+            for i in range(hypervisors):
+                host = f"hv-{room}-{i:02d}"
+                hosts.append(host)
+                add(
+                    host,
+                    "server",
+                    room,
+                    depends_on=[f"san-{dc}", f"sw-{room}"],
+                    powered_by=feeds,
+                )
+        add(f"san-{dc}", "san_array", room_ids[0], powered_by=[f"pdu-{room_ids[0]}-a"])
+        comps[-1]["powered_by"].append(f"pdu-{room_ids[0]}-b")
+        vms[dc] = []
+        for i in range(hypervisors * rooms * vms_per_host):
+            host = rng.choice(hosts)
+            vm = f"vm-{dc}-{i:03d}"
+            vms[dc].append(vm)
+            add(vm, "vm", _room_of(host), depends_on=[host])
+    room_of = {c["id"]: c["site"] for c in comps}
+    for i in range(apps):
+        dc = dcs[i % 2]
+        code, name, _, degraded = APPS[i % len(APPS)]
+        vm = rng.choice(vms[dc])
+        deps: list[Any] = [vm]
+        if rng.random() < 1 / 3:  # runs on both sites: one VM per site is enough
+            other = rng.choice(vms[dcs[(i + 1) % 2]])
+            deps = [{"any_of": [vm, other], "need": 1}]
+        add(
+            f"app-{code}-{i:03d}",
+            "application",
+            room_of[vm],
+            name=f"{name} {i:03d}",
+            criticality=rng.randint(1, 4),
+            degraded_mode=degraded,
+            runbook_url=f"https://wiki.chu.local/runbooks/{code}",
+            team="astreinte-dsi",
+            depends_on=deps,
+        )
+    checks = [
+        {
+            "id": c["checks"][0],
+            "kind": "http",
+            "target": f"http://127.0.0.1:9/{c['id']}",
+            "interval": f"{rng.choice(GEN_INTERVALS):g}s",
+            "timeout": f"{GEN_TIMEOUT:g}s",
+            "labels": {"component": c["id"]},
+        }
+        for c in comps
+    ]
+    rules = [
+        {
+            "name": "on_battery",
+            "expr": "ups_on_battery == 1",
+            "severity": "warning",
+            "checks": [f"chk-{c['id']}" for c in comps if c["kind"] == "ups"],
+        }
+    ]
+    return {"sites": sites, "components": comps, "checks": checks, "rules": rules}
+
+
+def _room_of(host: str) -> str:
+    """Return the room of a generated hypervisor from its id (hv-<room>-<n>)."""
+    return host.removeprefix("hv-").rsplit("-", 1)[0]

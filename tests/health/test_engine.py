@@ -377,9 +377,21 @@ CONFIRM_CASES: list[tuple[str, dict[str, object], list[Step], dict[str, bool]]] 
         {"component:app-labo-01": True},
     ),
     (
-        "a UPS has no dependency: confirmed at once",
+        "a UPS failing is a sign of power loss: held until its site's power devices report",
         {},
         [(1, {"ups-bellevue-1": DOWN})],
+        {"component:ups-bellevue-1": False},
+    ),
+    (
+        "the other UPS of the site reports on mains: no power cut, the UPS is confirmed",
+        {},
+        [(1, {"ups-bellevue-1": DOWN}), (0.2, {"ups-bellevue-2": UP})],
+        {"component:ups-bellevue-1": True},
+    ),
+    (
+        "no answer from the other UPS: confirmed after its interval and timeout (10.5 s)",
+        {},
+        [(1, {"ups-bellevue-1": DOWN}), (10.5, {})],
         {"component:ups-bellevue-1": True},
     ),
     (
@@ -454,7 +466,8 @@ def test_restart_keeps_paged_incidents_confirmed_and_holds_held_ones_again(
     """Saved incidents were paged: restored confirmed; a held one is not saved, so held again."""
     engine = hospital_engine(tmp_path, clock)
     clock.now += 1
-    engine.observe("chk-ups-bellevue-1", DOWN)  # confirmed at once
+    engine.observe("chk-ups-bellevue-1", DOWN)  # confirmed: the other UPS is on mains
+    engine.observe("chk-ups-bellevue-2", UP)
     engine.observe("chk-app-dpi-00", DOWN)  # held
     engine.evaluate()
     starts, since = engine.durable_state()

@@ -375,9 +375,15 @@ async def test_i_app_fails_alone_paged_within_the_bound(
         await v.stop()
 
 
-async def test_j_ups_root_pages_at_once(vigie: Vigie, receiver: Receiver) -> None:
-    """A UPS has no dependency: its incident is paged from the first evaluation."""
+async def test_j_ups_root_pages_once_its_site_power_is_known(
+    vigie: Vigie, receiver: Receiver
+) -> None:
+    """A failing UPS is a sign of power loss: held until the other power devices of its site
+    report (here on mains: no power cut), then paged as the root."""
     vigie.arrive(ups_bellevue_1=DOWN)
+    assert not vigie.engine.snapshot.incidents["component:ups-bellevue-1"].confirmed
+    assert vigie.dispatcher.active() == {}
+    vigie.arrive(ups_bellevue_2=UP)
     assert vigie.engine.snapshot.incidents["component:ups-bellevue-1"].confirmed
     await wait_for(lambda: len(pages(receiver)) == 1, "the UPS page")
     page = next(iter(pages(receiver).values()))

@@ -1,0 +1,63 @@
+"""The on-demand gate: one run per check per timeout, a global budget, both counted."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry
+
+from monitor.ondemand import OnDemandGate, OnDemandMetrics
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Log:
+    """Keeps warning lines (the gate's only level) to assert on them."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, dict[str, object]]] = []
+
+    def warning(self, event: str, **fields: object) -> None:
+        """Keep a line."""
+        self.lines.append((event, fields))
+
+
+def value(registry: CollectorRegistry, name: str, reason: str) -> float:
+    """Return a counter's value for a reason (0 when never counted)."""
+    return registry.get_sample_value(name, {"reason": reason}) or 0.0
+
+
+def test_one_run_per_check_per_timeout() -> None:
+    """A second ask within the check's timeout is refused as 'recent'; after it, granted."""
+    registry, clock = CollectorRegistry(), Clock()
+    gate = OnDemandGate(OnDemandMetrics(registry), rate=50, clock=clock, logger=Log())
+    assert gate.allow("chk-a", 2.0, "confirm")
+    assert not gate.allow("chk-a", 2.0, "confirm")
+    assert gate.allow("chk-b", 2.0, "power")  # another check is not held back
+    clock.now += 2.0
+    assert gate.allow("chk-a", 2.0, "recheck")
+    assert value(registry, "vigie_ondemand_runs_total", "confirm") == 1
+    assert value(registry, "vigie_ondemand_runs_total", "recheck") == 1
+    assert value(registry, "vigie_ondemand_runs_total", "power") == 1
+    assert value(registry, "vigie_ondemand_refused_total", "recent") == 1
+
+
+def test_budget_spent_refuses_logs_once_and_refills() -> None:
+    """Past `rate` runs in a second, asks are refused ('budget'), logged once, then granted
+    again as the budget refills."""
+    registry, clock, log = CollectorRegistry(), Clock(), Log()
+    gate = OnDemandGate(OnDemandMetrics(registry), rate=5, clock=clock, logger=log)
+    granted = [gate.allow(f"chk-{i}", 1.0, "confirm") for i in range(8)]
+    assert granted == [True] * 5 + [False] * 3
+    assert value(registry, "vigie_ondemand_refused_total", "budget") == 3
+    assert [event for event, _ in log.lines] == ["ondemand_budget_spent"]
+    clock.now += 0.2  # one run's worth of budget back
+    assert gate.allow("chk-5", 1.0, "confirm")
+    assert not gate.allow("chk-6", 1.0, "confirm")
+    assert len(log.lines) == 2, "a new episode of a spent budget is logged again"
