@@ -168,7 +168,13 @@ def _parse_yaml(
     the others, the variable's value taken as empty (its tainted marks let the caller drop the
     errors that empty value causes, so one mistake gives one error).
     """
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)
+    except yaml.reader.ReaderError as exc:  # a control character: YAML refuses the whole text
+        pos = exc.position
+        line, col = text.count("\n", 0, pos) + 1, pos - text.rfind("\n", 0, pos)
+        reason = f"invalid YAML: character #x{exc.character:04x} is not allowed ({exc.reason})"
+        raise ConfigErrors([ConfigError(file, line, col, "", reason)]) from None
     loader.env = env
     loader.problems = []
     loader.tainted = set()
