@@ -7,6 +7,7 @@ __all__ = ["Check", "Probe", "ProbeContext", "ProbeLog", "ProbeRegistry", "defau
 
 def default_registry() -> ProbeRegistry:
     """Return a registry holding every shipped probe kind."""
+    from probes.dicom import DicomProbe
     from probes.dns import DnsProbe
     from probes.exporter import ExporterProbe
     from probes.hl7 import Hl7Probe
@@ -19,6 +20,7 @@ def default_registry() -> ProbeRegistry:
 
     return ProbeRegistry(
         [
+            DicomProbe(),
             DnsProbe(),
             ExporterProbe(),
             Hl7Probe(),
