@@ -661,7 +661,7 @@ class TrapReceiver:
             return
         # One token per started KiB: decoding costs by the size, and a notification of a
         # real device is well under 1 KiB; so a big one cannot buy more decoding per token.
-        if not self._buckets.allow(source, 1 + (size - 1) // 1024):
+        if not self._buckets.allow(source, 1 + max(size - 1, 0) // 1024):  # empty: 1 too
             self._drop("rate", source)
             return
         data = view[:size]

@@ -588,8 +588,8 @@ async def test_unknown_v3_user_is_refused_on_the_header(harness: Harness) -> Non
 
 
 async def test_rate_limit_is_per_source() -> None:
-    """Past its burst, a source's datagrams are dropped as rate (its bucket does not refill on
-    this frozen clock), while another source's trap is still applied."""
+    """Past its burst, a source's datagrams (empty ones too) are dropped as rate (its bucket
+    does not refill on this frozen clock), while another source's trap is still applied."""
     store, registry, triggered = ResultStore(), CollectorRegistry(), []
 
     def trigger(check_id: str) -> bool:
@@ -609,9 +609,10 @@ async def test_rate_limit_is_per_source() -> None:
     await receiver.start(ups_plan(("ups-a", "127.0.0.1:161"), ("ups-b", "127.0.0.2:161")), AUTHS)
     harness = Harness(receiver, store, registry, triggered)
     try:
-        await raw_send(receiver.port or 0, [v2c_trap(b"guessed")] * 12, source="127.0.0.2")
+        junk = [v2c_trap(b"guessed")] * 3 + [b""] * 2 + [v2c_trap(b"guessed")] * 7
+        await raw_send(receiver.port or 0, junk, source="127.0.0.2")
         await wait_for(lambda: dropped(harness, "rate") == 7, "seven datagrams over the rate")
-        assert dropped(harness, "community") == 5
+        assert dropped(harness, "community") == 3 and dropped(harness, "malformed") == 2
         rc, out = await send("-v2c", "-c", COMMUNITY, harness.address, "", ON_BATTERY)
         assert rc == 0, out
         await wait_for(lambda: triggered == ["ups-a"], "the other source's trap applied")
