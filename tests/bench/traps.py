@@ -408,8 +408,10 @@ def _render_flood(phases: list[FloodPhase]) -> list[str]:
         " of its own times `GET /-/healthy` (keep-alive) every 20 ms; valid traps"
         " (`snmptrap`, upsTrapAlarmEntryRemoved, re-poll only) go from 127.0.0.1 one at a time"
         f" about every 100 ms. {phases[0].seconds:g} s per phase. Defaults: 8 KiB bound,"
-        " 20 datagrams/s and a burst of 100 per source. Kernel drops: the socket's own"
-        " (/proc/net/udp), datagrams lost before Vigie could read them.",
+        " a bucket of 100 tokens per source refilled at 20/s, a datagram taking one per"
+        " started KiB. Kernel drops: the socket's own (/proc/net/udp), datagrams lost"
+        " before Vigie could read them. The last phase sends costly valid traps (right"
+        " community) from 127.0.0.2: what the per-KiB tokens let through is decoded.",
         "",
         "| phase | junk sent | /-/healthy n | p50 | p99 | max (goal < 50 ms) "
         "| valid traps counted | dropped by Vigie, by reason | kernel drops |",
