@@ -312,7 +312,7 @@ class Daemon:
             fresh = build_engine(
                 new, loaded.plan, logger=self.log, run_now=self.scheduler.run_now
             )
-            fresh.restore(*engine.durable_state())
+            fresh.adopt(engine)  # open incidents the change leaves alone go on, unnotified
             self.health.engine = fresh
         self.health.maintenance.set_config(new.maintenance)
         self.health.wake()

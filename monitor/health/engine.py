@@ -359,6 +359,40 @@ class HealthEngine:
             if state.failing:
                 self._failing_since[cid] = at
 
+    def adopt(self, old: HealthEngine) -> None:
+        """Take over a running engine's state after a reload that changed the topology.
+
+        Unchanged checks keep their rule timers and results, components their states, and
+        incidents their keys, starts and confirmation: an incident whose root and impacted set
+        the new topology leaves alone goes on as it was, with no notification.
+        """
+        for check_id, health in old.checks.items():
+            mine = self.checks.get(check_id)
+            if (
+                mine is not None
+                and mine.check == health.check
+                and [t.rule for t in mine.trackers] == [t.rule for t in health.trackers]
+            ):
+                self.checks[check_id] = health
+        comps = self.topology.components
+        self._since = {k: v for k, v in old._since.items() if k in comps}
+        self._failing_since = {k: v for k, v in old._failing_since.items() if k in comps}
+        for cid, changes in old._fail_changes.items():
+            if cid in comps:
+                self._fail_changes[cid] = changes
+        self._explained = {c for c in old._explained if c in comps}
+        self._dep_change = {k: v for k, v in old._dep_change.items() if k in comps}
+        self._power_sign = {k: v for k, v in old._power_sign.items() if k in self.topology.sites}
+        self._incident_start = dict(old._incident_start)
+        self._confirmed = set(old._confirmed)
+        self._held_since = dict(old._held_since)
+        self._asked = set(old._asked)
+        self._recovered = set(old._recovered)
+        self._open = dict(old._open)
+        self._last_seen = dict(old._last_seen)
+        self.maintenance = dict(old.maintenance)
+        self.snapshot = old.snapshot
+
     def durable_state(self) -> tuple[dict[str, float], dict[str, tuple[State, float]]]:
         """Return what must survive a restart: incident starts and component states.
 

@@ -92,6 +92,7 @@ SECTIONS: dict[str, str] = {
     "redfish": "tests.bench.redfish:run",
     "traps": "tests.bench.traps:run",
     "page_latency": "tests.bench.page_latency:run",
+    "health_property": "tests.bench.health:run_property",
 }
 
 

@@ -102,6 +102,7 @@ class Fault:
     expect: tuple[str, ...]
     start: float = 0.0
     end: float = 0.0
+    pages: int = 0  # pages sent from the fault to the end of its settling
 
 
 @dataclass
@@ -118,13 +119,13 @@ class Outcome:
     refused: int = 0  # on-demand runs refused for the budget
 
 
-HOSPITALS = 4
+HOSPITALS = 2
 """Seeds share this many generated hospitals (loading one takes a second); phases, fault
 choices and timings still come from each seed."""
 
 
 @functools.lru_cache(maxsize=HOSPITALS)
-def load_generated(seed: int, hypervisors: int = 24, apps: int = 240) -> LoadedConfig:
+def load_generated(seed: int, hypervisors: int = 20, apps: int = 240) -> LoadedConfig:
     """Load (validated, as the daemon does) the generated hospital of a seed; cached."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "vigie.yaml"
@@ -430,6 +431,7 @@ class Simulation:
     def _judge(self, fault: Fault, log: list[Page]) -> None:
         """Exactly one page per expected root cause, nothing else, every page resolved."""
         pages = [p for p in log if p.firing]
+        fault.pages = len(pages)
         keys = sorted(p.key.rsplit("/", 1)[0] for p in pages)
         where = f"{fault.kind} {fault.target} at t={fault.start - START:.1f}s"
         if keys != sorted(fault.expect):

@@ -1,11 +1,11 @@
-"""Property test: on generated hospitals of 550 components, one page per root cause.
+"""Property test: on generated hospitals of 502 components, one page per root cause.
 
 Each seed replays one fault (power cut, SAN failure, switch failure or server crash, then its
 repair) with random poll phases, per-check intervals and failures arriving in random order, at
 the engine level on a fake clock (tests/health/sim.py). Every seed must give exactly one page
 per root cause, none for absorbed or impacted components, a resolve for every page, and no page
 from a result older than the last change of what its component depends on. The bench replays
-hundreds of seeds with every fault each (`python -m tests.bench.health_property`).
+hundreds of seeds with every fault each (`make bench`: tests/bench/health.py).
 """
 
 from __future__ import annotations
