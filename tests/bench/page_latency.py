@@ -163,12 +163,18 @@ class Receiver:
 
 
 def am_config(hook: str, scale: float) -> str:
-    """deploy/alertmanager's route, its times divided by scale; the watchdog goes nowhere."""
+    """deploy/alertmanager's route, its times divided by scale; the watchdog goes nowhere.
+
+    Grouped by vigie_instance too: each run's daemon has its own, so its first alert opens a
+    new group and waits group_wait, as a first fault does in production (the previous run's
+    alerts stay firing at Alertmanager until they expire; sharing their group, a new alert
+    would wait for the group's next group_interval instead).
+    """
     return yaml.safe_dump(
         {
             "route": {
                 "receiver": "hook",
-                "group_by": ["alertname", "site", "root_cause"],
+                "group_by": ["alertname", "site", "root_cause", "vigie_instance"],
                 "group_wait": f"{DEFAULTS['group_wait'] / scale:g}s",
                 "group_interval": f"{60 / scale:g}s",
                 "repeat_interval": "4h",
@@ -405,7 +411,8 @@ async def _one_run(bench: Bench, scenario: str, index: int, budget: float) -> Ru
         groups: dict[str, None] = {}
         for n in receiver.pages(instance, start):
             labels = n.body.get("groupLabels", {})
-            groups.setdefault(",".join(f"{k}={v}" for k, v in sorted(labels.items())))
+            shown = sorted((k, v) for k, v in labels.items() if k != "vigie_instance")
+            groups.setdefault(",".join(f"{k}={v}" for k, v in shown))
         result.groups = list(groups)
         return result
     finally:
@@ -555,7 +562,8 @@ def render(res: Results, pages: Mapping[str, Sequence[int]] | None) -> str:
         "",
         f"`vigie run` as a process per run against small real targets and a real Alertmanager"
         f" ({res.alertmanager}, Debian; deploy/alertmanager's route, group_by"
-        " alertname, site, root_cause), receiving its webhook notifications in the bench."
+        " alertname, site, root_cause, plus vigie_instance so that each run's first alert"
+        " opens a new group), receiving its webhook notifications in the bench."
         " The hospital: Datacenter Nord with A/B UPSes (exporter checks, rule `on_battery`),"
         " a SAN array, the DPI server (its BMC) and the DPI application (tier 1).",
         "",
