@@ -14,6 +14,7 @@ import re
 import socket
 import ssl
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -24,6 +25,7 @@ from pydicom.uid import UID
 from pynetdicom import AE, evt
 
 from monitor.results import ProbeResult, Sample, bound_text
+from monitor.sanitise import sanitise
 from probes.base import Check, ProbeContext
 from probes.tcp import split_host_port
 from probes.tls import SslContextCache, TlsSettings, describe_ssl_error, os_error_reason
@@ -42,6 +44,7 @@ _SUCCESS = 0x0000
 _PENDING = (0xFF00, 0xFF01)
 
 _JOIN_SECONDS = 2.0
+_WORKERS = 32
 _ACCEPTED_HELP = "1 if the application entity accepted the association, else 0."
 _RESULTS = {1: "permanent", 2: "transient"}
 _SOURCES = {
@@ -193,25 +196,17 @@ def _run_blocking(
             if took >= budget * 0.95:
                 out.error = f"no answer to the association request within {budget:.2g}s"
             elif assoc.accepted_contexts == [] and assoc.acceptor.primitive is not None:
-                out.error = "association accepted but the Verification service was refused"
+                out.error = "association accepted but every service proposed was refused"
             else:
                 out.error = "association aborted (A-ABORT, or an answer that is not DICOM)"
             return out
         out.accepted = True
         out.associated_after = took
         out.phases.append(("associate", took - out.connected_after))
-        echo_start = time.monotonic()
-        out.echo_status = _status_of(assoc.send_c_echo())
-        out.echo_seconds = time.monotonic() - echo_start
-        out.phases.append(("echo", out.echo_seconds))
-        if out.echo_status is None:
-            out.error = "no C-ECHO response (timeout, abort or invalid answer)"
-            return out
-        if out.echo_status != _SUCCESS:
-            out.error = f"C-ECHO status 0x{out.echo_status:04X}"
-            return out
-        if settings.find:
-            out.error = _find(settings, assoc, out)
+        try:
+            out.error = _exchange(settings, assoc, out)
+        except Exception as exc:  # pynetdicom or pydicom on a peer's bad answer: report it
+            out.error = f"protocol error: {type(exc).__name__}: {sanitise(str(exc), 200)}"
         return out
     finally:
         if assoc.is_established:
@@ -225,6 +220,24 @@ def _run_blocking(
             assoc.join(_JOIN_SECONDS)
         for sock in sockets:
             sock.close()
+
+
+def _exchange(settings: DicomSettings, assoc: Any, out: _Outcome) -> str | None:
+    """Run the C-ECHO, then the C-FIND if asked, on an established association."""
+    accepted = {str(cx.abstract_syntax) for cx in assoc.accepted_contexts}
+    if VERIFICATION not in accepted:
+        return "the archive refused the Verification service (C-ECHO)"
+    if settings.find and STUDY_ROOT_FIND not in accepted:
+        return "the archive refused the Study Root Query/Retrieve FIND service (C-FIND)"
+    echo_start = time.monotonic()
+    out.echo_status = _status_of(assoc.send_c_echo())
+    out.echo_seconds = time.monotonic() - echo_start
+    out.phases.append(("echo", out.echo_seconds))
+    if out.echo_status is None:
+        return "no C-ECHO response (timeout, abort or invalid answer)"
+    if out.echo_status != _SUCCESS:
+        return f"C-ECHO status 0x{out.echo_status:04X}"
+    return _find(settings, assoc, out) if settings.find else None
 
 
 def _find(settings: DicomSettings, assoc: Any, out: _Outcome) -> str | None:
@@ -270,8 +283,14 @@ class DicomProbe:
     Settings: ClassVar[type[BaseModel]] = DicomSettings
 
     def __init__(self) -> None:
-        """Start with an empty SSL context cache."""
+        """Start with an empty SSL context cache and the probe's own worker threads.
+
+        Its own pool, not asyncio's default one (5 threads on 1 core): archives that never
+        answer hold a thread each until pynetdicom's timeouts, and must not starve the other
+        users of the default pool.
+        """
         self._ssl_contexts = SslContextCache()
+        self._workers = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="vigie-dicom")
 
     def parse_target(self, target: str) -> str:
         """Return the normalised "host:port", or raise ValueError saying why it is invalid."""
@@ -318,7 +337,9 @@ class DicomProbe:
                 samples=(_gauge("dicom_association_accepted", 0.0, _ACCEPTED_HELP),),
             )
         budget -= loop.time() - start
-        out = await asyncio.to_thread(_run_blocking, settings, host, port, budget, tls_args)
+        out = await loop.run_in_executor(
+            self._workers, _run_blocking, settings, host, port, budget, tls_args
+        )
         if out.error == "connect" and tls_args is not None:
             out.error = await _tls_reason(host, port, tls_args, budget)
         elif out.error == "connect":

@@ -36,14 +36,15 @@ def archive(
     find_status: int = 0x0000,
     ssl_context: ssl.SSLContext | None = None,
     require_calling: tuple[str, ...] = ("VIGIE",),
+    services: tuple[str, ...] = (VERIFICATION, STUDY_ROOT_FIND),
 ) -> Iterator[Archive]:
     """Run pynetdicom's SCP as AE "PACS" on a free port: called AE title required, callers listed.
 
     It answers C-ECHO, and a study-level C-FIND with STUDIES matches then find_status.
     """
     ae = AE(ae_title="PACS")
-    ae.add_supported_context(VERIFICATION)
-    ae.add_supported_context(STUDY_ROOT_FIND)
+    for service in services:
+        ae.add_supported_context(service)
     ae.require_called_aet = True
     ae.require_calling_aet = list(require_calling)
     state = Archive(port=0)
@@ -154,6 +155,32 @@ async def test_find_matches_bounded(probe: DicomProbe, ctx: ProbeContext) -> Non
         result = await probe(check, ctx)
     assert result.success, result.error
     assert sample(result, "dicom_find_matches") == 2
+
+
+@pytest.mark.parametrize(
+    ("services", "reason"),
+    [
+        ((VERIFICATION,), "the archive refused the Study Root Query/Retrieve FIND service"),
+        ((STUDY_ROOT_FIND,), "the archive refused the Verification service (C-ECHO)"),
+    ],
+)
+async def test_service_refused(
+    probe: DicomProbe, ctx: ProbeContext, services: tuple[str, ...], reason: str
+) -> None:
+    """An archive accepting the association but not a service the probe needs says which."""
+    with archive(services=services) as pacs:
+        check = make_check(probe, f"127.0.0.1:{pacs.port}", called_ae_title="PACS", find=True)
+        result = await probe(check, ctx)
+    assert result.error is not None and result.error.startswith(reason), result.error
+    assert sample(result, "dicom_association_accepted") == 1
+
+
+async def test_no_service_accepted(probe: DicomProbe, ctx: ProbeContext) -> None:
+    """An archive supporting none of the services proposed: accepted, then nothing usable."""
+    with archive(services=(STUDY_ROOT_FIND,)) as pacs:
+        check = make_check(probe, f"127.0.0.1:{pacs.port}", called_ae_title="PACS")
+        result = await probe(check, ctx)
+    assert result.error == "association accepted but every service proposed was refused"
 
 
 async def test_refused(probe: DicomProbe, ctx: ProbeContext) -> None:
