@@ -27,7 +27,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -479,23 +479,6 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[rank - 1]
 
 
-def hospital_pages(quick: bool) -> Mapping[str, Sequence[int]] | None:
-    """Pages per seed for each scenario on the generated hospital, from the property runner.
-
-    The hook: tests/health/sim.py may define `pages_per_scenario(quick: bool) ->
-    Mapping[str, Sequence[int]]` (scenario name -> pages per seed); None until it does.
-    """
-    try:
-        from tests.health import sim
-    except ImportError:
-        return None
-    runner = getattr(sim, "pages_per_scenario", None)
-    if runner is None:
-        return None
-    pages: Mapping[str, Sequence[int]] = runner(quick)
-    return pages
-
-
 def _median_max(values: Sequence[float]) -> str:
     """`median / max` in seconds, or n/a."""
     if not values:
@@ -528,7 +511,7 @@ def _stage_rows(res: Results) -> list[str]:
     return rows
 
 
-def render(res: Results, pages: Mapping[str, Sequence[int]] | None) -> str:
+def render(res: Results) -> str:
     """The Markdown section."""
     p = res.params
     s = p.scale
@@ -629,22 +612,12 @@ def render(res: Results, pages: Mapping[str, Sequence[int]] | None) -> str:
                 seen[g] = seen.get(g, 0) + 1
         listed = "; ".join(f"`{g}` in {n} run(s)" for g, n in seen.items()) or "none"
         lines.append(f"- {scenario}: {listed}")
-    lines += ["", "### Pages per scenario on the generated hospital", ""]
-    if pages is None:
-        lines.append(
-            "Pending: the property runner (`tests/health/sim.py`, `pages_per_scenario`) does not"
-            " provide counts yet."
-        )
-    else:
-        lines += [
-            "| Scenario | Seeds | Pages per seed (min-max) | Exactly 1 |",
-            "| --- | ---: | --- | --- |",
-        ]
-        for scenario, per_seed in pages.items():
-            lines.append(
-                f"| {scenario} | {len(per_seed)} | {min(per_seed)}-{max(per_seed)} |"
-                f" {'yes' if all(c == 1 for c in per_seed) else '**no**'} |"
-            )
+    lines += [
+        "",
+        "Pages per scenario on the generated hospital (hundreds of seeds, engine level): the"
+        " section *Health: one page per root cause, generated hospitals* (the property runner,"
+        " `tests/health/sim.py`).",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -654,7 +627,7 @@ def run(quick: bool) -> str:
     OUT.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="vigie-bench-page-") as tmp:
         res = asyncio.run(measure(p, Path(tmp)))
-    return render(res, hospital_pages(quick))
+    return render(res)
 
 
 if __name__ == "__main__":
