@@ -75,10 +75,13 @@ class Pager:
         self._active: dict[str, Alert] = {}
         self._on_page = on_page
         self.log: list[Page] = []
+        self.changes: list[list[Alert]] = []  # each new firing set, to replay to a real pager
 
     def sync(self, alerts: Iterable[Alert], at: datetime | None = None) -> None:
         """Make these alerts the firing set (as the dispatcher does)."""
         wanted = {a.key: a for a in alerts}
+        if wanted.keys() != self._active.keys():
+            self.changes.append(list(wanted.values()))
         for key, alert in wanted.items():
             if key not in self._active:
                 self.log.append(Page(self._clock.now, key, alert.labels["root_cause"], True))
@@ -117,6 +120,7 @@ class Outcome:
     evaluations: int = 0
     ondemand: int = 0  # on-demand runs granted
     refused: int = 0  # on-demand runs refused for the budget
+    changes: list[list[Alert]] = field(default_factory=list)  # the firing sets, in order
 
 
 HOSPITALS = 2
@@ -422,6 +426,7 @@ class Simulation:
             self.play(fault)
             self._judge(fault, self.pager.log[first:])
         self.outcome.pages = self.pager.log
+        self.outcome.changes = self.pager.changes
         self.outcome.refused = int(
             self.registry.get_sample_value("vigie_ondemand_refused_total", {"reason": "budget"})
             or 0
