@@ -226,6 +226,38 @@ async def test_silent_peer(probe: DicomProbe, ctx: ProbeContext) -> None:
     assert result.error == "no answer to the association request within 0.9s"
 
 
+async def test_cancelled_run_ends_its_association(probe: DicomProbe, ctx: ProbeContext) -> None:
+    """A run the scheduler cancels still ends its association on the probe's own timeouts.
+
+    The worker thread cannot be cancelled: the evidence is the peer seeing the connection
+    closed soon after the probe's deadline, with no reader left behind.
+    """
+    connected, closed = asyncio.Event(), asyncio.Event()
+    loop = asyncio.get_running_loop()
+    closed_at: list[float] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Note the association request, then read until the probe closes."""
+        with contextlib.suppress(ConnectionError):
+            if await reader.read(1):
+                connected.set()
+                await reader.read()
+                closed_at.append(loop.time())
+                closed.set()
+        writer.close()
+
+    async with serve_tcp(silent) as port:
+        check = dataclasses.replace(make_check(probe, f"127.0.0.1:{port}"), timeout=1.0)
+        task = asyncio.create_task(probe(check, ctx))
+        await wait_for(connected.is_set, "the association request")
+        cancelled_at = loop.time()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await wait_for(closed.is_set, "the association's connection to close", within=10)
+    assert closed_at[0] - cancelled_at < 5  # 0.9 s of ACSE timeout, with a loaded machine
+
+
 async def test_tls(probe: DicomProbe, ctx: ProbeContext, pki: Pki) -> None:
     """DICOM TLS: with the CA file the echo succeeds; without it the reason names TLS."""
     with archive(ssl_context=pki.server_context()) as pacs:
