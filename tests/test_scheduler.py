@@ -404,6 +404,9 @@ async def test_hung_paths_do_not_starve_healthy_checks_of_their_host(
         await waiting.wait_for(
             lambda: len(sched.slow_lane()) == 300, "all 300 hung checks in the slow lane", 90.0
         )
+        all_slow = time.monotonic()
+        # Every healthy check ran once since: the first round's backlog has drained.
+        await waiting.wait_for(lambda: rounds_since(all_slow) >= 1, "a healthy round")
         since = time.monotonic()
         await waiting.wait_for(
             lambda: rounds_since(since + interval) >= 4,
