@@ -33,6 +33,7 @@ from monitor.health.states import State
 from monitor.results import ProbeResult
 from probes import default_registry
 from tests.bench.common import OUT, ROOT, free_port, log
+from tests.health.hospital import generated_hospital
 
 ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
 DATACENTERS = ("nord", "sud", "bellevue", "est")
@@ -45,23 +46,24 @@ DOWN = ProbeResult(False, 1.0, error="timeout after 1s")
 
 @dataclass(frozen=True)
 class Shape:
-    """How many components of each kind per datacenter (two rooms each)."""
+    """Sizes of one datacenter of the generated hospital (tests/health/hospital.py), 2 rooms.
 
-    ups: int
-    san: int
-    switches: int
-    servers: int
-    vms: int
-    apps: int
+    Each room has an A/B UPS pair, a PDU per UPS and a switch; each datacenter a SAN array.
+    """
+
+    hypervisors: int  # per room
+    vms_per_host: int
+    apps: int  # per datacenter
 
     @property
     def per_dc(self) -> int:
         """Return the components of one datacenter."""
-        return self.ups + self.san + self.switches + self.servers + self.vms + self.apps
+        hosts = 2 * self.hypervisors
+        return 2 * 5 + 1 + hosts + hosts * self.vms_per_host + self.apps
 
 
-FULL_SHAPE = Shape(ups=8, san=4, switches=10, servers=200, vms=600, apps=428)  # 1,250 a DC
-QUICK_SHAPE = Shape(ups=4, san=2, switches=4, servers=40, vms=120, apps=80)  # 250 a DC
+FULL_SHAPE = Shape(hypervisors=50, vms_per_host=3, apps=839)  # 1,250 a DC
+QUICK_SHAPE = Shape(hypervisors=10, vms_per_host=3, apps=159)  # 250 a DC
 
 
 class Clock:
@@ -75,72 +77,21 @@ class Clock:
 
 
 def hospital_group(shape: Shape) -> dict[str, Any]:
-    """Return a config: 4 datacenters of 2 rooms with UPSes, SANs, servers, VMs, applications.
+    """Return the generated hospital (the property test's generator) at the bench's size.
 
-    Servers need 1 of their datacenter's SAN pair and are fed by a UPS pair (A/B); VMs run
-    on a server; an application needs its VM, and one in four also has a VM in the next
-    datacenter (a redundancy group): a datacenter lost leaves those running.
+    4 datacenters of 2 rooms, every check every 30 s, several checks per component; one
+    application in three has a VM in the next datacenter too (a redundancy group): a
+    datacenter lost leaves those running.
     """
-    sites: list[dict[str, Any]] = []
-    comps: list[dict[str, Any]] = []
-
-    def add(cid: str, kind: str, site: str, **extra: Any) -> None:
-        checks = [f"chk-{cid}-{k}" for k in range(CHECKS_PER_COMPONENT)]
-        comps.append({"id": cid, "kind": kind, "site": site, "checks": checks, **extra})
-
-    for d, dc in enumerate(DATACENTERS):
-        sites.append({"id": dc, "name": f"Datacenter {dc.capitalize()}"})
-        rooms = [f"{dc}-salle-{r}" for r in (1, 2)]
-        sites += [{"id": room, "name": room, "parent": dc} for room in rooms]
-        for i in range(shape.ups):
-            add(f"ups-{dc}-{i}", "ups", rooms[i % 2])
-        for i in range(shape.san):
-            feeds = [f"ups-{dc}-{i % shape.ups}", f"ups-{dc}-{(i + 1) % shape.ups}"]
-            add(f"san-{dc}-{i}", "san_array", rooms[i % 2], powered_by=feeds)
-        for i in range(shape.switches):
-            add(f"sw-{dc}-{i}", "switch", rooms[i % 2], powered_by=[f"ups-{dc}-{i % shape.ups}"])
-        for i in range(shape.servers):
-            pair = (2 * i) % shape.san
-            add(
-                f"srv-{dc}-{i:03d}",
-                "server",
-                rooms[i % 2],
-                depends_on=[
-                    {"any_of": [f"san-{dc}-{pair}", f"san-{dc}-{pair + 1}"], "need": 1},
-                    f"sw-{dc}-{i % shape.switches}",
-                ],
-                powered_by=[f"ups-{dc}-{i % shape.ups}", f"ups-{dc}-{(i + 1) % shape.ups}"],
-            )
-        for i in range(shape.vms):
-            add(
-                f"vm-{dc}-{i:03d}",
-                "vm",
-                rooms[i % 2],
-                depends_on=[f"srv-{dc}-{i % shape.servers:03d}"],
-            )
-        other = DATACENTERS[(d + 1) % len(DATACENTERS)]
-        for i in range(shape.apps):
-            vm = f"vm-{dc}-{i % shape.vms:03d}"
-            deps: list[Any] = [vm]
-            if i % 4 == 0:
-                deps = [{"any_of": [vm, f"vm-{other}-{(i + 1) % shape.vms:03d}"], "need": 1}]
-            add(
-                f"app-{dc}-{i:03d}",
-                "application",
-                rooms[i % 2],
-                name=f"Application {dc} {i:03d}",
-                criticality=1 + i % 4,
-                degraded_mode="Procédure dégradée: voir le classeur rouge",
-                runbook_url=f"https://wiki.chu.local/runbooks/app-{i % 40}",
-                team="astreinte-dsi",
-                depends_on=deps,
-            )
-    checks = [
-        {"id": check_id, "kind": "tcp", "target": "127.0.0.1:9", "labels": {"component": c["id"]}}
-        for c in comps
-        for check_id in c["checks"]
-    ]
-    return {"defaults": {"interval": "30s"}, "sites": sites, "components": comps, "checks": checks}
+    return generated_hospital(
+        0,
+        datacenters=DATACENTERS,
+        hypervisors=shape.hypervisors,
+        vms_per_host=shape.vms_per_host,
+        apps=shape.apps * len(DATACENTERS),
+        checks_per_component=CHECKS_PER_COMPONENT,
+        intervals=(30.0,),
+    )
 
 
 @dataclass
@@ -252,7 +203,8 @@ def _run_failures(
         _, observe_ms = _timed_ms(_feed, engine, failing, DOWN)
         collections = _full_collections()
         snap, evaluate_ms = _timed_ms(engine.evaluate)
-        res.failures.append(_recompute(dc, len(failing), (observe_ms, evaluate_ms), snap, apps))
+        mine = [a for a in apps if engine.topology.dc[a] == dc]
+        res.failures.append(_recompute(dc, len(failing), (observe_ms, evaluate_ms), snap, mine))
         res.failures[-1].full_gc = _full_collections() > collections
         clock.now += 30.0
         _feed(engine, every, UP)
@@ -264,7 +216,8 @@ def _run_failures(
 def _recompute(
     dc: str, failed: int, times: tuple[float, float], snap: Snapshot, apps: list[str]
 ) -> Recompute:
-    """Summarise one failure's snapshot; times are (observe, evaluate) milliseconds."""
+    """Summarise one failure's snapshot; times are (observe, evaluate) milliseconds; apps are
+    the datacenter's applications."""
     observe_ms, evaluate_ms = times
     site_incident = any(i.site_wide and i.site == dc for i in snap.incidents.values())
     hit = [a for a in apps if snap.components[a].state.failing]
@@ -278,8 +231,7 @@ def _recompute(
         site_incident,
         impacted,
         len(hit),
-        sum(1 for a in apps if a.startswith(f"app-{dc}-"))
-        - sum(1 for a in hit if a.startswith(f"app-{dc}-")),
+        len(apps) - len(hit),
     )
 
 
@@ -527,9 +479,10 @@ def render(engine: EngineResults, e2e: E2eResults | None) -> str:
         "### Recompute after a site-wide failure",
         "",
         f"A generated group of {len(DATACENTERS)} datacenters of 2 rooms"
-        f" (`tests/bench/health.py`): {engine.components} components (UPSes, SAN pairs,"
-        f" switches, servers, VMs, applications; one application in four has a VM in the"
-        f" next datacenter as a redundancy group) and {engine.checks} checks"
+        f" (`tests/health/hospital.py`, the property test's generator): {engine.components}"
+        " components (A/B UPS pairs and PDUs, switches, SAN arrays, hypervisors, VMs,"
+        " applications; one application in three has a VM in the next datacenter as a"
+        f" redundancy group) and {engine.checks} checks"
         f" ({CHECKS_PER_COMPONENT} per component). The health engine is driven through its"
         " API (`HealthEngine.observe`, `HealthEngine.evaluate`) with a hand-moved clock. A"
         " site-wide failure: every check of every component of one datacenter fails at once"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from typing import Any
 
 APPS = [
@@ -102,24 +103,34 @@ GEN_TIMEOUT = 2.0
 
 
 def generated_hospital(
-    seed: int, *, rooms: int = 2, hypervisors: int = 24, vms_per_host: int = 2, apps: int = 240
+    seed: int,
+    *,
+    datacenters: Sequence[str] = ("nord", "sud"),
+    rooms: int = 2,
+    hypervisors: int = 24,
+    vms_per_host: int = 2,
+    apps: int = 240,
+    checks_per_component: int = 1,
+    intervals: Sequence[float] = GEN_INTERVALS,
 ) -> dict[str, Any]:
-    """Return a config: 2 datacenters of `rooms` rooms, built at random from a seed.
+    """Return a config: datacenters of `rooms` rooms each, built at random from a seed.
 
     Per room an A/B UPS pair, a PDU per UPS, a switch on both PDUs and `hypervisors` servers
     (on the room's switch, the datacenter's SAN array and both PDUs). Per datacenter a SAN
     array on the PDUs of its first room. VMs run on a random hypervisor; applications (tiers
-    1 to 4) need a VM, and one in three has a VM in the other datacenter too (any_of). Each
-    check has its own interval (5, 10 or 15 s). The defaults give 2 + 4 x (2+2+1+24) + 192 +
-    240 = 550 components. Same seed, same hospital.
+    1 to 4) need a VM, and one in three has a VM in the next datacenter too (any_of). Each
+    check has its own interval (one of `intervals`). The defaults give 2 + 4 x (2+2+1+24) +
+    192 + 240 = 550 components. Same seed, same hospital. The property test and the health
+    bench (thousands of components, several checks each) both build theirs here.
     """
     rng = random.Random(seed)
-    dcs = ("nord", "sud")
+    dcs = tuple(datacenters)
     sites: list[dict[str, Any]] = []
     comps: list[dict[str, Any]] = []
 
     def add(cid: str, kind: str, site: str, **extra: Any) -> None:
-        comps.append({"id": cid, "kind": kind, "site": site, "checks": [f"chk-{cid}"], **extra})
+        checks = [f"chk-{cid}"] + [f"chk-{cid}-{k}" for k in range(1, checks_per_component)]
+        comps.append({"id": cid, "kind": kind, "site": site, "checks": checks, **extra})
 
     vms: dict[str, list[str]] = {}
     for dc in dcs:
@@ -153,12 +164,12 @@ def generated_hospital(
             add(vm, "vm", _room_of(host), depends_on=[host])
     room_of = {c["id"]: c["site"] for c in comps}
     for i in range(apps):
-        dc = dcs[i % 2]
+        dc = dcs[i % len(dcs)]
         code, name, _, degraded = APPS[i % len(APPS)]
         vm = rng.choice(vms[dc])
         deps: list[Any] = [vm]
         if rng.random() < 1 / 3:  # runs on both sites: one VM per site is enough
-            other = rng.choice(vms[dcs[(i + 1) % 2]])
+            other = rng.choice(vms[dcs[(i + 1) % len(dcs)]])
             deps = [{"any_of": [vm, other], "need": 1}]
         add(
             f"app-{code}-{i:03d}",
@@ -173,21 +184,22 @@ def generated_hospital(
         )
     checks = [
         {
-            "id": c["checks"][0],
+            "id": check_id,
             "kind": "http",
             "target": f"http://127.0.0.1:9/{c['id']}",
-            "interval": f"{rng.choice(GEN_INTERVALS):g}s",
+            "interval": f"{rng.choice(intervals):g}s",
             "timeout": f"{GEN_TIMEOUT:g}s",
             "labels": {"component": c["id"]},
         }
         for c in comps
+        for check_id in c["checks"]
     ]
     rules = [
         {
             "name": "on_battery",
             "expr": "ups_on_battery == 1",
             "severity": "warning",
-            "checks": [f"chk-{c['id']}" for c in comps if c["kind"] == "ups"],
+            "checks": [c["checks"][0] for c in comps if c["kind"] == "ups"],
         }
     ]
     return {"sites": sites, "components": comps, "checks": checks, "rules": rules}
