@@ -221,6 +221,27 @@ async def test_bad_answers_are_named(
         assert sum(acks(result).values()) == 0
 
 
+async def test_ack_in_one_byte_pieces(probe: Hl7Probe, ctx: ProbeContext) -> None:
+    """An ACK written a byte at a time after a stray CR LF (as split as TCP allows) is read."""
+
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Answer AA for the control id received, one byte per write, then wait for the close."""
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            request = await reader.readuntil(b"\x1c\r")
+            control_id = request.split(b"\r")[0].split(b"|")[9]
+            ack = b"\r\n\x0bMSH|^~\\&|LAB|CHU\rMSA|AA|" + control_id + b"\x1c\r"
+            for byte in ack:
+                writer.write(bytes([byte]))
+                await writer.drain()
+            await reader.read()
+        writer.close()
+
+    async with serve_tcp(trickle) as port:
+        result = await probe(make_check(probe, f"127.0.0.1:{port}"), ctx)
+    assert result.success, result.error
+    assert sample(result, "hl7_ack", code="AA") == 1
+
+
 async def test_silent_listener_times_out_naming_the_wait(
     probe: Hl7Probe, ctx: ProbeContext
 ) -> None:
