@@ -12,7 +12,7 @@ import socket
 import ssl
 import uuid
 from datetime import datetime
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -29,7 +29,7 @@ from probes.tls import (
     peer_cert_der,
 )
 
-__all__ = ["ACK_CODES", "Hl7Probe", "Hl7Settings", "MllpError", "read_frame"]
+__all__ = ["ACK_CODES", "ByteSource", "Hl7Probe", "Hl7Settings", "MllpError", "read_frame"]
 
 START_BLOCK = b"\x0b"
 END_BLOCK = b"\x1c\x0d"
@@ -61,7 +61,15 @@ def _shown(data: bytes) -> str:
     return head + ("..." if len(data) > _SHOWN_BYTES else "")
 
 
-async def read_frame(reader: asyncio.StreamReader, limit: int) -> bytes:
+class ByteSource(Protocol):
+    """What read_frame reads from: an asyncio.StreamReader, or anything with its read()."""
+
+    async def read(self, n: int = -1) -> bytes:
+        """Return up to n bytes, b"" at the end."""
+        ...
+
+
+async def read_frame(reader: ByteSource, limit: int) -> bytes:
     """Read one MLLP frame and return its payload; raise MllpError or EOFError saying why.
 
     Leading CR/LF between frames is tolerated; any other byte before the start block, a 0x1c

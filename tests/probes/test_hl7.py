@@ -16,7 +16,7 @@ from hl7.mllp import start_hl7_server
 from pydantic import ValidationError
 
 from probes.base import ProbeContext
-from probes.hl7 import ACK_CODES, Hl7Probe, Hl7Settings
+from probes.hl7 import ACK_CODES, Hl7Probe, Hl7Settings, read_frame
 from tests.probes.conftest import Pki, StreamHandler, make_check, refused_port, sample, serve_tcp
 from tests.waiting import wait_for
 
@@ -240,6 +240,31 @@ async def test_ack_in_one_byte_pieces(probe: Hl7Probe, ctx: ProbeContext) -> Non
         result = await probe(make_check(probe, f"127.0.0.1:{port}"), ctx)
     assert result.success, result.error
     assert sample(result, "hl7_ack", code="AA") == 1
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        [b"\x0bMSH|A\x1c", b"\r"],
+        [b"\r\n", b"\x0b", b"MSH|A", b"\x1c", b"\r", b"\x0bnext frame\x1c\r"],
+        [b"\x0bMSH|A\x1c\r"],
+    ],
+    ids=["end-block-split", "every-part-alone", "one-read"],
+)
+async def test_read_frame_across_reads(chunks: list[bytes]) -> None:
+    """read_frame returns the payload however the reads split the frame, and stops at its end.
+
+    The bytes come from a list, one chunk per read: TCP cannot be made to split them so.
+    """
+
+    class Chunks:
+        """Returns one chunk per read, then b""."""
+
+        async def read(self, n: int = -1) -> bytes:
+            """Return the next chunk."""
+            return chunks.pop(0) if chunks else b""
+
+    assert await read_frame(Chunks(), 1024) == b"MSH|A"
 
 
 async def test_silent_listener_times_out_naming_the_wait(
