@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import socket
 import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -26,6 +27,19 @@ from tests.waiting import wait_for, wait_for_sync
 BIG = 60  # A records of big.chu.test: more than a 512-byte UDP answer holds
 
 
+def _has_ipv6_loopback() -> bool:
+    """Return whether ::1 can be bound here (some containers have no IPv6)."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+HAS_IPV6 = _has_ipv6_loopback()
+
+
 @pytest.fixture(scope="module")
 def dnsmasq() -> Iterator[int]:
     """A real dnsmasq on 127.0.0.1 (UDP and TCP) serving a small hospital zone; yields its port."""
@@ -39,7 +53,7 @@ def dnsmasq() -> Iterator[int]:
         "--conf-file=/dev/null",
         "--pid-file=",
         f"--port={port}",
-        "--listen-address=127.0.0.1",
+        "--listen-address=127.0.0.1,::1" if HAS_IPV6 else "--listen-address=127.0.0.1",
         "--bind-interfaces",
         "--local=/chu.test/",
         "--host-record=dpi.chu.test,10.1.2.3,fd00::3",
@@ -122,6 +136,25 @@ async def test_expected_answers(
     assert 0 < sample(result, "dns_lookup_seconds") < 5
     assert sample(result, "dns_used_tcp") == (1 if transport == "tcp" else 0)
     assert [name for name, _ in result.phases] == ["lookup"]
+
+
+@pytest.mark.skipif(not HAS_IPV6, reason="no IPv6 loopback (::1) here")
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_ipv6_server(
+    probe: DnsProbe, ctx: ProbeContext, dnsmasq: int, transport: str
+) -> None:
+    """A server given as [::1]:port is asked over IPv6."""
+    check = make_check(
+        probe,
+        f"[::1]:{dnsmasq}",
+        query_name="dpi.chu.test",
+        query_type="AAAA",
+        transport=transport,
+        expect_answers=["fd00::3"],
+    )
+    result = await probe(check, ctx)
+    assert check.target == f"[::1]:{dnsmasq}" and check.host == "::1"
+    assert result.success, result.error
 
 
 async def test_missing_answer_names_what_came(
