@@ -80,6 +80,8 @@ CREATE INDEX IF NOT EXISTS outbox_sink_key ON outbox (sink, key, id);
 CREATE TABLE IF NOT EXISTS active (key TEXT PRIMARY KEY, alert TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value REAL NOT NULL);
 """
+_MERGE_BASE = 1 << 40
+"""First id given in memory when the file's content is unknown: above any id it holds."""
 _COLUMNS = "id, sink, key, state, fp, starts_at, alert, created, attempts, last_error"
 
 
@@ -130,6 +132,8 @@ class Outbox:
         self._disk: sqlite3.Connection | None = None
         self._mem: sqlite3.Connection | None = None
         """While not None, the outbox lives here: the file refused a write."""
+        self._merge = False
+        """The file could not be read when moving to memory: add to it, never replace it."""
         try:
             self._disk = self._open_file()
         except Exception as exc:
@@ -181,9 +185,11 @@ class Outbox:
 
             source = read_only_copy(self.path)
             opened = source is not None
+        copied = False
         if source is not None:
             try:
                 _copy(source, mem)
+                copied = True
             except sqlite3.Error:
                 mem.close()  # unreadable too: start empty rather than half-copied
                 mem = sqlite3.connect(":memory:", isolation_level=None)
@@ -191,6 +197,13 @@ class Outbox:
             finally:
                 if opened:
                     source.close()
+        if not copied and self.path.exists():
+            # What the file holds is unknown (e.g. not readable by us): the write-back adds to
+            # it, with ids far above any it can hold, instead of replacing it.
+            self._merge = True
+            mem.execute(
+                "INSERT INTO sqlite_sequence (name, seq) VALUES ('outbox', ?)", (_MERGE_BASE,)
+            )
         self._mem = mem
 
     def flush(self) -> bool:
@@ -204,8 +217,9 @@ class Outbox:
                 self._disk = self._open_file()
             disk = self._disk
             with self._transaction(disk):
-                disk.execute("DELETE FROM outbox")
-                disk.execute("DELETE FROM active")
+                if not self._merge:
+                    disk.execute("DELETE FROM outbox")
+                    disk.execute("DELETE FROM active")
                 _copy(mem, disk, clear=False)
                 disk.execute(
                     "INSERT OR REPLACE INTO meta (name, value) VALUES ('written', ?)",
@@ -217,6 +231,7 @@ class Outbox:
             self._report.failed(self.STORE, self.path, exc)
             return False
         self._mem = None
+        self._merge = False
         mem.close()
         self._report.ok(self.STORE)
         return True

@@ -594,3 +594,69 @@ def test_self_incident_keeps_its_start_while_stores_come_and_go(tmp_path: Path) 
     assert str(tmp_path / "health.sqlite") in second.annotations["summary"]
     monitor.ok("health")
     assert monitor.alerts() == [] and monitor.summary() is None
+
+
+def as_nobody(setpriv: str) -> list[str]:
+    """The command prefix running what follows as nobody."""
+    return [setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+
+
+MERGE_SCRIPT = """
+import sys
+import structlog
+structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))  # stdout: answers
+from pathlib import Path
+from prometheus_client import CollectorRegistry
+from monitor.alerting.outbox import Entry, Outbox
+from monitor.alerting.sink import Delivery
+from monitor.statedir import StateDirMonitor
+from tests.alerting.conftest import make_alert
+path = Path(sys.argv[1])
+monitor = StateDirMonitor(path.parent, CollectorRegistry())
+box = Outbox(path, report=monitor, retry_every=3600)
+alert = make_alert("incident:new")
+box.record([Entry("am", alert, Delivery.LATEST)], activate=[alert])
+print(box.in_memory, monitor.problems()[0].cause, flush=True)
+sys.stdin.readline()  # the test makes the file readable and writable meanwhile
+print(box.flush(), flush=True)
+box.close()
+"""
+
+
+def test_an_unreadable_outbox_file_is_added_to_never_replaced(public_dir: Path) -> None:
+    """An outbox file the daemon's user cannot read at start (root's, mode 600): the outbox
+    runs in memory; once the file is fixed, what was queued meanwhile is added to what the
+    file held (the rows queued before the restart are kept)."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("setpriv (util-linux) is needed to run as another user")
+    state = public_dir / "state"
+    state.mkdir()
+    path = state / "outbox.sqlite"
+    old = Outbox(path)
+    alert = make_alert("incident:old")
+    old.record([Entry("am", alert, Delivery.LATEST)], activate=[alert])
+    old.close()
+    shutil.chown(state, "nobody", "nogroup")
+    path.chmod(0o600)  # root's: nobody can neither read nor write it
+    with subprocess.Popen(
+        [*as_nobody(setpriv), sys.executable, "-c", MERGE_SCRIPT, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parents[2],
+    ) as child:
+        assert child.stdin is not None and child.stdout is not None
+        first = child.stdout.readline().strip()
+        if first != "True permission denied":
+            child.kill()
+            pytest.fail(f"child said {first!r}: {child.communicate()[1][-2000:]}")
+        shutil.chown(path, "nobody", "nogroup")
+        out, err = child.communicate("go\n", timeout=30)
+        assert child.returncode == 0, err[-2000:]
+        assert out.strip() == "True", err[-2000:]
+    box = Outbox(path)
+    assert [r.alert.key for r in box.pending("am", 10)] == ["incident:old", "incident:new"]
+    assert set(box.active()) == {"incident:old", "incident:new"}
+    box.close()
