@@ -19,9 +19,11 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from pydicom.datadict import tag_for_keyword
+from pydicom import config
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
+from pydicom.valuerep import validate_value
 from pynetdicom import AE, evt
 
 from monitor.results import ProbeResult, Sample, bound_text
@@ -119,9 +121,18 @@ class DicomSettings(BaseModel):
     @classmethod
     def _valid_keys(cls, value: dict[str, str]) -> dict[str, str]:
         """Require DICOM keywords pydicom knows."""
-        for keyword in value:
-            if tag_for_keyword(keyword) is None:
+        for keyword, text in value.items():
+            tag = tag_for_keyword(keyword)
+            if tag is None:
                 raise ValueError(f"{keyword!r} is not a DICOM keyword")
+            vr = dictionary_VR(tag)
+            if vr == "SQ":
+                raise ValueError(f"{keyword} is a sequence: not a matching key here")
+            for part in text.split("\\"):
+                try:
+                    validate_value(vr, part, config.RAISE)
+                except ValueError as exc:
+                    raise ValueError(f"{keyword}: {str(exc).split(' Please see')[0]}") from None
         return value
 
 

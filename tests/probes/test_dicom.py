@@ -126,7 +126,11 @@ async def test_find_counts_studies(probe: DicomProbe, ctx: ProbeContext) -> None
             f"127.0.0.1:{pacs.port}",
             called_ae_title="PACS",
             find=True,
-            find_keys={"PatientID": "VIGIE-TEST"},
+            find_keys={
+                "PatientID": "VIGIE-TEST",
+                "StudyDate": "20250101-",
+                "ModalitiesInStudy": "CT\\MR",
+            },
         )
         result = await probe(check, ctx)
     assert result.success, result.error
@@ -135,6 +139,7 @@ async def test_find_counts_studies(probe: DicomProbe, ctx: ProbeContext) -> None
     assert [name for name, _ in result.phases] == ["connect", "associate", "echo", "find"]
     (query,) = pacs.queries
     assert query.QueryRetrieveLevel == "STUDY" and query.PatientID == "VIGIE-TEST"
+    assert query.StudyDate == "20250101-" and list(query.ModalitiesInStudy) == ["CT", "MR"]
 
 
 async def test_find_failure_status(probe: DicomProbe, ctx: ProbeContext) -> None:
@@ -297,6 +302,10 @@ def test_reject_reason_words() -> None:
         ({"calling_ae_title": "BAD\\AE"}, "an AE title is 1 to 16"),
         ({"calling_ae_title": "   "}, "an AE title is 1 to 16"),
         ({"find_keys": {"NotAKeyword": "x"}}, "'NotAKeyword' is not a DICOM keyword"),
+        ({"find_keys": {"StudyDate": "yesterday"}}, "StudyDate: Invalid value for VR DA"),
+        ({"find_keys": {"PatientID": "x" * 65}}, "PatientID: The value length \\(65\\) exceeds"),
+        ({"find_keys": {"ModalitiesInStudy": "CT\\mr"}}, "ModalitiesInStudy: Invalid value"),
+        ({"find_keys": {"ReferencedStudySequence": ""}}, "is a sequence"),
         ({"max_find_matches": 0}, "greater than or equal to 1"),
     ],
 )
