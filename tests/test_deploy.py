@@ -63,7 +63,7 @@ def test_prometheus_rules_pass_promtool_check_and_unit_tests() -> None:
     """The shipped alerting and recording rules load in promtool and their unit tests pass."""
     promtool = require_binary("/usr/bin/promtool", "prometheus")
     rules = DEPLOY / "prometheus"
-    assert "SUCCESS: 8 rules found" in run(promtool, "check", "rules", "vigie-rules.yml", cwd=rules)
+    assert "SUCCESS: 9 rules found" in run(promtool, "check", "rules", "vigie-rules.yml", cwd=rules)
     assert "SUCCESS" in run(promtool, "test", "rules", "vigie-rules.test.yml", cwd=rules)
 
 
