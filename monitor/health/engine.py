@@ -234,6 +234,10 @@ class Topology:
         self.members: dict[str, list[str]] = collections.defaultdict(list)
         for cid, dc in self.dc.items():
             self.members[dc].append(cid)
+        self.in_room: dict[str, list[str]] = collections.defaultdict(list)
+        for cid, comp in self.components.items():
+            if comp.site and comp.site in self.sites and self.sites[comp.site].parent:
+                self.in_room[comp.site].append(cid)
         self.at_risk = {site: self._at_risk_apps(site) for site in self.sites}
 
     def _order(self) -> list[str]:
@@ -266,6 +270,15 @@ class Topology:
                     seen.add(nxt)
                     queue.append(nxt)
         return [c for c in seen if self.components[c].kind in APPLICATION_KINDS]
+
+    def site_members(self, site: str) -> list[str]:
+        """Return the components of a datacenter (its rooms included) or of a room."""
+        spec = self.sites.get(site)
+        return (
+            self.in_room.get(site, [])
+            if spec is not None and spec.parent
+            else self.members.get(site, [])
+        )
 
     def datacenter(self, site: str | None) -> str:
         """Return the top-level site a site or room belongs to."""
@@ -602,6 +615,7 @@ class HealthEngine:
             if c.state is State.WARNING
             and not c.maintenance
             and f"site:{self.topology.dc[cid]}" not in incidents  # explained by the site's
+            and f"site:{c.site}" not in incidents  # or by its room's
             and not self._power_pending(self.topology.dc[cid], now)  # maybe the site's soon
         }
         self.snapshot = Snapshot(now, components, incidents, sites, warnings)
@@ -678,9 +692,7 @@ class HealthEngine:
         """Return (mains lost at, runtime left) when every UPS of the site runs on battery."""
         topo = self.topology
         ups = [
-            topo.components[c]
-            for c in topo.members.get(site, ())
-            if topo.components[c].kind == "ups"
+            topo.components[c] for c in topo.site_members(site) if topo.components[c].kind == "ups"
         ]
         if not ups:
             return None
@@ -854,20 +866,58 @@ class HealthEngine:
         }
         incidents: dict[str, Incident] = {}
         absorbed: set[str] = set()
-        for site in [s for s in topo.sites if not topo.sites[s].parent]:
+        dcs = [s for s in topo.sites if not topo.sites[s].parent]
+        rooms = [s for s in topo.sites if topo.sites[s].parent]
+        # Datacenters first; then rooms (an A/B UPS pair losing mains is its room's one cause)
+        # whose datacenter has no incident of its own.
+        dark = {r for r in rooms if self._site_power(r, components) is not None}
+        # What open room incidents hold (their rooms and what those impacted, a SAN's servers
+        # in the next room): it follows its room's recovery, not a mass failure of its own.
+        held = {
+            c
+            for r in rooms
+            for c in (self._open[f"site:{r}"].impacted if f"site:{r}" in self._open else ())
+        }
+        for site in [*dcs, *rooms]:
+            room = bool(topo.sites[site].parent)
+            if room and f"site:{topo.datacenter(site)}" in incidents:
+                continue
             power = self._site_power(site, components)
-            members = [components[c] for c in topo.members.get(site, ())]
-            site_roots = [r for r in roots if topo.dc[r.id] == site]
-            failing = [c for c in members if c.state.failing]
             key = f"site:{site}"
+            before = self._open.get(key)
+            followed = set(before.impacted) if room and before is not None else set()
+            members = [
+                components[c] for c in {*topo.site_members(site), *followed} if c in components
+            ]
+            site_roots = [
+                r
+                for r in roots
+                if (
+                    topo.components[r.id].site == site or r.id in followed
+                    if room
+                    else topo.dc[r.id] == site
+                )
+            ]
+            failing = [c for c in members if c.state.failing]
             opened = self._incident_start.get(key)
             recent = [c for c in failing if now - c.since <= self.site_window]
             # A mass failure with a single root cause is that root's incident, not the site's.
             # Held roots do not count: most are dependents whose cause is not seen yet.
+            # A room on battery is one cause, however many of its UPS are down.
+            causes = sum(
+                1
+                for r in site_roots
+                if confirmed[r.id] and topo.components[r.id].site not in dark and r.id not in held
+            ) + sum(
+                1
+                for r in rooms
+                if topo.datacenter(r) == site and (r in dark or f"site:{r}" in self._open)
+            )
             mass = (
-                len(members) >= 3
+                not room
+                and len(members) >= 3
                 and len(recent) >= self.site_ratio * len(members)
-                and sum(1 for r in site_roots if confirmed[r.id]) > 1
+                and causes > 1
             )
             # Once open, the site incident follows the recovery: it stays while anything that
             # failed during it is still failing, so the recovery ends with one resolve.

@@ -211,6 +211,8 @@ class Simulation:
         self._dirty = False
         self._next_eval = START
         self.taken: dict[str, float] = {}  # check -> when its last delivered result was taken
+        self._inflight: set[str] = set()
+        self._wake: set[str] = set()
         self.ancestors = {cid: self._ancestors(cid) for cid in self.engine.topology.components}
         for check in self.engine.checks.values():
             phase = self.rng.uniform(0, check.check.interval)
@@ -247,15 +249,27 @@ class Simulation:
         self._next_eval = self.clock.now + TICK
 
     def poll(self, check_id: str, *, scheduled: bool) -> None:
-        """Poll a check now: its result lands after its duration; scheduled polls repeat."""
+        """Poll a check now: its result lands after its duration; scheduled polls repeat.
+
+        As the scheduler does, a check runs once at a time: a tick during a run is skipped, an
+        on-demand run asked during one starts when it ends.
+        """
         check = self.engine.checks[check_id].check
+        if scheduled:
+            self.at(
+                self.clock.now + check.interval,
+                functools.partial(self.poll, check_id, scheduled=True),
+            )
+        if check_id in self._inflight:
+            if not scheduled:
+                self._wake.add(check_id)
+            return
+        self._inflight.add(check_id)
         comp = self.engine.check_components[check_id][0]
         result = self.world.result(comp)
         taken = self.clock.now
         delay = check.timeout if not result.success else UP_DELAY
         self.at(taken + delay, lambda: self.deliver(check_id, result, taken))
-        if scheduled:
-            self.at(taken + check.interval, lambda: self.poll(check_id, scheduled=True))
 
     def run_now(self, check_id: str, reason: str) -> bool:
         """The scheduler's on-demand seam: the gate decides, a granted run starts now."""
@@ -268,6 +282,10 @@ class Simulation:
 
     def deliver(self, check_id: str, result: ProbeResult, taken: float) -> None:
         """A result reaches the engine (ResultStore listener)."""
+        self._inflight.discard(check_id)
+        if check_id in self._wake:
+            self._wake.discard(check_id)
+            self.at(self.clock.now, functools.partial(self.poll, check_id, scheduled=False))
         self.taken[check_id] = taken
         if self.engine.observe(check_id, result) and not self._dirty:
             self._dirty = True
@@ -344,7 +362,8 @@ class Simulation:
     # --- scenarios -------------------------------------------------------------------------
 
     def faults(self, kinds: Iterable[str] | None = None, first_only: bool = False) -> list[Fault]:
-        """Pick this seed's faults: a power cut, a SAN, a switch, two server crashes; shuffled.
+        """Pick this seed's faults: power cuts (a datacenter, a room), a SAN, a switch, two
+        server crashes; shuffled.
 
         `kinds` keeps only those kinds (the quick property test plays one fault a seed).
         """
@@ -359,8 +378,10 @@ class Simulation:
         san = rng.choice(sorted(by_kind["san_array"]))
         room = rng.choice(rooms)
         servers = rng.sample(sorted(by_kind["server"]), 2)
+        power_room = rng.choice(rooms)
         faults = [
             Fault("power", dc, (f"site:{dc}",)),
+            Fault("room-power", power_room, (f"site:{power_room}",)),
             Fault("san", san, (f"component:{san}",)),
             Fault("switch", f"sw-{room}", (f"component:sw-{room}",)),
             *(Fault("crash", s, (f"component:{s}",)) for s in servers),
@@ -375,10 +396,10 @@ class Simulation:
         """Run one fault: break, hold, repair, then let everything settle."""
         rng = self.rng
         fault.start = self.clock.now
-        if fault.kind == "power":
+        if fault.kind in ("power", "room-power"):  # a datacenter's mains, or a room's feed
             ups = sorted(
                 c
-                for c in self.engine.topology.members[fault.target]
+                for c in self.engine.topology.site_members(fault.target)
                 if self.engine.topology.components[c].kind == "ups"
             )
             for cid in ups:  # mains lost: every UPS of the site on battery (one utility feed)

@@ -1,10 +1,11 @@
 """Property test: on generated hospitals of 502 components, one page per root cause.
 
-Each seed replays one fault (power cut, SAN failure, switch failure or server crash, then its
-repair) with random poll phases, per-check intervals and failures arriving in random order, at
-the engine level on a fake clock (tests/health/sim.py). Every seed must give exactly one page
-per root cause, none for absorbed or impacted components, a resolve for every page, and no page
-from a result older than the last change of what its component depends on. The bench replays
+Each seed replays one fault (a datacenter's or a room's power cut, a SAN failure, a switch
+failure or a server crash, then its repair) with random poll phases, per-check intervals and
+failures arriving in random order, at the engine level on a fake clock (tests/health/sim.py).
+Every seed must give exactly one page per root cause, none for absorbed or impacted components,
+a resolve for every page, and no page from a result older than the last change of what its
+component depends on. The bench replays
 hundreds of seeds with every fault each (`make bench`: tests/bench/health.py).
 """
 
@@ -14,7 +15,7 @@ import pytest
 
 from tests.health.sim import replay
 
-KINDS = ("power", "san", "switch", "crash")
+KINDS = ("power", "san", "switch", "crash", "room-power")
 SEEDS = range(20)
 
 
@@ -25,7 +26,7 @@ def test_one_page_per_root_cause(seed: int) -> None:
     assert outcome.components >= 500
     assert outcome.faults, f"seed {seed}: no fault played"
     assert not outcome.problems, (
-        f"seed {seed} (replay: tests.health.sim.replay({seed}, [{KINDS[seed % 4]!r}])):\n"
+        f"seed {seed} (replay: tests.health.sim.replay({seed}, [{KINDS[seed % len(KINDS)]!r}]))\n"
         + "\n".join(outcome.problems)
     )
 
