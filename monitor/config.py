@@ -615,7 +615,7 @@ class LoadedConfig:
                         fed.setdefault(cid, comp.site)
         counts: dict[str, int] = {}
         for cid, check in self.plan.items():
-            site = dict(check.labels).get("site") or fed.get(cid, "(no site)")
+            site = dict(check.labels).get("site") or fed.get(cid) or "(no site)"
             counts[site] = counts.get(site, 0) + 1
         return dict(sorted(counts.items()))
 

@@ -37,6 +37,19 @@ def test_check_prints_summary(
     assert "environment variable" not in captured.err and "error" not in captured.err
 
 
+def test_check_counts_checks_of_a_component_without_site(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A component with no site gives its checks to "(no site)" instead of crashing the count."""
+    config = tmp_path / "vigie.yaml"
+    config.write_text(
+        "checks:\n  - {id: web, kind: tcp, target: '127.0.0.1:1'}\n"
+        "components:\n  - {id: app, kind: application, checks: [web]}\n"
+    )
+    assert main(["check", str(config)]) == 0
+    assert "  (no site): 1\n" in capsys.readouterr().out
+
+
 def test_check_lists_every_error_and_exits_1(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
