@@ -261,6 +261,8 @@ class Daemon:
                     self.log.error("config_reload_failed", error=str(error))
                 self.notifier.ready()
                 return [str(e) for e in exc.errors]
+            for warning in loaded.warnings:
+                self.log.warning("config_warning", warning=str(warning))
             try:
                 return await self._apply(loaded)
             except Exception as exc:  # a bug must not pass for a good reload, nor kill the loop
@@ -374,6 +376,8 @@ async def run_daemon(
         for error in exc.errors:
             log.error("config_invalid", error=str(error))
         return 1
+    for warning in loaded.warnings:  # what `vigie check` warns about, in the journal too
+        log.warning("config_warning", warning=str(warning))
     notifier = SystemdNotifier.from_env(env)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

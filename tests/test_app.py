@@ -167,3 +167,34 @@ def test_bad_config_at_start_exits_1(tmp_path: Path) -> None:
     assert line["event"] == "config_invalid"
     known = ", ".join(default_registry().kinds())
     assert f"unknown probe kind 'icmp'; known kinds: {known}" in line["error"]
+
+
+def test_config_warnings_are_logged_at_start(tmp_path: Path) -> None:
+    """`vigie run` logs what `vigie check` warns about (here a tier-1 app paged too late)."""
+    port = free_port()
+    config = tmp_path / "vigie.yaml"
+    config.write_text(
+        f"web: {{listen: '127.0.0.1:{port}'}}\n"
+        f"checks:\n  - {{id: slow, kind: tcp, target: '127.0.0.1:{free_port()}', interval: 5m}}\n"
+        "components:\n"
+        "  - {id: dpi, kind: application, criticality: 1, checks: [slow]}\n"
+    )
+    log = (tmp_path / "stdout.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "monitor.cli", "run", "--config", str(config)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_sync(
+            lambda: any(e.get("event") == "daemon_started" for e in events(tmp_path)),
+            "daemon_started",
+        )
+        warnings = [
+            str(e["warning"]) for e in events(tmp_path) if e.get("event") == "config_warning"
+        ]
+        assert any("dpi" in w and "page_within" in w for w in warnings), warnings
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+        log.close()
