@@ -963,6 +963,13 @@ class HealthEngine:
                 apps=apps,
                 components=components,
                 site_wide=True,
+                # A room's power while its datacenter's power devices have not all answered:
+                # maybe the whole datacenter's, so not paged yet.
+                confirmed=not (
+                    room
+                    and pending.get(topo.datacenter(site), False)
+                    and not (before is not None and before.confirmed)
+                ),
             )
             absorbed.update(r.id for r in site_roots)
         for root in roots:

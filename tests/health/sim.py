@@ -121,6 +121,7 @@ class Outcome:
     ondemand: int = 0  # on-demand runs granted
     refused: int = 0  # on-demand runs refused for the budget
     changes: list[list[Alert]] = field(default_factory=list)  # the firing sets, in order
+    latencies: list[tuple[str, float]] = field(default_factory=list)  # fault kind, to 1st page
 
 
 HOSPITALS = 2
@@ -465,6 +466,17 @@ class Simulation:
                 f"{where}: expected one page each for {list(fault.expect)}, got "
                 + ", ".join(f"{p.key} at t={p.at - START:.1f}s" for p in pages)
             )
+        # Active confirmation: paged one detection (interval + timeout) and about one timeout
+        # of confirmation after the fault, not a second interval (evaluations: 1 s apart).
+        if pages and self.gate.rate >= 50:
+            worst = max(c.check.interval for c in self.engine.checks.values())
+            bound = worst + 2 * GEN_TIMEOUT + 3 * TICK
+            late = pages[0].at - fault.start
+            if late > bound:
+                self.outcome.problems.append(
+                    f"{where}: first page {late:.1f}s after the fault, over {bound:g}s"
+                )
+            self.outcome.latencies.append((fault.kind, late))
         resolved = {p.key for p in log if not p.firing}
         unresolved = [p.key for p in pages if p.key not in resolved]
         still = sorted(self.pager.active())
