@@ -37,9 +37,9 @@ from tests.alerting.conftest import (
     Receiver,
     make_alert,
     metric,
-    wait_for,
 )
 from tests.conftest import free_port
+from tests.waiting import wait_for
 
 FAST = {"backoff_initial": 0.05, "backoff_max": 0.3, "vigie_instance": "vigie-test"}
 

@@ -20,9 +20,9 @@ from tests.alerting.conftest import (
     AlertmanagerFactory,
     Receiver,
     make_alert,
-    wait_for,
 )
 from tests.conftest import free_port
+from tests.waiting import wait_for
 
 TOKEN = "s3cr3t-t0ken"
 
@@ -135,6 +135,7 @@ async def test_refusal_names_host_and_status_not_path_or_token(
 
 async def test_redirect_is_a_failure(session: aiohttp.ClientSession, receiver: Receiver) -> None:
     """A 3xx is not followed (it would turn the POST into a GET): it is a failed delivery."""
+
     async def moved(_: web.Request) -> web.Response:
         raise web.HTTPFound(f"{receiver.url}/elsewhere")
 
