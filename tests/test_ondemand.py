@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import time
+
+from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from monitor.ondemand import OnDemandGate, OnDemandMetrics
+from monitor.results import ResultStore
+from monitor.scheduler import Scheduler, SchedulerMetrics
+from probes import default_registry
+from probes.base import Check
+from probes.http import HttpProbe, make_session
+from tests.waiting import wait_for
 
 
 class Clock:
@@ -61,3 +70,52 @@ def test_budget_spent_refuses_logs_once_and_refills() -> None:
     assert gate.allow("chk-5", 1.0, "confirm")
     assert not gate.allow("chk-6", 1.0, "confirm")
     assert len(log.lines) == 2, "a new episode of a spent budget is logged again"
+
+
+async def test_scheduler_run_now_runs_once_per_timeout_through_the_gate() -> None:
+    """Scheduler.run_now runs a check at once against a real server (its grid is an hour
+    away), refuses a second ask within its timeout, and refuses unknown checks."""
+    hits: list[float] = []
+
+    async def handle(_: web.Request) -> web.Response:
+        hits.append(time.monotonic())
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    registry = CollectorRegistry()
+    store = ResultStore()
+    async with make_session() as session:
+        sched = Scheduler(
+            default_registry(),
+            store,
+            session,
+            SchedulerMetrics(registry),
+            ondemand=OnDemandGate(OnDemandMetrics(registry), rate=50, logger=Log()),
+        )
+        check = Check(
+            "web",
+            "http",
+            f"http://127.0.0.1:{port}/",
+            3600.0,
+            5.0,
+            HttpProbe.Settings(),
+            host="127.0.0.1",
+        )
+        sched.apply({"web": check})
+        try:
+            assert sched.run_now("web", "confirm")
+            await wait_for(lambda: store.latest("web") is not None, "the on-demand run")
+            assert not sched.run_now("web", "confirm"), "a second run within the timeout"
+            assert not sched.run_now("nope", "confirm")
+            assert len(hits) == 1
+            assert value(registry, "vigie_ondemand_runs_total", "confirm") == 1
+            assert value(registry, "vigie_ondemand_refused_total", "recent") == 1
+        finally:
+            await sched.stop(1.0)
+            await runner.cleanup()
