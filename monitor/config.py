@@ -708,10 +708,16 @@ def _validate(
         if union is not None:
             by_union[union] = by_union.get(union, 0) + 1
     problems: list[Problem] = []
+    shown: set[Loc | None] = set()
     for loc, msg, etype, union in found:
         if union is not None and by_union[union] > 1 and etype in _TYPE_ERRORS:
             continue
+        shown.add(union)
         problems.append(_refine(raw, loc, msg))
+    for loc, msg, _, union in found:  # a value of no member's shape (a list): its first error
+        if union not in shown:
+            shown.add(union)
+            problems.append(_refine(raw, loc, msg))
     return None, problems
 
 
