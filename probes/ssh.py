@@ -263,6 +263,7 @@ async def _session(conn: asyncssh.SSHClientConnection, line: str, limit: int) ->
         conn.abort()
         raise
     conn.close()  # a polite disconnect; the socket is closed without waiting for the peer
+    await conn.wait_closed()  # bounded: asyncssh's own cleanup, scheduled by close()
     return out
 
 
