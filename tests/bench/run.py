@@ -93,6 +93,7 @@ SECTIONS: dict[str, str] = {
     "traps": "tests.bench.traps:run",
     "page_latency": "tests.bench.page_latency:run",
     "health_property": "tests.bench.health:run_property",
+    "hung": "tests.bench.hung:run",
 }
 
 
