@@ -8,9 +8,11 @@ which `make fuzz` drives through atheris (`fuzz_one_input`) and `make test` runs
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import json
 import math
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -311,8 +313,10 @@ def config_text(draw: st.DrawFn) -> str:
 
 @cache
 def _config_dir() -> Path:
-    """Return a directory for the drawn config files (removed at exit by the OS's tmp)."""
-    return Path(tempfile.mkdtemp(prefix="vigie-fuzz-config-"))
+    """Return a directory for the drawn config files, removed at exit."""
+    directory = Path(tempfile.mkdtemp(prefix="vigie-fuzz-config-"))
+    atexit.register(shutil.rmtree, directory, True)
+    return directory
 
 
 @cache
