@@ -768,9 +768,12 @@ class HealthEngine:
         fresh = own_fresh and all(
             c.last_result is not None and c.last_result >= started for c in deps
         )
-        if not fresh and key not in self._asked:
+        if not fresh:  # asked again at each evaluation: the gate grants one per timeout
             self._asked.add(key)
-            self._ask((c.check.id for c in deps), "confirm")
+            self._ask(
+                (c.check.id for c in deps if c.last_result is None or c.last_result < started),
+                "confirm",
+            )
             if not own_fresh:
                 self._ask((c.check.id for c in own), "recheck")
         # Without an answer, the scheduled runs bring one within interval + timeout.
