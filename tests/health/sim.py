@@ -184,10 +184,17 @@ class World:
 class Simulation:
     """One seed: a hospital, a world, checks on their grids, the engine and a pager."""
 
-    def __init__(self, seed: int, *, ondemand_rate: float = 50.0, **shape: int) -> None:
+    def __init__(
+        self,
+        seed: int,
+        *,
+        ondemand_rate: float = 50.0,
+        hospital: int | None = None,
+        **shape: int,
+    ) -> None:
         self.seed = seed
         self.rng = random.Random(seed * 7919 + 1)
-        loaded = load_generated(seed % HOSPITALS, **shape)
+        loaded = load_generated(seed % HOSPITALS if hospital is None else hospital, **shape)
         self.clock = FakeClock()
         self.registry = CollectorRegistry()
         self.gate = OnDemandGate(
@@ -492,7 +499,12 @@ def replay(
     first_only: bool = False,
     *,
     ondemand_rate: float = 50.0,
+    hospital: int | None = None,
     **shape: int,
 ) -> Outcome:
-    """Replay one seed; the outcome lists its problems (empty when every property held)."""
-    return Simulation(seed, ondemand_rate=ondemand_rate, **shape).replay(kinds, first_only)
+    """Replay one seed; the outcome lists its problems (empty when every property held).
+
+    hospital: the generated hospital's seed (default: one of HOSPITALS, shared by seeds).
+    """
+    sim = Simulation(seed, ondemand_rate=ondemand_rate, hospital=hospital, **shape)
+    return sim.replay(kinds, first_only)
