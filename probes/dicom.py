@@ -9,7 +9,6 @@ the check's timeout, so a thread left behind by a cancelled run ends on its own 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import re
 import socket
 import ssl
@@ -29,7 +28,7 @@ from pynetdicom import AE, evt
 from monitor.results import ProbeResult, Sample, bound_text
 from monitor.sanitise import sanitise
 from probes.base import Check, ProbeContext
-from probes.tcp import split_host_port
+from probes.tcp import HostPortTarget, split_host_port
 from probes.tls import SslContextCache, TlsSettings, describe_ssl_error, os_error_reason
 
 __all__ = ["STUDY_ROOT_FIND", "VERIFICATION", "DicomProbe", "DicomSettings", "reject_reason"]
@@ -287,7 +286,7 @@ def _gauge(name: str, value: float, help: str) -> Sample:
     return Sample(name=name, value=value, type="gauge", help=help)
 
 
-class DicomProbe:
+class DicomProbe(HostPortTarget):
     """Probe kind "dicom": C-ECHO (and optionally a C-FIND) with AE titles, via pynetdicom."""
 
     kind: ClassVar[str] = "dicom"
@@ -302,17 +301,6 @@ class DicomProbe:
         """
         self._ssl_contexts = SslContextCache()
         self._workers = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="vigie-dicom")
-
-    def parse_target(self, target: str) -> str:
-        """Return the normalised "host:port", or raise ValueError saying why it is invalid."""
-        host, port = split_host_port(target)
-        if ":" in host:
-            return f"[{ipaddress.IPv6Address(host).compressed}]:{port}"
-        return f"{host.lower()}:{port}"
-
-    def host_of(self, target: str) -> str:
-        """Return the host of "host:port"."""
-        return split_host_port(target)[0]
 
     async def __call__(self, check: Check, ctx: ProbeContext) -> ProbeResult:
         """Run the DICOM exchange in a worker thread and report."""

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from monitor.results import ProbeResult, Sample, bound_text
 from monitor.sanitise import sanitise
 from probes.base import Check, ProbeContext
-from probes.tcp import split_host_port
+from probes.tcp import format_host_port, split_host_port
 from probes.tls import os_error_reason
 
 __all__ = ["RCODES", "DnsProbe", "DnsSettings", "split_server"]
@@ -163,10 +163,7 @@ class DnsProbe:
 
     def parse_target(self, target: str) -> str:
         """Return the normalised "host:port", or raise ValueError saying why it is invalid."""
-        host, port = split_server(target)
-        if ":" in host:
-            return f"[{ipaddress.IPv6Address(host).compressed}]:{port}"
-        return f"{host.lower()}:{port}"
+        return format_host_port(*split_server(target))
 
     def host_of(self, target: str) -> str:
         """Return the host of the server."""

@@ -7,7 +7,6 @@ the ACK is read up to the MLLP end block (0x1c 0x0d), never up to a close.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import socket
 import ssl
 import uuid
@@ -19,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from monitor.results import ProbeResult, Sample, bound_text
 from monitor.sanitise import sanitise
 from probes.base import Check, ProbeContext
-from probes.tcp import split_host_port
+from probes.tcp import HostPortTarget, split_host_port
 from probes.tls import (
     SslContextCache,
     TlsSettings,
@@ -267,7 +266,7 @@ async def _close(writer: asyncio.StreamWriter) -> None:
         raise
 
 
-class Hl7Probe:
+class Hl7Probe(HostPortTarget):
     """Probe kind "hl7": send one message over MLLP and check the ACK's code and control id."""
 
     kind: ClassVar[str] = "hl7"
@@ -276,17 +275,6 @@ class Hl7Probe:
     def __init__(self) -> None:
         """Start with an empty SSL context cache."""
         self._ssl_contexts = SslContextCache()
-
-    def parse_target(self, target: str) -> str:
-        """Return the normalised "host:port", or raise ValueError saying why it is invalid."""
-        host, port = split_host_port(target)
-        if ":" in host:
-            return f"[{ipaddress.IPv6Address(host).compressed}]:{port}"
-        return f"{host.lower()}:{port}"
-
-    def host_of(self, target: str) -> str:
-        """Return the host of "host:port"."""
-        return split_host_port(target)[0]
 
     async def __call__(self, check: Check, ctx: ProbeContext) -> ProbeResult:
         """Connect, send the message, read the framed ACK and report."""

@@ -25,7 +25,7 @@ from monitor.results import ProbeResult, Sample, bound_text
 from monitor.secrets import ConfigPath, resolve_secret
 from probes.base import Check, ProbeContext
 from probes.san_host import COMMANDS, SanParseError
-from probes.tcp import split_host_port
+from probes.tcp import format_host_port, split_host_port
 from probes.tls import os_error_reason
 
 __all__ = ["KeyCache", "SshProbe", "SshSettings", "parse_target"]
@@ -279,10 +279,7 @@ class SshProbe:
 
     def parse_target(self, target: str) -> str:
         """Return the normalised `host:port` (port 22 by default), or raise ValueError."""
-        host, port = parse_target(target)
-        if ":" in host:
-            return f"[{ipaddress.IPv6Address(host).compressed}]:{port}"
-        return f"{host.lower()}:{port}"
+        return format_host_port(*parse_target(target))
 
     def host_of(self, target: str) -> str:
         """Return the host of the target."""

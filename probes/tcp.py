@@ -63,6 +63,25 @@ def split_host_port(target: str) -> tuple[str, int]:
     return host, port
 
 
+def format_host_port(host: str, port: int) -> str:
+    """Return the normal form of a target: "host:port", host names lower-case, "[v6]:port"."""
+    if ":" in host:
+        return f"[{ipaddress.IPv6Address(host).compressed}]:{port}"
+    return f"{host.lower()}:{port}"
+
+
+class HostPortTarget:
+    """Target handling for kinds whose target is "host:port" (tcp, hl7, dicom)."""
+
+    def parse_target(self, target: str) -> str:
+        """Return the normalised "host:port", or raise ValueError saying why it is invalid."""
+        return format_host_port(*split_host_port(target))
+
+    def host_of(self, target: str) -> str:
+        """Return the host of "host:port"."""
+        return split_host_port(target)[0]
+
+
 class QueryStep(BaseModel):
     """One step of a conversation: first wait for a line matching expect, then send."""
 
@@ -171,7 +190,7 @@ async def _close(writer: asyncio.StreamWriter) -> None:
         raise
 
 
-class TcpProbe:
+class TcpProbe(HostPortTarget):
     """Probe kind "tcp": open a TCP connection, optionally TLS, and run send/expect steps.
 
     probe_tcp_connect_duration_seconds covers name resolution and the TCP connect; the TLS
@@ -184,17 +203,6 @@ class TcpProbe:
     def __init__(self) -> None:
         """Start with an empty SSL context cache."""
         self._ssl_contexts = SslContextCache()
-
-    def parse_target(self, target: str) -> str:
-        """Return the normalised "host:port", or raise ValueError saying why it is invalid."""
-        host, port = split_host_port(target)
-        if ":" in host:
-            return f"[{ipaddress.IPv6Address(host).compressed}]:{port}"
-        return f"{host.lower()}:{port}"
-
-    def host_of(self, target: str) -> str:
-        """Return the host of "host:port"."""
-        return split_host_port(target)[0]
 
     def ssl_context(self, tls: TlsSettings) -> ssl.SSLContext:
         """Return the cached SSL context for these TLS settings (rebuilt if a file changed)."""
