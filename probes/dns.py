@@ -6,7 +6,7 @@ import asyncio
 import ipaddress
 import re
 import socket
-from typing import ClassVar, Literal, Self
+from typing import ClassVar, Literal, Self, get_args
 
 import dns.asyncquery
 import dns.exception
@@ -27,19 +27,6 @@ from probes.tls import os_error_reason
 
 __all__ = ["RCODES", "DnsProbe", "DnsSettings", "split_server"]
 
-RCODES = (
-    "NOERROR",
-    "FORMERR",
-    "SERVFAIL",
-    "NXDOMAIN",
-    "NOTIMP",
-    "REFUSED",
-    "YXDOMAIN",
-    "YXRRSET",
-    "NXRRSET",
-    "NOTAUTH",
-    "NOTZONE",
-)
 RcodeName = Literal[
     "NOERROR",
     "FORMERR",
@@ -53,6 +40,7 @@ RcodeName = Literal[
     "NOTAUTH",
     "NOTZONE",
 ]
+RCODES: tuple[str, ...] = get_args(RcodeName)
 QueryType = Literal["A", "AAAA", "SRV", "PTR", "MX", "CNAME", "NS", "TXT", "SOA"]
 _DEFAULT_PORT = 53
 # The probe's own deadline, as a share of the check's timeout, so a silent server is reported

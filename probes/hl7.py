@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from monitor.results import ProbeResult, Sample, bound_text
 from monitor.sanitise import sanitise
 from probes.base import Check, ProbeContext
-from probes.tcp import HostPortTarget, split_host_port
+from probes.tcp import HostPortTarget, close_writer, split_host_port
 from probes.tls import (
     SslContextCache,
     TlsSettings,
@@ -43,7 +43,6 @@ _ACK_WORDS = {
     "CR": "commit reject",
 }
 _CHUNK = 4096
-_CLOSE_GRACE = 2.0
 # The probe's own deadline, as a share of the check's timeout, so a silent peer is reported
 # as such ("no ACK within ...") rather than as the scheduler's bare timeout.
 _OWN_DEADLINE_SHARE = 0.9
@@ -253,19 +252,6 @@ def _ack_samples(code: str | None) -> list[Sample]:
     ]
 
 
-async def _close(writer: asyncio.StreamWriter) -> None:
-    """Close the connection, waiting briefly for a clean close, then abort it."""
-    writer.close()
-    try:
-        async with asyncio.timeout(_CLOSE_GRACE):
-            await writer.wait_closed()
-    except (TimeoutError, OSError):
-        writer.transport.abort()
-    except BaseException:
-        writer.transport.abort()
-        raise
-
-
 class Hl7Probe(HostPortTarget):
     """Probe kind "hl7": send one message over MLLP and check the ACK's code and control id."""
 
@@ -364,7 +350,7 @@ class Hl7Probe(HostPortTarget):
                 settings, reader=reader, writer=writer, ctx=ctx, samples=samples, phases=phases
             )
         finally:
-            await _close(writer)
+            await close_writer(writer)
 
     @staticmethod
     async def _exchange(

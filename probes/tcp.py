@@ -177,7 +177,7 @@ class _LineReader:
                 self._eof = True
 
 
-async def _close(writer: asyncio.StreamWriter) -> None:
+async def close_writer(writer: asyncio.StreamWriter) -> None:
     """Close the connection, waiting briefly for a clean close, then abort it."""
     writer.close()
     try:
@@ -274,7 +274,7 @@ class TcpProbe(HostPortTarget):
             if settings.query_response:
                 phases.append(("query", loop.time() - start - sum(v for _, v in phases)))
         finally:
-            await _close(writer)
+            await close_writer(writer)
         samples.append(
             _gauge(
                 "probe_failed_due_to_regex",
