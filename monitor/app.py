@@ -154,7 +154,7 @@ class Daemon:
             self.traps = TrapReceiver(
                 config.traps,
                 self.store,
-                self.scheduler.trigger,
+                lambda check_id: self.scheduler.run_soon(check_id, "trap"),
                 TrapMetrics(self.own_registry),
                 logger=self.log,
             )

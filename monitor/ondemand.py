@@ -57,6 +57,16 @@ class OnDemandGate:
         self._last: dict[str, float] = {}
         self._spent_logged = False
 
+    def retry_after(self, check_id: str, timeout: float) -> float:
+        """Seconds until the gate could grant this check again (its timeout, or a token)."""
+        now = self._clock()
+        last = self._last.get(check_id)
+        wait = 0.0 if last is None else last + timeout - now
+        if self.rate > 0:
+            tokens = min(self.rate, self._tokens + (now - self._filled) * self.rate)
+            wait = max(wait, (1.0 - tokens) / self.rate)
+        return max(wait, 0.001)
+
     def allow(self, check_id: str, timeout: float, reason: str) -> bool:
         """Return True (and count it) when the check may run now for this reason."""
         now = self._clock()

@@ -127,6 +127,7 @@ class Scheduler:
     ) -> None:
         self._registry = registry
         self._ondemand = ondemand
+        self._deferred: dict[str, asyncio.TimerHandle] = {}  # on-demand runs waiting
         self._store = store
         self._session = session
         self._metrics = metrics
@@ -166,6 +167,9 @@ class Scheduler:
             self._slow.discard(cid)
         self._metrics.slow_lane.set(len(self._slow))
         for cid in removed:
+            deferred = self._deferred.pop(cid, None)
+            if deferred is not None:
+                deferred.cancel()
             self._store.remove(cid)
             self._wake.pop(cid, None)
             self._loggers.pop(cid, None)
@@ -240,6 +244,31 @@ class Scheduler:
         ):
             return False
         return self.trigger(check_id)
+
+    def run_soon(self, check_id: str, reason: str) -> bool:
+        """Run a check on demand now, or once the gate allows it; False if the check is unknown.
+
+        For traps: a device sending two traps within a timeout gets its second re-poll late,
+        never lost; one deferred run per check, so a trap storm costs one timer per device.
+        """
+        if check_id not in self._plan or check_id not in self._wake:
+            return False
+        if self._ondemand is None or self._ondemand.rate <= 0:
+            return self.trigger(check_id)  # on-demand off: the trap port's own limits bound it
+        if self.run_now(check_id, reason):
+            return True
+        if check_id not in self._deferred:
+            delay = self._ondemand.retry_after(check_id, self._plan[check_id].timeout)
+            self._deferred[check_id] = asyncio.get_running_loop().call_later(
+                delay, self._run_deferred, check_id, reason
+            )
+        return True
+
+    def _run_deferred(self, check_id: str, reason: str) -> None:
+        """A deferred on-demand run's turn: ask again (deferred again if still refused)."""
+        self._deferred.pop(check_id, None)
+        if not self._stopping:
+            self.run_soon(check_id, reason)
 
     def _record(self, check: Check, result: ProbeResult) -> None:
         previous = self._store.latest(check.id)
@@ -367,6 +396,9 @@ class Scheduler:
     async def stop(self, drain_timeout: float) -> None:
         """Stop scheduling; let probes in flight finish for up to drain_timeout, then cancel."""
         self._stopping = True
+        for deferred in self._deferred.values():
+            deferred.cancel()
+        self._deferred.clear()
         tasks = dict(self._tasks)
         self._tasks.clear()
         for cid, task in tasks.items():

@@ -119,3 +119,57 @@ async def test_scheduler_run_now_runs_once_per_timeout_through_the_gate() -> Non
         finally:
             await sched.stop(1.0)
             await runner.cleanup()
+
+
+async def test_run_soon_defers_a_refused_ask_instead_of_dropping_it() -> None:
+    """A trap's re-poll asked again within the check's timeout runs once the timeout has
+    passed (late, never lost); three asks in a row make two runs, not three."""
+    hits: list[float] = []
+
+    async def handle(_: web.Request) -> web.Response:
+        hits.append(time.monotonic())
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    registry = CollectorRegistry()
+    store = ResultStore()
+    results: list[float] = []
+    store.subscribe(lambda _cid, result: results.append(result.timestamp) if result else None)
+    async with make_session() as session:
+        sched = Scheduler(
+            default_registry(),
+            store,
+            session,
+            SchedulerMetrics(registry),
+            ondemand=OnDemandGate(OnDemandMetrics(registry), rate=50, logger=Log()),
+        )
+        check = Check(
+            "ups",
+            "http",
+            f"http://127.0.0.1:{port}/",
+            3600.0,
+            0.5,
+            HttpProbe.Settings(),
+            host="127.0.0.1",
+        )
+        sched.apply({"ups": check})
+        try:
+            asked = time.monotonic()
+            assert sched.run_soon("ups", "trap")
+            assert sched.run_soon("ups", "trap"), "deferred, not refused"
+            assert sched.run_soon("ups", "trap"), "coalesced with the deferred one"
+            assert not sched.run_soon("nope", "trap")
+            await wait_for(lambda: len(results) >= 2, "the deferred run's result")
+            assert len(hits) == 2
+            assert hits[1] - asked >= 0.45, "the second run waits for the check's timeout"
+            assert value(registry, "vigie_ondemand_runs_total", "trap") == 2
+            assert value(registry, "vigie_ondemand_refused_total", "recent") == 2
+        finally:
+            await sched.stop(1.0)
+            await runner.cleanup()
