@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 
+import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
@@ -42,6 +44,27 @@ def value(registry: CollectorRegistry, name: str, reason: str) -> float:
     return registry.get_sample_value(name, {"reason": reason}) or 0.0
 
 
+@pytest.fixture
+async def server() -> AsyncIterator[tuple[int, list[float]]]:
+    """A real HTTP server on 127.0.0.1 answering 200; yields (port, monotonic time of each hit)."""
+    hits: list[float] = []
+
+    async def handle(_: web.Request) -> web.Response:
+        hits.append(time.monotonic())
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield runner.addresses[0][1], hits
+    finally:
+        await runner.cleanup()
+
+
 def test_one_run_per_check_per_timeout() -> None:
     """A second ask within the check's timeout is refused as 'recent'; after it, granted."""
     registry, clock = CollectorRegistry(), Clock()
@@ -72,22 +95,12 @@ def test_budget_spent_refuses_logs_once_and_refills() -> None:
     assert len(log.lines) == 2, "a new episode of a spent budget is logged again"
 
 
-async def test_scheduler_run_now_runs_once_per_timeout_through_the_gate() -> None:
+async def test_scheduler_run_now_runs_once_per_timeout_through_the_gate(
+    server: tuple[int, list[float]],
+) -> None:
     """Scheduler.run_now runs a check at once against a real server (its grid is an hour
     away), refuses a second ask within its timeout, and refuses unknown checks."""
-    hits: list[float] = []
-
-    async def handle(_: web.Request) -> web.Response:
-        hits.append(time.monotonic())
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.router.add_get("/", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
+    port, hits = server
     registry = CollectorRegistry()
     store = ResultStore()
     async with make_session() as session:
@@ -118,25 +131,14 @@ async def test_scheduler_run_now_runs_once_per_timeout_through_the_gate() -> Non
             assert value(registry, "vigie_ondemand_refused_total", "recent") == 1
         finally:
             await sched.stop(1.0)
-            await runner.cleanup()
 
 
-async def test_run_soon_defers_a_refused_ask_instead_of_dropping_it() -> None:
+async def test_run_soon_defers_a_refused_ask_instead_of_dropping_it(
+    server: tuple[int, list[float]],
+) -> None:
     """A trap's re-poll asked again within the check's timeout runs once the timeout has
     passed (late, never lost); three asks in a row make two runs, not three."""
-    hits: list[float] = []
-
-    async def handle(_: web.Request) -> web.Response:
-        hits.append(time.monotonic())
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.router.add_get("/", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
+    port, hits = server
     registry = CollectorRegistry()
     store = ResultStore()
     results: list[float] = []
@@ -172,4 +174,3 @@ async def test_run_soon_defers_a_refused_ask_instead_of_dropping_it() -> None:
             assert value(registry, "vigie_ondemand_refused_total", "recent") == 2
         finally:
             await sched.stop(1.0)
-            await runner.cleanup()
