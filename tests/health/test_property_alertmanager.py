@@ -11,34 +11,16 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
 
 from monitor.alerting import AlertDispatcher, AlertingSettings, Outbox, build_sinks
-from tests.alerting.conftest import Alertmanager, AlertmanagerFactory, Receiver
+from tests.alerting.conftest import Alertmanager, Receiver
+from tests.health.conftest import pages
 from tests.health.sim import replay
 from tests.waiting import wait_for
-
-
-def notified(rec: Receiver, status: str) -> dict[str, dict[str, Any]]:
-    """Return the alerts Alertmanager notified with this status, by fingerprint."""
-    out: dict[str, dict[str, Any]] = {}
-    for body in rec.on("/am/am"):
-        for alert in body["alerts"]:
-            if alert["status"] == status:
-                out[alert["fingerprint"]] = alert
-    return out
-
-
-@pytest.fixture
-async def am(alertmanagers: AlertmanagerFactory, session: aiohttp.ClientSession) -> Alertmanager:
-    """One Alertmanager, each alert its own group, notifying the receiver at /am/am."""
-    manager = alertmanagers("am", group_by=("...",))
-    await manager.start(session)
-    return manager
 
 
 @pytest.mark.parametrize("case", [(0, "power"), (1, "san"), (3, "crash")], ids=str)
@@ -76,18 +58,18 @@ async def test_seed_pages_once_per_root_at_alertmanager(
             dispatcher.sync(firing)
             await wait_for(lambda: sum(dispatcher.queued().values()) == 0, "the outbox drained")
             await wait_for(lambda: am.settled(session), "Alertmanager to act on its alerts")
-        pages = notified(receiver, "firing")
+        fired = pages(receiver, "firing")
         keys = sorted(
             f"site:{a['labels']['site']}"
             if a["labels"]["alertname"] == "VigieSiteIncident"
             else f"component:{a['labels']['component']}"
-            for a in pages.values()
+            for a in fired.values()
         )
         assert keys == sorted(expected), f"seed {seed}: pages at Alertmanager {keys}"
         await wait_for(
-            lambda: notified(receiver, "resolved").keys() == pages.keys(), "every page resolved"
+            lambda: pages(receiver, "resolved").keys() == fired.keys(), "every page resolved"
         )
-        assert notified(receiver, "firing").keys() == pages.keys(), "no page after the resolves"
+        assert pages(receiver, "firing").keys() == fired.keys(), "no page after the resolves"
     finally:
         await dispatcher.stop()
         await task

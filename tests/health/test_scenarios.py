@@ -12,7 +12,6 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -26,7 +25,8 @@ from monitor.health.engine import HealthEngine, build_engine
 from monitor.health.persist import HealthStateStore
 from monitor.results import ProbeResult, Sample
 from probes import default_registry
-from tests.alerting.conftest import Alertmanager, AlertmanagerFactory, Receiver
+from tests.alerting.conftest import Alertmanager, Receiver
+from tests.health.conftest import pages
 from tests.health.hospital import hospital
 from tests.waiting import wait_for
 
@@ -144,24 +144,6 @@ async def decided(v: Vigie, am: Alertmanager, session: aiohttp.ClientSession) ->
     """
     await wait_for(lambda: sum(v.dispatcher.queued().values()) == 0, "Vigie's outbox drained")
     await wait_for(lambda: am.settled(session), "Alertmanager to act on the alerts it holds")
-
-
-def pages(rec: Receiver, status: str = "firing") -> dict[str, dict[str, Any]]:
-    """Return the alerts Alertmanager notified with this status, by fingerprint."""
-    out: dict[str, dict[str, Any]] = {}
-    for body in rec.on("/am/am"):
-        for alert in body["alerts"]:
-            if alert["status"] == status:
-                out[alert["fingerprint"]] = alert
-    return out
-
-
-@pytest.fixture
-async def am(alertmanagers: AlertmanagerFactory, session: aiohttp.ClientSession) -> Alertmanager:
-    """One Alertmanager, each alert its own group, notifying the receiver at /am/am."""
-    manager = alertmanagers("am", group_by=("...",))
-    await manager.start(session)
-    return manager
 
 
 @pytest.fixture
