@@ -23,9 +23,9 @@ from typing import Any
 
 from aiohttp import web
 
-from lab.bmc import NORMAL_INLET_CELSIUS, Bmc, BmcServer
-from lab.san_host import PATHS, SanHostSsh
-from lab.snmp_agent import Device, SnmpAgent, read_snmprec, start_agent
+from vigie.lab.bmc import NORMAL_INLET_CELSIUS, Bmc, BmcServer
+from vigie.lab.san_host import PATHS, SanHostSsh
+from vigie.lab.snmp_agent import Device, SnmpAgent, read_snmprec, start_agent
 
 DATA = Path(__file__).resolve().parent / "data"
 

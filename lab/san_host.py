@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncssh
 
-from probes.san_host import MULTIPATH_COMMAND
+from vigie.probes.san_host import MULTIPATH_COMMAND
 
 PATHS = 4
 """Paths per map: two HBA ports, each zoned to two controller ports."""

@@ -13,8 +13,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from lab.hospital import APPS, SAN_NORMAL_LATENCY, SERVERS, Lab
-from lab.san_host import PATHS
+from vigie.lab.hospital import APPS, SAN_NORMAL_LATENCY, SERVERS, Lab
+from vigie.lab.san_host import PATHS
 
 Action = Callable[[Lab, float], None]
 """A step's action: the lab and the speed factor (to compress periods such as flapping)."""

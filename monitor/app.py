@@ -18,26 +18,26 @@ import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge
 
-from monitor.alerting import AlertDispatcher, Outbox, build_sinks
-from monitor.config import ConfigErrors, LoadedConfig, load_config
-from monitor.exposition import Exposition, check_labels
-from monitor.health.alerts import IncidentNotifier
-from monitor.health.budget import BudgetCollector
-from monitor.health.engine import Snapshot, build_engine, rules_of
-from monitor.health.history import StateHistory
-from monitor.health.maintenance import MaintenanceBook
-from monitor.health.metrics import HealthCollector
-from monitor.health.persist import HealthStateStore
-from monitor.health.runner import HealthRunner, HealthRunnerMetrics
-from monitor.ondemand import OnDemandGate, OnDemandMetrics
-from monitor.probe_state import ProbeStateFile
-from monitor.results import ResultStore, bound_text
-from monitor.runtime_metrics import register_runtime_collectors
-from monitor.scheduler import Scheduler, SchedulerMetrics
-from monitor.statedir import StateDirMonitor
-from monitor.systemd import SystemdNotifier, watchdog_loop
-from monitor.traps import TrapMetrics, TrapReceiver
-from probes.base import ProbeRegistry
+from vigie.monitor.alerting import AlertDispatcher, Outbox, build_sinks
+from vigie.monitor.config import ConfigErrors, LoadedConfig, load_config
+from vigie.monitor.exposition import Exposition, check_labels
+from vigie.monitor.health.alerts import IncidentNotifier
+from vigie.monitor.health.budget import BudgetCollector
+from vigie.monitor.health.engine import Snapshot, build_engine, rules_of
+from vigie.monitor.health.history import StateHistory
+from vigie.monitor.health.maintenance import MaintenanceBook
+from vigie.monitor.health.metrics import HealthCollector
+from vigie.monitor.health.persist import HealthStateStore
+from vigie.monitor.health.runner import HealthRunner, HealthRunnerMetrics
+from vigie.monitor.ondemand import OnDemandGate, OnDemandMetrics
+from vigie.monitor.probe_state import ProbeStateFile
+from vigie.monitor.results import ResultStore, bound_text
+from vigie.monitor.runtime_metrics import register_runtime_collectors
+from vigie.monitor.scheduler import Scheduler, SchedulerMetrics
+from vigie.monitor.statedir import StateDirMonitor
+from vigie.monitor.systemd import SystemdNotifier, watchdog_loop
+from vigie.monitor.traps import TrapMetrics, TrapReceiver
+from vigie.probes.base import ProbeRegistry
 
 
 class Daemon:
@@ -192,7 +192,7 @@ class Daemon:
 
     async def start(self, app: web.Application | None = None) -> None:
         """Start the plan and the web server, then tell systemd we are ready."""
-        from monitor.web import webconfig
+        from vigie.monitor.web import webconfig
 
         web_file = self.loaded.config.web.config_file
         web_config = None if web_file is None else webconfig.load_web_config(web_file)
@@ -219,7 +219,7 @@ class Daemon:
         self.reload_ok.set(1)
         self.reload_time.set(time.time())
         if app is None:
-            from monitor.web import build_app
+            from vigie.monitor.web import build_app
 
             app = build_app(self)
         if web_config is not None:
@@ -366,7 +366,7 @@ async def run_daemon(
     config_path: Path, registry: ProbeRegistry, env: Mapping[str, str] | None = None
 ) -> int:
     """Run the daemon until SIGTERM or SIGINT; SIGHUP reloads. Return the exit code."""
-    from probes.http import make_session
+    from vigie.probes.http import make_session
 
     env = os.environ if env is None else env
     log = structlog.get_logger()

@@ -11,16 +11,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from monitor import __version__
-from monitor.config import ConfigErrors, json_schema, load_config
-from monitor.logs import command_logging, configure_logging
-from probes import default_registry
+from vigie.monitor import __version__
+from vigie.monitor.config import ConfigErrors, json_schema, load_config
+from vigie.monitor.logs import command_logging, configure_logging
+from vigie.probes import default_registry
 
 if TYPE_CHECKING:
-    from monitor.exposition import Exposition
-    from monitor.results import ProbeResult
-    from probes import ProbeRegistry
-    from probes.base import Check
+    from vigie.monitor.exposition import Exposition
+    from vigie.monitor.results import ProbeResult
+    from vigie.probes import ProbeRegistry
+    from vigie.probes.base import Check
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -143,10 +143,10 @@ async def _probe_snmp(target: str, profiles: Sequence[str], args: argparse.Names
     from prometheus_client import CollectorRegistry
     from pydantic import ValidationError
 
-    from monitor.exposition import Exposition
-    from probes.base import Check
-    from probes.http import make_session
-    from probes.snmp import SnmpProbe, SnmpSection, SnmpSettings
+    from vigie.monitor.exposition import Exposition
+    from vigie.probes.base import Check
+    from vigie.probes.http import make_session
+    from vigie.probes.snmp import SnmpProbe, SnmpSection, SnmpSettings
 
     probe = SnmpProbe()
     section = SnmpSection()
@@ -181,9 +181,9 @@ async def _probe_snmp(target: str, profiles: Sequence[str], args: argparse.Names
         host=probe.host_of(parsed),
     )
     async with make_session() as session:
-        from monitor.results import ResultStore
-        from monitor.scheduler import Scheduler, SchedulerMetrics
-        from probes import ProbeRegistry
+        from vigie.monitor.results import ResultStore
+        from vigie.monitor.scheduler import Scheduler, SchedulerMetrics
+        from vigie.probes import ProbeRegistry
 
         own = CollectorRegistry()
         scheduler = Scheduler(ProbeRegistry([probe]), ResultStore(), session, SchedulerMetrics(own))
@@ -194,7 +194,7 @@ async def _probe_snmp(target: str, profiles: Sequence[str], args: argparse.Names
 def cmd_profile(args: argparse.Namespace) -> int:
     """`vigie profile check FILE...` and `vigie profile probe TARGET PROFILE...`."""
     if args.profile_command == "check":
-        from probes.snmp_profiles import check_profile_command
+        from vigie.probes.snmp_profiles import check_profile_command
 
         codes = [check_profile_command(path) for path in args.files]
         return max(codes)
@@ -236,7 +236,7 @@ def _probe_url(url: str, args: argparse.Namespace) -> int:
 
     from pydantic import ValidationError
 
-    from monitor.config import build_config_model, build_plan
+    from vigie.monitor.config import build_config_model, build_plan
 
     scheme, _, rest = url.partition("://")
     scheme = scheme.lower()
@@ -265,7 +265,7 @@ def _probe_url(url: str, args: argparse.Namespace) -> int:
 
 def _print_result(check: Check, result: ProbeResult, exp: Exposition) -> int:
     """Print a probe's debug log and samples as /metrics shows them; return the exit code."""
-    from monitor.exposition import check_labels, label_text, result_samples
+    from vigie.monitor.exposition import check_labels, label_text, result_samples
 
     for line in result.logs:
         print(f"# log: {line}")
@@ -295,7 +295,7 @@ def cmd_check(path: Path, budget: bool = False) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     state_dir = loaded.config.state_dir
     if state_dir is not None:  # what vigie run would only find out on its first write
-        from monitor.statedir import check_directory
+        from vigie.monitor.statedir import check_directory
 
         problem = check_directory(state_dir)
         if problem is not None:
@@ -314,7 +314,7 @@ def cmd_check(path: Path, budget: bool = False) -> int:
         print(f"  {site}: {count}")
     print(f"listen: {loaded.config.web.listen}")
     if budget:
-        from monitor.health.budget import budget_table
+        from vigie.monitor.health.budget import budget_table
 
         print("detection budget, worst case from a fault to the first notification:")
         for line in budget_table(loaded.budget()):
@@ -339,10 +339,10 @@ async def _run_check(registry: ProbeRegistry, check: Check) -> int:
     """Run one check now through a scheduler of its own; print its log and samples."""
     from prometheus_client import CollectorRegistry
 
-    from monitor.exposition import Exposition
-    from monitor.results import ResultStore
-    from monitor.scheduler import Scheduler, SchedulerMetrics
-    from probes.http import make_session
+    from vigie.monitor.exposition import Exposition
+    from vigie.monitor.results import ResultStore
+    from vigie.monitor.scheduler import Scheduler, SchedulerMetrics
+    from vigie.probes.http import make_session
 
     own = CollectorRegistry()
     async with make_session() as session:
@@ -366,12 +366,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         with command_logging():
             return cmd_profile(args)
     if args.command == "run":
-        from monitor.app import run_daemon
+        from vigie.monitor.app import run_daemon
 
         configure_logging(args.log_level)
         return asyncio.run(run_daemon(args.config, default_registry(), os.environ))
     if args.command == "demo":
-        from monitor.demo import run_demo
+        from vigie.monitor.demo import run_demo
 
         configure_logging("info")
         return asyncio.run(run_demo(args.listen, scenario=args.scenario, speed=args.speed))

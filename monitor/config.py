@@ -23,14 +23,14 @@ from pydantic import (
     model_validator,
 )
 
-from monitor.alerting.settings import AlertingSettings
-from monitor.durations import Duration
-from monitor.health.budget import Budgets, budgets_of, over_target
-from monitor.health.maintenance import MaintenanceSpec
-from monitor.health.topology import ComponentSpec, HealthSettings, RuleSpec, SiteSpec
-from monitor.health.validate import validate_topology
-from monitor.secrets import ConfigPath
-from probes.base import Check, ProbeRegistry, SectionProbe
+from vigie.monitor.alerting.settings import AlertingSettings
+from vigie.monitor.durations import Duration
+from vigie.monitor.health.budget import Budgets, budgets_of, over_target
+from vigie.monitor.health.maintenance import MaintenanceSpec
+from vigie.monitor.health.topology import ComponentSpec, HealthSettings, RuleSpec, SiteSpec
+from vigie.monitor.health.validate import validate_topology
+from vigie.monitor.secrets import ConfigPath
+from vigie.probes.base import Check, ProbeRegistry, SectionProbe
 
 RESERVED_LABELS = frozenset({"check", "target", "kind", "job", "instance"})
 """Labels Vigie sets itself on every series: the config may not set them."""
@@ -782,7 +782,7 @@ def _secret_file_warnings(raw: Any, config_dir: Path) -> list[Problem]:
 
 def _web_config_errors(web_file: Path, key: Loc, file: str, raw: Any) -> list[ConfigError]:
     """Read and check web.config_file as `vigie run` does; errors name its file, line, field."""
-    from monitor.web.webconfig import WebConfig, WebConfigError, load_web_config
+    from vigie.monitor.web.webconfig import WebConfig, WebConfigError, load_web_config
 
     web = str(web_file)
     try:

@@ -20,13 +20,13 @@ from pathlib import Path
 
 import structlog
 
-from lab.hospital import Lab
-from lab.scenarios import SCENARIOS, ScenarioController
-from monitor.app import Daemon
-from monitor.config import ConfigErrors, load_config
-from monitor.shipped import shipped
-from probes import default_registry
-from probes.http import make_session
+from vigie.lab.hospital import Lab
+from vigie.lab.scenarios import SCENARIOS, ScenarioController
+from vigie.monitor.app import Daemon
+from vigie.monitor.config import ConfigErrors, load_config
+from vigie.monitor.shipped import shipped
+from vigie.probes import default_registry
+from vigie.probes.http import make_session
 
 DEMO_CONFIG = shipped("demo.yaml")
 """The demo hospital's topology, found relative to the package as the shipped profiles are."""

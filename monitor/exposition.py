@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from monitor.results import ProbeResult, Sample
-from probes.base import Check
+from vigie.monitor.results import ProbeResult, Sample
+from vigie.probes.base import Check
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

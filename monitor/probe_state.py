@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from monitor.alerting.outbox import WriteReport
+from vigie.monitor.alerting.outbox import WriteReport
 
 MAX_STATE_BYTES = 64 * 1024 * 1024
 """A state file larger than this is not read (it is ours, but the disk is not trusted)."""

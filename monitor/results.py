@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
-from monitor.sanitise import sanitise
+from vigie.monitor.sanitise import sanitise
 
 MetricType = Literal["gauge", "counter", "info", "stateset"]
 

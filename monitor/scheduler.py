@@ -14,9 +14,9 @@ import aiohttp
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from monitor.ondemand import OnDemandGate
-from monitor.results import ProbeResult, ResultStore, bound_text
-from probes.base import Check, ProbeContext, ProbeLog, ProbeRegistry
+from vigie.monitor.ondemand import OnDemandGate
+from vigie.monitor.results import ProbeResult, ResultStore, bound_text
+from vigie.probes.base import Check, ProbeContext, ProbeLog, ProbeRegistry
 
 Clock = Callable[[], float]
 

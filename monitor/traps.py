@@ -41,12 +41,12 @@ from pysnmp.entity import engine as snmp_engine
 from pysnmp.entity.rfc3413 import ntfrcv  # type: ignore[import-untyped]
 from pysnmp.proto import rfc1902  # type: ignore[import-untyped]
 
-from monitor.config import TrapSettings
-from monitor.results import ProbeResult, ResultStore, Sample, bound_text
-from probes.base import Check
-from probes.snmp import SnmpAuth, SnmpCheckSettings, parse_target
-from probes.snmp_context import pysnmp_usm
-from probes.snmp_profiles import Profile, TrapDef
+from vigie.monitor.config import TrapSettings
+from vigie.monitor.results import ProbeResult, ResultStore, Sample, bound_text
+from vigie.probes.base import Check
+from vigie.probes.snmp import SnmpAuth, SnmpCheckSettings, parse_target
+from vigie.probes.snmp_context import pysnmp_usm
+from vigie.probes.snmp_profiles import Profile, TrapDef
 
 __all__ = [
     "SourceBuckets",

@@ -1,22 +1,22 @@
 """Probe kinds; `default_registry` lists the ones Vigie ships."""
 
-from probes.base import Check, Probe, ProbeContext, ProbeLog, ProbeRegistry
+from vigie.probes.base import Check, Probe, ProbeContext, ProbeLog, ProbeRegistry
 
 __all__ = ["Check", "Probe", "ProbeContext", "ProbeLog", "ProbeRegistry", "default_registry"]
 
 
 def default_registry() -> ProbeRegistry:
     """Return a registry holding every shipped probe kind."""
-    from probes.dicom import DicomProbe
-    from probes.dns import DnsProbe
-    from probes.exporter import ExporterProbe
-    from probes.hl7 import Hl7Probe
-    from probes.http import HttpProbe
-    from probes.nagios import NagiosProbe
-    from probes.redfish import RedfishProbe
-    from probes.snmp import SnmpProbe
-    from probes.ssh import SshProbe
-    from probes.tcp import TcpProbe
+    from vigie.probes.dicom import DicomProbe
+    from vigie.probes.dns import DnsProbe
+    from vigie.probes.exporter import ExporterProbe
+    from vigie.probes.hl7 import Hl7Probe
+    from vigie.probes.http import HttpProbe
+    from vigie.probes.nagios import NagiosProbe
+    from vigie.probes.redfish import RedfishProbe
+    from vigie.probes.snmp import SnmpProbe
+    from vigie.probes.ssh import SshProbe
+    from vigie.probes.tcp import TcpProbe
 
     return ProbeRegistry(
         [

@@ -12,7 +12,7 @@ import aiohttp
 import structlog
 from pydantic import BaseModel
 
-from monitor.results import ProbeResult, bound_text
+from vigie.monitor.results import ProbeResult, bound_text
 
 
 @dataclass(frozen=True, slots=True)

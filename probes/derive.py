@@ -17,8 +17,8 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from monitor.durations import Duration
-from monitor.results import Sample
+from vigie.monitor.durations import Duration
+from vigie.monitor.results import Sample
 
 __all__ = [
     "MAX_FORECAST",

@@ -25,11 +25,17 @@ from prometheus_client.samples import Sample as PromSample
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from yarl import URL
 
-from monitor.results import MetricType, ProbeResult, Sample, bound_text
-from monitor.sanitise import sanitise
-from probes.base import Check, ProbeContext
-from probes.http import parse_http_url
-from probes.tls import Regex, SslContextCache, TlsSettings, describe_ssl_error, os_error_reason
+from vigie.monitor.results import MetricType, ProbeResult, Sample, bound_text
+from vigie.monitor.sanitise import sanitise
+from vigie.probes.base import Check, ProbeContext
+from vigie.probes.http import parse_http_url
+from vigie.probes.tls import (
+    Regex,
+    SslContextCache,
+    TlsSettings,
+    describe_ssl_error,
+    os_error_reason,
+)
 
 __all__ = ["ExporterProbe", "ExporterSettings", "MetricSelector", "Scrape", "select_samples"]
 

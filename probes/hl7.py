@@ -15,11 +15,11 @@ from typing import ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from monitor.results import ProbeResult, Sample, bound_text
-from monitor.sanitise import sanitise
-from probes.base import Check, ProbeContext
-from probes.tcp import HostPortTarget, close_writer, split_host_port
-from probes.tls import (
+from vigie.monitor.results import ProbeResult, Sample, bound_text
+from vigie.monitor.sanitise import sanitise
+from vigie.probes.base import Check, ProbeContext
+from vigie.probes.tcp import HostPortTarget, close_writer, split_host_port
+from vigie.probes.tls import (
     SslContextCache,
     TlsSettings,
     cert_expiry,

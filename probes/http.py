@@ -19,10 +19,10 @@ from aiohttp.tracing import Trace
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from yarl import URL
 
-from monitor.results import ProbeResult, Sample, bound_text
-from monitor.secrets import ConfigPath, resolve_secret
-from probes.base import Check, ProbeContext
-from probes.tls import (
+from vigie.monitor.results import ProbeResult, Sample, bound_text
+from vigie.monitor.secrets import ConfigPath, resolve_secret
+from vigie.probes.base import Check, ProbeContext
+from vigie.probes.tls import (
     Regex,
     SslContextCache,
     TlsSettings,

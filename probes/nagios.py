@@ -25,10 +25,10 @@ from typing import ClassVar, Self
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 from yarl import URL
 
-from monitor.results import ProbeResult, Sample, bound_text
-from monitor.sanitise import sanitise
-from monitor.secrets import ConfigPath, read_secret_file
-from probes.base import Check, ProbeContext
+from vigie.monitor.results import ProbeResult, Sample, bound_text
+from vigie.monitor.sanitise import sanitise
+from vigie.monitor.secrets import ConfigPath, read_secret_file
+from vigie.probes.base import Check, ProbeContext
 
 __all__ = [
     "STATES",

@@ -24,14 +24,14 @@ import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from yarl import URL
 
-from monitor.health.expr import parse_condition
-from monitor.health.topology import Rule, Severity
-from monitor.results import ProbeResult, Sample, bound_text
-from monitor.sanitise import sanitise
-from monitor.secrets import ConfigPath, resolve_secret
-from probes.base import Check, ProbeContext
-from probes.http import parse_http_url
-from probes.tls import SslContextCache, TlsSettings, describe_ssl_error, os_error_reason
+from vigie.monitor.health.expr import parse_condition
+from vigie.monitor.health.topology import Rule, Severity
+from vigie.monitor.results import ProbeResult, Sample, bound_text
+from vigie.monitor.sanitise import sanitise
+from vigie.monitor.secrets import ConfigPath, resolve_secret
+from vigie.probes.base import Check, ProbeContext
+from vigie.probes.http import parse_http_url
+from vigie.probes.tls import SslContextCache, TlsSettings, describe_ssl_error, os_error_reason
 
 __all__ = ["HEALTH_CODES", "RedfishProbe", "RedfishSettings", "default_rules"]
 

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from monitor.results import Sample
-from monitor.sanitise import sanitise
+from vigie.monitor.results import Sample
+from vigie.monitor.sanitise import sanitise
 
 __all__ = [
     "COMMANDS",

@@ -60,15 +60,15 @@ from gufo.snmp._fast import (
 from gufo.snmp.user import KeyType
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 
-from monitor.config import ConfigErrors
-from monitor.durations import Duration
-from monitor.health.expr import parse_condition
-from monitor.health.topology import Rule, Severity
-from monitor.results import ProbeResult, Sample, bound_text
-from monitor.secrets import ConfigPath, resolve_secret
-from probes.base import Check, ProbeContext
-from probes.derive import DeriveState, labels_of
-from probes.snmp_profiles import (
+from vigie.monitor.config import ConfigErrors
+from vigie.monitor.durations import Duration
+from vigie.monitor.health.expr import parse_condition
+from vigie.monitor.health.topology import Rule, Severity
+from vigie.monitor.results import ProbeResult, Sample, bound_text
+from vigie.monitor.secrets import ConfigPath, resolve_secret
+from vigie.probes.base import Check, ProbeContext
+from vigie.probes.derive import DeriveState, labels_of
+from vigie.probes.snmp_profiles import (
     SHIPPED_PROFILE_DIR,
     Collected,
     PollPlan,
@@ -81,7 +81,7 @@ from probes.snmp_profiles import (
 )
 
 if TYPE_CHECKING:
-    from probes.snmp_context import ContextPoller
+    from vigie.probes.snmp_context import ContextPoller
 
 __all__ = [
     "BUILTIN_AUTHS",
@@ -1071,7 +1071,7 @@ class SnmpProbe:
     def _context_poller(self) -> ContextPoller:
         """Return the context poller, importing pysnmp and building it on first use."""
         if self._context is None:
-            from probes.snmp_context import ContextPoller
+            from vigie.probes.snmp_context import ContextPoller
 
             self._context = ContextPoller()
         return self._context
@@ -1446,11 +1446,11 @@ async def run_profile_probe(
     """
     from prometheus_client import CollectorRegistry
 
-    from monitor.config import load_config
-    from monitor.exposition import Exposition, check_labels, label_text, result_samples
-    from probes import ProbeRegistry, default_registry
-    from probes.base import ProbeLog
-    from probes.http import make_session
+    from vigie.monitor.config import load_config
+    from vigie.monitor.exposition import Exposition, check_labels, label_text, result_samples
+    from vigie.probes import ProbeRegistry, default_registry
+    from vigie.probes.base import ProbeLog
+    from vigie.probes.http import make_session
 
     probe = SnmpProbe()
     section = SnmpSection()

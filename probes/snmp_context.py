@@ -31,7 +31,7 @@ from pysnmp.entity.engine import SnmpEngine  # type: ignore[import-untyped]
 from pysnmp.entity.rfc3413 import cmdgen  # type: ignore[import-untyped]
 from pysnmp.proto import errind, rfc1902, rfc1905  # type: ignore[import-untyped]
 
-from probes.snmp import (
+from vigie.probes.snmp import (
     PollStats,
     SnmpAuth,
     SnmpCheckSettings,
@@ -45,7 +45,7 @@ from probes.snmp import (
     stopped_mid_walk,
     walk_groups,
 )
-from probes.snmp_profiles import Collected, Value
+from vigie.probes.snmp_profiles import Collected, Value
 
 __all__ = ["ContextPoller", "convert_value", "pysnmp_usm"]
 

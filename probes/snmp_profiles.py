@@ -26,12 +26,12 @@ from pydantic import (
     model_validator,
 )
 
-from monitor.config import ConfigError, ConfigErrors, PosDict, PosList, load_yaml
-from monitor.durations import Duration
-from monitor.results import Sample
-from monitor.sanitise import LABEL_VALUE_CHARS, sanitise
-from monitor.shipped import shipped
-from probes.derive import DeriveDef
+from vigie.monitor.config import ConfigError, ConfigErrors, PosDict, PosList, load_yaml
+from vigie.monitor.durations import Duration
+from vigie.monitor.results import Sample
+from vigie.monitor.sanitise import LABEL_VALUE_CHARS, sanitise
+from vigie.monitor.shipped import shipped
+from vigie.probes.derive import DeriveDef
 
 __all__ = [
     "SHIPPED_PROFILE_DIR",
@@ -1011,7 +1011,7 @@ def probe_profile_command(
     """
     import asyncio
 
-    from probes.snmp import run_profile_probe
+    from vigie.probes.snmp import run_profile_probe
 
     try:
         text = asyncio.run(run_profile_probe(target, profiles, config, auth, timeout))

@@ -11,9 +11,9 @@ from typing import ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from monitor.results import ProbeResult, Sample, bound_text
-from probes.base import Check, ProbeContext
-from probes.tls import (
+from vigie.monitor.results import ProbeResult, Sample, bound_text
+from vigie.probes.base import Check, ProbeContext
+from vigie.probes.tls import (
     Regex,
     SslContextCache,
     TlsSettings,

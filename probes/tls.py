@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from monitor.secrets import ConfigPath
+from vigie.monitor.secrets import ConfigPath
 
 
 def compile_regex(value: Any) -> re.Pattern[str]:

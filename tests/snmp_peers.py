@@ -21,9 +21,11 @@ from typing import Any, cast
 
 from gufo.snmp.sync.client import SnmpSession
 
-from monitor.results import ProbeResult
-from probes.base import Check
-from probes.snmp import (
+from tests.conftest import require_binary
+from tests.waiting import wait_for_sync
+from vigie.monitor.results import ProbeResult
+from vigie.probes.base import Check
+from vigie.probes.snmp import (
     SnmpProbe,
     SnmpSection,
     SnmpSettings,
@@ -35,8 +37,6 @@ from probes.snmp import (
     ber_seq,
     ber_tlv,
 )
-from tests.conftest import require_binary
-from tests.waiting import wait_for_sync
 
 FIXTURES = Path(__file__).parent / "fixtures" / "snmp"
 SNMPD = "/usr/sbin/snmpd"

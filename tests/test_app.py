@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from probes import default_registry
 from tests.conftest import free_port
 from tests.waiting import wait_for_sync
+from vigie.probes import default_registry
 
 
 class Notifications:
@@ -98,7 +98,7 @@ def running(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Notificat
     env.pop("WATCHDOG_PID")
     log = (tmp_path / "stdout.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "monitor.cli", "run", "--config", str(config)],
+        [sys.executable, "-m", "vigie.monitor.cli", "run", "--config", str(config)],
         stdout=log,
         stderr=subprocess.STDOUT,
         env=env,
@@ -157,7 +157,7 @@ def test_bad_config_at_start_exits_1(tmp_path: Path) -> None:
     config = tmp_path / "vigie.yaml"
     config.write_text("checks:\n  - {id: a, kind: icmp, target: x}\n")
     proc = subprocess.run(
-        [sys.executable, "-m", "monitor.cli", "run", "--config", str(config)],
+        [sys.executable, "-m", "vigie.monitor.cli", "run", "--config", str(config)],
         capture_output=True,
         timeout=30,
         check=False,
@@ -181,7 +181,7 @@ def test_config_warnings_are_logged_at_start(tmp_path: Path) -> None:
     )
     log = (tmp_path / "stdout.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "monitor.cli", "run", "--config", str(config)],
+        [sys.executable, "-m", "vigie.monitor.cli", "run", "--config", str(config)],
         stdout=log,
         stderr=subprocess.STDOUT,
     )

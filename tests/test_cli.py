@@ -16,9 +16,9 @@ import pytest
 import trustme
 from aiohttp import web
 
-from monitor.cli import _parser, main
 from tests.conftest import free_port
 from tests.snmp_peers import running_snmpd
+from vigie.monitor.cli import _parser, main
 
 ROOT = Path(__file__).parent.parent
 
@@ -89,7 +89,7 @@ async def test_probe_command_runs_one_check(tmp_path: Path) -> None:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "monitor.cli",
+            "vigie.monitor.cli",
             "probe",
             "--config",
             str(config),
@@ -131,7 +131,7 @@ async def run_vigie(*argv: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "monitor.cli",
+        "vigie.monitor.cli",
         *argv,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

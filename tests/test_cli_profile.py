@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from monitor.cli import main
 from tests.snmp_peers import Snmpd, auth_password, priv_password, running_snmpd
+from vigie.monitor.cli import main
 
 ROOT = Path(__file__).parent.parent
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from monitor.app import Daemon
-from monitor.config import ConfigErrors, json_schema, load_config
-from monitor.health.topology import AnyOf
-from probes import default_registry
-from probes.http import make_session
+from vigie.monitor.app import Daemon
+from vigie.monitor.config import ConfigErrors, json_schema, load_config
+from vigie.monitor.health.topology import AnyOf
+from vigie.probes import default_registry
+from vigie.probes.http import make_session
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent

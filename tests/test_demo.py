@@ -30,7 +30,7 @@ def test_demo_plays_a_scenario_serves_metrics_and_stops_on_ctrl_c(tmp_path: Path
         [
             sys.executable,
             "-m",
-            "monitor.cli",
+            "vigie.monitor.cli",
             "demo",
             "--listen",
             f"127.0.0.1:{free_port()}",
@@ -97,7 +97,7 @@ def test_demo_rejects_an_unknown_scenario() -> None:
         [
             sys.executable,
             "-m",
-            "monitor.cli",
+            "vigie.monitor.cli",
             "demo",
             "--listen",
             f"127.0.0.1:{free_port()}",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry
 
-from monitor.exposition import Exposition, format_value, label_text
-from monitor.results import ProbeResult, Sample
+from vigie.monitor.exposition import Exposition, format_value, label_text
+from vigie.monitor.results import ProbeResult, Sample
 
 
 def make() -> Exposition:

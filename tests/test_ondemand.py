@@ -9,13 +9,13 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from monitor.ondemand import OnDemandGate, OnDemandMetrics
-from monitor.results import ResultStore
-from monitor.scheduler import Scheduler, SchedulerMetrics
-from probes import default_registry
-from probes.base import Check
-from probes.http import HttpProbe, make_session
 from tests.waiting import wait_for
+from vigie.monitor.ondemand import OnDemandGate, OnDemandMetrics
+from vigie.monitor.results import ResultStore
+from vigie.monitor.scheduler import Scheduler, SchedulerMetrics
+from vigie.probes import default_registry
+from vigie.probes.base import Check
+from vigie.probes.http import HttpProbe, make_session
 
 
 class Clock:

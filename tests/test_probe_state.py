@@ -10,14 +10,14 @@ import structlog
 import yaml
 from structlog.testing import capture_logs
 
-from monitor.app import Daemon
-from monitor.config import load_config
-from monitor.probe_state import ProbeStateFile
-from probes import ProbeRegistry
-from probes.http import make_session
-from probes.snmp import SnmpProbe
 from tests.snmp_peers import running_snmpd
 from tests.waiting import wait_for
+from vigie.monitor.app import Daemon
+from vigie.monitor.config import load_config
+from vigie.monitor.probe_state import ProbeStateFile
+from vigie.probes import ProbeRegistry
+from vigie.probes.http import make_session
+from vigie.probes.snmp import SnmpProbe
 
 UPTIME_KEY = "snmp_reboot_detected"  # the sysUpTime the reboot detection compares with
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from monitor.config import load_config
-from probes import default_registry
+from vigie.monitor.config import load_config
+from vigie.probes import default_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()

@@ -16,15 +16,15 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from monitor.app import Daemon
-from monitor.config import load_config
-from monitor.results import bound_text
-from monitor.sanitise import LABEL_VALUE_CHARS, sanitise
-from probes import default_registry
-from probes.http import make_session
 from tests.conftest import require_binary
 from tests.snmp_peers import Snmpsim, start_snmpsim
 from tests.waiting import wait_for
+from vigie.monitor.app import Daemon
+from vigie.monitor.config import load_config
+from vigie.monitor.results import bound_text
+from vigie.monitor.sanitise import LABEL_VALUE_CHARS, sanitise
+from vigie.probes import default_registry
+from vigie.probes.http import make_session
 
 HOSTILE = "\r\n\x1b[31m\x07\x00\x7f"
 """CR, LF, ESC (with an ANSI colour), BEL, NUL and DEL."""

@@ -15,14 +15,14 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 
-from monitor.results import ProbeResult, ResultStore
-from monitor.scheduler import Scheduler, SchedulerMetrics, start_offset
-from probes import default_registry
-from probes.base import Check, ProbeContext, ProbeRegistry
-from probes.http import HttpProbe, make_session
-from probes.tcp import TcpProbe
 from tests import waiting
 from tests.waiting import wait_for
+from vigie.monitor.results import ProbeResult, ResultStore
+from vigie.monitor.scheduler import Scheduler, SchedulerMetrics, start_offset
+from vigie.probes import default_registry
+from vigie.probes.base import Check, ProbeContext, ProbeRegistry
+from vigie.probes.http import HttpProbe, make_session
+from vigie.probes.tcp import TcpProbe
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

@@ -17,16 +17,16 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from monitor.config import load_config
-from monitor.health.engine import Snapshot, build_engine
-from monitor.health.runner import EVALUATION_BUCKETS, HealthRunner, HealthRunnerMetrics
-from monitor.scheduler import LAG_BUCKETS
-from probes import default_registry
-from probes.base import Check, ProbeRegistry
-from probes.http import HttpProbe, make_session
 from tests.conftest import free_port, require_binary
 from tests.test_scheduler import ExplodingProbe, make_scheduler
 from tests.waiting import wait_for
+from vigie.monitor.config import load_config
+from vigie.monitor.health.engine import Snapshot, build_engine
+from vigie.monitor.health.runner import EVALUATION_BUCKETS, HealthRunner, HealthRunnerMetrics
+from vigie.monitor.scheduler import LAG_BUCKETS
+from vigie.probes import default_registry
+from vigie.probes.base import Check, ProbeRegistry
+from vigie.probes.http import HttpProbe, make_session
 
 OUTCOMES = ("success", "failure", "timeout", "error")
 DASHBOARD = Path(__file__).resolve().parents[1] / "deploy" / "grafana" / "vigie-overview.json"
@@ -115,7 +115,7 @@ async def vigie(tmp_path: Path, target: str) -> AsyncIterator[str]:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "monitor.cli",
+            "vigie.monitor.cli",
             "run",
             "--config",
             str(config),

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.systemd import SystemdNotifier, watchdog_loop
+from vigie.monitor.systemd import SystemdNotifier, watchdog_loop
 
 RECV_TIMEOUT = 2.0
 

@@ -22,15 +22,6 @@ from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
-from monitor.app import Daemon
-from monitor.config import ConfigErrors, TrapSettings, load_config
-from monitor.results import ProbeResult, ResultStore, Sample
-from monitor.traps import SourceBuckets, TrapMetrics, TrapReceiver, merge_trap, peek_header
-from probes import ProbeRegistry
-from probes.base import Check
-from probes.http import make_session
-from probes.snmp import SnmpAuth, SnmpProbe, ber_int, ber_seq, ber_tlv
-from probes.snmp_profiles import TrapDef
 from tests.conftest import free_port, require_binary
 from tests.snmp_peers import (
     UPS_ON_BATTERY,
@@ -41,6 +32,15 @@ from tests.snmp_peers import (
     snmp_check,
 )
 from tests.waiting import wait_for
+from vigie.monitor.app import Daemon
+from vigie.monitor.config import ConfigErrors, TrapSettings, load_config
+from vigie.monitor.results import ProbeResult, ResultStore, Sample
+from vigie.monitor.traps import SourceBuckets, TrapMetrics, TrapReceiver, merge_trap, peek_header
+from vigie.probes import ProbeRegistry
+from vigie.probes.base import Check
+from vigie.probes.http import make_session
+from vigie.probes.snmp import SnmpAuth, SnmpProbe, ber_int, ber_seq, ber_tlv
+from vigie.probes.snmp_profiles import TrapDef
 
 SNMPTRAP = "/usr/bin/snmptrap"
 SNMPINFORM = "/usr/bin/snmpinform"
@@ -741,7 +741,7 @@ async def vigie_run(config: Path, log_file: Path) -> AsyncIterator[None]:
     """Run the real daemon (`vigie run`) for the block."""
     with log_file.open("ab") as out:
         proc = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-m", "monitor.cli", "run", "--config", str(config)),
+            *(sys.executable, "-m", "vigie.monitor.cli", "run", "--config", str(config)),
             stdout=out,
             stderr=asyncio.subprocess.STDOUT,
         )

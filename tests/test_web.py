@@ -12,13 +12,13 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from monitor.app import Daemon
-from monitor.config import load_config
-from monitor.scheduler import start_offset
-from probes import default_registry
-from probes.http import make_session
 from tests.conftest import free_port, require_binary
 from tests.waiting import wait_for
+from vigie.monitor.app import Daemon
+from vigie.monitor.config import load_config
+from vigie.monitor.scheduler import start_offset
+from vigie.probes import default_registry
+from vigie.probes.http import make_session
 
 
 def late_id(prefix: str, interval: float, minimum: float) -> str:

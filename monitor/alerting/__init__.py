@@ -5,14 +5,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from monitor.alerting.alertmanager import AlertmanagerSink
-from monitor.alerting.dispatcher import WATCHDOG_KEY, AlertDispatcher, AlertingMetrics
-from monitor.alerting.model import Alert, fingerprint
-from monitor.alerting.outbox import Outbox
-from monitor.alerting.settings import AlertingSettings, SmtpSettings, WebhookSettings
-from monitor.alerting.sink import Delivery, DeliveryError, Sink
-from monitor.alerting.smtp import SmtpSink
-from monitor.alerting.webhook import WebhookSink
+from vigie.monitor.alerting.alertmanager import AlertmanagerSink
+from vigie.monitor.alerting.dispatcher import WATCHDOG_KEY, AlertDispatcher, AlertingMetrics
+from vigie.monitor.alerting.model import Alert, fingerprint
+from vigie.monitor.alerting.outbox import Outbox
+from vigie.monitor.alerting.settings import AlertingSettings, SmtpSettings, WebhookSettings
+from vigie.monitor.alerting.sink import Delivery, DeliveryError, Sink
+from vigie.monitor.alerting.smtp import SmtpSink
+from vigie.monitor.alerting.webhook import WebhookSink
 
 __all__ = [
     "WATCHDOG_KEY",

@@ -10,8 +10,8 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from monitor.alerting.model import Alert, rfc3339
-from monitor.alerting.sink import Delivery, http_error, transport_error
+from vigie.monitor.alerting.model import Alert, rfc3339
+from vigie.monitor.alerting.sink import Delivery, http_error, transport_error
 
 FIRING_TTL_RESENDS = 4
 """A firing alert's endsAt is this many resend intervals ahead, as Prometheus does."""

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol, TypeVar
 
-from monitor.alerting.model import Alert, fingerprint
-from monitor.alerting.sink import Delivery
+from vigie.monitor.alerting.model import Alert, fingerprint
+from vigie.monitor.alerting.sink import Delivery
 
 T = TypeVar("T")
 
@@ -181,7 +181,7 @@ class Outbox:
         source = self._disk
         opened = False
         if source is None:
-            from monitor.statedir import read_only_copy
+            from vigie.monitor.statedir import read_only_copy
 
             source = read_only_copy(self.path)
             opened = source is not None

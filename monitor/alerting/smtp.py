@@ -14,9 +14,9 @@ from email.utils import format_datetime
 import aiohttp
 import aiosmtplib
 
-from monitor.alerting.model import Alert
-from monitor.alerting.settings import SmtpSettings
-from monitor.alerting.sink import Delivery, DeliveryError
+from vigie.monitor.alerting.model import Alert
+from vigie.monitor.alerting.settings import SmtpSettings
+from vigie.monitor.alerting.sink import Delivery, DeliveryError
 
 
 def _stamp(at: datetime) -> str:

@@ -9,8 +9,8 @@ import aiohttp
 from pydantic import SecretStr
 from yarl import URL
 
-from monitor.alerting.model import GO_ZERO_TIME, Alert, fingerprint, rfc3339
-from monitor.alerting.sink import Delivery, http_error, transport_error
+from vigie.monitor.alerting.model import GO_ZERO_TIME, Alert, fingerprint, rfc3339
+from vigie.monitor.alerting.sink import Delivery, http_error, transport_error
 
 
 def _common(maps: Sequence[Mapping[str, str]]) -> dict[str, str]:

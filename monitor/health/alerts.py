@@ -6,8 +6,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Protocol
 
-from monitor.alerting.model import Alert
-from monitor.health.engine import ComponentStatus, Incident, Snapshot
+from vigie.monitor.alerting.model import Alert
+from vigie.monitor.health.engine import ComponentStatus, Incident, Snapshot
 
 ANNOTATION_LIMIT = 4000
 """Alertmanager and pagers cope badly with huge annotations: keep them bounded."""

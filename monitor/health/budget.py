@@ -26,7 +26,7 @@ from typing import Any
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from monitor.health.topology import (
+from vigie.monitor.health.topology import (
     DEFAULT_PAGE_WITHIN,
     DEFAULT_RULE,
     ComponentSpec,
@@ -36,7 +36,7 @@ from monitor.health.topology import (
     dependency_members,
     selector_matches,
 )
-from probes.base import Check
+from vigie.probes.base import Check
 
 APPLICATION_KINDS = frozenset({"application", "business_service"})
 POWER_KINDS = frozenset({"ups", "pdu"})

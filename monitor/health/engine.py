@@ -12,9 +12,9 @@ from typing import Any
 
 import structlog
 
-from monitor.exposition import result_samples
-from monitor.health.states import SEVERITY_STATE, State, worst
-from monitor.health.topology import (
+from vigie.monitor.exposition import result_samples
+from vigie.monitor.health.states import SEVERITY_STATE, State, worst
+from vigie.monitor.health.topology import (
     DEFAULT_RULE,
     AnyOf,
     ComponentSpec,
@@ -24,8 +24,8 @@ from monitor.health.topology import (
     dependency_members,
     selector_matches,
 )
-from monitor.results import ProbeResult, Sample
-from probes.base import Check
+from vigie.monitor.results import ProbeResult, Sample
+from vigie.probes.base import Check
 
 Clock = Callable[[], float]
 RunNow = Callable[[str, str], bool]

@@ -7,8 +7,8 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from monitor.exposition import format_value
-from monitor.results import Sample
+from vigie.monitor.exposition import format_value
+from vigie.monitor.results import Sample
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
     "==": operator.eq,

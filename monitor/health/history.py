@@ -13,8 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from monitor.health.engine import Snapshot
-from monitor.health.states import State
+from vigie.monitor.health.engine import Snapshot
+from vigie.monitor.health.states import State
 
 
 @dataclass(frozen=True, slots=True)

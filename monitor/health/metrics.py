@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterator
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from monitor.health.engine import Snapshot
-from monitor.health.states import State
+from vigie.monitor.health.engine import Snapshot
+from vigie.monitor.health.states import State
 
 STATE_CODES = ", ".join(f"{s.value}={s.name}" for s in State)
 

@@ -16,8 +16,8 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from monitor.alerting.outbox import WriteReport, write_failure
-from monitor.health.states import State
+from vigie.monitor.alerting.outbox import WriteReport, write_failure
+from vigie.monitor.health.states import State
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS incidents (key TEXT PRIMARY KEY, started_at REAL NOT NULL);
@@ -81,7 +81,7 @@ class HealthStateStore:
         whether the caller must close it."""
         if self._db is not None:
             return self._db, False
-        from monitor.statedir import read_only_copy
+        from vigie.monitor.statedir import read_only_copy
 
         return read_only_copy(self.path), True
 

@@ -8,8 +8,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from monitor.durations import Duration
-from monitor.health.expr import Condition, parse_condition
+from vigie.monitor.durations import Duration
+from vigie.monitor.health.expr import Condition, parse_condition
 
 Ident = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]
 

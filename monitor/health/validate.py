@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence, Set
 
-from monitor.health.maintenance import MaintenanceSpec
-from monitor.health.topology import (
+from vigie.monitor.health.maintenance import MaintenanceSpec
+from vigie.monitor.health.topology import (
     AnyOf,
     ComponentSpec,
     RuleSpec,
@@ -14,7 +14,7 @@ from monitor.health.topology import (
     find_cycle,
     selector_matches,
 )
-from probes.base import Check
+from vigie.probes.base import Check
 
 Loc = tuple[int | str, ...]
 Problem = tuple[Loc, str]

@@ -6,13 +6,13 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from monitor.exposition import CONTENT_TYPE, check_labels, label_text, result_samples
-from monitor.results import bound_text
-from monitor.web import api, pages
-from monitor.web.keys import DAEMON_KEY
+from vigie.monitor.exposition import CONTENT_TYPE, check_labels, label_text, result_samples
+from vigie.monitor.results import bound_text
+from vigie.monitor.web import api, pages
+from vigie.monitor.web.keys import DAEMON_KEY
 
 if TYPE_CHECKING:
-    from monitor.app import Daemon
+    from vigie.monitor.app import Daemon
 
 
 def build_app(daemon: Daemon) -> web.Application:

@@ -9,14 +9,14 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from monitor.health.budget import Budgets, budget_json
-from monitor.health.engine import ComponentStatus, Incident, Snapshot
-from monitor.health.maintenance import MaintenanceSpec
-from monitor.results import bound_text
-from monitor.web.keys import DAEMON_KEY
+from vigie.monitor.health.budget import Budgets, budget_json
+from vigie.monitor.health.engine import ComponentStatus, Incident, Snapshot
+from vigie.monitor.health.maintenance import MaintenanceSpec
+from vigie.monitor.results import bound_text
+from vigie.monitor.web.keys import DAEMON_KEY
 
 if TYPE_CHECKING:
-    from monitor.app import Daemon
+    from vigie.monitor.app import Daemon
 
 MAX_BODY = 16 * 1024
 
@@ -204,6 +204,6 @@ def add_routes(app: web.Application) -> None:
 
 async def openapi_document(_: web.Request) -> web.Response:
     """Serve the OpenAPI 3 description of /api/v1."""
-    from monitor.web.openapi import document
+    from vigie.monitor.web.openapi import document
 
     return web.json_response(document())

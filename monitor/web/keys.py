@@ -7,6 +7,6 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from monitor.app import Daemon
+    from vigie.monitor.app import Daemon
 
 DAEMON_KEY: web.AppKey[Daemon] = web.AppKey("daemon")

@@ -20,17 +20,17 @@ from urllib.parse import quote, urlsplit
 import jinja2
 from aiohttp import web
 
-from monitor.health.budget import budget_json
-from monitor.health.engine import APPLICATION_KINDS, ComponentStatus, Incident, Snapshot
-from monitor.health.history import StateHistory
-from monitor.health.states import State
-from monitor.health.topology import dependency_members
-from monitor.results import bound_text
-from monitor.web import api
-from monitor.web.keys import DAEMON_KEY
+from vigie.monitor.health.budget import budget_json
+from vigie.monitor.health.engine import APPLICATION_KINDS, ComponentStatus, Incident, Snapshot
+from vigie.monitor.health.history import StateHistory
+from vigie.monitor.health.states import State
+from vigie.monitor.health.topology import dependency_members
+from vigie.monitor.results import bound_text
+from vigie.monitor.web import api
+from vigie.monitor.web.keys import DAEMON_KEY
 
 if TYPE_CHECKING:
-    from monitor.app import Daemon
+    from vigie.monitor.app import Daemon
 
 REFRESH_SECONDS = 10
 MAX_SAMPLES = 60
@@ -48,7 +48,7 @@ class Pages:
     def create(cls) -> Pages:
         """Load the templates shipped in monitor/web/templates with autoescape on."""
         env = jinja2.Environment(
-            loader=jinja2.PackageLoader("monitor.web", "templates"),
+            loader=jinja2.PackageLoader("vigie.monitor.web", "templates"),
             autoescape=True,
             undefined=jinja2.StrictUndefined,
             trim_blocks=True,

@@ -16,10 +16,10 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from monitor.alerting.model import Alert
-from probes.http import make_session
 from tests.conftest import free_port, require_binary
 from tests.waiting import wait_for
+from vigie.monitor.alerting.model import Alert
+from vigie.probes.http import make_session
 
 ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
 T0 = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)

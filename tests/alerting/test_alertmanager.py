@@ -10,12 +10,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from monitor.alerting.alertmanager import AlertmanagerSink
-from monitor.alerting.model import Alert, fingerprint
-from monitor.alerting.sink import DeliveryError
 from tests.alerting.conftest import Alertmanager, make_alert
 from tests.conftest import free_port
 from tests.waiting import wait_for
+from vigie.monitor.alerting.alertmanager import AlertmanagerSink
+from vigie.monitor.alerting.model import Alert, fingerprint
+from vigie.monitor.alerting.sink import DeliveryError
 
 
 def parse(stamp: str) -> datetime:

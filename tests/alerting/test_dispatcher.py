@@ -22,14 +22,6 @@ import structlog
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
-from monitor.alerting import build_sinks
-from monitor.alerting.alertmanager import AlertmanagerSink
-from monitor.alerting.dispatcher import WATCHDOG_KEY, AlertDispatcher
-from monitor.alerting.model import Alert
-from monitor.alerting.outbox import Outbox
-from monitor.alerting.settings import AlertingSettings
-from monitor.alerting.sink import Delivery, DeliveryError, Sink
-from monitor.alerting.webhook import WebhookSink
 from tests.alerting.conftest import (
     T0,
     Alertmanager,
@@ -40,6 +32,14 @@ from tests.alerting.conftest import (
 )
 from tests.conftest import free_port
 from tests.waiting import wait_for
+from vigie.monitor.alerting import build_sinks
+from vigie.monitor.alerting.alertmanager import AlertmanagerSink
+from vigie.monitor.alerting.dispatcher import WATCHDOG_KEY, AlertDispatcher
+from vigie.monitor.alerting.model import Alert
+from vigie.monitor.alerting.outbox import Outbox
+from vigie.monitor.alerting.settings import AlertingSettings
+from vigie.monitor.alerting.sink import Delivery, DeliveryError, Sink
+from vigie.monitor.alerting.webhook import WebhookSink
 
 FAST = {"backoff_initial": 0.05, "backoff_max": 0.3, "vigie_instance": "vigie-test"}
 
@@ -356,7 +356,7 @@ import asyncio, os, signal, sys
 from pathlib import Path
 import aiohttp
 from prometheus_client import CollectorRegistry
-from monitor.alerting import AlertDispatcher, AlertingSettings, Outbox, build_sinks
+from vigie.monitor.alerting import AlertDispatcher, AlertingSettings, Outbox, build_sinks
 from tests.alerting.conftest import make_alert
 
 async def main() -> None:

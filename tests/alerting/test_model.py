@@ -6,8 +6,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from monitor.alerting.model import Alert, fingerprint, rfc3339
 from tests.alerting.conftest import T0, make_alert
+from vigie.monitor.alerting.model import Alert, fingerprint, rfc3339
 
 
 @pytest.mark.parametrize(

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from monitor.alerting.model import Alert
-from monitor.alerting.outbox import SCHEMA_VERSION, Entry, Outbox
-from monitor.alerting.sink import Delivery
 from tests.alerting.conftest import T0, make_alert
+from vigie.monitor.alerting.model import Alert
+from vigie.monitor.alerting.outbox import SCHEMA_VERSION, Entry, Outbox
+from vigie.monitor.alerting.sink import Delivery
 
 AM = "alertmanager:http://am:9093"
 MAIL = "smtp:mail:587"

@@ -12,8 +12,8 @@ import trustme
 import yaml
 from pydantic import ValidationError
 
-from monitor.alerting import build_sinks
-from monitor.alerting.settings import AlertingSettings, SmtpSettings
+from vigie.monitor.alerting import build_sinks
+from vigie.monitor.alerting.settings import AlertingSettings, SmtpSettings
 
 DOC = Path(__file__).parents[2] / "docs" / "alerting.md"
 TOKEN = "hook-token-7c1d"

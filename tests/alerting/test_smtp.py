@@ -21,14 +21,14 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
-from monitor.alerting.dispatcher import AlertDispatcher
-from monitor.alerting.model import Alert
-from monitor.alerting.outbox import Outbox
-from monitor.alerting.settings import AlertingSettings, SmtpSettings
-from monitor.alerting.sink import DeliveryError
-from monitor.alerting.smtp import SmtpSink, message_id
 from tests.alerting.conftest import T0, make_alert, metric
 from tests.waiting import wait_for
+from vigie.monitor.alerting.dispatcher import AlertDispatcher
+from vigie.monitor.alerting.model import Alert
+from vigie.monitor.alerting.outbox import Outbox
+from vigie.monitor.alerting.settings import AlertingSettings, SmtpSettings
+from vigie.monitor.alerting.sink import DeliveryError
+from vigie.monitor.alerting.smtp import SmtpSink, message_id
 
 USER = "vigie"
 PASSWORD = "correct-horse-battery"

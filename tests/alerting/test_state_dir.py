@@ -26,21 +26,21 @@ import yaml
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
-from monitor.alerting.model import Alert
-from monitor.alerting.outbox import Entry, Outbox
-from monitor.alerting.sink import Delivery
-from monitor.app import Daemon
-from monitor.cli import main
-from monitor.config import load_config
-from monitor.health.persist import HealthStateStore
-from monitor.health.states import State
-from monitor.probe_state import ProbeStateFile
-from monitor.statedir import SELF_INCIDENT_NAME, StateDirMonitor, diagnose
-from probes.base import ProbeRegistry
-from probes.http import HttpProbe, make_session
 from tests.alerting.conftest import Alertmanager, Receiver, make_alert, metric
 from tests.waiting import wait_for
 from tests.web.outage import Targets, all_ok
+from vigie.monitor.alerting.model import Alert
+from vigie.monitor.alerting.outbox import Entry, Outbox
+from vigie.monitor.alerting.sink import Delivery
+from vigie.monitor.app import Daemon
+from vigie.monitor.cli import main
+from vigie.monitor.config import load_config
+from vigie.monitor.health.persist import HealthStateStore
+from vigie.monitor.health.states import State
+from vigie.monitor.probe_state import ProbeStateFile
+from vigie.monitor.statedir import SELF_INCIDENT_NAME, StateDirMonitor, diagnose
+from vigie.probes.base import ProbeRegistry
+from vigie.probes.http import HttpProbe, make_session
 
 AM = "alertmanager:http://am"
 
@@ -185,7 +185,7 @@ async def test_probe_state_on_a_full_disk_is_reported_and_leaves_no_partial_file
 ) -> None:
     """A probes.json write refused by ENOSPC is reported, its temporary file removed (it would
     hold space the disk needs back), and the next save after space returns succeeds."""
-    from probes.snmp import SnmpProbe
+    from vigie.probes.snmp import SnmpProbe
 
     fs = mounts.tmpfs(tmp_path / "fs")
     monitor, registry = monitor_of(fs)
@@ -607,9 +607,9 @@ import structlog
 structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))  # stdout: answers
 from pathlib import Path
 from prometheus_client import CollectorRegistry
-from monitor.alerting.outbox import Entry, Outbox
-from monitor.alerting.sink import Delivery
-from monitor.statedir import StateDirMonitor
+from vigie.monitor.alerting.outbox import Entry, Outbox
+from vigie.monitor.alerting.sink import Delivery
+from vigie.monitor.statedir import StateDirMonitor
 from tests.alerting.conftest import make_alert
 path = Path(sys.argv[1])
 monitor = StateDirMonitor(path.parent, CollectorRegistry())

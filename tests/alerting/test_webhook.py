@@ -11,10 +11,6 @@ import pytest
 from aiohttp import web
 from pydantic import SecretStr
 
-from monitor.alerting.alertmanager import AlertmanagerSink
-from monitor.alerting.model import GO_ZERO_TIME, Alert
-from monitor.alerting.sink import DeliveryError
-from monitor.alerting.webhook import WebhookSink, webhook_payload
 from tests.alerting.conftest import (
     T0,
     AlertmanagerFactory,
@@ -23,6 +19,10 @@ from tests.alerting.conftest import (
 )
 from tests.conftest import free_port
 from tests.waiting import wait_for
+from vigie.monitor.alerting.alertmanager import AlertmanagerSink
+from vigie.monitor.alerting.model import GO_ZERO_TIME, Alert
+from vigie.monitor.alerting.sink import DeliveryError
+from vigie.monitor.alerting.webhook import WebhookSink, webhook_payload
 
 TOKEN = "s3cr3t-t0ken"
 

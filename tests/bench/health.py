@@ -27,13 +27,13 @@ import aiohttp
 import yaml
 from aiohttp import web
 
-from monitor.config import load_config
-from monitor.health.engine import HealthEngine, Snapshot, build_engine
-from monitor.health.states import State
-from monitor.results import ProbeResult
-from probes import default_registry
 from tests.bench.common import OUT, ROOT, free_port, log
 from tests.health.hospital import generated_hospital
+from vigie.monitor.config import load_config
+from vigie.monitor.health.engine import HealthEngine, Snapshot, build_engine
+from vigie.monitor.health.states import State
+from vigie.monitor.results import ProbeResult
+from vigie.probes import default_registry
 
 ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
 DATACENTERS = ("nord", "sud", "bellevue", "est")
@@ -378,7 +378,7 @@ async def run_e2e(p: E2eParams, workdir: Path) -> E2eResults:
                 web_port = free_port()
                 config = workdir / "vigie.yaml"
                 e2e_config(config, p, app.url, am.url, web_port)
-                cmd = [sys.executable, "-m", "monitor.cli", "run", "--config", str(config)]
+                cmd = [sys.executable, "-m", "vigie.monitor.cli", "run", "--config", str(config)]
                 with (OUT / "e2e-daemon.log").open("wb") as out:
                     proc = await asyncio.create_subprocess_exec(
                         *cmd, cwd=ROOT, stdout=out, stderr=asyncio.subprocess.STDOUT

@@ -21,14 +21,14 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-import monitor.scheduler as scheduler_module
-from monitor.logs import configure_logging
-from monitor.results import ResultStore
-from monitor.scheduler import Scheduler, SchedulerMetrics
-from probes import default_registry
-from probes.base import Check
-from probes.http import HttpProbe, make_session
+import vigie.monitor.scheduler as scheduler_module
 from tests.bench.common import free_port, log, stop_process, wait_port
+from vigie.monitor.logs import configure_logging
+from vigie.monitor.results import ResultStore
+from vigie.monitor.scheduler import Scheduler, SchedulerMetrics
+from vigie.probes import default_registry
+from vigie.probes.base import Check
+from vigie.probes.http import HttpProbe, make_session
 
 PER_HOST = 8  # the default per-host limit (config.scheduler.per_host_concurrency)
 

@@ -36,10 +36,10 @@ import aiohttp
 import yaml
 from aiohttp import web
 
-from monitor.config import load_config
-from monitor.health.budget import budgets_of
-from probes import default_registry
 from tests.bench.common import OUT, ROOT, free_port, log
+from vigie.monitor.config import load_config
+from vigie.monitor.health.budget import budgets_of
+from vigie.probes import default_registry
 
 ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
 DEFAULTS = {"interval": 30.0, "timeout": 10.0, "group_wait": 10.0}
@@ -369,7 +369,7 @@ async def _one_run(bench: Bench, scenario: str, index: int, budget: float) -> Ru
     path = run_dir / "vigie.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     base = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "monitor.cli", "run", "--config", str(path)]
+    cmd = [sys.executable, "-m", "vigie.monitor.cli", "run", "--config", str(path)]
     with (OUT / "page-latency-daemon.log").open("ab") as out:
         proc = await asyncio.create_subprocess_exec(
             *cmd, cwd=ROOT, stdout=out, stderr=asyncio.subprocess.STDOUT

@@ -26,10 +26,10 @@ from pathlib import Path
 
 from aiohttp import web
 
-from probes.base import Check, ProbeContext
-from probes.http import make_session
-from probes.redfish import RedfishProbe
 from tests.bench.common import ROOT, free_port, log, stop_process, wait_port
+from vigie.probes.base import Check, ProbeContext
+from vigie.probes.http import make_session
+from vigie.probes.redfish import RedfishProbe
 
 MOCKUP = ROOT / "tests" / "fixtures" / "redfish" / "rackmount"
 SUSHY = Path(sys.executable).parent / "sushy-static"

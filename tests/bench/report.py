@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from monitor.scheduler import LAG_BUCKETS
 from tests.bench.cpu import CpuResults, CpuRun
 from tests.bench.scale import ScaleResults
+from vigie.monitor.scheduler import LAG_BUCKETS
 
 PY_PACKAGES = (
     "vigie",

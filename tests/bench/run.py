@@ -11,11 +11,11 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from monitor.logs import configure_logging
 from tests.bench.common import OUT, ROOT, log, raise_nofile
 from tests.bench.cpu import CpuParams, CpuResults, run_cpu
 from tests.bench.report import RunInfo, render_report
 from tests.bench.scale import ScaleParams, ScaleResults, run_scale, summary
+from vigie.monitor.logs import configure_logging
 
 FULL_CPU = CpuParams(n=3000, n_check_http=3000, concurrency=16, rounds=3, warmup=200)
 QUICK_CPU = CpuParams(n=500, n_check_http=500, concurrency=16, rounds=1, warmup=50)

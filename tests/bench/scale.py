@@ -16,12 +16,6 @@ from pathlib import Path
 import aiohttp
 from prometheus_client import CollectorRegistry
 
-from monitor.config import load_config
-from monitor.exposition import Exposition, check_labels
-from monitor.results import ProbeResult, ResultStore
-from monitor.scheduler import Scheduler, SchedulerMetrics
-from probes import default_registry
-from probes.http import make_session
 from tests.bench.common import (
     OUT,
     ROOT,
@@ -34,6 +28,12 @@ from tests.bench.common import (
     stop_process,
     target_server,
 )
+from vigie.monitor.config import load_config
+from vigie.monitor.exposition import Exposition, check_labels
+from vigie.monitor.results import ProbeResult, ResultStore
+from vigie.monitor.scheduler import Scheduler, SchedulerMetrics
+from vigie.probes import default_registry
+from vigie.probes.http import make_session
 
 TARGET_HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5")
 _BUCKET = re.compile(r'^vigie_scheduler_lag_seconds_bucket\{le="([^"]+)"\} (\S+)$')
@@ -362,7 +362,7 @@ def run_daemon(
 
     With pin_last_cpu the daemon may use one core only (the last), so "on one core" is literal.
     """
-    cmd = [sys.executable, "-m", "monitor.cli", "run", "--config", str(config)]
+    cmd = [sys.executable, "-m", "vigie.monitor.cli", "run", "--config", str(config)]
     with (OUT / log_name).open("wb") as out:
         proc = subprocess.Popen(
             cmd,

@@ -562,7 +562,7 @@ def run_cpu_snmp(p: SnmpParams, res: SnmpResults, workdir: Path, agent: Snmpd) -
 
 def vigie_pdus(target: str, workdir: Path) -> dict[str, float]:
     """Return the PDUs Vigie sends per poll of each workload (its snmp_scrape_pdus_sent)."""
-    from probes.snmp import run_profile_probe
+    from vigie.probes.snmp import run_profile_probe
 
     out: dict[str, float] = {}
     for workload, (profile, _) in WORKLOADS.items():

@@ -29,10 +29,10 @@ from pathlib import Path
 
 import aiohttp
 
-from monitor.traps import DROP_REASONS
 from tests.bench.common import OUT, ROOT, free_port, log
 from tests.snmp_peers import UPS_ON_BATTERY, UPS_ONLINE, Snmpd, free_udp_port, running_snmpd
 from tests.test_traps import HEALTHY_SCRIPT, start_flood
+from vigie.monitor.traps import DROP_REASONS
 
 SNMPTRAP = "/usr/bin/snmptrap"
 ON_BATTERY = "1.3.6.1.2.1.33.2.0.1"  # upsTrapOnBattery: sets ups_on_battery 1
@@ -108,7 +108,7 @@ def _config(path: Path, agent: Snmpd, web: int, traps: int | None, interval: flo
 @asynccontextmanager
 async def _daemon(config: Path, log_file: Path) -> AsyncIterator[None]:
     """Run `vigie run` for the duration of the block."""
-    cmd = [sys.executable, "-m", "monitor.cli", "run", "--config", str(config)]
+    cmd = [sys.executable, "-m", "vigie.monitor.cli", "run", "--config", str(config)]
     with log_file.open("ab") as out:
         proc = await asyncio.create_subprocess_exec(
             *cmd, cwd=ROOT, stdout=out, stderr=asyncio.subprocess.STDOUT

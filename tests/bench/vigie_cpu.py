@@ -26,14 +26,14 @@ from pathlib import Path
 import aiohttp
 from prometheus_client import CollectorRegistry
 
-from monitor.config import load_config
-from monitor.exposition import Exposition, check_labels
-from monitor.logs import configure_logging
-from monitor.results import ResultStore
-from monitor.scheduler import Scheduler, SchedulerMetrics
-from probes import default_registry
-from probes.base import Check
-from probes.http import make_session
+from vigie.monitor.config import load_config
+from vigie.monitor.exposition import Exposition, check_labels
+from vigie.monitor.logs import configure_logging
+from vigie.monitor.results import ResultStore
+from vigie.monitor.scheduler import Scheduler, SchedulerMetrics
+from vigie.probes import default_registry
+from vigie.probes.base import Check
+from vigie.probes.http import make_session
 
 CHECK_ID = "bench-http"
 

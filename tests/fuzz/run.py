@@ -45,7 +45,7 @@ def one(target: str, libfuzzer_args: list[str]) -> None:
     """Fuzz one target in this process (never returns: libFuzzer exits)."""
     import atheris  # type: ignore[import-untyped]  # no stubs; only `make fuzz` installs it
 
-    with atheris.instrument_imports(include=["monitor", "probes"]):
+    with atheris.instrument_imports(include=["vigie.monitor", "vigie.probes", "vigie.core"]):
         from tests.fuzz import targets
 
     if target in targets.BYTE_TARGETS:

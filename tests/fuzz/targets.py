@@ -25,14 +25,14 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from monitor.config import ConfigErrors, load_config
-from monitor.traps import peek_header
-from probes import default_registry
-from probes.base import Check, ProbeContext, ProbeLog, ProbeRegistry
-from probes.nagios import parse_output, parse_perfdata, perfdata_samples
-from probes.redfish import ROOT, RedfishProbe, _Run
-from probes.snmp import _parse_v3, ber_decode_int, ber_decode_oid, ber_items, v3_sender
-from probes.snmp_profiles import Collected, Profile, evaluate, load_profile_dirs, poll_plan
+from vigie.monitor.config import ConfigErrors, load_config
+from vigie.monitor.traps import peek_header
+from vigie.probes import default_registry
+from vigie.probes.base import Check, ProbeContext, ProbeLog, ProbeRegistry
+from vigie.probes.nagios import parse_output, parse_perfdata, perfdata_samples
+from vigie.probes.redfish import ROOT, RedfishProbe, _Run
+from vigie.probes.snmp import _parse_v3, ber_decode_int, ber_decode_oid, ber_items, v3_sender
+from vigie.probes.snmp_profiles import Collected, Profile, evaluate, load_profile_dirs, poll_plan
 
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE / "corpus"

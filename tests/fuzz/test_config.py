@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from monitor.config import ConfigErrors, load_config
-from probes import default_registry
 from tests.fuzz.targets import corpus, given_test, replay
+from vigie.monitor.config import ConfigErrors, load_config
+from vigie.probes import default_registry
 
 TARGET = "config"
 

@@ -22,15 +22,15 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from monitor.alerting.model import Alert
-from monitor.config import LoadedConfig, load_config
-from monitor.health.alerts import IncidentNotifier
-from monitor.health.engine import HealthEngine, build_engine
-from monitor.health.topology import AnyOf, dependency_members
-from monitor.ondemand import OnDemandGate, OnDemandMetrics
-from monitor.results import ProbeResult, Sample
-from probes import default_registry
 from tests.health.hospital import GEN_TIMEOUT, generated_hospital
+from vigie.monitor.alerting.model import Alert
+from vigie.monitor.config import LoadedConfig, load_config
+from vigie.monitor.health.alerts import IncidentNotifier
+from vigie.monitor.health.engine import HealthEngine, build_engine
+from vigie.monitor.health.topology import AnyOf, dependency_members
+from vigie.monitor.ondemand import OnDemandGate, OnDemandMetrics
+from vigie.monitor.results import ProbeResult, Sample
+from vigie.probes import default_registry
 
 START = 1_790_000_000.0
 TICK = 1.0  # the runner evaluates at least every tick

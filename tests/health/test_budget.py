@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from monitor.cli import main
-from monitor.health.budget import Budgets, budget_table, compute_budgets, over_target
-from monitor.health.topology import AnyOf, ComponentSpec, RuleSpec, SiteSpec
-from probes.base import Check
+from vigie.monitor.cli import main
+from vigie.monitor.health.budget import Budgets, budget_table, compute_budgets, over_target
+from vigie.monitor.health.topology import AnyOf, ComponentSpec, RuleSpec, SiteSpec
+from vigie.probes.base import Check
 
 SITES = [
     SiteSpec(id="nord"),

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from monitor.config import LoadedConfig, load_config
-from monitor.health.engine import HealthEngine, build_engine
-from monitor.health.states import State
-from monitor.results import ProbeResult, Sample
-from probes import default_registry
 from tests.health.hospital import hospital
+from vigie.monitor.config import LoadedConfig, load_config
+from vigie.monitor.health.engine import HealthEngine, build_engine
+from vigie.monitor.health.states import State
+from vigie.monitor.results import ProbeResult, Sample
+from vigie.probes import default_registry
 
 
 class Clock:

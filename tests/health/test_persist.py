@@ -5,8 +5,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from monitor.health.persist import HealthStateStore
-from monitor.health.states import State
+from vigie.monitor.health.persist import HealthStateStore
+from vigie.monitor.health.states import State
 
 
 def test_component_states_and_incidents_round_trip(tmp_path: Path) -> None:

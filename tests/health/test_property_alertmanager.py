@@ -16,11 +16,11 @@ import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
 
-from monitor.alerting import AlertDispatcher, AlertingSettings, Outbox, build_sinks
 from tests.alerting.conftest import Alertmanager, Receiver
 from tests.health.conftest import pages
 from tests.health.sim import replay
 from tests.waiting import wait_for
+from vigie.monitor.alerting import AlertDispatcher, AlertingSettings, Outbox, build_sinks
 
 
 @pytest.mark.parametrize("case", [(0, "power"), (1, "san"), (3, "crash")], ids=str)

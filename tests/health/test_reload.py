@@ -11,12 +11,12 @@ from typing import Any
 
 import yaml
 
-from monitor.app import Daemon
-from monitor.config import load_config
-from monitor.results import ProbeResult
-from probes import default_registry
-from probes.http import make_session
 from tests.health.hospital import hospital
+from vigie.monitor.app import Daemon
+from vigie.monitor.config import load_config
+from vigie.monitor.results import ProbeResult
+from vigie.probes import default_registry
+from vigie.probes.http import make_session
 
 UP = ProbeResult(True, 0.01)
 DOWN = ProbeResult(False, 0.5, error="timeout after 0.5s")

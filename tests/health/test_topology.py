@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from monitor.config import ConfigErrors, load_config
-from monitor.health.topology import AnyOf, find_cycle
-from probes import default_registry
+from vigie.monitor.config import ConfigErrors, load_config
+from vigie.monitor.health.topology import AnyOf, find_cycle
+from vigie.probes import default_registry
 
 BASE = """\
 sites:

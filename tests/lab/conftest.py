@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from lab.hospital import Lab
 from tests.alerting.conftest import alertmanagers, receiver, session
+from vigie.lab.hospital import Lab
 
 __all__ = ["alertmanagers", "lab", "receiver", "session"]
 

@@ -8,14 +8,14 @@ import aiohttp
 import pytest
 import structlog
 
-from lab.bmc import Bmc
-from lab.hospital import Lab, bmc_env
-from lab.scenarios import get_scenario, run_scenario
-from monitor.results import ProbeResult
-from probes.base import ProbeContext, ProbeLog, ProbeRegistry
-from probes.http import make_session
-from probes.redfish import RedfishProbe, RedfishSettings
 from tests.probes.conftest import make_check
+from vigie.lab.bmc import Bmc
+from vigie.lab.hospital import Lab, bmc_env
+from vigie.lab.scenarios import get_scenario, run_scenario
+from vigie.monitor.results import ProbeResult
+from vigie.probes.base import ProbeContext, ProbeLog, ProbeRegistry
+from vigie.probes.http import make_session
+from vigie.probes.redfish import RedfishProbe, RedfishSettings
 
 
 @pytest.fixture

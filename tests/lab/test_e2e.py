@@ -21,15 +21,15 @@ import pytest
 import structlog
 import yaml
 
-from lab.hospital import Lab
-from lab.scenarios import APP_LAG, ScenarioController, ScenarioRun
-from monitor.app import Daemon
-from monitor.config import load_config
-from monitor.demo import DEMO_CONFIG, demo_env
-from probes import default_registry
-from probes.snmp_profiles import SHIPPED_PROFILE_DIR
 from tests.alerting.conftest import Alertmanager, AlertmanagerFactory
 from tests.waiting import wait_for
+from vigie.lab.hospital import Lab
+from vigie.lab.scenarios import APP_LAG, ScenarioController, ScenarioRun
+from vigie.monitor.app import Daemon
+from vigie.monitor.config import load_config
+from vigie.monitor.demo import DEMO_CONFIG, demo_env
+from vigie.probes import default_registry
+from vigie.probes.snmp_profiles import SHIPPED_PROFILE_DIR
 
 INTERVAL = 1.0
 RULE_FOR = 2.0

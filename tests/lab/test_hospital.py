@@ -11,12 +11,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from lab.hospital import APPS, SERVERS, Lab
-from lab.scenarios import ScenarioController
-from monitor.config import load_config
-from monitor.demo import DEMO_CONFIG, demo_env
-from probes import default_registry
 from tests.waiting import wait_for
+from vigie.lab.hospital import APPS, SERVERS, Lab
+from vigie.lab.scenarios import ScenarioController
+from vigie.monitor.config import load_config
+from vigie.monitor.demo import DEMO_CONFIG, demo_env
+from vigie.probes import default_registry
 
 
 async def _get(session: aiohttp.ClientSession, url: str) -> tuple[int, str]:
@@ -126,7 +126,7 @@ def test_demo_config_loads_and_passes_vigie_check(tmp_path: Path) -> None:
     apps = [c for c in loaded.config.components if c.kind == "application"]
     assert all(a.degraded_mode and a.runbook_url and a.criticality for a in apps)
     proc = subprocess.run(
-        [sys.executable, "-m", "monitor.cli", "check", str(DEMO_CONFIG)],
+        [sys.executable, "-m", "vigie.monitor.cli", "check", str(DEMO_CONFIG)],
         capture_output=True,
         text=True,
         env={**os.environ, **env},

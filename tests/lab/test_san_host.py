@@ -9,15 +9,15 @@ import aiohttp
 import pytest
 import structlog
 
-from lab.hospital import Lab
-from lab.san_host import PATHS, multipath_output
-from lab.scenarios import get_scenario, run_scenario
-from monitor.results import ProbeResult
-from probes.base import ProbeContext, ProbeLog, ProbeRegistry
-from probes.http import make_session
-from probes.san_host import parse_multipath
-from probes.ssh import SshProbe
 from tests.probes.conftest import make_check
+from vigie.lab.hospital import Lab
+from vigie.lab.san_host import PATHS, multipath_output
+from vigie.lab.scenarios import get_scenario, run_scenario
+from vigie.monitor.results import ProbeResult
+from vigie.probes.base import ProbeContext, ProbeLog, ProbeRegistry
+from vigie.probes.http import make_session
+from vigie.probes.san_host import parse_multipath
+from vigie.probes.ssh import SshProbe
 
 MAP = {"map": "mpath-srv-dpi-data"}
 

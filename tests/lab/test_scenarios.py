@@ -6,8 +6,9 @@ import time
 
 import pytest
 
-from lab.hospital import Lab
-from lab.scenarios import (
+from tests.waiting import wait_for
+from vigie.lab.hospital import Lab
+from vigie.lab.scenarios import (
     SCENARIOS,
     Action,
     Scenario,
@@ -16,7 +17,6 @@ from lab.scenarios import (
     get_scenario,
     run_scenario,
 )
-from tests.waiting import wait_for
 
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))

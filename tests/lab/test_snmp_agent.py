@@ -12,15 +12,22 @@ import aiohttp
 import pytest
 import structlog
 
-from lab.hospital import DATA, SAN_NORMAL_LATENCY, Lab
-from lab.snmp_agent import MAX_VARBINDS, Device, SnmpAgent, parse_oid, read_snmprec, start_agent
-from monitor.results import ProbeResult
-from probes.base import ProbeContext, ProbeLog
-from probes.http import make_session
-from probes.snmp import SnmpProbe, ber_int, ber_items, ber_oid, ber_seq, ber_tlv
 from tests.conftest import require_binary
 from tests.snmp_peers import snmp_check
 from tests.waiting import wait_for
+from vigie.lab.hospital import DATA, SAN_NORMAL_LATENCY, Lab
+from vigie.lab.snmp_agent import (
+    MAX_VARBINDS,
+    Device,
+    SnmpAgent,
+    parse_oid,
+    read_snmprec,
+    start_agent,
+)
+from vigie.monitor.results import ProbeResult
+from vigie.probes.base import ProbeContext, ProbeLog
+from vigie.probes.http import make_session
+from vigie.probes.snmp import SnmpProbe, ber_int, ber_items, ber_oid, ber_seq, ber_tlv
 
 UPS = "1.3.6.1.2.1.33.1."
 

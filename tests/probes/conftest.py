@@ -18,8 +18,8 @@ import trustme
 from aiohttp import web
 from cryptography import x509
 
-from probes.base import Check, Probe, ProbeContext, ProbeLog
-from probes.http import make_session
+from vigie.probes.base import Check, Probe, ProbeContext, ProbeLog
+from vigie.probes.http import make_session
 
 StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

@@ -8,9 +8,9 @@ import json
 import pytest
 import structlog
 
-from monitor.logs import configure_logging
-from probes import ProbeRegistry, default_registry
-from probes.base import ProbeLog
+from vigie.monitor.logs import configure_logging
+from vigie.probes import ProbeRegistry, default_registry
+from vigie.probes.base import ProbeLog
 
 
 @pytest.fixture(autouse=True)

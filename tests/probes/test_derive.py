@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from monitor.config import load_yaml
-from monitor.results import Sample
-from probes.derive import (
+from vigie.monitor.config import load_yaml
+from vigie.monitor.results import Sample
+from vigie.probes.derive import (
     MAX_POINTS,
     MAX_SERIES,
     DeriveDef,
@@ -25,7 +25,7 @@ from probes.derive import (
     Ratio,
     fit_line,
 )
-from probes.snmp_profiles import Profile, profiles_markdown
+from vigie.probes.snmp_profiles import Profile, profiles_markdown
 
 POOL = (("pool", "aggr1"),)
 NFS = (("protocol", "nfs3"),)

@@ -15,10 +15,16 @@ from pydantic import ValidationError
 from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
 
-from probes.base import ProbeContext
-from probes.dicom import STUDY_ROOT_FIND, VERIFICATION, DicomProbe, DicomSettings, reject_reason
 from tests.probes.conftest import Pki, make_check, refused_port, sample, serve_tcp
 from tests.waiting import wait_for
+from vigie.probes.base import ProbeContext
+from vigie.probes.dicom import (
+    STUDY_ROOT_FIND,
+    VERIFICATION,
+    DicomProbe,
+    DicomSettings,
+    reject_reason,
+)
 
 STUDIES = 3
 

@@ -18,11 +18,11 @@ import dns.query
 import pytest
 from pydantic import ValidationError
 
-from probes.base import ProbeContext
-from probes.dns import RCODES, DnsProbe, DnsSettings
 from tests.conftest import free_port, require_binary
 from tests.probes.conftest import make_check, refused_port, sample, serve_tcp
 from tests.waiting import wait_for, wait_for_sync
+from vigie.probes.base import ProbeContext
+from vigie.probes.dns import RCODES, DnsProbe, DnsSettings
 
 BIG = 60  # A records of big.chu.test: more than a 512-byte UDP answer holds
 

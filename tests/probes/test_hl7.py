@@ -15,10 +15,10 @@ import pytest
 from hl7.mllp import start_hl7_server
 from pydantic import ValidationError
 
-from probes.base import ProbeContext
-from probes.hl7 import ACK_CODES, Hl7Probe, Hl7Settings, read_frame
 from tests.probes.conftest import Pki, StreamHandler, make_check, refused_port, sample, serve_tcp
 from tests.waiting import wait_for
+from vigie.probes.base import ProbeContext
+from vigie.probes.hl7 import ACK_CODES, Hl7Probe, Hl7Settings, read_frame
 
 ADT = (
     "MSH|^~\\&|VIGIE|CHU|LAB|CHU|20250101120000||ADT^A01|PLACEHOLDER|T|2.5\n"

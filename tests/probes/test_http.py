@@ -12,11 +12,11 @@ import pytest
 from aiohttp import web
 from pydantic import SecretStr, ValidationError
 
-from monitor.results import MAX_ERROR_CHARS
-from probes.base import ProbeContext
-from probes.http import HttpProbe, HttpSettings
-from probes.tls import TlsSettings
 from tests.probes.conftest import Pki, make_check, refused_port, sample, serve_http
+from vigie.monitor.results import MAX_ERROR_CHARS
+from vigie.probes.base import ProbeContext
+from vigie.probes.http import HttpProbe, HttpSettings
+from vigie.probes.tls import TlsSettings
 
 BIG = 10 * 1024 * 1024
 PASSWORD = "s3cret-pw"

@@ -14,20 +14,20 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from monitor.config import load_config
-from monitor.exposition import Exposition
-from monitor.results import ProbeResult
-from probes.base import Check, ProbeContext, ProbeRegistry
-from probes.nagios import (
+from tests.conftest import require_binary
+from tests.probes.conftest import make_check, refused_port, sample, serve_http, serve_tcp
+from tests.waiting import wait_for
+from vigie.monitor.config import load_config
+from vigie.monitor.exposition import Exposition
+from vigie.monitor.results import ProbeResult
+from vigie.probes.base import Check, ProbeContext, ProbeRegistry
+from vigie.probes.nagios import (
     NagiosProbe,
     NagiosSettings,
     parse_output,
     parse_perfdata,
     perfdata_samples,
 )
-from tests.conftest import require_binary
-from tests.probes.conftest import make_check, refused_port, sample, serve_http, serve_tcp
-from tests.waiting import wait_for
 
 PLUGINS = "/usr/lib/nagios/plugins"
 

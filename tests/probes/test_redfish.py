@@ -28,16 +28,16 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from monitor.exposition import Exposition
-from monitor.health.engine import HealthEngine, Topology
-from monitor.health.states import State
-from monitor.health.topology import ComponentSpec, SiteSpec
-from monitor.results import ProbeResult
-from probes.base import ProbeContext, ProbeLog, ProbeRegistry
-from probes.redfish import MAX_LABEL_CHARS, RedfishProbe, RedfishSettings
 from tests.conftest import require_binary
 from tests.probes.conftest import Pki, make_check, refused_port, sample, serve_http
 from tests.waiting import wait_for_sync
+from vigie.monitor.exposition import Exposition
+from vigie.monitor.health.engine import HealthEngine, Topology
+from vigie.monitor.health.states import State
+from vigie.monitor.health.topology import ComponentSpec, SiteSpec
+from vigie.monitor.results import ProbeResult
+from vigie.probes.base import ProbeContext, ProbeLog, ProbeRegistry
+from vigie.probes.redfish import MAX_LABEL_CHARS, RedfishProbe, RedfishSettings
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "redfish"
 SUSHY = str(Path(sys.executable).parent / "sushy-static")

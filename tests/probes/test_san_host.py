@@ -10,16 +10,16 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from monitor.exposition import Exposition
-from monitor.results import Sample
-from probes.san_host import (
+from tests.conftest import require_binary
+from vigie.monitor.exposition import Exposition
+from vigie.monitor.results import Sample
+from vigie.probes.san_host import (
     COMMANDS,
     FC_HOST_COMMAND,
     SanParseError,
     parse_fc_host,
     parse_multipath,
 )
-from tests.conftest import require_binary
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "ssh"
 

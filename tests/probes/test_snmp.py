@@ -19,16 +19,6 @@ import structlog.testing
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr, ValidationError
 
-from monitor.config import ConfigErrors, load_config
-from monitor.exposition import Exposition, check_labels, label_text, result_samples
-from monitor.health.engine import ComponentStatus, HealthEngine, Topology
-from monitor.health.states import State
-from monitor.health.topology import ComponentSpec, SiteSpec
-from monitor.results import ProbeResult, ResultStore
-from monitor.scheduler import Scheduler, SchedulerMetrics
-from probes.base import Check, ProbeContext, ProbeRegistry
-from probes.snmp import SnmpAuth, SnmpCheckSettings, SnmpProbe, parse_target, run_profile_probe
-from probes.snmp_profiles import SHIPPED_PROFILE_DIR, load_profile_dirs, probe_profile_command
 from tests.snmp_peers import (
     FIXTURES,
     UPS_ON_BATTERY,
@@ -50,6 +40,22 @@ from tests.snmp_peers import (
     write_big_table,
 )
 from tests.waiting import wait_for
+from vigie.monitor.config import ConfigErrors, load_config
+from vigie.monitor.exposition import Exposition, check_labels, label_text, result_samples
+from vigie.monitor.health.engine import ComponentStatus, HealthEngine, Topology
+from vigie.monitor.health.states import State
+from vigie.monitor.health.topology import ComponentSpec, SiteSpec
+from vigie.monitor.results import ProbeResult, ResultStore
+from vigie.monitor.scheduler import Scheduler, SchedulerMetrics
+from vigie.probes.base import Check, ProbeContext, ProbeRegistry
+from vigie.probes.snmp import (
+    SnmpAuth,
+    SnmpCheckSettings,
+    SnmpProbe,
+    parse_target,
+    run_profile_probe,
+)
+from vigie.probes.snmp_profiles import SHIPPED_PROFILE_DIR, load_profile_dirs, probe_profile_command
 
 SHIPPED = sorted(p.stem for p in SHIPPED_PROFILE_DIR.glob("*.yaml"))
 BIG_ROWS = 100_000
@@ -881,9 +887,9 @@ async def test_profile_rules_set_the_component_state(
     probe: SnmpProbe, sim: Snmpsim, ctx: ProbeContext
 ) -> None:
     """The rules an APC UPS profile carries make a UPS polled during an outage DOWN (runtime)."""
-    from monitor.health.engine import HealthEngine, Topology
-    from monitor.health.states import State
-    from monitor.health.topology import ComponentSpec, SiteSpec
+    from vigie.monitor.health.engine import HealthEngine, Topology
+    from vigie.monitor.health.states import State
+    from vigie.monitor.health.topology import ComponentSpec, SiteSpec
 
     check = snmp_check(
         sim.target(),

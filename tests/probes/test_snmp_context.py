@@ -15,12 +15,6 @@ import structlog
 from gufo.snmp.sync.client import SnmpSession
 from pydantic import ValidationError
 
-from monitor.config import load_config
-from monitor.results import ProbeResult
-from probes.base import Check, ProbeContext, ProbeLog, ProbeRegistry
-from probes.snmp import PollStats, SnmpAuth, SnmpCheckSettings, SnmpProbe
-from probes.snmp_context import ContextPoller
-from probes.snmp_profiles import PollPlan
 from tests.snmp_peers import (
     FIXTURES,
     Snmpd,
@@ -34,6 +28,12 @@ from tests.snmp_peers import (
     values,
     write_big_table,
 )
+from vigie.monitor.config import load_config
+from vigie.monitor.results import ProbeResult
+from vigie.probes.base import Check, ProbeContext, ProbeLog, ProbeRegistry
+from vigie.probes.snmp import PollStats, SnmpAuth, SnmpCheckSettings, SnmpProbe
+from vigie.probes.snmp_context import ContextPoller
+from vigie.probes.snmp_profiles import PollPlan
 
 CONTEXT_FIXTURES = Path(__file__).parent.parent / "fixtures" / "snmp-context"
 USERS = ("sha_aes", "md5", "sha512_aes256")

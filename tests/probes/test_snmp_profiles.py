@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from monitor.config import ConfigErrors
-from monitor.results import Sample
-from probes.snmp_profiles import (
+from tests.snmp_peers import FIXTURES
+from vigie.monitor.config import ConfigErrors
+from vigie.monitor.results import Sample
+from vigie.probes.snmp_profiles import (
     SHIPPED_PROFILE_DIR,
     Collected,
     Profile,
@@ -23,7 +24,6 @@ from probes.snmp_profiles import (
     poll_plan,
     profiles_markdown,
 )
-from tests.snmp_peers import FIXTURES
 
 SHIPPED = {
     "apc-rpdu2",
@@ -46,7 +46,7 @@ SNMPREC_TYPES = {"2", "4", "4x", "6", "64", "65", "66", "67", "70"}
 
 def profile(text: str) -> Profile:
     """Validate a profile given as YAML text (through the loader, positions included)."""
-    from monitor.config import load_yaml
+    from vigie.monitor.config import load_yaml
 
     return Profile.model_validate(load_yaml(textwrap.dedent(text), "t.yaml", {}))
 

@@ -22,13 +22,13 @@ import pytest
 import structlog
 from pydantic import ValidationError
 
-from monitor.config import load_config
-from monitor.results import ProbeResult
-from probes.base import Check, ProbeContext, ProbeRegistry
-from probes.san_host import FC_HOST_COMMAND, MULTIPATH_COMMAND
-from probes.ssh import SshProbe, SshSettings
 from tests.probes.conftest import make_check, refused_port, sample
 from tests.waiting import wait_for
+from vigie.monitor.config import load_config
+from vigie.monitor.results import ProbeResult
+from vigie.probes.base import Check, ProbeContext, ProbeRegistry
+from vigie.probes.san_host import FC_HOST_COMMAND, MULTIPATH_COMMAND
+from vigie.probes.ssh import SshProbe, SshSettings
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "ssh"
 PASSPHRASE = "correct horse battery staple"

@@ -9,9 +9,9 @@ from collections.abc import Awaitable, Callable
 import pytest
 from pydantic import ValidationError
 
-from probes.base import ProbeContext
-from probes.tcp import TcpProbe, TcpSettings
 from tests.probes.conftest import Pki, StreamHandler, make_check, refused_port, sample, serve_tcp
+from vigie.probes.base import ProbeContext
+from vigie.probes.tcp import TcpProbe, TcpSettings
 
 
 @pytest.fixture

@@ -21,13 +21,13 @@ import aiohttp
 import yaml
 from aiohttp import web
 
-from monitor.app import Daemon
-from monitor.config import load_config
-from monitor.health.states import State
-from probes.base import ProbeRegistry
-from probes.http import HttpProbe, make_session
 from tests.health.hospital import hospital
 from tests.waiting import wait_for
+from vigie.monitor.app import Daemon
+from vigie.monitor.config import load_config
+from vigie.monitor.health.states import State
+from vigie.probes.base import ProbeRegistry
+from vigie.probes.http import HttpProbe, make_session
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = (

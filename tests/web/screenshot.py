@@ -12,9 +12,9 @@ import sys
 import time
 from pathlib import Path
 
-from monitor.demo import running_demo
-from monitor.health.states import State
 from tests.web.outage import chromium, chromium_binary
+from vigie.monitor.demo import running_demo
+from vigie.monitor.health.states import State
 
 DEFAULT_OUT = Path(__file__).resolve().parents[2] / "docs" / "status-page.png"
 SPEED = 40.0

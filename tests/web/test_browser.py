@@ -6,14 +6,14 @@ import html
 import re
 from pathlib import Path
 
-from probes.base import ProbeRegistry
-from probes.http import HttpProbe
-from probes.snmp import SnmpProbe
 from tests.conftest import require_binary
 from tests.snmp_peers import Snmpsim
 from tests.waiting import wait_for
 from tests.web.outage import CHROMIUM, chromium, power_cut, running_hospital
 from tests.web.test_pages import EVIL, evil_device, with_evil_snmp
+from vigie.probes.base import ProbeRegistry
+from vigie.probes.http import HttpProbe
+from vigie.probes.snmp import SnmpProbe
 
 __all__ = ["evil_device"]  # the snmpsim fixture, shared with the page tests
 

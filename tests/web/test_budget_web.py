@@ -8,9 +8,9 @@ from typing import Any
 
 import yaml
 
-from monitor.config import LoadedConfig
 from tests.waiting import wait_for
 from tests.web.outage import fetch, running_hospital
+from vigie.monitor.config import LoadedConfig
 
 
 def _slow_server(config: dict[str, Any]) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from monitor.health.engine import ComponentStatus, Snapshot
-from monitor.health.history import Recovery, StateHistory, Transition
-from monitor.health.states import State
+from vigie.monitor.health.engine import ComponentStatus, Snapshot
+from vigie.monitor.health.history import Recovery, StateHistory, Transition
+from vigie.monitor.health.states import State
 
 
 def snap(at: float, **states: tuple[State, float]) -> Snapshot:

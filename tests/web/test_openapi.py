@@ -9,8 +9,8 @@ from typing import Any
 
 import aiohttp
 
-from monitor.web.openapi import document
 from tests.web.outage import fetch, power_cut, running_hospital
+from vigie.monitor.web.openapi import document
 
 
 def resolve(doc: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:

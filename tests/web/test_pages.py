@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
-from monitor.health.states import State
-from probes.base import ProbeRegistry
-from probes.http import HttpProbe
-from probes.snmp import SnmpProbe
 from tests.snmp_peers import Snmpsim, start_snmpsim
 from tests.waiting import wait_for
 from tests.web.outage import all_ok, fetch, nord_power_cut, power_cut, running_hospital
+from vigie.monitor.health.states import State
+from vigie.probes.base import ProbeRegistry
+from vigie.probes.http import HttpProbe
+from vigie.probes.snmp import SnmpProbe
 
 EVIL = "<script>alert(1)</script>"
 

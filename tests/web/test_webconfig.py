@@ -17,11 +17,11 @@ import structlog
 import trustme
 from structlog.testing import capture_logs
 
-from monitor.app import Daemon
-from monitor.config import ConfigErrors, load_config
-from monitor.web.webconfig import BasicAuth, WebConfigError, load_web_config
-from probes.base import ProbeRegistry
-from probes.http import HttpProbe, make_session
+from vigie.monitor.app import Daemon
+from vigie.monitor.config import ConfigErrors, load_config
+from vigie.monitor.web.webconfig import BasicAuth, WebConfigError, load_web_config
+from vigie.probes.base import ProbeRegistry
+from vigie.probes.http import HttpProbe, make_session
 
 PASSWORD = "Tr0ub4dor&3-crisis"
 # cost 4 keeps the test fast; production hashes use htpasswd -nBC 10 or more
