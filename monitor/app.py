@@ -18,8 +18,10 @@ import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge
 
+from vigie.core.results import bound_text
+from vigie.core.yamlpos import ConfigErrors
 from vigie.monitor.alerting import AlertDispatcher, Outbox, build_sinks
-from vigie.monitor.config import ConfigErrors, LoadedConfig, load_config
+from vigie.monitor.config import LoadedConfig, load_config
 from vigie.monitor.exposition import Exposition, check_labels
 from vigie.monitor.health.alerts import IncidentNotifier
 from vigie.monitor.health.budget import BudgetCollector
@@ -31,10 +33,10 @@ from vigie.monitor.health.persist import HealthStateStore
 from vigie.monitor.health.runner import HealthRunner, HealthRunnerMetrics
 from vigie.monitor.ondemand import OnDemandGate, OnDemandMetrics
 from vigie.monitor.probe_state import ProbeStateFile
-from vigie.monitor.results import ResultStore, bound_text
 from vigie.monitor.runtime_metrics import register_runtime_collectors
 from vigie.monitor.scheduler import Scheduler, SchedulerMetrics
 from vigie.monitor.statedir import StateDirMonitor
+from vigie.monitor.store import ResultStore
 from vigie.monitor.systemd import SystemdNotifier, watchdog_loop
 from vigie.monitor.traps import TrapMetrics, TrapReceiver
 from vigie.probes.base import ProbeRegistry

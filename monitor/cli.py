@@ -11,14 +11,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from vigie.core.yamlpos import ConfigErrors
 from vigie.monitor import __version__
-from vigie.monitor.config import ConfigErrors, json_schema, load_config
+from vigie.monitor.config import json_schema, load_config
 from vigie.monitor.logs import command_logging, configure_logging
 from vigie.probes import default_registry
 
 if TYPE_CHECKING:
+    from vigie.core.results import ProbeResult
     from vigie.monitor.exposition import Exposition
-    from vigie.monitor.results import ProbeResult
     from vigie.probes import ProbeRegistry
     from vigie.probes.base import Check
 
@@ -181,8 +182,8 @@ async def _probe_snmp(target: str, profiles: Sequence[str], args: argparse.Names
         host=probe.host_of(parsed),
     )
     async with make_session() as session:
-        from vigie.monitor.results import ResultStore
         from vigie.monitor.scheduler import Scheduler, SchedulerMetrics
+        from vigie.monitor.store import ResultStore
         from vigie.probes import ProbeRegistry
 
         own = CollectorRegistry()
@@ -340,8 +341,8 @@ async def _run_check(registry: ProbeRegistry, check: Check) -> int:
     from prometheus_client import CollectorRegistry
 
     from vigie.monitor.exposition import Exposition
-    from vigie.monitor.results import ResultStore
     from vigie.monitor.scheduler import Scheduler, SchedulerMetrics
+    from vigie.monitor.store import ResultStore
     from vigie.probes.http import make_session
 
     own = CollectorRegistry()

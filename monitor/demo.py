@@ -20,11 +20,12 @@ from pathlib import Path
 
 import structlog
 
+from vigie.core.shipped import shipped
+from vigie.core.yamlpos import ConfigErrors
 from vigie.lab.hospital import Lab
 from vigie.lab.scenarios import SCENARIOS, ScenarioController
 from vigie.monitor.app import Daemon
-from vigie.monitor.config import ConfigErrors, load_config
-from vigie.monitor.shipped import shipped
+from vigie.monitor.config import load_config
 from vigie.probes import default_registry
 from vigie.probes.http import make_session
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from vigie.monitor.results import ProbeResult, Sample
+from vigie.core.results import ProbeResult, Sample, format_value
 from vigie.probes.base import Check
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -46,18 +46,6 @@ def escape_label_value(value: str) -> str:
 def escape_help(text: str) -> str:
     """Escape a HELP text for the text format."""
     return text.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def format_value(value: float) -> str:
-    """Format a sample value as Prometheus expects (Go's float formatting for specials)."""
-    v = float(value)
-    if v.is_integer():  # False for NaN and infinities
-        return str(int(v)) if -1e15 < v < 1e15 else repr(v)
-    if math.isnan(v):
-        return "NaN"
-    if v in (math.inf, -math.inf):
-        return "+Inf" if v > 0 else "-Inf"
-    return repr(v)
 
 
 def label_text(labels: Iterable[tuple[str, str]]) -> str:

@@ -14,8 +14,9 @@ import aiohttp
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from vigie.core.results import ProbeResult, bound_text
 from vigie.monitor.ondemand import OnDemandGate
-from vigie.monitor.results import ProbeResult, ResultStore, bound_text
+from vigie.monitor.store import ResultStore
 from vigie.probes.base import Check, ProbeContext, ProbeLog, ProbeRegistry
 
 Clock = Callable[[], float]

@@ -24,8 +24,8 @@ from typing import Any
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from vigie.core.results import bound_text
 from vigie.monitor.alerting.model import Alert
-from vigie.monitor.results import bound_text
 
 STORES = ("outbox", "health", "probes")
 """The stores kept in state_dir, as the `store` label names them."""

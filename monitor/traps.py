@@ -41,8 +41,9 @@ from pysnmp.entity import engine as snmp_engine
 from pysnmp.entity.rfc3413 import ntfrcv  # type: ignore[import-untyped]
 from pysnmp.proto import rfc1902  # type: ignore[import-untyped]
 
+from vigie.core.results import ProbeResult, Sample, bound_text
 from vigie.monitor.config import TrapSettings
-from vigie.monitor.results import ProbeResult, ResultStore, Sample, bound_text
+from vigie.monitor.store import ResultStore
 from vigie.probes.base import Check
 from vigie.probes.snmp import SnmpAuth, SnmpCheckSettings, parse_target
 from vigie.probes.snmp_context import pysnmp_usm

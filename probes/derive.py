@@ -17,8 +17,8 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from vigie.monitor.durations import Duration
-from vigie.monitor.results import Sample
+from vigie.core.durations import Duration
+from vigie.core.results import Sample
 
 __all__ = [
     "MAX_FORECAST",

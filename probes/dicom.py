@@ -25,10 +25,10 @@ from pydicom.uid import UID
 from pydicom.valuerep import validate_value
 from pynetdicom import AE, evt
 
-from vigie.monitor.results import ProbeResult, Sample, bound_text
-from vigie.monitor.sanitise import sanitise
+from vigie.core.hostport import HostPortTarget, split_host_port
+from vigie.core.results import ProbeResult, Sample, bound_text
+from vigie.core.sanitise import sanitise
 from vigie.probes.base import Check, ProbeContext
-from vigie.probes.tcp import HostPortTarget, split_host_port
 from vigie.probes.tls import SslContextCache, TlsSettings, describe_ssl_error, os_error_reason
 
 __all__ = ["STUDY_ROOT_FIND", "VERIFICATION", "DicomProbe", "DicomSettings", "reject_reason"]

@@ -19,10 +19,10 @@ import dns.rdatatype
 import dns.reversename
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from vigie.monitor.results import ProbeResult, Sample, bound_text
-from vigie.monitor.sanitise import sanitise
+from vigie.core.hostport import format_host_port, split_host_port
+from vigie.core.results import ProbeResult, Sample, bound_text
+from vigie.core.sanitise import sanitise
 from vigie.probes.base import Check, ProbeContext
-from vigie.probes.tcp import format_host_port, split_host_port
 from vigie.probes.tls import os_error_reason
 
 __all__ = ["RCODES", "DnsProbe", "DnsSettings", "split_server"]

@@ -25,8 +25,8 @@ from prometheus_client.samples import Sample as PromSample
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from yarl import URL
 
-from vigie.monitor.results import MetricType, ProbeResult, Sample, bound_text
-from vigie.monitor.sanitise import sanitise
+from vigie.core.results import MetricType, ProbeResult, Sample, bound_text
+from vigie.core.sanitise import sanitise
 from vigie.probes.base import Check, ProbeContext
 from vigie.probes.http import parse_http_url
 from vigie.probes.tls import (

@@ -15,10 +15,13 @@ from typing import ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from vigie.monitor.results import ProbeResult, Sample, bound_text
-from vigie.monitor.sanitise import sanitise
+from vigie.core.hostport import HostPortTarget, split_host_port
+from vigie.core.results import ProbeResult, Sample, bound_text
+from vigie.core.sanitise import sanitise
 from vigie.probes.base import Check, ProbeContext
-from vigie.probes.tcp import HostPortTarget, close_writer, split_host_port
+from vigie.probes.tcp import (
+    close_writer,
+)
 from vigie.probes.tls import (
     SslContextCache,
     TlsSettings,

@@ -19,8 +19,8 @@ from aiohttp.tracing import Trace
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from yarl import URL
 
-from vigie.monitor.results import ProbeResult, Sample, bound_text
-from vigie.monitor.secrets import ConfigPath, resolve_secret
+from vigie.core.results import ProbeResult, Sample, bound_text
+from vigie.core.secrets import ConfigPath, resolve_secret
 from vigie.probes.base import Check, ProbeContext
 from vigie.probes.tls import (
     Regex,

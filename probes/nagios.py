@@ -25,9 +25,9 @@ from typing import ClassVar, Self
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 from yarl import URL
 
-from vigie.monitor.results import ProbeResult, Sample, bound_text
-from vigie.monitor.sanitise import sanitise
-from vigie.monitor.secrets import ConfigPath, read_secret_file
+from vigie.core.results import ProbeResult, Sample, bound_text
+from vigie.core.sanitise import sanitise
+from vigie.core.secrets import ConfigPath, read_secret_file
 from vigie.probes.base import Check, ProbeContext
 
 __all__ = [

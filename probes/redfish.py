@@ -24,11 +24,11 @@ import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from yarl import URL
 
-from vigie.monitor.health.expr import parse_condition
-from vigie.monitor.health.topology import Rule, Severity
-from vigie.monitor.results import ProbeResult, Sample, bound_text
-from vigie.monitor.sanitise import sanitise
-from vigie.monitor.secrets import ConfigPath, resolve_secret
+from vigie.core.expr import parse_condition
+from vigie.core.results import ProbeResult, Sample, bound_text
+from vigie.core.rules import Rule, Severity
+from vigie.core.sanitise import sanitise
+from vigie.core.secrets import ConfigPath, resolve_secret
 from vigie.probes.base import Check, ProbeContext
 from vigie.probes.http import parse_http_url
 from vigie.probes.tls import SslContextCache, TlsSettings, describe_ssl_error, os_error_reason

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from vigie.monitor.results import Sample
-from vigie.monitor.sanitise import sanitise
+from vigie.core.results import Sample
+from vigie.core.sanitise import sanitise
 
 __all__ = [
     "COMMANDS",

@@ -60,12 +60,12 @@ from gufo.snmp._fast import (
 from gufo.snmp.user import KeyType
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 
-from vigie.monitor.config import ConfigErrors
-from vigie.monitor.durations import Duration
-from vigie.monitor.health.expr import parse_condition
-from vigie.monitor.health.topology import Rule, Severity
-from vigie.monitor.results import ProbeResult, Sample, bound_text
-from vigie.monitor.secrets import ConfigPath, resolve_secret
+from vigie.core.durations import Duration
+from vigie.core.expr import parse_condition
+from vigie.core.results import ProbeResult, Sample, bound_text
+from vigie.core.rules import Rule, Severity
+from vigie.core.secrets import ConfigPath, resolve_secret
+from vigie.core.yamlpos import ConfigErrors
 from vigie.probes.base import Check, ProbeContext
 from vigie.probes.derive import DeriveState, labels_of
 from vigie.probes.snmp_profiles import (

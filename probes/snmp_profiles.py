@@ -26,11 +26,11 @@ from pydantic import (
     model_validator,
 )
 
-from vigie.monitor.config import ConfigError, ConfigErrors, PosDict, PosList, load_yaml
-from vigie.monitor.durations import Duration
-from vigie.monitor.results import Sample
-from vigie.monitor.sanitise import LABEL_VALUE_CHARS, sanitise
-from vigie.monitor.shipped import shipped
+from vigie.core.durations import Duration
+from vigie.core.results import Sample
+from vigie.core.sanitise import LABEL_VALUE_CHARS, sanitise
+from vigie.core.shipped import shipped
+from vigie.core.yamlpos import ConfigError, ConfigErrors, PosDict, PosList, load_yaml
 from vigie.probes.derive import DeriveDef
 
 __all__ = [

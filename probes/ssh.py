@@ -21,11 +21,11 @@ from typing import ClassVar, Literal, Self
 import asyncssh
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 
-from vigie.monitor.results import ProbeResult, Sample, bound_text
-from vigie.monitor.secrets import ConfigPath, resolve_secret
+from vigie.core.hostport import format_host_port, split_host_port
+from vigie.core.results import ProbeResult, Sample, bound_text
+from vigie.core.secrets import ConfigPath, resolve_secret
 from vigie.probes.base import Check, ProbeContext
 from vigie.probes.san_host import COMMANDS, SanParseError
-from vigie.probes.tcp import format_host_port, split_host_port
 from vigie.probes.tls import os_error_reason
 
 __all__ = ["KeyCache", "SshProbe", "SshSettings", "parse_target"]

@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from vigie.monitor.secrets import ConfigPath
+from vigie.core.secrets import ConfigPath
 
 
 def compile_regex(value: Any) -> re.Pattern[str]:

@@ -23,7 +23,7 @@ from gufo.snmp.sync.client import SnmpSession
 
 from tests.conftest import require_binary
 from tests.waiting import wait_for_sync
-from vigie.monitor.results import ProbeResult
+from vigie.core.results import ProbeResult
 from vigie.probes.base import Check
 from vigie.probes.snmp import (
     SnmpProbe,

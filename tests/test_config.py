@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from vigie.core.yamlpos import ConfigErrors
 from vigie.monitor.app import Daemon
-from vigie.monitor.config import ConfigErrors, json_schema, load_config
+from vigie.monitor.config import json_schema, load_config
 from vigie.monitor.health.topology import AnyOf
 from vigie.probes import default_registry
 from vigie.probes.http import make_session

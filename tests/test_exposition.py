@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry
 
-from vigie.monitor.exposition import Exposition, format_value, label_text
-from vigie.monitor.results import ProbeResult, Sample
+from vigie.core.results import ProbeResult, Sample, format_value
+from vigie.monitor.exposition import Exposition, label_text
 
 
 def make() -> Exposition:

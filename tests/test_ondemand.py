@@ -11,8 +11,8 @@ from prometheus_client import CollectorRegistry
 
 from tests.waiting import wait_for
 from vigie.monitor.ondemand import OnDemandGate, OnDemandMetrics
-from vigie.monitor.results import ResultStore
 from vigie.monitor.scheduler import Scheduler, SchedulerMetrics
+from vigie.monitor.store import ResultStore
 from vigie.probes import default_registry
 from vigie.probes.base import Check
 from vigie.probes.http import HttpProbe, make_session

@@ -19,10 +19,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import require_binary
 from tests.snmp_peers import Snmpsim, start_snmpsim
 from tests.waiting import wait_for
+from vigie.core.results import bound_text
+from vigie.core.sanitise import LABEL_VALUE_CHARS, sanitise
 from vigie.monitor.app import Daemon
 from vigie.monitor.config import load_config
-from vigie.monitor.results import bound_text
-from vigie.monitor.sanitise import LABEL_VALUE_CHARS, sanitise
 from vigie.probes import default_registry
 from vigie.probes.http import make_session
 

@@ -17,8 +17,9 @@ from pydantic import BaseModel
 
 from tests import waiting
 from tests.waiting import wait_for
-from vigie.monitor.results import ProbeResult, ResultStore
+from vigie.core.results import ProbeResult
 from vigie.monitor.scheduler import Scheduler, SchedulerMetrics, start_offset
+from vigie.monitor.store import ResultStore
 from vigie.probes import default_registry
 from vigie.probes.base import Check, ProbeContext, ProbeRegistry
 from vigie.probes.http import HttpProbe, make_session

@@ -32,9 +32,11 @@ from tests.snmp_peers import (
     snmp_check,
 )
 from tests.waiting import wait_for
+from vigie.core.results import ProbeResult, Sample
+from vigie.core.yamlpos import ConfigErrors
 from vigie.monitor.app import Daemon
-from vigie.monitor.config import ConfigErrors, TrapSettings, load_config
-from vigie.monitor.results import ProbeResult, ResultStore, Sample
+from vigie.monitor.config import TrapSettings, load_config
+from vigie.monitor.store import ResultStore
 from vigie.monitor.traps import SourceBuckets, TrapMetrics, TrapReceiver, merge_trap, peek_header
 from vigie.probes import ProbeRegistry
 from vigie.probes.base import Check

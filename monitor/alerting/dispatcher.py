@@ -14,11 +14,11 @@ import aiohttp
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from vigie.core.results import bound_text
 from vigie.monitor.alerting.model import Alert
 from vigie.monitor.alerting.outbox import Entry, Outbox, Row
 from vigie.monitor.alerting.settings import AlertingSettings
 from vigie.monitor.alerting.sink import DeliveryError, Sink
-from vigie.monitor.results import bound_text
 
 Clock = Callable[[], float]
 """Wall-clock seconds since the epoch: alert times and Alertmanager's endsAt are wall times."""

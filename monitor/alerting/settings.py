@@ -10,8 +10,8 @@ from typing import Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from yarl import URL
 
-from vigie.monitor.durations import Duration
-from vigie.monitor.secrets import ConfigPath, resolve_secret
+from vigie.core.durations import Duration
+from vigie.core.secrets import ConfigPath, resolve_secret
 
 
 class _Strict(BaseModel):

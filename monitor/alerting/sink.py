@@ -8,8 +8,8 @@ from typing import Protocol
 
 import aiohttp
 
+from vigie.core.results import bound_text
 from vigie.monitor.alerting.model import Alert
-from vigie.monitor.results import bound_text
 
 MAX_BODY_IN_ERROR = 200
 """How much of a refusing server's body an error quotes: enough to say why, bounded."""

@@ -26,11 +26,10 @@ from typing import Any
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from vigie.core.rules import DEFAULT_RULE, Rule
 from vigie.monitor.health.topology import (
     DEFAULT_PAGE_WITHIN,
-    DEFAULT_RULE,
     ComponentSpec,
-    Rule,
     RuleSpec,
     SiteSpec,
     dependency_members,
@@ -101,7 +100,7 @@ def _s(seconds: float) -> str:
 
 def rules_by_check(plan: Mapping[str, Check], rules: Sequence[RuleSpec]) -> dict[str, list[Rule]]:
     """Return the rules each check runs: the default, its profile's, the config's."""
-    parsed = [(Rule.from_spec(r), frozenset(r.checks), dict(r.selector)) for r in rules]
+    parsed = [(r.rule(), frozenset(r.checks), dict(r.selector)) for r in rules]
     out: dict[str, list[Rule]] = {}
     for cid, check in plan.items():
         labels = dict(check.labels)

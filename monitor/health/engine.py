@@ -12,19 +12,18 @@ from typing import Any
 
 import structlog
 
+from vigie.core.results import ProbeResult, Sample
+from vigie.core.rules import DEFAULT_RULE, Rule
 from vigie.monitor.exposition import result_samples
 from vigie.monitor.health.states import SEVERITY_STATE, State, worst
 from vigie.monitor.health.topology import (
-    DEFAULT_RULE,
     AnyOf,
     ComponentSpec,
     Dependency,
-    Rule,
     SiteSpec,
     dependency_members,
     selector_matches,
 )
-from vigie.monitor.results import ProbeResult, Sample
 from vigie.probes.base import Check
 
 Clock = Callable[[], float]
@@ -1150,4 +1149,4 @@ def build_engine(
 
 def rules_of(config: Any) -> list[tuple[Rule, Sequence[str], Mapping[str, str]]]:
     """Return the config's rules with the checks and selector they apply to."""
-    return [(Rule.from_spec(r), tuple(r.checks), dict(r.selector)) for r in config.rules]
+    return [(r.rule(), tuple(r.checks), dict(r.selector)) for r in config.rules]

@@ -11,10 +11,10 @@ from typing import Any
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from vigie.core.results import ProbeResult
 from vigie.monitor.health.engine import HealthEngine, Snapshot
 from vigie.monitor.health.maintenance import MaintenanceBook
 from vigie.monitor.health.persist import HealthStateStore
-from vigie.monitor.results import ProbeResult
 
 Publisher = Callable[[Snapshot], None]
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from vigie.monitor.durations import Duration
-from vigie.monitor.health.expr import Condition, parse_condition
+from vigie.core.durations import Duration
+from vigie.core.expr import parse_condition
+from vigie.core.rules import Rule, Severity
 
 Ident = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]
 
@@ -26,8 +26,6 @@ ComponentKind = Literal[
     "application",
     "business_service",
 ]
-
-Severity = Literal["warning", "degraded", "down"]
 
 Tier = Annotated[int, Field(ge=1, le=4)]
 DEFAULT_PAGE_WITHIN: dict[int, float] = {1: 60.0, 2: 120.0, 3: 300.0, 4: 900.0}
@@ -107,6 +105,17 @@ class RuleSpec(_Strict):
             parse_condition(value)
         return value
 
+    def rule(self) -> Rule:
+        """Return the parsed rule the engine runs."""
+        return Rule.parse(
+            self.name,
+            self.expr,
+            self.severity,
+            for_=self.for_ or 0.0,
+            clear_expr=self.clear_expr,
+            clear_for=self.clear_for or 0.0,
+        )
+
 
 class FlapSettings(_Strict):
     """Flap detection: too many state changes in a window hold the page steady."""
@@ -142,40 +151,6 @@ class HealthSettings(_Strict):
     def _page_within(cls, value: dict[int, float]) -> dict[int, float]:
         """Tiers not given keep their default target."""
         return {**DEFAULT_PAGE_WITHIN, **value}
-
-
-@dataclass(frozen=True, slots=True)
-class Rule:
-    """A parsed rule."""
-
-    name: str
-    condition: Condition
-    clear: Condition | None
-    severity: Severity
-    for_: float
-    clear_for: float
-
-    @classmethod
-    def from_spec(cls, spec: RuleSpec) -> Rule:
-        """Parse a rule spec."""
-        return cls(
-            name=spec.name,
-            condition=parse_condition(spec.expr),
-            clear=parse_condition(spec.clear_expr) if spec.clear_expr else None,
-            severity=spec.severity,
-            for_=spec.for_ or 0.0,
-            clear_for=spec.clear_for or 0.0,
-        )
-
-
-DEFAULT_RULE = Rule(
-    name="probe_failed",
-    condition=parse_condition("probe_success == 0"),
-    clear=None,
-    severity="down",
-    for_=0.0,
-    clear_for=0.0,
-)
 
 
 def dependency_members(dep: Dependency) -> list[str]:

@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from vigie.core.results import bound_text
 from vigie.monitor.exposition import CONTENT_TYPE, check_labels, label_text, result_samples
-from vigie.monitor.results import bound_text
 from vigie.monitor.web import api, pages
 from vigie.monitor.web.keys import DAEMON_KEY
 

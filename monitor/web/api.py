@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from pydantic import ValidationError
 
+from vigie.core.results import bound_text
 from vigie.monitor.health.budget import Budgets, budget_json
 from vigie.monitor.health.engine import ComponentStatus, Incident, Snapshot
 from vigie.monitor.health.maintenance import MaintenanceSpec
-from vigie.monitor.results import bound_text
 from vigie.monitor.web.keys import DAEMON_KEY
 
 if TYPE_CHECKING:

@@ -20,12 +20,12 @@ from urllib.parse import quote, urlsplit
 import jinja2
 from aiohttp import web
 
+from vigie.core.results import bound_text
 from vigie.monitor.health.budget import budget_json
 from vigie.monitor.health.engine import APPLICATION_KINDS, ComponentStatus, Incident, Snapshot
 from vigie.monitor.health.history import StateHistory
 from vigie.monitor.health.states import State
 from vigie.monitor.health.topology import dependency_members
-from vigie.monitor.results import bound_text
 from vigie.monitor.web import api
 from vigie.monitor.web.keys import DAEMON_KEY
 

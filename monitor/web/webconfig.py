@@ -25,7 +25,7 @@ import yaml
 from aiohttp import web
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from vigie.monitor.results import bound_text
+from vigie.core.results import bound_text
 
 ClientAuth = Literal[
     "NoClientCert",

@@ -29,10 +29,10 @@ from aiohttp import web
 
 from tests.bench.common import OUT, ROOT, free_port, log
 from tests.health.hospital import generated_hospital
+from vigie.core.results import ProbeResult
 from vigie.monitor.config import load_config
 from vigie.monitor.health.engine import HealthEngine, Snapshot, build_engine
 from vigie.monitor.health.states import State
-from vigie.monitor.results import ProbeResult
 from vigie.probes import default_registry
 
 ALERTMANAGER = "/usr/bin/prometheus-alertmanager"

@@ -24,8 +24,8 @@ from prometheus_client import CollectorRegistry
 import vigie.monitor.scheduler as scheduler_module
 from tests.bench.common import free_port, log, stop_process, wait_port
 from vigie.monitor.logs import configure_logging
-from vigie.monitor.results import ResultStore
 from vigie.monitor.scheduler import Scheduler, SchedulerMetrics
+from vigie.monitor.store import ResultStore
 from vigie.probes import default_registry
 from vigie.probes.base import Check
 from vigie.probes.http import HttpProbe, make_session

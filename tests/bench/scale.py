@@ -28,10 +28,11 @@ from tests.bench.common import (
     stop_process,
     target_server,
 )
+from vigie.core.results import ProbeResult
 from vigie.monitor.config import load_config
 from vigie.monitor.exposition import Exposition, check_labels
-from vigie.monitor.results import ProbeResult, ResultStore
 from vigie.monitor.scheduler import Scheduler, SchedulerMetrics
+from vigie.monitor.store import ResultStore
 from vigie.probes import default_registry
 from vigie.probes.http import make_session
 

@@ -29,8 +29,8 @@ from prometheus_client import CollectorRegistry
 from vigie.monitor.config import load_config
 from vigie.monitor.exposition import Exposition, check_labels
 from vigie.monitor.logs import configure_logging
-from vigie.monitor.results import ResultStore
 from vigie.monitor.scheduler import Scheduler, SchedulerMetrics
+from vigie.monitor.store import ResultStore
 from vigie.probes import default_registry
 from vigie.probes.base import Check
 from vigie.probes.http import make_session

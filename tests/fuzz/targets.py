@@ -25,7 +25,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vigie.monitor.config import ConfigErrors, load_config
+from vigie.core.yamlpos import ConfigErrors
+from vigie.monitor.config import load_config
 from vigie.monitor.traps import peek_header
 from vigie.probes import default_registry
 from vigie.probes.base import Check, ProbeContext, ProbeLog, ProbeRegistry

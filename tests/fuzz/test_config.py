@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from tests.fuzz.targets import corpus, given_test, replay
-from vigie.monitor.config import ConfigErrors, load_config
+from vigie.core.yamlpos import ConfigErrors
+from vigie.monitor.config import load_config
 from vigie.probes import default_registry
 
 TARGET = "config"

@@ -23,13 +23,13 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from tests.health.hospital import GEN_TIMEOUT, generated_hospital
+from vigie.core.results import ProbeResult, Sample
 from vigie.monitor.alerting.model import Alert
 from vigie.monitor.config import LoadedConfig, load_config
 from vigie.monitor.health.alerts import IncidentNotifier
 from vigie.monitor.health.engine import HealthEngine, build_engine
 from vigie.monitor.health.topology import AnyOf, dependency_members
 from vigie.monitor.ondemand import OnDemandGate, OnDemandMetrics
-from vigie.monitor.results import ProbeResult, Sample
 from vigie.probes import default_registry
 
 START = 1_790_000_000.0

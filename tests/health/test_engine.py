@@ -8,10 +8,10 @@ import pytest
 import yaml
 
 from tests.health.hospital import hospital
+from vigie.core.results import ProbeResult, Sample
 from vigie.monitor.config import LoadedConfig, load_config
 from vigie.monitor.health.engine import HealthEngine, build_engine
 from vigie.monitor.health.states import State
-from vigie.monitor.results import ProbeResult, Sample
 from vigie.probes import default_registry
 
 

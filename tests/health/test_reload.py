@@ -12,9 +12,9 @@ from typing import Any
 import yaml
 
 from tests.health.hospital import hospital
+from vigie.core.results import ProbeResult
 from vigie.monitor.app import Daemon
 from vigie.monitor.config import load_config
-from vigie.monitor.results import ProbeResult
 from vigie.probes import default_registry
 from vigie.probes.http import make_session
 

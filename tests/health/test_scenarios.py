@@ -22,12 +22,12 @@ from tests.alerting.conftest import Alertmanager, Receiver
 from tests.health.conftest import pages
 from tests.health.hospital import hospital
 from tests.waiting import wait_for
+from vigie.core.results import ProbeResult, Sample
 from vigie.monitor.alerting import AlertDispatcher, AlertingSettings, Outbox, build_sinks
 from vigie.monitor.config import load_config
 from vigie.monitor.health.alerts import IncidentNotifier
 from vigie.monitor.health.engine import HealthEngine, build_engine
 from vigie.monitor.health.persist import HealthStateStore
-from vigie.monitor.results import ProbeResult, Sample
 from vigie.probes import default_registry
 
 UP = ProbeResult(True, 0.01)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from vigie.monitor.config import ConfigErrors, load_config
+from vigie.core.yamlpos import ConfigErrors
+from vigie.monitor.config import load_config
 from vigie.monitor.health.topology import AnyOf, find_cycle
 from vigie.probes import default_registry
 

@@ -10,10 +10,10 @@ import pytest
 import structlog
 
 from tests.probes.conftest import make_check
+from vigie.core.results import ProbeResult
 from vigie.lab.hospital import Lab
 from vigie.lab.san_host import PATHS, multipath_output
 from vigie.lab.scenarios import get_scenario, run_scenario
-from vigie.monitor.results import ProbeResult
 from vigie.probes.base import ProbeContext, ProbeLog, ProbeRegistry
 from vigie.probes.http import make_session
 from vigie.probes.san_host import parse_multipath

@@ -15,6 +15,7 @@ import structlog
 from tests.conftest import require_binary
 from tests.snmp_peers import snmp_check
 from tests.waiting import wait_for
+from vigie.core.results import ProbeResult
 from vigie.lab.hospital import DATA, SAN_NORMAL_LATENCY, Lab
 from vigie.lab.snmp_agent import (
     MAX_VARBINDS,
@@ -24,7 +25,6 @@ from vigie.lab.snmp_agent import (
     read_snmprec,
     start_agent,
 )
-from vigie.monitor.results import ProbeResult
 from vigie.probes.base import ProbeContext, ProbeLog
 from vigie.probes.http import make_session
 from vigie.probes.snmp import SnmpProbe, ber_int, ber_items, ber_oid, ber_seq, ber_tlv

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from vigie.monitor.config import load_yaml
-from vigie.monitor.results import Sample
+from vigie.core.results import Sample
+from vigie.core.yamlpos import load_yaml
 from vigie.probes.derive import (
     MAX_POINTS,
     MAX_SERIES,

@@ -16,8 +16,8 @@ from pydantic import ValidationError
 from tests.conftest import free_port, require_binary
 from tests.probes.conftest import make_check, refused_port, sample, serve_http
 from tests.waiting import wait_for_sync
+from vigie.core.expr import parse_condition
 from vigie.monitor.config import load_config
-from vigie.monitor.health.expr import parse_condition
 from vigie.probes.base import Check, ProbeContext, ProbeRegistry
 from vigie.probes.exporter import ExporterProbe, ExporterSettings
 

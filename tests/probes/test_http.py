@@ -13,7 +13,7 @@ from aiohttp import web
 from pydantic import SecretStr, ValidationError
 
 from tests.probes.conftest import Pki, make_check, refused_port, sample, serve_http
-from vigie.monitor.results import MAX_ERROR_CHARS
+from vigie.core.results import MAX_ERROR_CHARS
 from vigie.probes.base import ProbeContext
 from vigie.probes.http import HttpProbe, HttpSettings
 from vigie.probes.tls import TlsSettings

@@ -17,9 +17,9 @@ from pydantic import ValidationError
 from tests.conftest import require_binary
 from tests.probes.conftest import make_check, refused_port, sample, serve_http, serve_tcp
 from tests.waiting import wait_for
+from vigie.core.results import ProbeResult
 from vigie.monitor.config import load_config
 from vigie.monitor.exposition import Exposition
-from vigie.monitor.results import ProbeResult
 from vigie.probes.base import Check, ProbeContext, ProbeRegistry
 from vigie.probes.nagios import (
     NagiosProbe,

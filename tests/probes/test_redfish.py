@@ -31,11 +31,11 @@ from pydantic import ValidationError
 from tests.conftest import require_binary
 from tests.probes.conftest import Pki, make_check, refused_port, sample, serve_http
 from tests.waiting import wait_for_sync
+from vigie.core.results import ProbeResult
 from vigie.monitor.exposition import Exposition
 from vigie.monitor.health.engine import HealthEngine, Topology
 from vigie.monitor.health.states import State
 from vigie.monitor.health.topology import ComponentSpec, SiteSpec
-from vigie.monitor.results import ProbeResult
 from vigie.probes.base import ProbeContext, ProbeLog, ProbeRegistry
 from vigie.probes.redfish import MAX_LABEL_CHARS, RedfishProbe, RedfishSettings
 

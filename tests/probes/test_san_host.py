@@ -11,8 +11,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from tests.conftest import require_binary
+from vigie.core.results import Sample
 from vigie.monitor.exposition import Exposition
-from vigie.monitor.results import Sample
 from vigie.probes.san_host import (
     COMMANDS,
     FC_HOST_COMMAND,

@@ -40,13 +40,15 @@ from tests.snmp_peers import (
     write_big_table,
 )
 from tests.waiting import wait_for
-from vigie.monitor.config import ConfigErrors, load_config
+from vigie.core.results import ProbeResult
+from vigie.core.yamlpos import ConfigErrors
+from vigie.monitor.config import load_config
 from vigie.monitor.exposition import Exposition, check_labels, label_text, result_samples
 from vigie.monitor.health.engine import ComponentStatus, HealthEngine, Topology
 from vigie.monitor.health.states import State
 from vigie.monitor.health.topology import ComponentSpec, SiteSpec
-from vigie.monitor.results import ProbeResult, ResultStore
 from vigie.monitor.scheduler import Scheduler, SchedulerMetrics
+from vigie.monitor.store import ResultStore
 from vigie.probes.base import Check, ProbeContext, ProbeRegistry
 from vigie.probes.snmp import (
     SnmpAuth,

@@ -28,8 +28,8 @@ from tests.snmp_peers import (
     values,
     write_big_table,
 )
+from vigie.core.results import ProbeResult
 from vigie.monitor.config import load_config
-from vigie.monitor.results import ProbeResult
 from vigie.probes.base import Check, ProbeContext, ProbeLog, ProbeRegistry
 from vigie.probes.snmp import PollStats, SnmpAuth, SnmpCheckSettings, SnmpProbe
 from vigie.probes.snmp_context import ContextPoller

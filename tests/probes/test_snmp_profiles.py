@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from tests.snmp_peers import FIXTURES
-from vigie.monitor.config import ConfigErrors
-from vigie.monitor.results import Sample
+from vigie.core.results import Sample
+from vigie.core.yamlpos import ConfigErrors
 from vigie.probes.snmp_profiles import (
     SHIPPED_PROFILE_DIR,
     Collected,
@@ -46,7 +46,7 @@ SNMPREC_TYPES = {"2", "4", "4x", "6", "64", "65", "66", "67", "70"}
 
 def profile(text: str) -> Profile:
     """Validate a profile given as YAML text (through the loader, positions included)."""
-    from vigie.monitor.config import load_yaml
+    from vigie.core.yamlpos import load_yaml
 
     return Profile.model_validate(load_yaml(textwrap.dedent(text), "t.yaml", {}))
 

@@ -24,8 +24,8 @@ from pydantic import ValidationError
 
 from tests.probes.conftest import make_check, refused_port, sample
 from tests.waiting import wait_for
+from vigie.core.results import ProbeResult
 from vigie.monitor.config import load_config
-from vigie.monitor.results import ProbeResult
 from vigie.probes.base import Check, ProbeContext, ProbeRegistry
 from vigie.probes.san_host import FC_HOST_COMMAND, MULTIPATH_COMMAND
 from vigie.probes.ssh import SshProbe, SshSettings

@@ -17,8 +17,9 @@ import structlog
 import trustme
 from structlog.testing import capture_logs
 
+from vigie.core.yamlpos import ConfigErrors
 from vigie.monitor.app import Daemon
-from vigie.monitor.config import ConfigErrors, load_config
+from vigie.monitor.config import load_config
 from vigie.monitor.web.webconfig import BasicAuth, WebConfigError, load_web_config
 from vigie.probes.base import ProbeRegistry
 from vigie.probes.http import HttpProbe, make_session

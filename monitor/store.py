@@ -1,56 +1,11 @@
-"""Probe results and the store that keeps the latest one per check with a short history."""
+"""The result store: the latest result per check with a short history, and its listeners."""
 
 from __future__ import annotations
 
 import collections
-import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Literal, NamedTuple
 
-from vigie.monitor.sanitise import sanitise
-
-MetricType = Literal["gauge", "counter", "info", "stateset"]
-
-MAX_ERROR_CHARS = 512
-"""Bound on an error text: it may come from a target and is untrusted."""
-
-
-def bound_text(text: str, limit: int = MAX_ERROR_CHARS) -> str:
-    """Return an error or log text through the one sanitiser, bounded for logs and pages."""
-    return sanitise(text, limit)
-
-
-class Sample(NamedTuple):
-    """One metric sample a probe produced; check labels are added at exposition time.
-
-    A named tuple rather than a frozen dataclass: probes make thousands a second, and a
-    tuple is built in half the time.
-    """
-
-    name: str
-    value: float
-    labels: tuple[tuple[str, str], ...] = ()
-    type: MetricType = "gauge"
-    help: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class ProbeResult:
-    """What one run of a check produced: success, duration, samples, failure reason, debug log.
-
-    error is why the run failed; on a successful run it says what could not be read (a
-    partial result, e.g. one Redfish resource of many), else it is None.
-    """
-
-    success: bool
-    duration: float = 0.0
-    samples: tuple[Sample, ...] = ()
-    error: str | None = None
-    phases: tuple[tuple[str, float], ...] = ()
-    logs: tuple[str, ...] = ()
-    timestamp: float = field(default_factory=time.time)
-
+from vigie.core.results import ProbeResult
 
 Listener = Callable[[str, ProbeResult | None], None]
 

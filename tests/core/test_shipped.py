@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vigie.monitor.shipped import CHECKOUT_CONFIG, shipped
+from vigie.core.shipped import CHECKOUT_CONFIG, shipped
 
 
 def test_checkout_files_come_first() -> None:

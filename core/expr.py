@@ -7,8 +7,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from vigie.monitor.exposition import format_value
-from vigie.monitor.results import Sample
+from vigie.core.results import Sample, format_value
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
     "==": operator.eq,
