@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AfterValidator, SecretStr, ValidationInfo
+from pydantic import AfterValidator, BaseModel, SecretStr, ValidationInfo
 
 MAX_SECRET_BYTES = 64 * 1024
 
@@ -32,6 +32,27 @@ def resolve_secret(inline: SecretStr | None, file: Path | None, name: str) -> Se
         except ValueError as exc:  # name the field: the config loader points at its line
             raise ValueError(f"{name}_file: {exc}") from None
     return inline
+
+
+def resolve_secret_field(model: BaseModel, name: str) -> SecretStr | None:
+    """Read `name` or `<name>_file` into `name` of a frozen model (from its after-validator).
+
+    The file field is cleared and the fields set updated, so a dump of the settings is valid
+    input for the same model and the file is not read again. Return the secret, if any.
+    """
+    inline, file = getattr(model, name), getattr(model, f"{name}_file")
+    if not (inline is None or isinstance(inline, SecretStr)) or not (
+        file is None or isinstance(file, Path)
+    ):
+        raise TypeError(f"{type(model).__name__}.{name} is not a secret field with a _file twin")
+    value = resolve_secret(inline, file, name)
+    object.__setattr__(model, name, value)
+    object.__setattr__(model, f"{name}_file", None)
+    fields_set = model.__pydantic_fields_set__
+    fields_set.discard(f"{name}_file")
+    if value is not None:
+        fields_set.add(name)
+    return value
 
 
 def _against_config_dir(path: Path, info: ValidationInfo) -> Path:
