@@ -132,7 +132,8 @@ async def test_fire_and_resolve_at_alertmanager(
     """fire: Alertmanager holds the alert with its labels (vigie_instance added) and annotations
     and notifies; resolve: the alert is gone and the receiver is told it is resolved."""
     alert = make_alert()
-    async with running(tmp_path / "o.sqlite", am_sinks(alertmanager), session, watchdog=False) as d:
+    sinks = am_sinks(alertmanager)
+    async with running(tmp_path / "o.sqlite", sinks, session, watchdog=False) as d:
         d.d.fire(alert)
         await wait_for(lambda: alertmanager.alert(session, "VigieIncident"), "the alert")
         held = await alertmanager.alert(session, "VigieIncident")
@@ -149,7 +150,7 @@ async def test_fire_and_resolve_at_alertmanager(
         )
         assert await alertmanager.alert(session, "VigieIncident") is None
         assert d.d.active() == {}
-        assert metric(d.registry, "vigie_alerts_sent_total", sink=d.d._sinks[0].name) == 2
+        assert metric(d.registry, "vigie_alerts_sent_total", sink=sinks[0].name) == 2
 
 
 async def test_resend_keeps_alert_alive_past_its_first_ends_at(
@@ -290,7 +291,7 @@ async def test_restart_does_not_page_again_and_still_resolves(
     async with running(path, sinks(), session) as second:
         assert set(second.d.active()) == {alert.key}
         second.d.fire(alert)  # the health model, restarted too, fires the same incident
-        am_name = second.d._sinks[0].name
+        am_name = sinks()[0].name
         await wait_for(
             lambda: metric(second.registry, "vigie_alerts_sent_total", sink=am_name) >= 1,
             "the re-send after the restart",
@@ -531,8 +532,9 @@ async def test_rows_of_removed_sinks_are_dropped(
 ) -> None:
     """Rows queued for a sink no longer configured are dropped at start, with a warning."""
     path = tmp_path / "o.sqlite"
-    async with running(path, [RecordingSink("old")], session, watchdog=False) as d:
-        d.d._sinks[0].failing = True  # type: ignore[attr-defined]
+    old = RecordingSink("old")
+    old.failing = True
+    async with running(path, [old], session, watchdog=False) as d:
         d.d.fire(make_alert())
     with capture_logs() as logs:
         async with running(path, [RecordingSink("new")], session, watchdog=False) as d:

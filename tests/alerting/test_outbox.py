@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,11 +38,15 @@ def each(alert: Alert, sink: str = MAIL) -> Entry:
     return Entry(sink, alert, Delivery.EACH)
 
 
+def sql(box: Outbox, query: str, *args: object) -> list[tuple[Any, ...]]:
+    """Read the outbox's file as an operator would, through a connection of our own."""
+    with contextlib.closing(sqlite3.connect(box.path)) as db:
+        return db.execute(query, args).fetchall()
+
+
 def states(box: Outbox, sink: str) -> list[tuple[str, str, str]]:
     """Return (key, state, alertname) of every queued row of a sink, oldest first."""
-    rows = box._db.execute(
-        "SELECT key, state, alert FROM outbox WHERE sink = ? ORDER BY id", (sink,)
-    ).fetchall()
+    rows = sql(box, "SELECT key, state, alert FROM outbox WHERE sink = ? ORDER BY id", sink)
     return [(k, s, Alert.from_json(a).name) for k, s, a in rows]
 
 
@@ -61,7 +67,7 @@ def test_rows_and_active_survive_reopening(tmp_path: Path) -> None:
         assert again.depth() == {AM: 1, MAIL: 1}
         assert again.active() == {alert.key: alert}
         assert [r.alert for r in again.pending(AM, 10)] == [alert]
-        assert again._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert sql(again, "PRAGMA journal_mode") == [("wal",)]
     finally:
         again.close()
 
@@ -101,7 +107,7 @@ def test_resolve_of_another_label_set_is_kept(outbox: Outbox) -> None:
     new = make_alert(severity="critical")
     outbox.record([latest(later(old, 1)), latest(new)])
     outbox.record([latest(later(new, 2))])
-    rows = outbox._db.execute("SELECT state, alert FROM outbox ORDER BY id").fetchall()
+    rows = sql(outbox, "SELECT state, alert FROM outbox ORDER BY id")
     assert [(s, Alert.from_json(a).labels["severity"]) for s, a in rows] == [
         ("resolved", "warning"),
         ("resolved", "critical"),
@@ -144,7 +150,7 @@ def test_ack_and_failed(outbox: Outbox) -> None:
     outbox.failed([row.id], "am: HTTP 503")
     (again,) = outbox.pending(AM, 10)
     assert again.attempts == 2
-    assert outbox._db.execute("SELECT last_error FROM outbox").fetchone() == ("am: HTTP 503",)
+    assert sql(outbox, "SELECT last_error FROM outbox") == [("am: HTTP 503",)]
     outbox.ack([row.id])
     assert outbox.depth() == {}
 
