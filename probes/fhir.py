@@ -20,7 +20,7 @@ from yarl import URL
 
 from vigie.core.results import ProbeResult, Sample, bound_text
 from vigie.core.sanitise import sanitise
-from vigie.core.secrets import ConfigPath, resolve_secret
+from vigie.core.secrets import ConfigPath, resolve_secret_field
 from vigie.probes.base import Check, ProbeContext
 from vigie.probes.http import (
     BasicAuthSettings,
@@ -43,16 +43,6 @@ _THREAD_PARSE_BYTES = 256 * 1024
 _OWN_DEADLINE_SHARE = 0.9
 _MAX_ISSUES = 3
 _SHOWN = 60
-
-
-def _set_resolved(model: BaseModel, name: str, value: SecretStr | None) -> None:
-    """Store a secret read from `<name>_file` in the `name` field of a frozen model."""
-    object.__setattr__(model, name, value)
-    object.__setattr__(model, f"{name}_file", None)
-    fields_set = model.__pydantic_fields_set__
-    fields_set.discard(f"{name}_file")
-    if value is not None:
-        fields_set.add(name)
 
 
 class FhirSettings(BaseModel):
@@ -132,13 +122,11 @@ class FhirSettings(BaseModel):
     @model_validator(mode="after")
     def _auth(self) -> Self:
         """Read the bearer token file and reject basic and bearer auth together."""
-        bearer = resolve_secret(self.bearer_token, self.bearer_token_file, "bearer_token")
+        bearer = resolve_secret_field(self, "bearer_token")
         if bearer is not None and any(not c.isprintable() for c in bearer.get_secret_value()):
             raise ValueError("bearer_token must not contain control characters")
         if bearer is not None and self.basic_auth is not None:
             raise ValueError("set only one of basic_auth and bearer_token")
-        if self.bearer_token_file is not None:
-            _set_resolved(self, "bearer_token", bearer)
         return self
 
     def authorization(self) -> str | None:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from vigie.core.hostport import HostPortTarget, split_host_port
 from vigie.core.results import ProbeResult, Sample, bound_text
 from vigie.core.sanitise import sanitise
-from vigie.core.secrets import ConfigPath, resolve_secret
+from vigie.core.secrets import ConfigPath, resolve_secret_field
 from vigie.probes.base import Check, ProbeContext
 from vigie.probes.tcp import close_writer
 from vigie.probes.tls import (
@@ -41,7 +41,6 @@ __all__ = [
     "TlsMode",
     "open_smtp",
     "send_mail",
-    "set_resolved",
 ]
 
 TlsMode = Literal["none", "starttls", "implicit"]
@@ -59,19 +58,6 @@ _SHOWN = 60
 
 class MailFailure(Exception):
     """A mail session failed; the message is the reason, naming the step and what was seen."""
-
-
-def set_resolved(model: BaseModel, name: str, value: SecretStr | None) -> None:
-    """Store a secret read from `<name>_file` in the `name` field of a frozen model.
-
-    The file field is cleared so that the dumped settings validate again to the same model.
-    """
-    object.__setattr__(model, name, value)
-    object.__setattr__(model, f"{name}_file", None)
-    fields_set = model.__pydantic_fields_set__
-    fields_set.discard(f"{name}_file")
-    if value is not None:
-        fields_set.add(name)
 
 
 def shown(data: bytes) -> str:
@@ -120,9 +106,7 @@ class SmtpSettings(BaseModel):
     @model_validator(mode="after")
     def _login(self) -> Self:
         """Read the password file; refuse a password without user, or a login in clear."""
-        password = resolve_secret(self.password, self.password_file, "password")
-        if self.password_file is not None:
-            set_resolved(self, "password", password)
+        password = resolve_secret_field(self, "password")
         check_login(self.username, password, self.tls)
         return self
 
