@@ -6,8 +6,7 @@ import asyncio
 import hashlib
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -50,6 +49,55 @@ class HostSlots:
     def __init__(self, limit: int) -> None:
         self.host = asyncio.Semaphore(limit)
         self.slow = asyncio.Semaphore(slow_lane_slots(limit))
+
+
+class Wake:
+    """A check's wake-up: set by a trigger, awaited with a deadline by the check's loop.
+
+    One future and one timer a tick, settled by whichever comes first; asyncio.timeout
+    around Event.wait cost a cancellation and two exceptions on every untriggered tick.
+    """
+
+    __slots__ = ("_flag", "_waiter")
+
+    def __init__(self) -> None:
+        self._flag = False
+        self._waiter: asyncio.Future[bool] | None = None
+
+    def set(self) -> None:
+        """Wake the loop now (or at its next wait, if it is not waiting)."""
+        self._flag = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(True)
+
+    def is_set(self) -> bool:
+        """Return whether a wake-up is pending."""
+        return self._flag
+
+    def clear(self) -> None:
+        """Forget a pending wake-up."""
+        self._flag = False
+
+    async def wait(self, delay: float) -> bool:
+        """Wait up to delay seconds; return True if woken, False when the time is up."""
+        if self._flag:
+            return True
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bool] = loop.create_future()
+        self._waiter = waiter
+        timer = loop.call_later(delay, _time_up, waiter)
+        try:
+            return await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+
+
+def _time_up(waiter: asyncio.Future[bool]) -> None:
+    """Settle a wait whose time is up (unless a trigger or a cancellation came first)."""
+    if not waiter.done():
+        waiter.set_result(False)
 
 
 def start_offset(check_id: str, interval: float) -> float:
@@ -146,7 +194,7 @@ class Scheduler:
         self._log = logger if logger is not None else structlog.get_logger()
         self._stopping = False
         self._probing: set[str] = set()
-        self._wake: dict[str, asyncio.Event] = {}
+        self._wake: dict[str, Wake] = {}
         # Per check id: (target, logger bound to check and target), bound once, not every run.
         self._loggers: dict[str, tuple[str, Any]] = {}
 
@@ -177,7 +225,7 @@ class Scheduler:
         first = not self._plan and not self._tasks
         self._plan = dict(plan)
         for cid in added + changed:
-            self._wake[cid] = asyncio.Event()
+            self._wake[cid] = Wake()
             self._tasks[cid] = asyncio.create_task(self._loop(self._plan[cid]), name=f"check:{cid}")
         if first:
             self._pending_first = set(self._plan)
@@ -208,13 +256,8 @@ class Scheduler:
             start_at = due
             if wake.is_set():
                 start_at = self._clock()
-            elif delay > 0:
-                try:
-                    async with asyncio.timeout(delay):
-                        await wake.wait()
-                    start_at = self._clock()  # triggered: run now, then back on the grid
-                except TimeoutError:
-                    pass
+            elif delay > 0 and await wake.wait(delay):
+                start_at = self._clock()  # triggered: run now, then back on the grid
             wake.clear()
             self._probing.add(check.id)
             try:
@@ -240,9 +283,7 @@ class Scheduler:
         check = self._plan.get(check_id)
         if check is None or check_id not in self._wake:
             return False
-        if self._ondemand is not None and not self._ondemand.allow(
-            check_id, check.timeout, reason
-        ):
+        if self._ondemand is not None and not self._ondemand.allow(check_id, check.timeout, reason):
             return False
         return self.trigger(check_id)
 
@@ -294,20 +335,36 @@ class Scheduler:
             slots = self._hosts[host] = HostSlots(self._per_host_limit)
         return slots
 
-    @asynccontextmanager
-    async def _slot(self, check: Check) -> AsyncIterator[None]:
-        """Hold a slot of the check's host (slow lane if it timed out last time), then a global one.
+    async def _acquire(self, check: Check) -> tuple[asyncio.Semaphore, ...]:
+        """Take a slot of the check's host (slow lane if it timed out last time), then a global
+        one; return the semaphores held, for _release.
 
         The host slot is taken before the global one, so checks queued on a busy host do not
-        hold global slots while they wait.
+        hold global slots while they wait. Plain acquires rather than a context manager
+        generator: this runs for every probe.
         """
         slots = self._host_limit(check.host)
-        if check.id in self._slow:
-            async with slots.slow, slots.host, self._global:
-                yield
-        else:
-            async with slots.host, self._global:
-                yield
+        held: tuple[asyncio.Semaphore, ...] = (
+            (slots.slow, slots.host, self._global)
+            if check.id in self._slow
+            else (slots.host, self._global)
+        )
+        taken = 0
+        try:
+            for semaphore in held:
+                await semaphore.acquire()
+                taken += 1
+        except BaseException:
+            for semaphore in held[:taken]:
+                semaphore.release()
+            raise
+        return held
+
+    @staticmethod
+    def _release(held: tuple[asyncio.Semaphore, ...]) -> None:
+        """Give back the slots _acquire took, last taken first."""
+        for semaphore in reversed(held):
+            semaphore.release()
 
     def slow_lane(self) -> frozenset[str]:
         """Return the ids of the checks in the slow lane now (their last run timed out)."""
@@ -334,7 +391,8 @@ class Scheduler:
         """
         probe = self._registry[check.kind]
         timed_out = raised = False
-        async with self._slot(check):
+        held = await self._acquire(check)
+        try:
             start = self._clock()
             if due is not None:
                 self._metrics.lag.observe(max(0.0, start - due))
@@ -354,6 +412,8 @@ class Scheduler:
             finally:
                 self._metrics.in_flight.dec()
             duration = self._clock() - start
+        finally:
+            self._release(held)
         self._sort_lane(check, timed_out, result, duration)
         per_kind = self._kinds.get(check.kind)
         if per_kind is None:
