@@ -1,4 +1,9 @@
-"""From check results to component states, root causes and incidents (one per root cause)."""
+"""From check results to component states, root causes and incidents (one per root cause).
+
+Rule trackers per check and the component pass (own state, dependencies, flapping) live
+here; the incidents are built in `incidents.py`, their wording in `wording.py`, the topology
+graph in `model.py` and the published values in `snapshot.py` (re-exported here).
+"""
 
 from __future__ import annotations
 
@@ -6,31 +11,55 @@ import collections
 import contextlib
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import structlog
 
 from vigie.core.results import ProbeResult, Sample
 from vigie.core.rules import DEFAULT_RULE, Rule
 from vigie.monitor.exposition import result_samples
+from vigie.monitor.health import wording
+from vigie.monitor.health.incidents import (
+    IncidentInputs,
+    SiteRules,
+    hold_resolved,
+    impacted_by,
+    root_causes,
+    site_rollup,
+)
+from vigie.monitor.health.model import APPLICATION_KINDS, POWER_KINDS, Topology
+from vigie.monitor.health.snapshot import ComponentStatus, ImpactedApp, Incident, Snapshot
 from vigie.monitor.health.states import SEVERITY_STATE, State, worst
 from vigie.monitor.health.topology import (
-    AnyOf,
     ComponentSpec,
-    Dependency,
+    HealthSettings,
+    RuleSpec,
     SiteSpec,
     dependency_members,
     selector_matches,
 )
-from vigie.probes.base import Check
+from vigie.probes.base import Check, RuleSource
+
+__all__ = [
+    "APPLICATION_KINDS",
+    "POWER_KINDS",
+    "CheckHealth",
+    "ComponentStatus",
+    "HealthConfig",
+    "HealthEngine",
+    "ImpactedApp",
+    "Incident",
+    "RuleTracker",
+    "Snapshot",
+    "Topology",
+    "build_engine",
+    "rules_of",
+]
 
 Clock = Callable[[], float]
 RunNow = Callable[[str, str], bool]
 """(check id, reason) -> True when granted: the scheduler's bounded on-demand run."""
-APPLICATION_KINDS = frozenset({"application", "business_service"})
-POWER_KINDS = frozenset({"ups", "pdu"})
 
 
 # --- Rules on checks -------------------------------------------------------------------------
@@ -104,7 +133,7 @@ class CheckHealth:
             return self.cached
         stale_after = stale_intervals * max(self.check.interval, 1.0)
         if self.last_result is None or now - self.last_result > stale_after:
-            self.cached = (State.UNKNOWN, [f"no result from check {self.check.id}"])
+            self.cached = (State.UNKNOWN, [wording.no_result(self.check.id)])
             self.cached_until = float("inf")  # until the next result
             return self.cached
         state = State.OK
@@ -119,184 +148,9 @@ class CheckHealth:
                 until = min(until, tracker.clearing_since + tracker.rule.clear_for)
             if tracker.active:
                 state = worst((state, SEVERITY_STATE[tracker.rule.severity]))
-                reasons.append(f"{self.check.id}: {tracker.rule.name}: {tracker.seen}")
+                reasons.append(wording.rule_active(self.check.id, tracker.rule.name, tracker.seen))
         self.cached, self.cached_until = (state, reasons), until
         return self.cached
-
-
-# --- Snapshot --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ComponentStatus:
-    """What the health model says of one component now."""
-
-    id: str
-    kind: str
-    site: str
-    state: State
-    own: State
-    since: float
-    reasons: tuple[str, ...]
-    roots: tuple[str, ...]
-    maintenance: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class ImpactedApp:
-    """An application hit by an incident, with what clinicians do meanwhile."""
-
-    id: str
-    name: str
-    criticality: int
-    state: State
-    degraded_mode: str
-    runbook_url: str
-    team: str
-
-
-@dataclass(frozen=True, slots=True)
-class Incident:
-    """One root cause with its blast radius."""
-
-    key: str
-    root_cause: str
-    site: str
-    severity: str
-    started_at: float
-    summary: str
-    description: str
-    impacted: tuple[str, ...]
-    applications: tuple[ImpactedApp, ...]
-    site_wide: bool = False
-    maintenance: bool = False
-    runbook_url: str = ""
-    component: str = ""
-    confirmed: bool = True  # False while held: its dependencies' checks have not spoken yet
-
-    @property
-    def id(self) -> str:
-        """A readable incident id: root cause and start time."""
-        stamp = datetime.fromtimestamp(self.started_at, UTC).strftime("%Y%m%dT%H%M%SZ")
-        return f"{self.root_cause}@{stamp}"
-
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """The whole health picture at one instant."""
-
-    at: float
-    components: Mapping[str, ComponentStatus]
-    incidents: Mapping[str, Incident]
-    sites: Mapping[str, State]
-    warnings: Mapping[str, ComponentStatus] = field(default_factory=dict)
-
-
-# --- Topology --------------------------------------------------------------------------------
-
-
-class Topology:
-    """Sites and components with their dependency graph, in dependency order."""
-
-    def __init__(self, sites: Iterable[SiteSpec], components: Iterable[ComponentSpec]) -> None:
-        self.sites = {s.id: s for s in sites}
-        self.components = {c.id: c for c in components}
-        self.deps: dict[str, list[Dependency]] = {
-            cid: [*c.depends_on, *c.powered_by] for cid, c in self.components.items()
-        }
-        self.order = self._order()
-        # Each dependency as (members, how many must be healthy), built once for evaluate.
-        self.groups: dict[str, list[tuple[tuple[str, ...], int]]] = {
-            cid: [
-                (
-                    tuple(dependency_members(d)),
-                    min(d.need if isinstance(d, AnyOf) else 1, len(dependency_members(d))),
-                )
-                for d in deps
-            ]
-            for cid, deps in self.deps.items()
-        }
-        self.dependents: dict[str, list[str]] = collections.defaultdict(list)
-        for cid, deps in self.deps.items():
-            for dep in deps:
-                for member in dependency_members(dep):
-                    self.dependents[member].append(cid)
-        # Indexes so that attaching 20,000 checks to 5,000 components stays linear.
-        self.by_check: dict[str, list[str]] = collections.defaultdict(list)
-        self.by_selector: dict[tuple[str, str], list[str]] = collections.defaultdict(list)
-        for comp in self.components.values():
-            for check_id in comp.checks:
-                self.by_check[check_id].append(comp.id)
-            if comp.selector:
-                self.by_selector[min(comp.selector.items())].append(comp.id)
-        self.dc = {cid: self._datacenter(c.site) for cid, c in self.components.items()}
-        self.members: dict[str, list[str]] = collections.defaultdict(list)
-        for cid, dc in self.dc.items():
-            self.members[dc].append(cid)
-        self.in_room: dict[str, list[str]] = collections.defaultdict(list)
-        for cid, comp in self.components.items():
-            if comp.site and comp.site in self.sites and self.sites[comp.site].parent:
-                self.in_room[comp.site].append(cid)
-        self.at_risk = {site: self._at_risk_apps(site) for site in self.sites}
-
-    def _order(self) -> list[str]:
-        """Dependencies before dependents (the config validation rejects cycles)."""
-        done: set[str] = set()
-        order: list[str] = []
-
-        def visit(cid: str) -> None:
-            if cid in done:
-                return
-            done.add(cid)
-            for dep in self.deps.get(cid, ()):
-                for member in dependency_members(dep):
-                    if member in self.components:
-                        visit(member)
-            order.append(cid)
-
-        for cid in self.components:
-            visit(cid)
-        return order
-
-    def _at_risk_apps(self, site: str) -> list[str]:
-        """Applications that depend, directly or not, on a component of this datacenter."""
-        start = list(self.members.get(site, ()))
-        seen = set(start)
-        queue = collections.deque(start)
-        while queue:
-            for nxt in self.dependents.get(queue.popleft(), ()):
-                if nxt not in seen:
-                    seen.add(nxt)
-                    queue.append(nxt)
-        return [c for c in seen if self.components[c].kind in APPLICATION_KINDS]
-
-    def site_members(self, site: str) -> list[str]:
-        """Return the components of a datacenter (its rooms included) or of a room."""
-        spec = self.sites.get(site)
-        return (
-            self.in_room.get(site, [])
-            if spec is not None and spec.parent
-            else self.members.get(site, [])
-        )
-
-    def datacenter(self, site: str | None) -> str:
-        """Return the top-level site a site or room belongs to."""
-        return self._datacenter(site)
-
-    def _datacenter(self, site: str | None) -> str:
-        """Return the top-level site a site or room belongs to."""
-        seen: set[str] = set()
-        while (
-            site is not None and site in self.sites and self.sites[site].parent and site not in seen
-        ):
-            seen.add(site)
-            site = self.sites[site].parent
-        return site or ""
-
-    def site_name(self, site: str) -> str:
-        """Return a site's human name, or its id."""
-        spec = self.sites.get(site)
-        return spec.name if spec is not None and spec.name else site
 
 
 # --- Engine ----------------------------------------------------------------------------------
@@ -329,10 +183,6 @@ class HealthEngine:
         self._power_sign: dict[str, float] = {}
         self._asked: set[str] = set()
         self._recovered: set[str] = set()
-        self._power_members = {
-            dc: [c for c in members if topology.components[c].kind in POWER_KINDS]
-            for dc, members in topology.members.items()
-        }
         self.stale_intervals = stale_intervals
         self.flap_changes = flap_changes
         self.flap_window = flap_window
@@ -556,7 +406,7 @@ class HealthEngine:
             flapping = self._flapping(cid, own.failing, bool(broken) or self._stale(cid), now)
             if flapping:
                 own = State.FLAPPING  # held failing: no page storm while it flaps
-                why = [*why, "flapping: too many state changes"]
+                why = [*why, wording.FLAPPING]
             owns[cid] = own
             dep_roots: set[str] = set()
             for members in broken:
@@ -567,7 +417,7 @@ class HealthEngine:
             if broken and (own.failing or own is State.UNKNOWN or not has_checks):
                 states[cid] = State.IMPACTED
                 roots[cid] = tuple(sorted(dep_roots))
-                why = [*why, f"impacted by {', '.join(sorted(dep_roots))}"]
+                why = [*why, wording.impacted_by(dep_roots)]
             else:
                 states[cid] = own
                 roots[cid] = (cid,) if own.failing else ()
@@ -649,70 +499,31 @@ class HealthEngine:
 
     # --- incidents ---------------------------------------------------------------------------
 
-    def _impacted_by(self, components: Mapping[str, ComponentStatus]) -> dict[str, list[str]]:
-        out: dict[str, list[str]] = collections.defaultdict(list)
-        for comp in components.values():
-            if comp.state is State.IMPACTED:
-                for root in comp.roots:
-                    out[root].append(comp.id)
-        return out
-
-    def _apps(
-        self, ids: Iterable[str], components: Mapping[str, ComponentStatus]
-    ) -> list[ImpactedApp]:
-        apps = []
-        for cid in ids:
-            spec = self.topology.components[cid]
-            if spec.kind in APPLICATION_KINDS:
-                apps.append(
-                    ImpactedApp(
-                        id=cid,
-                        name=spec.name or cid,
-                        criticality=spec.criticality or 4,
-                        state=components[cid].state,
-                        degraded_mode=spec.degraded_mode,
-                        runbook_url=spec.runbook_url,
-                        team=spec.team,
-                    )
-                )
-        return sorted(apps, key=lambda a: (a.criticality, a.id))
-
-    def _redundant_only(self, root: str) -> bool:
-        """True when everything depending on root reaches it through a redundancy group."""
-        for dependent in self.topology.dependents.get(root, ()):
-            for dep in self.topology.deps[dependent]:
-                if isinstance(dep, str) and dep == root:
-                    return False
-        return bool(self.topology.dependents.get(root))
-
     def _site_power(
         self, site: str, components: Mapping[str, ComponentStatus]
     ) -> tuple[float, float | None] | None:
         """Return (mains lost at, runtime left) when every UPS of the site runs on battery."""
-        topo = self.topology
-        ups = [
-            topo.components[c] for c in topo.site_members(site) if topo.components[c].kind == "ups"
-        ]
+        ups = self.topology.ups.get(site, [])
         if not ups:
             return None
         lost_at: list[float] = []
         runtimes: list[float] = []
-        for spec in ups:
+        for comp in ups:
             trackers = [
                 t
-                for cid in self.component_checks.get(spec.id, ())
+                for cid in self.component_checks.get(comp, ())
                 for t in self.checks[cid].trackers
                 if t.rule.name == "on_battery"
             ]
             active = [t for t in trackers if t.active]
-            if not active and not components[spec.id].state.failing:
+            if not active and not components[comp].state.failing:
                 return None
             lost_at.extend(t.active_since for t in active)
             runtimes.extend(
-                s.value for s in self.samples_of(spec.id) if s.name == "ups_battery_runtime_seconds"
+                s.value for s in self.samples_of(comp) if s.name == "ups_battery_runtime_seconds"
             )
         return (
-            min(lost_at) if lost_at else components[ups[0].id].since,
+            min(lost_at) if lost_at else components[ups[0]].since,
             min(runtimes) if runtimes else None,
         )
 
@@ -794,7 +605,7 @@ class HealthEngine:
         A sign: a UPS on battery, or a UPS or PDU failing.
         """
         first: float | None = None
-        for comp in self._power_members.get(dc, ()):
+        for comp in self.topology.power_members.get(dc, ()):
             for check_id in self.component_checks.get(comp, ()):
                 health = self.checks[check_id]
                 if components[comp].own.failing or any(
@@ -811,7 +622,7 @@ class HealthEngine:
             return False
         waiting = False
         bound = 0.0
-        for comp in self._power_members.get(dc, ()):
+        for comp in self.topology.power_members.get(dc, ()):
             for check_id in self.component_checks.get(comp, ()):
                 health = self.checks[check_id]
                 bound = max(bound, health.check.interval + health.check.timeout)
@@ -835,7 +646,7 @@ class HealthEngine:
             self._ask(
                 (
                     check_id
-                    for comp in self._power_members.get(dc, ())
+                    for comp in self.topology.power_members.get(dc, ())
                     for check_id in self.component_checks.get(comp, ())
                 ),
                 "power",
@@ -845,181 +656,26 @@ class HealthEngine:
     def _incidents(
         self, components: Mapping[str, ComponentStatus], now: float
     ) -> dict[str, Incident]:
+        """Roll sites up, page each other root cause once, hold what just cleared."""
         topo = self.topology
-        impacted_by = self._impacted_by(components)
         roots = [c for c in components.values() if c.roots == (c.id,)]
-        pending = {
-            site: self._watch_power(site, components, now)
-            for site in topo.sites
-            if not topo.sites[site].parent
-        }
-        confirmed = {
-            r.id: (
-                f"component:{r.id}" in self._confirmed
-                if pending.get(topo.dc[r.id], False)
-                else self._confirm(
-                    f"component:{r.id}",
-                    r.id,
-                    self._incident_start.get(f"component:{r.id}", r.since),
-                    now,
-                )
-            )
-            for r in roots
-        }
-        incidents: dict[str, Incident] = {}
-        absorbed: set[str] = set()
-        dcs = [s for s in topo.sites if not topo.sites[s].parent]
-        rooms = [s for s in topo.sites if topo.sites[s].parent]
-        # Datacenters first; then rooms (an A/B UPS pair losing mains is its room's one cause)
-        # whose datacenter has no incident of its own.
-        dark = {r for r in rooms if self._site_power(r, components) is not None}
-        # What open room incidents hold (their rooms and what those impacted, a SAN's servers
-        # in the next room): it follows its room's recovery, not a mass failure of its own.
-        held = {
-            c
-            for r in rooms
-            for c in (self._open[f"site:{r}"].impacted if f"site:{r}" in self._open else ())
-        }
-        for site in [*dcs, *rooms]:
-            room = bool(topo.sites[site].parent)
-            if room and f"site:{topo.datacenter(site)}" in incidents:
-                continue
-            power = self._site_power(site, components)
-            key = f"site:{site}"
-            before = self._open.get(key)
-            followed = set(before.impacted) if room and before is not None else set()
-            members = [
-                components[c] for c in {*topo.site_members(site), *followed} if c in components
-            ]
-            site_roots = [
-                r
-                for r in roots
-                if (
-                    topo.components[r.id].site == site or r.id in followed
-                    if room
-                    else topo.dc[r.id] == site
-                )
-            ]
-            failing = [c for c in members if c.state.failing]
-            opened = self._incident_start.get(key)
-            recent = [c for c in failing if now - c.since <= self.site_window]
-            # A mass failure with a single root cause is that root's incident, not the site's.
-            # Held roots do not count: most are dependents whose cause is not seen yet.
-            # A room on battery is one cause, however many of its UPS are down.
-            causes = sum(
-                1
-                for r in site_roots
-                if confirmed[r.id] and topo.components[r.id].site not in dark and r.id not in held
-            ) + sum(
-                1
-                for r in rooms
-                if topo.datacenter(r) == site and (r in dark or f"site:{r}" in self._open)
-            )
-            mass = (
-                not room
-                and len(members) >= 3
-                and len(recent) >= self.site_ratio * len(members)
-                and causes > 1
-            )
-            # Once open, the site incident follows the recovery: it stays while anything that
-            # failed during it is still failing, so the recovery ends with one resolve.
-            during = (
-                [c for c in failing if c.since >= opened - self.site_window]
-                if opened is not None
-                else []
-            )
-            if power is None and not mass and not during:
-                continue
-            impacted = sorted(
-                {c.id for c in failing} | {i for r in site_roots for i in impacted_by.get(r.id, ())}
-            )
-            apps = self._apps(impacted, components)
-            name = topo.site_name(site)
-            if power is not None:
-                lost_at, runtime = power
-                clock = datetime.fromtimestamp(lost_at).strftime("%H:%M")
-                what = f"mains lost at {clock}, on battery"
-                if runtime is not None:
-                    minutes = round(runtime / 60)
-                    unit = "minute" if minutes == 1 else "minutes"
-                    what += f", about {minutes} {unit} of runtime left"
-                started = lost_at
-            elif mass:
-                what = f"{len(failing)} of {len(members)} components failing"
-                started = min(c.since for c in recent)
-            else:
-                what = f"recovering, {len(failing)} of {len(members)} components still failing"
-                started = opened if opened is not None else now
-            at_risk = len(topo.at_risk[site])
-            summary = f"{name}: {what}; {len(apps)} applications impacted"
-            if power is not None and at_risk > len(apps):
-                summary += f", {at_risk} at risk"
-            incidents[key] = self._incident(
-                key,
-                key,
-                site=site,
-                severity="critical",
-                started=started,
-                summary=summary,
-                impacted=impacted,
-                apps=apps,
-                components=components,
-                site_wide=True,
-                # A room's power while its datacenter's power devices have not all answered:
-                # maybe the whole datacenter's, so not paged yet.
-                confirmed=not (
-                    room
-                    and pending.get(topo.datacenter(site), False)
-                    and not (before is not None and before.confirmed)
-                ),
-            )
-            absorbed.update(r.id for r in site_roots)
-        for root in roots:
-            if root.id in absorbed:
-                continue
-            impacted = sorted(impacted_by.get(root.id, ()))
-            apps = self._apps([root.id, *impacted], components)
-            spec = topo.components[root.id]
-            label = spec.name or root.id
-            if not impacted and self._redundant_only(root.id):
-                severity = "warning"
-                summary = f"{label} is {root.state.name}: running without redundancy"
-            else:
-                severity = "critical"
-                summary = f"{label} is {root.state.name}"
-                if apps:
-                    summary += (
-                        f"; {len(apps)} applications impacted: "
-                        + ", ".join(a.name for a in apps[:5])
-                        + ("..." if len(apps) > 5 else "")
-                    )
-            key = f"component:{root.id}"
-            incidents[key] = self._incident(
-                key,
-                root.id,
-                site=root.site,
-                severity=severity,
-                started=root.since,
-                summary=summary,
-                impacted=impacted,
-                apps=apps,
-                components=components,
-                component=root.id,
-                confirmed=confirmed[root.id],
-            )
-        # An incident whose cause cleared is held open for resolve_hold: a failure coming back
-        # within it continues the same incident (one page, not one per flap). A held incident
-        # was never paged: it goes at once (absorbed by its cause's incident, or cleared).
-        for key, previous in self._open.items():
-            if (
-                key not in incidents
-                and previous.confirmed
-                and now - self._last_seen.get(key, now) < self.resolve_hold
-            ):
-                incidents[key] = previous
-        for key, incident in incidents.items():
-            if self._open.get(key) is not incident:
-                self._last_seen[key] = now
+        pending = {dc: self._watch_power(dc, components, now) for dc in topo.datacenters}
+        inputs = IncidentInputs(
+            topology=topo,
+            components=components,
+            now=now,
+            roots=roots,
+            impacted_by=impacted_by(components.values()),
+            confirmed={r.id: self._root_confirmed(r, pending, now) for r in roots},
+            pending=pending,
+            power={site: self._site_power(site, components) for site in topo.sites},
+            open=self._open,
+            started=self._incident_start,
+            maintenance=self.maintenance,
+        )
+        incidents, absorbed = site_rollup(inputs, SiteRules(self.site_window, self.site_ratio))
+        incidents.update(root_causes(inputs, absorbed))
+        hold_resolved(incidents, self._open, self._last_seen, now, self.resolve_hold)
         self._recheck(incidents, components)
         self._open = dict(incidents)
         for store in (self._incident_start, self._last_seen, self._held_since):
@@ -1028,6 +684,15 @@ class HealthEngine:
         self._confirmed.intersection_update(incidents)
         self._asked.intersection_update(incidents)
         return incidents
+
+    def _root_confirmed(
+        self, root: ComponentStatus, pending: Mapping[str, bool], now: float
+    ) -> bool:
+        """True when a root may page: confirmed, and not waiting for its site's power devices."""
+        key = f"component:{root.id}"
+        if pending.get(self.topology.dc[root.id], False):
+            return key in self._confirmed
+        return self._confirm(key, root.id, self._incident_start.get(key, root.since), now)
 
     def _recheck(
         self, incidents: Mapping[str, Incident], components: Mapping[str, ComponentStatus]
@@ -1052,80 +717,45 @@ class HealthEngine:
             if i.root_cause in components and components[i.root_cause].state.failing is False
         )
 
-    def _incident(
-        self,
-        key: str,
-        root: str,
-        *,
-        site: str,
-        severity: str,
-        started: float,
-        summary: str,
-        impacted: list[str],
-        apps: list[ImpactedApp],
-        components: Mapping[str, ComponentStatus],
-        site_wide: bool = False,
-        component: str = "",
-        confirmed: bool = True,
-    ) -> Incident:
-        started = self._incident_start.setdefault(key, started)
-        root_spec = self.topology.components.get(root)
-        maintenance = (
-            components[root].maintenance
-            if root in components
-            else site.removeprefix("site:") in self.maintenance
-            or key.removeprefix("site:") in self.maintenance
-        )
-        lines: list[str] = []
-        if root in components:
-            lines.extend(components[root].reasons)
-        for app in apps:
-            lines.append(
-                f"[tier {app.criticality}] {app.name}: {app.state.name}"
-                + (f" - degraded mode: {app.degraded_mode}" if app.degraded_mode else "")
-            )
-        if maintenance:
-            lines.append("In a maintenance window: not paged.")
-        runbook = (
-            root_spec.runbook_url
-            if root_spec and root_spec.runbook_url
-            else next((a.runbook_url for a in apps if a.runbook_url), "")
-        )
-        return Incident(
-            key=key,
-            root_cause=root,
-            site=site if not site_wide else key.removeprefix("site:"),
-            severity=severity,
-            started_at=started,
-            summary=summary,
-            description="\n".join(lines),
-            impacted=tuple(impacted),
-            applications=tuple(apps),
-            site_wide=site_wide,
-            maintenance=maintenance,
-            runbook_url=runbook,
-            component=component,
-            confirmed=confirmed,
-        )
+
+class HealthConfig(Protocol):
+    """What the engine reads of a validated config (the daemon's ConfigBase has all of it)."""
+
+    @property
+    def sites(self) -> Sequence[SiteSpec]:
+        """Datacenters and rooms."""
+        ...
+
+    @property
+    def components(self) -> Sequence[ComponentSpec]:
+        """What can fail and what it depends on."""
+        ...
+
+    @property
+    def rules(self) -> Sequence[RuleSpec]:
+        """The config's rules on checks."""
+        ...
+
+    @property
+    def health(self) -> HealthSettings:
+        """The health model's settings."""
+        ...
 
 
 def _profile_rules(check: Check) -> list[Rule]:
-    """Rules a device profile carries (the SNMP probe's settings expose them)."""
-    rules = getattr(check.settings, "health_rules", None)
-    if not callable(rules):
-        return []
-    found: list[Rule] = rules()
-    return found
+    """Rules the probe brings with the check's settings (an SNMP profile's, Redfish's)."""
+    settings = check.settings
+    return settings.health_rules() if isinstance(settings, RuleSource) else []
 
 
 def build_engine(
-    config: Any,
+    config: HealthConfig,
     plan: Mapping[str, Check],
     clock: Clock = time.time,
     logger: Any = None,
     run_now: RunNow | None = None,
 ) -> HealthEngine:
-    """Build a health engine from a validated config (a ConfigBase) and its plan.
+    """Build a health engine from a validated config and its plan.
 
     run_now is the scheduler's bounded on-demand run (active confirmation); None: passive.
     """
@@ -1147,6 +777,6 @@ def build_engine(
     return engine
 
 
-def rules_of(config: Any) -> list[tuple[Rule, Sequence[str], Mapping[str, str]]]:
+def rules_of(config: HealthConfig) -> list[tuple[Rule, Sequence[str], Mapping[str, str]]]:
     """Return the config's rules with the checks and selector they apply to."""
     return [(r.rule(), tuple(r.checks), dict(r.selector)) for r in config.rules]
