@@ -393,6 +393,8 @@ class ImapProbe(HostPortTarget):
             error = self._timeout_reason(settings, session, trip, budget)
         except MailFailure as exc:
             error = str(exc)
+        except OSError as exc:  # a read or write failing outside the steps that name theirs
+            error = f"connection error waiting for {session.step}: {os_error_reason(exc)}"
         if error is not None:
             error = bound_text(error)
             ctx.log("imap_failed", error=error)

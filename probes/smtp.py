@@ -555,6 +555,8 @@ class SmtpProbe(HostPortTarget):
             error = timeout_reason(session, budget)
         except MailFailure as exc:
             error = str(exc)
+        except OSError as exc:  # a read or write failing outside the steps that name theirs
+            error = f"connection error waiting for {session.step}: {os_error_reason(exc)}"
         if error is not None:
             error = bound_text(error)
             ctx.log("smtp_failed", error=error)

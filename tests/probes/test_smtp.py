@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import socket
 import ssl
+import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -234,6 +236,23 @@ async def test_silent_server_times_out_naming_the_step(probe: SmtpProbe, ctx: Pr
         check = dataclasses.replace(make_check(probe, f"127.0.0.1:{port}", tls="none"), timeout=0.5)
         result = await asyncio.wait_for(probe(check, ctx), 5)
     assert result.error == "timeout after 0.45s waiting for the banner"
+
+
+async def test_connection_reset_is_a_clear_failure(probe: SmtpProbe, ctx: ProbeContext) -> None:
+    """A server resetting the connection after the banner fails naming the step, no crash."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Greet, wait for EHLO, then reset (SO_LINGER 0 makes close send RST)."""
+        writer.write(b"220 ok\r\n")
+        await writer.drain()
+        await reader.readline()
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+
+    async with serve_tcp(handle) as port:
+        result = await probe(make_check(probe, f"127.0.0.1:{port}", tls="none"), ctx)
+    assert result.error == "connection error waiting for the EHLO reply: Connection reset by peer"
 
 
 async def test_starttls_refused(probe: SmtpProbe, ctx: ProbeContext, pki: Pki) -> None:
