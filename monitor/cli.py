@@ -294,6 +294,11 @@ def cmd_check(path: Path, budget: bool = False) -> int:
         return 1
     for warning in loaded.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    if "icmp" in loaded.checks_by_kind():  # refused sockets would only show at run time
+        from vigie.probes.icmp import ping_permission_problem
+
+        if (ping_problem := ping_permission_problem()) is not None:
+            print(f"warning: {ping_problem}", file=sys.stderr)
     state_dir = loaded.config.state_dir
     if state_dir is not None:  # what vigie run would only find out on its first write
         from vigie.monitor.statedir import check_directory

@@ -12,8 +12,11 @@ def default_registry() -> ProbeRegistry:
     from vigie.probes.exporter import ExporterProbe
     from vigie.probes.hl7 import Hl7Probe
     from vigie.probes.http import HttpProbe
+    from vigie.probes.icmp import IcmpProbe
+    from vigie.probes.ldap import LdapProbe
     from vigie.probes.nagios import NagiosProbe
     from vigie.probes.redfish import RedfishProbe
+    from vigie.probes.sip import SipProbe
     from vigie.probes.snmp import SnmpProbe
     from vigie.probes.ssh import SshProbe
     from vigie.probes.tcp import TcpProbe
@@ -25,8 +28,11 @@ def default_registry() -> ProbeRegistry:
             ExporterProbe(),
             Hl7Probe(),
             HttpProbe(),
+            IcmpProbe(),
+            LdapProbe(),
             NagiosProbe(),
             RedfishProbe(),
+            SipProbe(),
             SnmpProbe(),
             SshProbe(),
             TcpProbe(),

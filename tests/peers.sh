@@ -18,6 +18,8 @@ declare -A PEERS=(
   [/usr/bin/prometheus-node-exporter]=prometheus-node-exporter
   [/usr/bin/chromium]=chromium
   [/usr/sbin/dnsmasq]=dnsmasq-base
+  [/usr/sbin/slapd]=slapd
+  [/usr/sbin/kamailio]=kamailio
 )
 
 missing=()

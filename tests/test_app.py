@@ -155,7 +155,7 @@ def test_daemon_lifecycle(
 def test_bad_config_at_start_exits_1(tmp_path: Path) -> None:
     """`vigie run` with an invalid config logs every error and exits 1."""
     config = tmp_path / "vigie.yaml"
-    config.write_text("checks:\n  - {id: a, kind: icmp, target: x}\n")
+    config.write_text("checks:\n  - {id: a, kind: telnet, target: x}\n")
     proc = subprocess.run(
         [sys.executable, "-m", "vigie.monitor.cli", "run", "--config", str(config)],
         capture_output=True,
@@ -166,7 +166,7 @@ def test_bad_config_at_start_exits_1(tmp_path: Path) -> None:
     line = json.loads(proc.stdout.decode().splitlines()[0])
     assert line["event"] == "config_invalid"
     known = ", ".join(default_registry().kinds())
-    assert f"unknown probe kind 'icmp'; known kinds: {known}" in line["error"]
+    assert f"unknown probe kind 'telnet'; known kinds: {known}" in line["error"]
 
 
 def test_config_warnings_are_logged_at_start(tmp_path: Path) -> None:
