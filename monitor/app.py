@@ -222,8 +222,9 @@ class Daemon:
         self.reload_time.set(time.time())
         if app is None:
             from vigie.monitor.web import build_app
+            from vigie.monitor.web.readmodel import DaemonReadModel
 
-            app = build_app(self)
+            app = build_app(DaemonReadModel(self))
         if web_config is not None:
             webconfig.apply(app, web_config, self.log)
         self._runner = web.AppRunner(app, access_log=None)

@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from aiohttp import web
 
 from vigie.core.results import bound_text
-from vigie.monitor.exposition import CONTENT_TYPE, check_labels, label_text, result_samples
+from vigie.monitor.exposition import CONTENT_TYPE
 from vigie.monitor.web import api, pages
-from vigie.monitor.web.keys import DAEMON_KEY
-
-if TYPE_CHECKING:
-    from vigie.monitor.app import Daemon
+from vigie.monitor.web.keys import SOURCE_KEY
+from vigie.monitor.web.readmodel import StatusSource
 
 
-def build_app(daemon: Daemon) -> web.Application:
-    """Build the aiohttp application serving the daemon's endpoints."""
+def build_app(source: StatusSource) -> web.Application:
+    """Build the aiohttp application serving a read model (the daemon's: DaemonReadModel)."""
     app = web.Application()
-    app[DAEMON_KEY] = daemon
+    app[SOURCE_KEY] = source
     pages.add_routes(app)  # "/" is the status page; the plain checks list moved to /checks
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/-/healthy", healthy)
@@ -31,14 +27,13 @@ def build_app(daemon: Daemon) -> web.Application:
 
 async def metrics(request: web.Request) -> web.Response:
     """Serve every check's series and the daemon's own metrics."""
-    body = request.app[DAEMON_KEY].exposition.render()
+    body = request.app[SOURCE_KEY].metrics()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
 def _degraded(request: web.Request) -> str:
     """Return the lines naming why the daemon runs degraded (state kept in memory), or ''."""
-    monitor = getattr(request.app[DAEMON_KEY], "state_dir", None)
-    problem = monitor.summary() if monitor is not None else None
+    problem = request.app[SOURCE_KEY].state_dir_problem()
     return "" if problem is None else f"Degraded: state_dir: {problem}\n"
 
 
@@ -53,14 +48,14 @@ async def healthy(request: web.Request) -> web.Response:
 
 async def ready(request: web.Request) -> web.Response:
     """Answer 200 once every check has run once, 503 before."""
-    if request.app[DAEMON_KEY].scheduler.first_round_done.is_set():
+    if request.app[SOURCE_KEY].ready():
         return web.Response(text="Ready.\n" + _degraded(request))
     return web.Response(status=503, text="Not ready: the first round of checks is running.\n")
 
 
 async def reload(request: web.Request) -> web.Response:
     """Reload the config file; on error keep the old config and list every error."""
-    errors = await request.app[DAEMON_KEY].reload()
+    errors = await request.app[SOURCE_KEY].reload()
     if errors:
         return web.Response(status=500, text="Reload failed:\n" + "\n".join(errors) + "\n")
     return web.Response(text="Reloaded.\n")
@@ -68,16 +63,11 @@ async def reload(request: web.Request) -> web.Response:
 
 async def probe(request: web.Request) -> web.Response:
     """Run one check now and return its samples; with debug=true, its log lines too."""
-    daemon = request.app[DAEMON_KEY]
     check_id = request.query.get("check", "")
-    check = daemon.scheduler.plan.get(check_id)
-    if check is None:
+    run = await request.app[SOURCE_KEY].run_check(check_id)
+    if run is None:
         return web.Response(status=404, text=f"unknown check {bound_text(check_id, 100)!r}\n")
-    result = await daemon.scheduler.run(check, keep_logs=True)
-    exp = daemon.exposition
-    text = exp.render_text(
-        exp.render_samples(label_text(check_labels(check)), result_samples(result))
-    )
+    check, result, text = run.check, run.result, run.metrics
     if request.query.get("debug", "").lower() not in ("1", "true", "yes"):
         return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})
     verdict = (

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from dataclasses import asdict
+from typing import Any
 
 from aiohttp import web
 from pydantic import ValidationError
@@ -12,18 +12,12 @@ from pydantic import ValidationError
 from vigie.core.results import bound_text
 from vigie.monitor.health.budget import Budgets, budget_json
 from vigie.monitor.health.engine import ComponentStatus, Incident, Snapshot
-from vigie.monitor.health.maintenance import MaintenanceSpec
-from vigie.monitor.web.keys import DAEMON_KEY
-
-if TYPE_CHECKING:
-    from vigie.monitor.app import Daemon
+from vigie.monitor.health.maintenance import MaintenanceSpec, Window
+from vigie.monitor.web.keys import SOURCE_KEY
+from vigie.monitor.web.readmodel import StatusSource
+from vigie.monitor.web.views import CheckRow, SiteRow, iso
 
 MAX_BODY = 16 * 1024
-
-
-def iso(ts: float) -> str:
-    """Return an epoch time as ISO 8601 UTC."""
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
 def component_json(c: ComponentStatus, budgets: Budgets | None = None) -> dict[str, Any]:
@@ -74,21 +68,21 @@ def incident_json(i: Incident) -> dict[str, Any]:
     }
 
 
-def _daemon(request: web.Request) -> Daemon:
-    return request.app[DAEMON_KEY]
+def _source(request: web.Request) -> StatusSource:
+    return request.app[SOURCE_KEY]
 
 
-def site_rows(daemon: Daemon) -> list[dict[str, Any]]:
+def site_rows(source: StatusSource) -> list[SiteRow]:
     """Sites with their state: shared by /api/v1/sites and the status page."""
-    snap = daemon.health.engine.snapshot
-    topo = daemon.health.engine.topology
+    snap = source.snapshot()
+    topo = source.topology()
     return [
-        {
-            "id": s,
-            "name": topo.site_name(s),
-            "parent": topo.sites[s].parent,
-            "state": snap.sites[s].name if s in snap.sites else "UNKNOWN",
-        }
+        SiteRow(
+            id=s,
+            name=topo.site_name(s),
+            parent=topo.sites[s].parent,
+            state=snap.sites[s].name if s in snap.sites else "UNKNOWN",
+        )
         for s in topo.sites
     ]
 
@@ -98,72 +92,69 @@ def ordered_incidents(snap: Snapshot) -> list[Incident]:
     return sorted(snap.incidents.values(), key=lambda i: (i.severity != "critical", i.started_at))
 
 
-def check_rows(daemon: Daemon) -> list[dict[str, Any]]:
+def check_rows(source: StatusSource) -> list[CheckRow]:
     """Checks with their last result: shared by /api/v1/checks and the /checks page."""
     out = []
-    for cid, check in sorted(daemon.scheduler.plan.items()):
-        result = daemon.store.latest(cid)
+    for cid, check in sorted(source.plan().items()):
+        result = source.latest(cid)
         out.append(
-            {
-                "id": cid,
-                "kind": check.kind,
-                "target": check.target,
-                "labels": dict(check.labels),
-                "interval": check.interval,
-                "success": None if result is None else result.success,
-                "error": None
-                if result is None or result.error is None
-                else bound_text(result.error),
-                "at": None if result is None else iso(result.timestamp),
-            }
+            CheckRow(
+                id=cid,
+                kind=check.kind,
+                target=check.target,
+                labels=dict(check.labels),
+                interval=check.interval,
+                success=None if result is None else result.success,
+                error=None if result is None or result.error is None else bound_text(result.error),
+                at=None if result is None else iso(result.timestamp),
+            )
         )
     return out
 
 
+def window_json(w: Window) -> dict[str, Any]:
+    """Serialise a maintenance window."""
+    return {
+        "target": w.target,
+        "start": iso(w.start),
+        "end": iso(w.end),
+        "reason": w.reason,
+        "source": w.source,
+    }
+
+
 async def sites(request: web.Request) -> web.Response:
     """List sites with their state."""
-    return web.json_response(site_rows(_daemon(request)))
+    return web.json_response([asdict(r) for r in site_rows(_source(request))])
 
 
 async def components(request: web.Request) -> web.Response:
     """List components with their state, reasons, root causes and detection budget."""
-    daemon = _daemon(request)
-    snap = daemon.health.engine.snapshot
-    budgets = daemon.loaded.budget()
-    return web.json_response([component_json(c, budgets) for c in snap.components.values()])
+    source = _source(request)
+    budgets = source.budgets()
+    comps = source.snapshot().components.values()
+    return web.json_response([component_json(c, budgets) for c in comps])
 
 
 async def incidents(request: web.Request) -> web.Response:
     """List open incidents, most severe first."""
-    snap = _daemon(request).health.engine.snapshot
+    snap = _source(request).snapshot()
     return web.json_response([incident_json(i) for i in ordered_incidents(snap)])
 
 
 async def checks(request: web.Request) -> web.Response:
     """List checks with their last result."""
-    return web.json_response(check_rows(_daemon(request)))
+    return web.json_response([asdict(r) for r in check_rows(_source(request))])
 
 
 async def maintenance_list(request: web.Request) -> web.Response:
     """List maintenance windows."""
-    book = _daemon(request).health.maintenance
-    return web.json_response(
-        [
-            {
-                "target": w.target,
-                "start": iso(w.start),
-                "end": iso(w.end),
-                "reason": w.reason,
-                "source": w.source,
-            }
-            for w in book.windows
-        ]
-    )
+    return web.json_response([window_json(w) for w in _source(request).maintenance_windows()])
 
 
 async def maintenance_add(request: web.Request) -> web.Response:
     """Open a maintenance window: pages are held for its target, states still change."""
-    daemon = _daemon(request)
+    source = _source(request)
     raw = await request.content.read(MAX_BODY + 1)
     if len(raw) > MAX_BODY:
         return web.json_response({"error": "body too large"}, status=413)
@@ -171,24 +162,12 @@ async def maintenance_add(request: web.Request) -> web.Response:
         spec = MaintenanceSpec.model_validate(json.loads(raw or b"null"))
     except (ValueError, ValidationError) as exc:
         return web.json_response({"error": bound_text(str(exc))}, status=400)
-    topo = daemon.health.engine.topology
+    topo = source.topology()
     if spec.target not in topo.components and spec.target not in topo.sites:
         return web.json_response(
             {"error": f"unknown component or site {spec.target!r}"}, status=404
         )
-    win = daemon.health.maintenance.add(spec)
-    daemon.log.info("maintenance_added", target=win.target, end=iso(win.end), reason=win.reason)
-    daemon.health.wake()
-    return web.json_response(
-        {
-            "target": win.target,
-            "start": iso(win.start),
-            "end": iso(win.end),
-            "reason": win.reason,
-            "source": win.source,
-        },
-        status=201,
-    )
+    return web.json_response(window_json(source.add_maintenance(spec)), status=201)
 
 
 def add_routes(app: web.Application) -> None:

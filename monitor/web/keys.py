@@ -1,12 +1,9 @@
-"""The aiohttp application key under which the daemon is stored."""
+"""The aiohttp application key under which the web finds its read model."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from aiohttp import web
 
-if TYPE_CHECKING:
-    from vigie.monitor.app import Daemon
+from vigie.monitor.web.readmodel import StatusSource
 
-DAEMON_KEY: web.AppKey[Daemon] = web.AppKey("daemon")
+SOURCE_KEY: web.AppKey[StatusSource] = web.AppKey("source")

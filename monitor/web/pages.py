@@ -1,8 +1,9 @@
 """The status page for the crisis cell: overview, incident, component, recovery board, checks.
 
 Server-rendered with Jinja2 (autoescape on), inline CSS, no JavaScript and no external asset
-so it works with the internet down, refreshing itself with a meta refresh. The data comes from
-the same functions as the JSON API (monitor.web.api), so page and API never disagree.
+so it works with the internet down, refreshing itself with a meta refresh. Each page is a plain
+dataclass (monitor.web.views) built from the read model (monitor.web.readmodel.StatusSource)
+with the same functions as the JSON API (monitor.web.api), so page and API never disagree.
 Everything a device or target sent (error texts, sample labels) is untrusted: bounded with
 bound_text here and escaped by Jinja2.
 """
@@ -12,25 +13,46 @@ from __future__ import annotations
 import collections
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import jinja2
 from aiohttp import web
 
 from vigie.core.results import bound_text
-from vigie.monitor.health.budget import budget_json
 from vigie.monitor.health.engine import APPLICATION_KINDS, ComponentStatus, Incident, Snapshot
-from vigie.monitor.health.history import StateHistory
 from vigie.monitor.health.states import State
 from vigie.monitor.health.topology import dependency_members
 from vigie.monitor.web import api
-from vigie.monitor.web.keys import DAEMON_KEY
-
-if TYPE_CHECKING:
-    from vigie.monitor.app import Daemon
+from vigie.monitor.web.keys import SOURCE_KEY
+from vigie.monitor.web.readmodel import StatusSource, TopologyView
+from vigie.monitor.web.views import (
+    AppRow,
+    BudgetView,
+    Cause,
+    Change,
+    CheckDetail,
+    ChecksPage,
+    ComponentPage,
+    ComponentRef,
+    DepGroup,
+    ImpactedRow,
+    IncidentCard,
+    IncidentPage,
+    KindRef,
+    NotFound,
+    Overview,
+    Page,
+    Recovered,
+    RecoveryBoard,
+    RecoveryRow,
+    ResultRow,
+    SampleRow,
+    TransitionRow,
+    WarningRow,
+)
 
 REFRESH_SECONDS = 10
 MAX_SAMPLES = 60
@@ -61,9 +83,10 @@ class Pages:
         env.filters["path"] = lambda value: quote(str(value), safe="")
         return cls(env)
 
-    def render(self, name: str, /, **context: Any) -> str:
-        """Render one template with the common context."""
-        return self.env.get_template(name).render(refresh=REFRESH_SECONDS, **context)
+    def render(self, name: str, page: Page, /, **context: Any) -> str:
+        """Render one template: the page's fields are its variables, beside the common ones."""
+        data = {f.name: getattr(page, f.name) for f in fields(page)}
+        return self.env.get_template(name).render(refresh=REFRESH_SECONDS, **data, **context)
 
 
 PAGES_KEY: web.AppKey[Pages] = web.AppKey("pages", Pages)
@@ -119,15 +142,15 @@ ORDER = {
 }
 
 
-def name_of(daemon: Daemon, cid: str) -> str:
+def name_of(topo: TopologyView, cid: str) -> str:
     """Return a component's human name, or its id."""
-    spec = daemon.health.engine.topology.components.get(cid)
+    spec = topo.components.get(cid)
     return spec.name if spec is not None and spec.name else cid
 
 
-def tier_of(daemon: Daemon, cid: str) -> int:
+def tier_of(topo: TopologyView, cid: str) -> int:
     """Return a component's criticality (5 when unset, so it sorts after tier 4)."""
-    spec = daemon.health.engine.topology.components.get(cid)
+    spec = topo.components.get(cid)
     return spec.criticality if spec is not None and spec.criticality is not None else 5
 
 
@@ -136,63 +159,65 @@ check_rows = api.check_rows
 ordered_incidents = api.ordered_incidents
 
 
-def application_ids(daemon: Daemon) -> list[str]:
+def application_ids(topo: TopologyView) -> list[str]:
     """Applications by criticality, then name."""
-    topo = daemon.health.engine.topology
     apps = [c for c, spec in topo.components.items() if spec.kind in APPLICATION_KINDS]
-    return sorted(apps, key=lambda c: (tier_of(daemon, c), name_of(daemon, c).lower()))
+    return sorted(apps, key=lambda c: (tier_of(topo, c), name_of(topo, c).lower()))
 
 
-def recovery_rows(daemon: Daemon, now: float | None = None) -> list[dict[str, Any]]:
+def recovery_rows(source: StatusSource, now: float | None = None) -> list[RecoveryRow]:
     """Each application that failed: state, down since, back at, stable for (API and page)."""
     now = time.time() if now is None else now
-    snap = daemon.health.engine.snapshot
-    rows: list[dict[str, Any]] = []
-    for rec in daemon.history.recoveries(application_ids(daemon), now):
+    snap = source.snapshot()
+    topo = source.topology()
+    rows: list[RecoveryRow] = []
+    for rec in source.recoveries(application_ids(topo), now):
         status = snap.components.get(rec.component)
         state = status.state if status is not None else rec.state
         rows.append(
-            {
-                "id": rec.component,
-                "name": name_of(daemon, rec.component),
-                "criticality": tier_of(daemon, rec.component),
-                "state": state.name,
-                "back": not state.failing,
-                "down_since": None if rec.down_since is None else api.iso(rec.down_since),
-                "back_at": None if rec.back_at is None else api.iso(rec.back_at),
-                "stable_for_seconds": None if rec.stable_for is None else round(rec.stable_for, 1),
-                "_down_since": rec.down_since,
-                "_back_at": rec.back_at,
-            }
+            RecoveryRow(
+                id=rec.component,
+                name=name_of(topo, rec.component),
+                criticality=tier_of(topo, rec.component),
+                state=state.name,
+                back=not state.failing,
+                down_since=rec.down_since,
+                back_at=rec.back_at,
+                stable_for_seconds=None if rec.stable_for is None else round(rec.stable_for, 1),
+            )
         )
     # still down first (most critical on top), then the most recently back
-    rows.sort(key=lambda r: (r["back"], r["criticality"] if not r["back"] else -r["_back_at"]))
+    rows.sort(key=lambda r: (r.back, r.criticality if not r.back else -(r.back_at or 0.0)))
     return rows
-
-
-def public(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Drop the page-only keys (epoch times) before a row goes to the JSON API."""
-    return [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
 
 
 # --- page data -------------------------------------------------------------------------------
 
 
-def _app_row(daemon: Daemon, c: ComponentStatus, snap: Snapshot) -> dict[str, Any]:
-    spec = daemon.health.engine.topology.components[c.id]
-    return {
-        "id": c.id,
-        "name": spec.name or c.id,
-        "criticality": spec.criticality,
-        "state": c.state.name,
-        "failing": c.state.failing or c.state is State.UNKNOWN,
-        "since": c.since,
-        "degraded_mode": spec.degraded_mode,
-        "runbook_url": safe_url(spec.runbook_url),
-        "roots": [{"id": r, "name": name_of(daemon, r)} for r in c.roots if r != c.id],
-        "incident": _incident_of(c, snap),
-        "maintenance": c.maintenance,
-    }
+def _ref(topo: TopologyView, cid: str, snap: Snapshot) -> ComponentRef:
+    status = snap.components.get(cid)
+    return ComponentRef(
+        id=cid,
+        name=name_of(topo, cid),
+        state=status.state.name if status is not None else "UNKNOWN",
+    )
+
+
+def _app_row(topo: TopologyView, c: ComponentStatus, snap: Snapshot) -> AppRow:
+    spec = topo.components[c.id]
+    return AppRow(
+        id=c.id,
+        name=spec.name or c.id,
+        criticality=spec.criticality,
+        state=c.state.name,
+        failing=c.state.failing or c.state is State.UNKNOWN,
+        since=c.since,
+        degraded_mode=spec.degraded_mode,
+        runbook_url=safe_url(spec.runbook_url),
+        roots=tuple(_ref(topo, r, snap) for r in c.roots if r != c.id),
+        incident=_incident_of(c, snap),
+        maintenance=c.maintenance,
+    )
 
 
 def _incident_of(c: ComponentStatus, snap: Snapshot) -> str | None:
@@ -205,50 +230,61 @@ def _incident_of(c: ComponentStatus, snap: Snapshot) -> str | None:
     return None
 
 
-def overview(daemon: Daemon) -> dict[str, Any]:
-    """What the crisis cell sees first: sites, open incidents, applications, failing checks."""
-    snap = daemon.health.engine.snapshot
-    topo = daemon.health.engine.topology
-    sites = site_rows(daemon)
-    sites.sort(key=lambda s: (topo.datacenter(s["id"]), s["parent"] is not None, s["id"]))
-    incidents = []
-    for i in ordered_incidents(snap):
-        data = api.incident_json(i)
-        data["started"] = i.started_at
-        data["root_name"] = topo.site_name(i.site) if i.site_wide else name_of(daemon, i.root_cause)
-        data["site_name"] = topo.site_name(i.site) if i.site else ""
-        data["causes"] = [
-            {"id": c, "name": name_of(daemon, c), "state": snap.components[c].state.name}
+def _root_name(topo: TopologyView, incident: Incident) -> str:
+    """The site's name for a site-wide incident, else the root component's."""
+    if incident.site_wide:
+        return topo.site_name(incident.site)
+    return name_of(topo, incident.root_cause)
+
+
+def _incident_card(topo: TopologyView, snap: Snapshot, i: Incident) -> IncidentCard:
+    return IncidentCard(
+        id=i.id,
+        severity=i.severity,
+        summary=i.summary,
+        started=i.started_at,
+        maintenance=i.maintenance,
+        root_name=_root_name(topo, i),
+        site_name=topo.site_name(i.site) if i.site else "",
+        causes=tuple(
+            ComponentRef(id=c, name=name_of(topo, c), state=snap.components[c].state.name)
             for c in root_components(snap, i)
-        ]
-        data["down_apps"] = sum(1 for a in i.applications if a.state.failing)
-        incidents.append(data)
+        ),
+        applications=i.applications,
+    )
+
+
+def overview(source: StatusSource) -> Overview:
+    """What the crisis cell sees first: sites, open incidents, applications, failing checks."""
+    snap = source.snapshot()
+    topo = source.topology()
+    sites = site_rows(source)
+    sites.sort(key=lambda s: (topo.datacenter(s.id), s.parent is not None, s.id))
     apps = [
-        _app_row(daemon, snap.components[c], snap)
-        for c in application_ids(daemon)
+        _app_row(topo, snap.components[c], snap)
+        for c in application_ids(topo)
         if c in snap.components
     ]
-    apps.sort(key=lambda a: (a["criticality"] or 5, not a["failing"], a["name"].lower()))
-    failing_checks = [r for r in check_rows(daemon) if r["success"] is False]
-    recovered = [r for r in recovery_rows(daemon, snap.at or None) if r["back"]]
-    return {
-        "now": time.time(),
-        "evaluated": snap.at,
-        "sites": sites,
-        "incidents": incidents,
-        "apps": apps,
-        "apps_down": sum(1 for a in apps if a["failing"]),
-        "warnings": [
-            {"id": w.id, "name": name_of(daemon, w.id), "reasons": _reasons(w), "since": w.since}
+    apps.sort(key=lambda a: (a.criticality or 5, not a.failing, a.name.lower()))
+    recovered = [r for r in recovery_rows(source, snap.at or None) if r.back]
+    return Overview(
+        now=time.time(),
+        evaluated=snap.at,
+        sites=tuple(sites),
+        incidents=tuple(_incident_card(topo, snap, i) for i in ordered_incidents(snap)),
+        apps=tuple(apps),
+        apps_down=sum(1 for a in apps if a.failing),
+        warnings=tuple(
+            WarningRow(id=w.id, name=name_of(topo, w.id), reasons=_reasons(w), since=w.since)
             for w in snap.warnings.values()
-        ],
-        "failing_checks": failing_checks,
-        "recovered": len(recovered),
-    }
+        ),
+        failing_checks=tuple(r for r in check_rows(source) if r.success is False),
+        recovered=len(recovered),
+    )
 
 
-def _reasons(c: ComponentStatus) -> list[str]:
-    return [bound_text(r) for r in c.reasons]
+def _reasons(c: ComponentStatus) -> tuple[str, ...]:
+    return tuple(bound_text(r) for r in c.reasons)
 
 
 def root_components(snap: Snapshot, incident: Incident) -> list[str]:
@@ -259,32 +295,32 @@ def root_components(snap: Snapshot, incident: Incident) -> list[str]:
     return [c for c in incident.impacted if c in comps and comps[c].roots == (c,)]
 
 
-def _timeline(daemon: Daemon, components: Iterable[str], since: float) -> list[dict[str, Any]]:
+def _timeline(
+    source: StatusSource, topo: TopologyView, components: Iterable[str], since: float
+) -> list[Change]:
     """State changes of these components from `since` on, oldest first."""
-    history: StateHistory = daemon.history
-    events: list[dict[str, Any]] = []
+    events: list[Change] = []
     for cid in dict.fromkeys(components):
         previous = ""
-        for t in history.transitions(cid):
+        for t in source.transitions(cid):
             # the first state seen is no change unless Vigie started during the outage
             if t.at >= since and (previous or t.state is not State.OK):
                 events.append(
-                    {
-                        "at": t.at,
-                        "id": cid,
-                        "name": name_of(daemon, cid),
-                        "from": previous or "first seen",
-                        "state": t.state.name,
-                    }
+                    Change(
+                        at=t.at,
+                        id=cid,
+                        name=name_of(topo, cid),
+                        was=previous or "first seen",
+                        state=t.state.name,
+                    )
                 )
             previous = t.state.name
-    events.sort(key=lambda e: (e["at"], ORDER.get(State[e["state"]], 9)))
+    events.sort(key=lambda e: (e.at, ORDER.get(State[e.state], 9)))
     return events
 
 
-def _blast_radius(daemon: Daemon, incident: Incident) -> list[str]:
+def _blast_radius(topo: TopologyView, incident: Incident) -> list[str]:
     """Everything the incident's root can reach: impacted now, or impacted and recovered."""
-    topo = daemon.health.engine.topology
     if incident.site_wide:
         start = list(topo.members.get(incident.site, ()))
     else:
@@ -299,36 +335,15 @@ def _blast_radius(daemon: Daemon, incident: Incident) -> list[str]:
     return sorted(seen)
 
 
-def incident_page(daemon: Daemon, incident: Incident) -> dict[str, Any]:
-    """Root cause, timeline, impacted applications with degraded modes, what recovered."""
-    snap = daemon.health.engine.snapshot
-    topo = daemon.health.engine.topology
-    data = api.incident_json(incident)
+def _recovered(
+    source: StatusSource, topo: TopologyView, snap: Snapshot, incident: Incident, margin: float
+) -> list[Recovered]:
+    """What the incident's reach had lost since it started (or just before) and got back."""
     comps = snap.components
-    roots = root_components(snap, incident)
-    root_name = (
-        topo.site_name(incident.site)
-        if incident.site_wide
-        else name_of(daemon, incident.root_cause)
-    )
-    causes = [
-        {
-            "id": r,
-            "name": name_of(daemon, r),
-            "state": comps[r].state.name,
-            "since": comps[r].since,
-            "reasons": _reasons(comps[r]),
-        }
-        for r in roots
-        if r in comps
-    ]
-    apps = sorted(incident.applications, key=lambda a: (a.criticality, a.name.lower()))
-    reach = _blast_radius(daemon, incident)
-    margin = 300.0  # show what led to the incident too
     now = snap.at or time.time()
-    recovered: list[dict[str, Any]] = []
-    for cid in reach:
-        rec = daemon.history.recovery(cid, now)
+    recovered: list[Recovered] = []
+    for cid in _blast_radius(topo, incident):
+        rec = source.recovery(cid, now)
         status = comps.get(cid)
         if (
             rec is None
@@ -340,234 +355,253 @@ def incident_page(daemon: Daemon, incident: Incident) -> dict[str, Any]:
         ):
             continue
         recovered.append(
-            {
-                "id": cid,
-                "name": name_of(daemon, cid),
-                "kind": topo.components[cid].kind,
-                "down_since": rec.down_since,
-                "back_at": rec.back_at,
-                "stable_for": rec.stable_for,
-            }
+            Recovered(
+                id=cid,
+                name=name_of(topo, cid),
+                kind=topo.components[cid].kind,
+                down_since=rec.down_since,
+                back_at=rec.back_at,
+                stable_for=rec.stable_for,
+            )
         )
     recovered.sort(
         key=lambda r: (
-            topo.components[r["id"]].kind not in APPLICATION_KINDS,
-            tier_of(daemon, r["id"]),
-            r["back_at"],
+            topo.components[r.id].kind not in APPLICATION_KINDS,
+            tier_of(topo, r.id),
+            r.back_at,
         )
     )
-    recovered_ids = [r["id"] for r in recovered]
-    timeline = _timeline(
-        daemon, [*roots, *incident.impacted, *recovered_ids], incident.started_at - margin
+    return recovered
+
+
+def incident_page(source: StatusSource, incident: Incident) -> IncidentPage:
+    """Root cause, timeline, impacted applications with degraded modes, what recovered."""
+    snap = source.snapshot()
+    topo = source.topology()
+    comps = snap.components
+    roots = root_components(snap, incident)
+    causes = tuple(
+        Cause(
+            id=r,
+            name=name_of(topo, r),
+            state=comps[r].state.name,
+            since=comps[r].since,
+            reasons=_reasons(comps[r]),
+        )
+        for r in roots
+        if r in comps
     )
-    return {
-        "now": time.time(),
-        "incident": data,
-        "started": incident.started_at,
-        "root_name": root_name,
-        "site_name": topo.site_name(incident.site) if incident.site else "",
-        "causes": causes,
-        "apps": [
-            {
-                "id": a.id,
-                "name": a.name,
-                "criticality": a.criticality,
-                "state": a.state.name,
-                "since": comps[a.id].since if a.id in comps else None,
-                "degraded_mode": a.degraded_mode,
-                "runbook_url": safe_url(a.runbook_url),
-                "team": a.team,
-            }
+    apps = sorted(incident.applications, key=lambda a: (a.criticality, a.name.lower()))
+    margin = 300.0  # show what led to the incident too
+    recovered = _recovered(source, topo, snap, incident, margin)
+    timeline = _timeline(
+        source,
+        topo,
+        [*roots, *incident.impacted, *(r.id for r in recovered)],
+        incident.started_at - margin,
+    )
+    return IncidentPage(
+        now=time.time(),
+        incident=incident,
+        started=incident.started_at,
+        root_name=_root_name(topo, incident),
+        site_name=topo.site_name(incident.site) if incident.site else "",
+        causes=causes,
+        apps=tuple(
+            ImpactedRow(
+                id=a.id,
+                name=a.name,
+                criticality=a.criticality,
+                state=a.state.name,
+                since=comps[a.id].since if a.id in comps else None,
+                degraded_mode=a.degraded_mode,
+                runbook_url=safe_url(a.runbook_url),
+                team=a.team,
+            )
             for a in apps
-        ],
-        "runbook_url": safe_url(incident.runbook_url),
-        "impacted_other": [
-            {
-                "id": c,
-                "name": name_of(daemon, c),
-                "kind": topo.components[c].kind,
-                "state": comps[c].state.name,
-            }
+        ),
+        runbook_url=safe_url(incident.runbook_url),
+        impacted_other=tuple(
+            KindRef(
+                id=c, name=name_of(topo, c), kind=topo.components[c].kind, state=comps[c].state.name
+            )
             for c in incident.impacted
             if c in comps and topo.components[c].kind not in APPLICATION_KINDS
-        ],
-        "timeline": timeline,
-        "recovered": recovered,
-    }
+        ),
+        timeline=tuple(timeline),
+        recovered=tuple(recovered),
+    )
 
 
 def _labels(labels: Iterable[tuple[str, str]]) -> str:
     return ", ".join(f"{k}={bound_text(v, MAX_LABEL_CHARS)}" for k, v in labels)
 
 
-def component_page(daemon: Daemon, cid: str) -> dict[str, Any]:
+def _check_detail(source: StatusSource, check_id: str) -> CheckDetail:
+    """A check feeding a component: last result, its first samples, its recent results."""
+    check = source.plan().get(check_id)
+    result = source.latest(check_id)
+    samples = [] if result is None else list(result.samples)
+    return CheckDetail(
+        id=check_id,
+        kind=check.kind if check else "",
+        target=check.target if check else "",
+        interval=check.interval if check else 0,
+        success=None if result is None else result.success,
+        error=None if result is None or result.error is None else bound_text(result.error),
+        at=None if result is None else result.timestamp,
+        duration=None if result is None else result.duration,
+        samples=tuple(
+            SampleRow(name=s.name, labels=_labels(s.labels), value=s.value)
+            for s in samples[:MAX_SAMPLES]
+        ),
+        more_samples=max(0, len(samples) - MAX_SAMPLES),
+        history=tuple(
+            ResultRow(
+                at=r.timestamp,
+                success=r.success,
+                duration=r.duration,
+                error=None if r.error is None else bound_text(r.error, 200),
+            )
+            for r in reversed(source.results(check_id))
+        ),
+    )
+
+
+def component_page(source: StatusSource, cid: str) -> ComponentPage:
     """A component's checks with their last results and history, dependencies, dependents."""
-    engine = daemon.health.engine
-    topo = engine.topology
-    snap = engine.snapshot
+    topo = source.topology()
+    snap = source.snapshot()
     spec = topo.components[cid]
     status = snap.components.get(cid)
-    checks = []
-    for check_id in engine.component_checks.get(cid, ()):
-        check = daemon.scheduler.plan.get(check_id)
-        result = daemon.store.latest(check_id)
-        samples = [] if result is None else list(result.samples)
-        checks.append(
-            {
-                "id": check_id,
-                "kind": check.kind if check else "",
-                "target": check.target if check else "",
-                "interval": check.interval if check else 0,
-                "success": None if result is None else result.success,
-                "error": None
-                if result is None or result.error is None
-                else bound_text(result.error),
-                "at": None if result is None else result.timestamp,
-                "duration": None if result is None else result.duration,
-                "samples": [
-                    {"name": s.name, "labels": _labels(s.labels), "value": s.value}
-                    for s in samples[:MAX_SAMPLES]
-                ],
-                "more_samples": max(0, len(samples) - MAX_SAMPLES),
-                "history": [
-                    {
-                        "at": r.timestamp,
-                        "success": r.success,
-                        "duration": r.duration,
-                        "error": None if r.error is None else bound_text(r.error, 200),
-                    }
-                    for r in reversed(daemon.store.history(check_id))
-                ],
-            }
+    deps = tuple(
+        DepGroup(
+            group=not isinstance(dep, str),
+            need=1 if isinstance(dep, str) else dep.need,
+            members=tuple(_ref(topo, m, snap) for m in dependency_members(dep)),
         )
-    deps = []
-    for dep in topo.deps.get(cid, ()):
-        members = dependency_members(dep)
-        need = getattr(dep, "need", 1)
-        deps.append(
-            {
-                "group": not isinstance(dep, str),
-                "need": need,
-                "members": [_ref(daemon, m, snap) for m in members],
-            }
-        )
-    return {
-        "now": time.time(),
-        "id": cid,
-        "name": spec.name or cid,
-        "kind": spec.kind,
-        "site": topo.site_name(spec.site) if spec.site else "",
-        "criticality": spec.criticality,
-        "team": spec.team,
-        "runbook_url": safe_url(spec.runbook_url),
-        "degraded_mode": spec.degraded_mode,
-        "status": None if status is None else api.component_json(status),
-        "since": None if status is None else status.since,
-        "roots": []
+        for dep in topo.deps.get(cid, ())
+    )
+    return ComponentPage(
+        now=time.time(),
+        id=cid,
+        name=spec.name or cid,
+        kind=spec.kind,
+        site=topo.site_name(spec.site) if spec.site else "",
+        criticality=spec.criticality,
+        team=spec.team,
+        runbook_url=safe_url(spec.runbook_url),
+        degraded_mode=spec.degraded_mode,
+        state=None if status is None else status.state.name,
+        reasons=() if status is None else _reasons(status),
+        since=None if status is None else status.since,
+        roots=()
         if status is None
-        else [_ref(daemon, r, snap) for r in status.roots if r != cid],
-        "checks": checks,
-        "deps": deps,
-        "dependents": [_ref(daemon, d, snap) for d in sorted(set(topo.dependents.get(cid, ())))],
-        "transitions": [
-            {"at": t.at, "state": t.state.name} for t in reversed(daemon.history.transitions(cid))
-        ],
-        "incident": None if status is None else _incident_of(status, snap),
-        "budget": _budget(daemon, cid),
-    }
+        else tuple(_ref(topo, r, snap) for r in status.roots if r != cid),
+        checks=tuple(_check_detail(source, c) for c in source.component_checks(cid)),
+        deps=deps,
+        dependents=tuple(_ref(topo, d, snap) for d in sorted(set(topo.dependents.get(cid, ())))),
+        transitions=tuple(
+            TransitionRow(at=t.at, state=t.state.name) for t in reversed(source.transitions(cid))
+        ),
+        incident=None if status is None else _incident_of(status, snap),
+        budget=_budget(source, topo, cid),
+    )
 
 
-def _budget(daemon: Daemon, cid: str) -> dict[str, Any] | None:
+def _budget(source: StatusSource, topo: TopologyView, cid: str) -> BudgetView | None:
     """The component's detection budget with the names of what decides it, or None."""
-    budgets = daemon.loaded.budget()
+    budgets = source.budgets()
     budget = budgets.components.get(cid)
     if budget is None:
         return None
-    row = budget_json(budget, budgets.target(budget))
-    row["via_name"] = name_of(daemon, budget.via)
-    return row
+    target = budgets.target(budget)
+    return BudgetView(
+        seconds=budget.seconds,
+        target=target,
+        over_target=target is not None and budget.seconds > target,
+        tier=budget.tier,
+        check=budget.check,
+        via=budget.via,
+        via_name=name_of(topo, budget.via),
+        interval=budget.interval,
+        timeout=budget.timeout,
+        for_=budget.for_,
+        confirm=budget.confirm,
+        group_wait=budget.group_wait,
+    )
 
 
-def _ref(daemon: Daemon, cid: str, snap: Snapshot) -> dict[str, Any]:
-    status = snap.components.get(cid)
-    return {
-        "id": cid,
-        "name": name_of(daemon, cid),
-        "state": status.state.name if status is not None else "UNKNOWN",
-    }
+def recovery_board(source: StatusSource) -> RecoveryBoard:
+    """The recovery board: what is still down and what has come back, since when."""
+    rows = recovery_rows(source)
+    return RecoveryBoard(
+        now=time.time(),
+        rows=tuple(rows),
+        down=sum(1 for r in rows if not r.back),
+        back=sum(1 for r in rows if r.back),
+    )
+
+
+def checks_page(source: StatusSource) -> ChecksPage:
+    """The plain list of checks with their last result."""
+    return ChecksPage(now=time.time(), checks=tuple(check_rows(source)))
 
 
 # --- handlers --------------------------------------------------------------------------------
 
 
 def _html(
-    request: web.Request, template: str, /, http_status: int = 200, **context: Any
+    request: web.Request, template: str, page: Page, /, http_status: int = 200
 ) -> web.Response:
     # Every page tells the crisis cell when Vigie itself runs degraded (state_dir unwritable).
-    monitor = getattr(request.app[DAEMON_KEY], "state_dir", None)
-    notice = monitor.summary() if monitor is not None else None
-    text = request.app[PAGES_KEY].render(template, vigie_notice=notice, **context)
+    notice = request.app[SOURCE_KEY].state_dir_problem()
+    text = request.app[PAGES_KEY].render(template, page, vigie_notice=notice)
     return web.Response(text=text, status=http_status, content_type="text/html", charset="utf-8")
 
 
 async def overview_page(request: web.Request) -> web.Response:
     """Serve the overview: sites, open incidents, applications by criticality."""
-    return _html(request, "overview.html", **overview(request.app[DAEMON_KEY]))
+    return _html(request, "overview.html", overview(request.app[SOURCE_KEY]))
 
 
 async def incident_handler(request: web.Request) -> web.Response:
     """Serve one open incident; a closed one points to the recovery board."""
-    daemon = request.app[DAEMON_KEY]
+    source = request.app[SOURCE_KEY]
     wanted = request.match_info["id"]
-    snap = daemon.health.engine.snapshot
-    for incident in snap.incidents.values():
+    for incident in source.snapshot().incidents.values():
         if incident.id == wanted:
-            return _html(request, "incident.html", **incident_page(daemon, incident))
-    return _html(
-        request,
-        "notfound.html",
-        http_status=404,
+            return _html(request, "incident.html", incident_page(source, incident))
+    missing = NotFound(
         now=time.time(),
         what=f"incident {bound_text(wanted, 120)}",
         hint="It may have been resolved: see the recovery board.",
     )
+    return _html(request, "notfound.html", missing, http_status=404)
 
 
 async def component_handler(request: web.Request) -> web.Response:
     """Serve one component's checks, results, history and dependencies."""
-    daemon = request.app[DAEMON_KEY]
+    source = request.app[SOURCE_KEY]
     cid = request.match_info["id"]
-    if cid not in daemon.health.engine.topology.components:
-        return _html(
-            request,
-            "notfound.html",
-            http_status=404,
+    if cid not in source.topology().components:
+        missing = NotFound(
             now=time.time(),
             what=f"component {bound_text(cid, 120)}",
             hint="It is not in the configured topology.",
         )
-    return _html(request, "component.html", **component_page(daemon, cid))
+        return _html(request, "notfound.html", missing, http_status=404)
+    return _html(request, "component.html", component_page(source, cid))
 
 
 async def recovery_handler(request: web.Request) -> web.Response:
     """Serve the recovery board: what is still down and what has come back, since when."""
-    daemon = request.app[DAEMON_KEY]
-    rows = recovery_rows(daemon)
-    return _html(
-        request,
-        "recovery.html",
-        now=time.time(),
-        rows=rows,
-        down=sum(1 for r in rows if not r["back"]),
-        back=sum(1 for r in rows if r["back"]),
-    )
+    return _html(request, "recovery.html", recovery_board(request.app[SOURCE_KEY]))
 
 
 async def checks_handler(request: web.Request) -> web.Response:
     """Serve the plain list of checks with their last result."""
-    return _html(
-        request, "checks.html", now=time.time(), checks=check_rows(request.app[DAEMON_KEY])
-    )
+    return _html(request, "checks.html", checks_page(request.app[SOURCE_KEY]))
 
 
 def add_routes(app: web.Application) -> None:
@@ -583,4 +617,4 @@ def add_routes(app: web.Application) -> None:
 
 async def recovery_api(request: web.Request) -> web.Response:
     """List applications that failed: state, down since, back at, stable for (JSON)."""
-    return web.json_response(public(recovery_rows(request.app[DAEMON_KEY])))
+    return web.json_response([r.json() for r in recovery_rows(request.app[SOURCE_KEY])])

@@ -1,0 +1,218 @@
+"""The read model of the web: the one narrow interface the pages and the JSON API read.
+
+`StatusSource` names everything the web shows (health snapshot, topology, checks and their
+results, state history, detection budgets, maintenance windows, state_dir health) and the few
+operator actions it performs (open a maintenance window, reload, run a check now). The daemon
+implements it through `DaemonReadModel`; a test implements it by hand to build pages with no
+daemon at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from vigie.core.results import ProbeResult
+from vigie.monitor.exposition import check_labels, label_text, result_samples
+from vigie.monitor.health.budget import Budgets
+from vigie.monitor.health.engine import Snapshot
+from vigie.monitor.health.history import Recovery, Transition
+from vigie.monitor.health.maintenance import MaintenanceSpec, Window
+from vigie.monitor.health.topology import ComponentSpec, Dependency, SiteSpec
+from vigie.monitor.web.views import iso
+from vigie.probes.base import Check
+
+if TYPE_CHECKING:
+    from vigie.monitor.app import Daemon
+
+
+class TopologyView(Protocol):
+    """What the web reads of the topology: sites, components and the dependency graph."""
+
+    @property
+    def sites(self) -> Mapping[str, SiteSpec]:
+        """Sites and rooms by id."""
+
+    @property
+    def components(self) -> Mapping[str, ComponentSpec]:
+        """Components by id, with their names, tiers, runbooks and degraded-mode texts."""
+
+    @property
+    def deps(self) -> Mapping[str, Sequence[Dependency]]:
+        """What each component depends on (plain ids and any_of groups), power feeds included."""
+
+    @property
+    def dependents(self) -> Mapping[str, Sequence[str]]:
+        """The components depending directly on each component."""
+
+    @property
+    def members(self) -> Mapping[str, Sequence[str]]:
+        """The components of each datacenter, its rooms included."""
+
+    def datacenter(self, site: str | None) -> str:
+        """Return the top-level site a site or room belongs to."""
+
+    def site_name(self, site: str) -> str:
+        """Return a site's human name, or its id."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeRun:
+    """One check run on demand for the debug page: the check, its result, its series as text."""
+
+    check: Check
+    result: ProbeResult
+    metrics: str
+
+
+class StatusSource(Protocol):
+    """Everything the status pages and /api/v1 read, and the operator actions they perform."""
+
+    # --- health -------------------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        """The last evaluated health: component states, site states, open incidents."""
+
+    def topology(self) -> TopologyView:
+        """The topology in force: sites, components, dependencies, applications."""
+
+    def component_checks(self, component: str) -> Sequence[str]:
+        """Ids of the checks feeding a component."""
+
+    def transitions(self, component: str) -> Sequence[Transition]:
+        """A component's recorded state changes, oldest first."""
+
+    def recovery(self, component: str, now: float) -> Recovery | None:
+        """A component's last outage and its recovery, None when it never failed."""
+
+    def recoveries(self, components: Iterable[str], now: float) -> Sequence[Recovery]:
+        """The recoveries of those components that failed since Vigie started."""
+
+    def budgets(self) -> Budgets:
+        """The detection budgets of the config in force."""
+
+    def maintenance_windows(self) -> Sequence[Window]:
+        """Maintenance windows, from the config and from the API."""
+
+    # --- checks -------------------------------------------------------------------------------
+
+    def plan(self) -> Mapping[str, Check]:
+        """The checks of the running plan by id."""
+
+    def latest(self, check_id: str) -> ProbeResult | None:
+        """A check's last result, None before its first run."""
+
+    def results(self, check_id: str) -> Sequence[ProbeResult]:
+        """A check's recent outcomes (results without samples), oldest first."""
+
+    # --- Vigie itself -------------------------------------------------------------------------
+
+    def ready(self) -> bool:
+        """True once every check has run once."""
+
+    def state_dir_problem(self) -> str | None:
+        """One line saying why state cannot be written (Vigie runs degraded), else None."""
+
+    def metrics(self) -> bytes:
+        """The /metrics exposition: every check's series and Vigie's own."""
+
+    # --- operator actions ---------------------------------------------------------------------
+
+    def add_maintenance(self, spec: MaintenanceSpec) -> Window:
+        """Open a maintenance window (its target is known) and re-evaluate health at once."""
+
+    async def reload(self) -> list[str]:
+        """Reload the config file; return its errors (none: applied)."""
+
+    async def run_check(self, check_id: str) -> ProbeRun | None:
+        """Run a check now with its debug lines kept; None for an unknown check."""
+
+
+class DaemonReadModel:
+    """The daemon seen through StatusSource: reads its parts, never hands them out."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self._daemon = daemon
+
+    def snapshot(self) -> Snapshot:
+        """The last evaluated health (the engine in force: a reload may replace it)."""
+        return self._daemon.health.engine.snapshot
+
+    def topology(self) -> TopologyView:
+        """The topology of the engine in force."""
+        return self._daemon.health.engine.topology
+
+    def component_checks(self, component: str) -> Sequence[str]:
+        """Ids of the checks the engine attached to a component."""
+        return self._daemon.health.engine.component_checks.get(component, ())
+
+    def transitions(self, component: str) -> Sequence[Transition]:
+        """A component's recorded state changes, oldest first."""
+        return self._daemon.history.transitions(component)
+
+    def recovery(self, component: str, now: float) -> Recovery | None:
+        """A component's last outage and its recovery."""
+        return self._daemon.history.recovery(component, now)
+
+    def recoveries(self, components: Iterable[str], now: float) -> Sequence[Recovery]:
+        """The recoveries of those components that failed."""
+        return self._daemon.history.recoveries(components, now)
+
+    def budgets(self) -> Budgets:
+        """The detection budgets of the config in force."""
+        return self._daemon.loaded.budget()
+
+    def maintenance_windows(self) -> Sequence[Window]:
+        """The maintenance book's windows."""
+        return list(self._daemon.health.maintenance.windows)
+
+    def plan(self) -> Mapping[str, Check]:
+        """The scheduler's plan."""
+        return self._daemon.scheduler.plan
+
+    def latest(self, check_id: str) -> ProbeResult | None:
+        """The result store's last result of a check."""
+        return self._daemon.store.latest(check_id)
+
+    def results(self, check_id: str) -> Sequence[ProbeResult]:
+        """The result store's recent results of a check, oldest first."""
+        return self._daemon.store.history(check_id)
+
+    def ready(self) -> bool:
+        """True once the scheduler's first round is done."""
+        return self._daemon.scheduler.first_round_done.is_set()
+
+    def state_dir_problem(self) -> str | None:
+        """The state_dir monitor's summary, None without a state_dir or when writes work."""
+        monitor = self._daemon.state_dir
+        return None if monitor is None else monitor.summary()
+
+    def metrics(self) -> bytes:
+        """The exposition rendered now."""
+        return self._daemon.exposition.render()
+
+    def add_maintenance(self, spec: MaintenanceSpec) -> Window:
+        """Add the window to the book, log it and wake the health loop."""
+        daemon = self._daemon
+        win = daemon.health.maintenance.add(spec)
+        daemon.log.info("maintenance_added", target=win.target, end=iso(win.end), reason=win.reason)
+        daemon.health.wake()
+        return win
+
+    async def reload(self) -> list[str]:
+        """The daemon's reload."""
+        return await self._daemon.reload()
+
+    async def run_check(self, check_id: str) -> ProbeRun | None:
+        """Run the check through the scheduler (its limits apply) and render its series."""
+        daemon = self._daemon
+        check = daemon.scheduler.plan.get(check_id)
+        if check is None:
+            return None
+        result = await daemon.scheduler.run(check, keep_logs=True)
+        exp = daemon.exposition
+        text = exp.render_text(
+            exp.render_samples(label_text(check_labels(check)), result_samples(result))
+        )
+        return ProbeRun(check, result, text)
