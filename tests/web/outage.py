@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -62,6 +63,7 @@ class Targets:
         self.down: set[str] = set()
         self.base = ""
         self._runner: web.AppRunner | None = None
+        self._sock: socket.socket | None = None
 
     async def handle(self, request: web.Request) -> web.Response:
         """Answer like the component's health page: 200 when up, 503 when down."""
@@ -76,15 +78,18 @@ class Targets:
         app.router.add_get("/{component}", self.handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server: Any = site._server
-        self.base = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        # A socket bound here tells its port without reaching into aiohttp's private _server.
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        await web.SockSite(self._runner, self._sock).start()
+        self.base = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
 
     async def stop(self) -> None:
         """Stop serving."""
         if self._runner is not None:
             await self._runner.cleanup()
+        if self._sock is not None:
+            self._sock.close()
 
 
 @asynccontextmanager
