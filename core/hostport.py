@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from typing import ClassVar
 
 from vigie.core.results import bound_text
 
@@ -13,10 +14,15 @@ _HOSTNAME = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,251}[A-Za-z0-9_.])?$")
 _PORT = re.compile(r"^[0-9]{1,10}$")
 
 
-def split_host_port(target: str) -> tuple[str, int]:
-    """Return (host, port) of "host:port" or "[v6]:port"; raise ValueError saying what is wrong."""
+def split_host_port(target: str, default_port: int | None = None) -> tuple[str, int]:
+    """Return (host, port) of "host:port" or "[v6]:port"; raise ValueError saying what is wrong.
+
+    With a default port (ssh's 22, dns's 53), "host", "[v6]" and a bare IPv6 address take it.
+    """
     text = target.strip()
     shown = bound_text(target, 200)
+    if default_port is not None:
+        text = _with_port(text, default_port, shown)
     if text.startswith("["):
         end = text.find("]")
         if end < 0 or text[end + 1 : end + 2] != ":":
@@ -44,6 +50,18 @@ def split_host_port(target: str) -> tuple[str, int]:
     return host, port
 
 
+def _with_port(text: str, port: int, shown: str) -> str:
+    """Return text with the default port added when it names a host without one."""
+    if text.startswith("[") and text.endswith("]"):
+        return f"{text}:{port}"
+    if text.count(":") > 1 and not text.startswith("["):
+        try:
+            return f"[{ipaddress.IPv6Address(text).compressed}]:{port}"
+        except ValueError:
+            raise ValueError(f"write IPv6 targets as [addr]:port, got {shown!r}") from None
+    return text if ":" in text else f"{text}:{port}"
+
+
 def format_host_port(host: str, port: int) -> str:
     """Return the normal form of a target: "host:port", host names lower-case, "[v6]:port"."""
     if ":" in host:
@@ -52,12 +70,17 @@ def format_host_port(host: str, port: int) -> str:
 
 
 class HostPortTarget:
-    """Target handling for kinds whose target is "host:port" (tcp, hl7, dicom)."""
+    """Target handling for kinds whose target is "host:port" (tcp, hl7, dicom, ssh, dns).
+
+    A kind with a well-known port (ssh, dns) sets `default_port`, so its targets may omit it.
+    """
+
+    default_port: ClassVar[int | None] = None
 
     def parse_target(self, target: str) -> str:
         """Return the normalised "host:port", or raise ValueError saying why it is invalid."""
-        return format_host_port(*split_host_port(target))
+        return format_host_port(*split_host_port(target, self.default_port))
 
     def host_of(self, target: str) -> str:
         """Return the host of "host:port"."""
-        return split_host_port(target)[0]
+        return split_host_port(target, self.default_port)[0]

@@ -302,11 +302,9 @@ class DicomProbe(HostPortTarget):
         self._ssl_contexts = SslContextCache()
         self._workers = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="vigie-dicom")
 
-    async def __call__(self, check: Check, ctx: ProbeContext) -> ProbeResult:
+    async def __call__(self, check: Check[DicomSettings], ctx: ProbeContext) -> ProbeResult:
         """Run the DICOM exchange in a worker thread and report."""
         settings = check.settings
-        if not isinstance(settings, DicomSettings):
-            raise TypeError(f"dicom probe got {type(settings).__name__} settings")
         host, port = split_host_port(check.target)
         tls_args: tuple[ssl.SSLContext, str] | None = None
         if settings.tls:

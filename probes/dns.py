@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import re
 import socket
 from typing import ClassVar, Literal, Self, get_args
 
@@ -19,13 +18,13 @@ import dns.rdatatype
 import dns.reversename
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from vigie.core.hostport import format_host_port, split_host_port
+from vigie.core.hostport import HostPortTarget, split_host_port
 from vigie.core.results import ProbeResult, Sample, bound_text
 from vigie.core.sanitise import sanitise
 from vigie.probes.base import Check, ProbeContext
 from vigie.probes.tls import os_error_reason
 
-__all__ = ["RCODES", "DnsProbe", "DnsSettings", "split_server"]
+__all__ = ["RCODES", "DnsProbe", "DnsSettings"]
 
 RcodeName = Literal[
     "NOERROR",
@@ -47,19 +46,6 @@ _DEFAULT_PORT = 53
 # as such rather than as the scheduler's bare timeout.
 _OWN_DEADLINE_SHARE = 0.9
 _SHOWN_ANSWERS = 5
-_BARE_HOST = re.compile(r"^[A-Za-z0-9_.-]+$")
-
-
-def split_server(target: str) -> tuple[str, int]:
-    """Return (host, port) of "host", "host:port", "v6" or "[v6]:port" (port 53 by default)."""
-    text = target.strip()
-    try:
-        return str(ipaddress.IPv6Address(text)), _DEFAULT_PORT
-    except ValueError:
-        pass
-    if _BARE_HOST.match(text):
-        return split_host_port(f"{text}:{_DEFAULT_PORT}")
-    return split_host_port(text)
 
 
 def _normalise_answer(text: str) -> str:
@@ -143,26 +129,20 @@ def _rcode_samples(rcode: str | None) -> list[Sample]:
     ]
 
 
-class DnsProbe:
-    """Probe kind "dns": one query to the server named by the target, answer checked."""
+class DnsProbe(HostPortTarget):
+    """Probe kind "dns": one query to the server named by the target, answer checked.
+
+    The target is the server, `host[:port]`, port 53 by default, IPv6 as `[addr]:port`.
+    """
 
     kind: ClassVar[str] = "dns"
     Settings: ClassVar[type[BaseModel]] = DnsSettings
+    default_port: ClassVar[int | None] = _DEFAULT_PORT
 
-    def parse_target(self, target: str) -> str:
-        """Return the normalised "host:port", or raise ValueError saying why it is invalid."""
-        return format_host_port(*split_server(target))
-
-    def host_of(self, target: str) -> str:
-        """Return the host of the server."""
-        return split_server(target)[0]
-
-    async def __call__(self, check: Check, ctx: ProbeContext) -> ProbeResult:
+    async def __call__(self, check: Check[DnsSettings], ctx: ProbeContext) -> ProbeResult:
         """Ask the question, check the rcode and answers, report."""
         settings = check.settings
-        if not isinstance(settings, DnsSettings):
-            raise TypeError(f"dns probe got {type(settings).__name__} settings")
-        host, port = split_server(check.target)
+        host, port = split_host_port(check.target, _DEFAULT_PORT)
         samples: list[Sample] = []
         phases: list[tuple[str, float]] = []
         rcode: str | None = None

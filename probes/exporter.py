@@ -216,11 +216,9 @@ class ExporterProbe:
         """Return the host of the URL."""
         return URL(target).host or ""
 
-    async def __call__(self, check: Check, ctx: ProbeContext) -> ProbeResult:
+    async def __call__(self, check: Check[ExporterSettings], ctx: ProbeContext) -> ProbeResult:
         """Scrape the exporter once and keep the selected series."""
         settings = check.settings
-        if not isinstance(settings, ExporterSettings):
-            raise TypeError(f"exporter probe got {type(settings).__name__} settings")
         try:
             sslctx: ssl.SSLContext = self._ssl_contexts.get(settings.tls)
         except ValueError as exc:

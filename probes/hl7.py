@@ -265,11 +265,9 @@ class Hl7Probe(HostPortTarget):
         """Start with an empty SSL context cache."""
         self._ssl_contexts = SslContextCache()
 
-    async def __call__(self, check: Check, ctx: ProbeContext) -> ProbeResult:
+    async def __call__(self, check: Check[Hl7Settings], ctx: ProbeContext) -> ProbeResult:
         """Connect, send the message, read the framed ACK and report."""
         settings = check.settings
-        if not isinstance(settings, Hl7Settings):
-            raise TypeError(f"hl7 probe got {type(settings).__name__} settings")
         samples: list[Sample] = []
         phases: list[tuple[str, float]] = []
         try:

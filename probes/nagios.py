@@ -25,6 +25,7 @@ from typing import ClassVar, Self
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 from yarl import URL
 
+from vigie.core.hostport import split_host_port
 from vigie.core.results import ProbeResult, Sample, bound_text
 from vigie.core.sanitise import sanitise
 from vigie.core.secrets import ConfigPath, read_secret_file
@@ -438,16 +439,13 @@ class NagiosProbe:
         if "://" in target:
             with contextlib.suppress(ValueError):
                 return URL(target).host or target
-        if target.startswith("["):
-            return target[1 : target.find("]")] if "]" in target else target
-        host, sep, port = target.rpartition(":")
-        return host if sep and port.isdigit() and ":" not in host else target
+        with contextlib.suppress(ValueError):  # only the host matters: any port stands in
+            return split_host_port(target, default_port=1)[0]
+        return target
 
-    async def __call__(self, check: Check, ctx: ProbeContext) -> ProbeResult:
+    async def __call__(self, check: Check[NagiosSettings], ctx: ProbeContext) -> ProbeResult:
         """Run the plugin once and turn its exit code and perfdata into a result."""
         settings = check.settings
-        if not isinstance(settings, NagiosSettings):
-            raise TypeError(f"nagios probe got {type(settings).__name__} settings")
         argv = [arg.replace("{target}", check.target) for arg in settings.command]
         # Only the program and arg count: arguments may carry things not meant for logs.
         ctx.log("nagios_exec", program=argv[0], args=len(argv) - 1)

@@ -28,7 +28,7 @@ from vigie.core.expr import parse_condition
 from vigie.core.results import ProbeResult, Sample, bound_text
 from vigie.core.rules import Rule, Severity
 from vigie.core.sanitise import sanitise
-from vigie.core.secrets import ConfigPath, resolve_secret
+from vigie.core.secrets import ConfigPath, resolve_secret_field
 from vigie.probes.base import Check, ProbeContext
 from vigie.probes.http import parse_http_url
 from vigie.probes.tls import SslContextCache, TlsSettings, describe_ssl_error, os_error_reason
@@ -181,12 +181,7 @@ class RedfishSettings(BaseModel):
     @model_validator(mode="after")
     def _resolve(self) -> Self:
         """Read the password file and check that credentials go with the auth mode."""
-        password = resolve_secret(self.password, self.password_file, "password")
-        if self.password_file is not None:
-            object.__setattr__(self, "password", password)
-            object.__setattr__(self, "password_file", None)
-            self.__pydantic_fields_set__.discard("password_file")
-            self.__pydantic_fields_set__.add("password")
+        password = resolve_secret_field(self, "password")
         if self.auth != "none" and (self.username is None or password is None):
             raise ValueError(f"auth {self.auth} needs username and password (or password_file)")
         if self.username is not None and (":" in self.username or not self.username.isprintable()):
@@ -864,11 +859,9 @@ class RedfishProbe:
         """Return the host of the URL."""
         return URL(target).host or ""
 
-    async def __call__(self, check: Check, ctx: ProbeContext) -> ProbeResult:
+    async def __call__(self, check: Check[RedfishSettings], ctx: ProbeContext) -> ProbeResult:
         """Read the service and report its hardware."""
         settings = check.settings
-        if not isinstance(settings, RedfishSettings):
-            raise TypeError(f"redfish probe got {type(settings).__name__} settings")
         sslctx: ssl.SSLContext | bool = False
         if check.target.startswith("https:"):
             try:

@@ -12,45 +12,28 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import ipaddress
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar, Literal, Self
 
 import asyncssh
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 
-from vigie.core.hostport import format_host_port, split_host_port
+from vigie.core.hostport import HostPortTarget, split_host_port
 from vigie.core.results import ProbeResult, Sample, bound_text
-from vigie.core.secrets import ConfigPath, resolve_secret
+from vigie.core.secrets import ConfigPath, resolve_secret_field
 from vigie.probes.base import Check, ProbeContext
 from vigie.probes.san_host import COMMANDS, SanParseError
 from vigie.probes.tls import os_error_reason
 
-__all__ = ["KeyCache", "SshProbe", "SshSettings", "parse_target"]
+__all__ = ["KeyCache", "SshProbe", "SshSettings", "decrypt_key"]
 
 DEFAULT_PORT = 22
 _USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}$")
 _CHUNK = 64 * 1024
 _STDERR_BYTES = 4096
-
-
-def parse_target(target: str) -> tuple[str, int]:
-    """Return (host, port) of `host`, `host:port`, `[v6]`, `[v6]:port` or a bare IPv6 address."""
-    text = target.strip()
-    if text.startswith("[") and text.endswith("]"):
-        text = f"{text}:{DEFAULT_PORT}"
-    elif text.count(":") > 1 and not text.startswith("["):
-        try:
-            return str(ipaddress.IPv6Address(text)), DEFAULT_PORT
-        except ValueError:
-            raise ValueError(
-                f"write IPv6 targets as [addr]:port, got {bound_text(target, 200)!r}"
-            ) from None
-    elif ":" not in text:
-        text = f"{text}:{DEFAULT_PORT}"
-    return split_host_port(text)
 
 
 class SshSettings(BaseModel):
@@ -102,10 +85,7 @@ class SshSettings(BaseModel):
                 if self.insecure_ignore_host_key
                 else "known_hosts_file is required (or insecure_ignore_host_key: true, unsafe)"
             )
-        passphrase = resolve_secret(self.passphrase, self.passphrase_file, "passphrase")
-        object.__setattr__(self, "passphrase", passphrase)
-        object.__setattr__(self, "passphrase_file", None)
-        self.__pydantic_fields_set__.discard("passphrase_file")
+        passphrase = resolve_secret_field(self, "passphrase")
         _check_key_file(self.client_key_file, encrypted_ok=passphrase is not None)
         if self.known_hosts_file is not None:
             self._known_hosts = _read_known_hosts(self.known_hosts_file)
@@ -145,7 +125,7 @@ def _check_key_file(path: Path, *, encrypted_ok: bool) -> None:
             ) from None
 
 
-def _decrypt_key(path: Path, passphrase: str | None) -> asyncssh.SSHKey:
+def decrypt_key(path: Path, passphrase: str | None) -> asyncssh.SSHKey:
     """Read and decrypt a private key; the error names the file, never the passphrase."""
     data = _read_key_bytes(path)
     try:
@@ -164,8 +144,11 @@ class KeyCache:
     off the loop, once per (file, mtime, size, passphrase digest) for all checks sharing it.
     """
 
-    def __init__(self) -> None:
-        """Start empty."""
+    def __init__(
+        self, decrypt: Callable[[Path, str | None], asyncssh.SSHKey] = decrypt_key
+    ) -> None:
+        """Start empty; `decrypt` reads and decrypts one key file (run in a thread)."""
+        self._decrypt = decrypt
         self._tasks: dict[tuple[str, int, int, str], asyncio.Task[asyncssh.SSHKey]] = {}
 
     async def get(self, path: Path, passphrase: SecretStr | None) -> asyncssh.SSHKey:
@@ -181,7 +164,7 @@ class KeyCache:
         if task is None:
             # Forget older versions of the same file: a rotated key is not used again.
             self._tasks = {k: v for k, v in self._tasks.items() if k[0] != sig[0]}
-            task = asyncio.ensure_future(asyncio.to_thread(_decrypt_key, path, secret))
+            task = asyncio.ensure_future(asyncio.to_thread(self._decrypt, path, secret))
             self._tasks[sig] = task
         return await asyncio.shield(task)
 
@@ -267,30 +250,24 @@ async def _session(conn: asyncssh.SSHClientConnection, line: str, limit: int) ->
     return out
 
 
-class SshProbe:
-    """Probe kind "ssh": run an allowlisted command over SSH and parse the host's SAN view."""
+class SshProbe(HostPortTarget):
+    """Probe kind "ssh": run an allowlisted command over SSH and parse the host's SAN view.
+
+    The target is `host[:port]`, port 22 by default, IPv6 as `[addr]:port`.
+    """
 
     kind: ClassVar[str] = "ssh"
     Settings: ClassVar[type[BaseModel]] = SshSettings
+    default_port: ClassVar[int | None] = DEFAULT_PORT
 
-    def __init__(self) -> None:
-        """Start with no decrypted key."""
-        self._keys = KeyCache()
+    def __init__(self, keys: KeyCache | None = None) -> None:
+        """Start with no decrypted key; `keys` is the cache of decrypted keys to use."""
+        self._keys = keys if keys is not None else KeyCache()
 
-    def parse_target(self, target: str) -> str:
-        """Return the normalised `host:port` (port 22 by default), or raise ValueError."""
-        return format_host_port(*parse_target(target))
-
-    def host_of(self, target: str) -> str:
-        """Return the host of the target."""
-        return parse_target(target)[0]
-
-    async def __call__(self, check: Check, ctx: ProbeContext) -> ProbeResult:
+    async def __call__(self, check: Check[SshSettings], ctx: ProbeContext) -> ProbeResult:
         """Connect, run the command, parse its output."""
         settings = check.settings
-        if not isinstance(settings, SshSettings):
-            raise TypeError(f"ssh probe got {type(settings).__name__} settings")
-        host, port = parse_target(check.target)
+        host, port = split_host_port(check.target, DEFAULT_PORT)
         command = COMMANDS[settings.command]
         line = f"sudo -n {command.line}" if settings.sudo and command.needs_root else command.line
         known_hosts = settings.known_hosts()

@@ -156,11 +156,9 @@ class TcpProbe(HostPortTarget):
         """Return the cached SSL context for these TLS settings (rebuilt if a file changed)."""
         return self._ssl_contexts.get(tls)
 
-    async def __call__(self, check: Check, ctx: ProbeContext) -> ProbeResult:
+    async def __call__(self, check: Check[TcpSettings], ctx: ProbeContext) -> ProbeResult:
         """Connect, run the steps, and report."""
         settings = check.settings
-        if not isinstance(settings, TcpSettings):
-            raise TypeError(f"tcp probe got {type(settings).__name__} settings")
         host, port = split_host_port(check.target)
         sslctx: ssl.SSLContext | None = None
         if settings.tls:

@@ -11,23 +11,11 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from yarl import URL
 
 from vigie.core.durations import Duration
-from vigie.core.secrets import ConfigPath, resolve_secret
+from vigie.core.secrets import ConfigPath, resolve_secret_field
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _set_secret(model: BaseModel, name: str, value: SecretStr | None) -> None:
-    """Store a secret read from `<name>_file` in `name` of a frozen model, clearing the file.
-
-    Clearing the file field keeps a dump of the settings valid input for the same model.
-    """
-    object.__setattr__(model, name, value)
-    object.__setattr__(model, f"{name}_file", None)
-    model.__pydantic_fields_set__.discard(f"{name}_file")
-    if value is not None:
-        model.__pydantic_fields_set__.add(name)
 
 
 def http_url(value: str) -> str:
@@ -79,9 +67,7 @@ class WebhookSettings(_Strict):
     @model_validator(mode="after")
     def _resolve(self) -> Self:
         """Read the bearer token from its file."""
-        if self.bearer_token is not None or self.bearer_token_file is not None:
-            token = resolve_secret(self.bearer_token, self.bearer_token_file, "bearer_token")
-            _set_secret(self, "bearer_token", token)
+        resolve_secret_field(self, "bearer_token")
         return self
 
     @property
@@ -124,9 +110,7 @@ class SmtpSettings(_Strict):
     @model_validator(mode="after")
     def _resolve(self) -> Self:
         """Read the password from its file; a user name and a password go together."""
-        if self.password is not None or self.password_file is not None:
-            password = resolve_secret(self.password, self.password_file, "password")
-            _set_secret(self, "password", password)
+        resolve_secret_field(self, "password")
         if (self.username is None) != (self.password is None):
             raise ValueError("set both username and password (or password_file), or neither")
         if self.username is not None and not self.starttls:

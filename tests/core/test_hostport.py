@@ -52,3 +52,45 @@ def test_the_echoed_target_is_bounded() -> None:
     with pytest.raises(ValueError) as caught:
         split_host_port("x" * 100_000)
     assert len(str(caught.value)) < 300
+
+
+@pytest.mark.parametrize(
+    ("target", "parts"),
+    [
+        ("srv.chu.local", ("srv.chu.local", 22)),
+        ("srv.chu.local:2222", ("srv.chu.local", 2222)),
+        ("::1", ("::1", 22)),
+        ("2001:db8:0:0::1", ("2001:db8::1", 22)),
+        ("[::1]", ("::1", 22)),
+        ("[::1]:2222", ("::1", 2222)),
+    ],
+)
+def test_a_default_port_fills_in_when_the_target_has_none(
+    target: str, parts: tuple[str, int]
+) -> None:
+    """ssh's and dns's targets may omit the port; bare IPv6 addresses are taken as hosts."""
+    assert split_host_port(target, default_port=22) == parts
+
+
+def test_a_default_port_does_not_make_bad_targets_pass() -> None:
+    """Without brackets, colons must make an IPv6 address; the echo stays bounded."""
+    with pytest.raises(ValueError, match=re.escape("write IPv6 targets as [addr]:port")):
+        split_host_port("1:2:3:zz", default_port=22)
+    with pytest.raises(ValueError) as caught:
+        split_host_port("a:b:" + "x" * 100_000, default_port=22)
+    assert len(str(caught.value)) < 300
+    with pytest.raises(ValueError, match="not a valid host name"):
+        split_host_port("a b", default_port=22)
+    with pytest.raises(ValueError, match="must be host:port"):
+        split_host_port("", default_port=22)
+
+
+def test_a_kind_with_a_well_known_port_declares_it() -> None:
+    """HostPortTarget normalises with the kind's default port; without one the port is required."""
+
+    class Ssh(HostPortTarget):
+        default_port = 22
+
+    assert Ssh().parse_target("SRV") == "srv:22" and Ssh().host_of("[::1]") == "::1"
+    with pytest.raises(ValueError, match="must be host:port"):
+        HostPortTarget().parse_target("srv")

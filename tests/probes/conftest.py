@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import aiohttp
 import pytest
@@ -17,6 +17,7 @@ import structlog
 import trustme
 from aiohttp import web
 from cryptography import x509
+from pydantic import BaseModel
 
 from vigie.probes.base import Check, Probe, ProbeContext, ProbeLog
 from vigie.probes.http import make_session
@@ -76,8 +77,15 @@ def ctx(session: aiohttp.ClientSession) -> ProbeContext:
     return ProbeContext(session=session, log=ProbeLog(structlog.get_logger()))
 
 
-def make_check(probe: Probe, target: str, **settings: Any) -> Check:
-    """Return a Check for probe with its target parsed and settings validated."""
+S = TypeVar("S", bound=BaseModel)
+
+
+def make_check(probe: Probe[S], target: str, **settings: Any) -> Check[S]:
+    """Return a Check for probe with its target parsed and settings validated, as the plan does.
+
+    The settings are validated by the probe's own `Settings` model, so they are of the type
+    its call takes (what the config's union of check models guarantees in the daemon).
+    """
     parsed = probe.parse_target(target)
     return Check(
         id="test",
@@ -85,7 +93,7 @@ def make_check(probe: Probe, target: str, **settings: Any) -> Check:
         target=parsed,
         interval=30.0,
         timeout=10.0,
-        settings=probe.Settings.model_validate(settings),
+        settings=cast(S, probe.Settings.model_validate(settings)),
         host=probe.host_of(parsed),
     )
 

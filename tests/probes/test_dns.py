@@ -337,6 +337,8 @@ async def test_tcp_refused(probe: DnsProbe, ctx: ProbeContext) -> None:
         ("127.0.0.1", "127.0.0.1:53"),
         ("NS1.chu.test:5353", "ns1.chu.test:5353"),
         ("::1", "[::1]:53"),
+        ("[::1]", "[::1]:53"),
+        ("[::1]:5353", "[::1]:5353"),
     ],
 )
 def test_targets(probe: DnsProbe, target: str, parsed: str) -> None:

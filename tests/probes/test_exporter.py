@@ -18,7 +18,7 @@ from tests.probes.conftest import make_check, refused_port, sample, serve_http
 from tests.waiting import wait_for_sync
 from vigie.core.expr import parse_condition
 from vigie.monitor.config import load_config
-from vigie.probes.base import Check, ProbeContext, ProbeRegistry
+from vigie.probes.base import ProbeContext, ProbeRegistry
 from vigie.probes.exporter import ExporterProbe, ExporterSettings
 
 NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
@@ -243,7 +243,7 @@ async def test_hung_exporter_is_left_to_the_timeout(
     app = web.Application()
     app.router.add_get("/metrics", hang)
     async with serve_http(app) as base:
-        check: Check = make_check(probe, f"{base}/metrics", metrics=["late"])
+        check = make_check(probe, f"{base}/metrics", metrics=["late"])
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(0.3):
                 await probe(check, ctx)

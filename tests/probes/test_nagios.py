@@ -48,7 +48,7 @@ def sh(script: str) -> list[str]:
     return ["/bin/sh", "-c", script]
 
 
-async def run(probe: NagiosProbe, check: Check, ctx: ProbeContext) -> ProbeResult:
+async def run(probe: NagiosProbe, check: Check[NagiosSettings], ctx: ProbeContext) -> ProbeResult:
     """Run the probe under the check's timeout, as the scheduler does."""
     async with asyncio.timeout(check.timeout):
         return await probe(check, ctx)
@@ -400,7 +400,9 @@ def test_target_with_spaces_is_rejected(probe: NagiosProbe) -> None:
         ("db.chu.local", "db.chu.local"),
         ("db.chu.local:5432", "db.chu.local"),
         ("[::1]:22", "::1"),
+        ("[::1]", "::1"),
         ("https://dpi.chu.local/health", "dpi.chu.local"),
+        ("db.chu.local:postgres", "db.chu.local:postgres"),
     ],
 )
 def test_host_of(probe: NagiosProbe, target: str, host: str) -> None:

@@ -348,7 +348,7 @@ async def test_faults_injected_by_rewriting_files(
     assert sample(after, "server_temperature_alert_level", chassis="1U", sensor="CPU1") == 2
     rules = holding_rules(check.settings, after)
     assert rules == {"server_health_warning", "temperature_warning", "temperature_critical"}
-    severities = {r.name: r.severity for r in check.settings.health_rules()}  # type: ignore[attr-defined]
+    severities = {r.name: r.severity for r in check.settings.health_rules()}
     assert severities["temperature_critical"] == "down"
     assert severities["power_supply_failed"] == "warning"
     assert severities["power_redundancy_lost"] == "degraded"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import threading
 import time
 from collections.abc import AsyncIterator, MutableMapping, Sequence
 from contextlib import asynccontextmanager
@@ -28,7 +29,7 @@ from vigie.core.results import ProbeResult
 from vigie.monitor.config import load_config
 from vigie.probes.base import Check, ProbeContext, ProbeRegistry
 from vigie.probes.san_host import FC_HOST_COMMAND, MULTIPATH_COMMAND
-from vigie.probes.ssh import SshProbe, SshSettings
+from vigie.probes.ssh import KeyCache, SshProbe, SshSettings, decrypt_key
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "ssh"
 PASSPHRASE = "correct horse battery staple"
@@ -277,7 +278,7 @@ async def test_connection_refused(probe: SshProbe, ctx: ProbeContext, keys: Keys
 
 
 async def _cut_by_the_timeout(
-    probe: SshProbe, check: Check, ctx: ProbeContext, started: asyncio.Event
+    probe: SshProbe, check: Check[SshSettings], ctx: ProbeContext, started: asyncio.Event
 ) -> None:
     """Run the probe under a timeout, as the scheduler does, expiring it once `started` is set;
     the run must then end at once with TimeoutError."""
@@ -516,21 +517,31 @@ async def test_wrong_passphrase_fails_at_run_without_showing_it(
     assert not any("hunter2" in t for t in texts)
 
 
-async def test_key_is_decrypted_once_for_all_checks(
-    probe: SshProbe, ctx: ProbeContext, keys: Keys
-) -> None:
-    """Concurrent checks sharing a key decrypt it once (bcrypt is slow), off the event loop."""
+async def test_key_is_decrypted_once_for_all_checks(ctx: ProbeContext, keys: Keys) -> None:
+    """Concurrent checks sharing a key decrypt it once (bcrypt is slow), off the event loop;
+    a rotated key file is decrypted again."""
+    decrypted: list[Path] = []
+    loop_thread = threading.get_ident()
+
+    def counting(path: Path, passphrase: str | None) -> asyncssh.SSHKey:
+        """The real decryption, counted, and checked to run off the event loop's thread."""
+        assert threading.get_ident() != loop_thread
+        decrypted.append(path)
+        return decrypt_key(path, passphrase)
+
+    probe = SshProbe(KeyCache(decrypt=counting))
     replies = {MULTIPATH_COMMAND: (recorded("multipath-no-maps.json"), 0)}
     async with ssh_server(keys, replies) as server:
         check = make_check(probe, f"127.0.0.1:{server.port}", **settings(keys, server.port))
         async with asyncio.timeout(20):
             results = await asyncio.gather(*(probe(check, ctx) for _ in range(8)))
         assert all(r.success for r in results), [r.error for r in results]
-        assert len(probe._keys._tasks) == 1
+        assert decrypted == [keys.client_key_file]
         os.utime(keys.client_key_file, ns=(1, time.time_ns()))  # a rotated key: read again
         async with asyncio.timeout(20):
             assert (await probe(check, ctx)).success
-        assert len(probe._keys._tasks) == 1
+            assert (await probe(check, ctx)).success
+        assert decrypted == [keys.client_key_file] * 2
 
 
 def test_same_config_gives_equal_settings(keys: Keys) -> None:
