@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from yarl import URL
 
 from vigie.core.results import ProbeResult, Sample, bound_text
-from vigie.core.secrets import ConfigPath, resolve_secret
+from vigie.core.secrets import ConfigPath, resolve_secret_field
 from vigie.probes.base import Check, ProbeContext
 from vigie.probes.tls import (
     Regex,
@@ -238,19 +238,6 @@ def make_session(*, limit: int = 0) -> aiohttp.ClientSession:
 # --------------------------------------------------------------------------- settings
 
 
-def _set_resolved(model: BaseModel, name: str, value: SecretStr | None) -> None:
-    """Store a secret read from `<name>_file` in the `name` field of a frozen model.
-
-    The file field is cleared so that the dumped settings validate again to the same model.
-    """
-    object.__setattr__(model, name, value)
-    object.__setattr__(model, f"{name}_file", None)
-    fields_set = model.__pydantic_fields_set__
-    fields_set.discard(f"{name}_file")
-    if value is not None:
-        fields_set.add(name)
-
-
 class BasicAuthSettings(BaseModel):
     """HTTP basic authentication; the password is given inline or read from a file at load."""
 
@@ -267,10 +254,7 @@ class BasicAuthSettings(BaseModel):
         """Check the user name and read the password from its file into password."""
         if ":" in self.username:
             raise ValueError("username must not contain ':'")
-        if self.password_file is not None or self.password is not None:
-            _set_resolved(
-                self, "password", resolve_secret(self.password, self.password_file, "password")
-            )
+        resolve_secret_field(self, "password")
         return self
 
 
@@ -324,7 +308,7 @@ class HttpSettings(BaseModel):
                 raise ValueError(f"header name {name!r} is not a valid HTTP header name")
             if any(c in value for c in "\r\n\0"):
                 raise ValueError(f"header {name!r} value must not contain line breaks")
-        bearer = resolve_secret(self.bearer_token, self.bearer_token_file, "bearer_token")
+        bearer = resolve_secret_field(self, "bearer_token")
         if bearer is not None and any(not c.isprintable() for c in bearer.get_secret_value()):
             raise ValueError("bearer_token must not contain control characters")
         has_authz = any(name.lower() == "authorization" for name in self.headers)
@@ -339,8 +323,6 @@ class HttpSettings(BaseModel):
         ]
         if len(sources) > 1:
             raise ValueError(f"set only one of {' and '.join(sources)}")
-        if self.bearer_token_file is not None:
-            _set_resolved(self, "bearer_token", bearer)
         return self
 
 
@@ -495,11 +477,9 @@ class HttpProbe:
         """Return the cached SSL context for these TLS settings (rebuilt if a file changed)."""
         return self._ssl_contexts.get(tls)
 
-    async def __call__(self, check: Check, ctx: ProbeContext) -> ProbeResult:
+    async def __call__(self, check: Check[HttpSettings], ctx: ProbeContext) -> ProbeResult:
         """Run one request and judge it."""
         settings = check.settings
-        if not isinstance(settings, HttpSettings):
-            raise TypeError(f"http probe got {type(settings).__name__} settings")
         try:
             sslctx = self.ssl_context(settings.tls)
         except ValueError as exc:
