@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from vigie.probes.snmp import (
+from vigie.probes.snmp.ber import (
     ber_decode_int,
     ber_decode_oid,
     ber_int,

@@ -142,52 +142,36 @@ def _cli_auth(args: argparse.Namespace) -> dict[str, object] | None:
 async def _probe_snmp(target: str, profiles: Sequence[str], args: argparse.Namespace) -> int:
     """Poll a live SNMP device once with profiles; print its samples and debug log."""
     from prometheus_client import CollectorRegistry
-    from pydantic import ValidationError
 
     from vigie.monitor.exposition import Exposition
-    from vigie.probes.base import Check
+    from vigie.monitor.scheduler import Scheduler, SchedulerMetrics
+    from vigie.monitor.store import ResultStore
+    from vigie.probes import ProbeRegistry
     from vigie.probes.http import make_session
-    from vigie.probes.snmp import SnmpProbe, SnmpSection, SnmpSettings
+    from vigie.probes.snmp import SnmpProbe, SnmpSection
+    from vigie.probes.snmp.once import command_line_check
 
-    probe = SnmpProbe()
-    section = SnmpSection()
+    section = None
     if args.config is not None:
         loaded = load_config(args.config, default_registry())
         section = getattr(loaded.config, "snmp")  # noqa: B009 - a field of the dynamic model
-    auth_name = args.auth or "public_v2"
-    entry = _cli_auth(args)
+        assert isinstance(section, SnmpSection)
     try:
-        if entry is not None:
-            auth_name = "command-line"
-            auths = {**section.model_dump()["auths"], auth_name: entry}
-            section = SnmpSection.model_validate(
-                {"auths": auths, "profile_dirs": [str(d) for d in section.profile_dirs]}
-            )
-        settings = probe.bind(
-            SnmpSettings(auth=auth_name, profiles=list(profiles or ["system"])),
-            section,
-            Path("."),
+        check = command_line_check(
+            target,
+            profiles,
+            section=section,
+            auth=args.auth,
+            auth_entry=_cli_auth(args),
+            timeout=args.timeout,
         )
-        parsed = probe.parse_target(target)
-    except (ValueError, ValidationError) as exc:
+    except ValueError as exc:  # pydantic's ValidationError too
         print(f"vigie probe snmp {target}: {exc}", file=sys.stderr)
         return 2
-    check = Check(
-        id="probe",
-        kind="snmp",
-        target=parsed,
-        interval=args.timeout,
-        timeout=args.timeout,
-        settings=settings,
-        host=probe.host_of(parsed),
-    )
     async with make_session() as session:
-        from vigie.monitor.scheduler import Scheduler, SchedulerMetrics
-        from vigie.monitor.store import ResultStore
-        from vigie.probes import ProbeRegistry
-
         own = CollectorRegistry()
-        scheduler = Scheduler(ProbeRegistry([probe]), ResultStore(), session, SchedulerMetrics(own))
+        registry = ProbeRegistry([SnmpProbe()])
+        scheduler = Scheduler(registry, ResultStore(), session, SchedulerMetrics(own))
         result = await scheduler.run(check, keep_logs=True)
     return _print_result(check, result, Exposition(own))
 
@@ -195,7 +179,7 @@ async def _probe_snmp(target: str, profiles: Sequence[str], args: argparse.Names
 def cmd_profile(args: argparse.Namespace) -> int:
     """`vigie profile check FILE...` and `vigie profile probe TARGET PROFILE...`."""
     if args.profile_command == "check":
-        from vigie.probes.snmp_profiles import check_profile_command
+        from vigie.probes.snmp.profiles.docs import check_profile_command
 
         codes = [check_profile_command(path) for path in args.files]
         return max(codes)

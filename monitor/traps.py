@@ -46,8 +46,8 @@ from vigie.monitor.config import TrapSettings
 from vigie.monitor.store import ResultStore
 from vigie.probes.base import Check
 from vigie.probes.snmp import SnmpAuth, SnmpCheckSettings, parse_target
-from vigie.probes.snmp_context import pysnmp_usm
-from vigie.probes.snmp_profiles import Profile, TrapDef
+from vigie.probes.snmp.auth import pysnmp_usm
+from vigie.probes.snmp.profiles import Profile, TrapDef
 
 __all__ = [
     "SourceBuckets",

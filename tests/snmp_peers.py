@@ -25,10 +25,8 @@ from tests.conftest import require_binary
 from tests.waiting import wait_for_sync
 from vigie.core.results import ProbeResult
 from vigie.probes.base import Check
-from vigie.probes.snmp import (
-    SnmpProbe,
-    SnmpSection,
-    SnmpSettings,
+from vigie.probes.snmp import SnmpCheckSettings, SnmpProbe, SnmpSection, SnmpSettings
+from vigie.probes.snmp.ber import (
     ber_decode_int,
     ber_decode_oid,
     ber_int,
@@ -580,7 +578,7 @@ def snmp_check(
     check_id: str = "test",
     probe: SnmpProbe | None = None,
     **settings: Any,
-) -> Check:
+) -> Check[SnmpCheckSettings]:
     """Return a bound snmp Check as the plan would build it."""
     probe = probe or SnmpProbe()
     section = SnmpSection.model_validate(
@@ -588,6 +586,7 @@ def snmp_check(
     )
     raw = SnmpSettings.model_validate({"auth": auth, "profiles": list(profiles), **settings})
     bound = probe.bind(raw, section, Path("."))
+    assert isinstance(bound, SnmpCheckSettings)
     parsed = probe.parse_target(target)
     return Check(
         id=check_id,

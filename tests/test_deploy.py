@@ -11,7 +11,7 @@ import yaml
 
 from tests.conftest import require_binary
 from vigie.monitor.runtime_metrics import runtime_metric_names
-from vigie.probes.snmp_profiles import SHIPPED_PROFILE_DIR, family_names, load_profile_dirs
+from vigie.probes.snmp.profiles import SHIPPED_PROFILE_DIR, family_names, load_profile_dirs
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"

@@ -41,8 +41,9 @@ from vigie.monitor.traps import SourceBuckets, TrapMetrics, TrapReceiver, merge_
 from vigie.probes import ProbeRegistry
 from vigie.probes.base import Check
 from vigie.probes.http import make_session
-from vigie.probes.snmp import SnmpAuth, SnmpProbe, ber_int, ber_seq, ber_tlv
-from vigie.probes.snmp_profiles import TrapDef
+from vigie.probes.snmp import SnmpAuth, SnmpProbe
+from vigie.probes.snmp.ber import ber_int, ber_seq, ber_tlv
+from vigie.probes.snmp.profiles import TrapDef
 
 SNMPTRAP = "/usr/bin/snmptrap"
 SNMPINFORM = "/usr/bin/snmpinform"

@@ -561,17 +561,24 @@ def run_cpu_snmp(p: SnmpParams, res: SnmpResults, workdir: Path, agent: Snmpd) -
 
 
 def vigie_pdus(target: str, workdir: Path) -> dict[str, float]:
-    """Return the PDUs Vigie sends per poll of each workload (its snmp_scrape_pdus_sent)."""
-    from vigie.probes.snmp import run_profile_probe
+    """Return the PDUs Vigie sends per poll of each workload (its snmp_scrape_pdus_sent).
+
+    Each workload is polled once by `vigie profile probe`, the daemon's probe and plan.
+    """
+    import io
+
+    from vigie.monitor.cli import main
 
     out: dict[str, float] = {}
     for workload, (profile, _) in WORKLOADS.items():
-        text = asyncio.run(
-            run_profile_probe(
-                target, [profile], workdir / "vigie.yaml", _vigie_auth(workload), float(TIMEOUT_S)
-            )
-        )
-        for line in text.splitlines():
+        args = ["profile", "probe", target, profile, "-c", str(workdir / "vigie.yaml")]
+        args += ["--auth", _vigie_auth(workload), "-t", str(TIMEOUT_S)]
+        text = io.StringIO()
+        with contextlib.redirect_stdout(text):
+            code = main(args)
+        if code != 0:
+            raise RuntimeError(f"vigie profile probe {workload} failed (exit {code})")
+        for line in text.getvalue().splitlines():
             if line.startswith("snmp_scrape_pdus_sent{"):
                 out[workload] = float(line.rsplit(" ", 1)[1])
     return out

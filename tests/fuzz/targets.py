@@ -32,8 +32,9 @@ from vigie.probes import default_registry
 from vigie.probes.base import Check, ProbeContext, ProbeLog, ProbeRegistry
 from vigie.probes.nagios import parse_output, parse_perfdata, perfdata_samples
 from vigie.probes.redfish import ROOT, RedfishProbe, _Run
-from vigie.probes.snmp import _parse_v3, ber_decode_int, ber_decode_oid, ber_items, v3_sender
-from vigie.probes.snmp_profiles import Collected, Profile, evaluate, load_profile_dirs, poll_plan
+from vigie.probes.snmp.ber import ber_decode_int, ber_decode_oid, ber_items
+from vigie.probes.snmp.profiles import Collected, Profile, evaluate, load_profile_dirs, poll_plan
+from vigie.probes.snmp.usm import parse_v3, v3_sender
 
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE / "corpus"
@@ -69,7 +70,7 @@ def ber(data: bytes) -> None:
     sender = v3_sender(data)  # None for anything it cannot read
     assert sender is None or (isinstance(sender[0], str) and isinstance(sender[1], str))
     with contextlib.suppress(ValueError, IndexError):  # what its caller, the USM check, suppresses
-        _parse_v3(data)
+        parse_v3(data)
 
 
 def trap_header(data: bytes) -> None:

@@ -29,7 +29,7 @@ from vigie.monitor.app import Daemon
 from vigie.monitor.config import load_config
 from vigie.monitor.demo import DEMO_CONFIG, demo_env
 from vigie.probes import default_registry
-from vigie.probes.snmp_profiles import SHIPPED_PROFILE_DIR
+from vigie.probes.snmp.profiles import SHIPPED_PROFILE_DIR
 
 INTERVAL = 1.0
 RULE_FOR = 2.0

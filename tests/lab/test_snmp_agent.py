@@ -27,7 +27,8 @@ from vigie.lab.snmp_agent import (
 )
 from vigie.probes.base import ProbeContext, ProbeLog
 from vigie.probes.http import make_session
-from vigie.probes.snmp import SnmpProbe, ber_int, ber_items, ber_oid, ber_seq, ber_tlv
+from vigie.probes.snmp import SnmpProbe
+from vigie.probes.snmp.ber import ber_int, ber_items, ber_oid, ber_seq, ber_tlv
 
 UPS = "1.3.6.1.2.1.33.1."
 

@@ -25,7 +25,8 @@ from vigie.probes.derive import (
     Ratio,
     fit_line,
 )
-from vigie.probes.snmp_profiles import Profile, profiles_markdown
+from vigie.probes.snmp.profiles import Profile
+from vigie.probes.snmp.profiles.docs import profiles_markdown
 
 POOL = (("pool", "aggr1"),)
 NFS = (("protocol", "nfs3"),)

@@ -42,6 +42,7 @@ from tests.snmp_peers import (
 from tests.waiting import wait_for
 from vigie.core.results import ProbeResult
 from vigie.core.yamlpos import ConfigErrors
+from vigie.monitor.cli import main
 from vigie.monitor.config import load_config
 from vigie.monitor.exposition import Exposition, check_labels, label_text, result_samples
 from vigie.monitor.health.engine import ComponentStatus, HealthEngine, Topology
@@ -50,14 +51,8 @@ from vigie.monitor.health.topology import ComponentSpec, SiteSpec
 from vigie.monitor.scheduler import Scheduler, SchedulerMetrics
 from vigie.monitor.store import ResultStore
 from vigie.probes.base import Check, ProbeContext, ProbeRegistry
-from vigie.probes.snmp import (
-    SnmpAuth,
-    SnmpCheckSettings,
-    SnmpProbe,
-    parse_target,
-    run_profile_probe,
-)
-from vigie.probes.snmp_profiles import SHIPPED_PROFILE_DIR, load_profile_dirs, probe_profile_command
+from vigie.probes.snmp import SnmpAuth, SnmpCheckSettings, SnmpProbe, parse_target
+from vigie.probes.snmp.profiles import SHIPPED_PROFILE_DIR, load_profile_dirs
 
 SHIPPED = sorted(p.stem for p in SHIPPED_PROFILE_DIR.glob("*.yaml"))
 BIG_ROWS = 100_000
@@ -116,7 +111,7 @@ def v2(agent: Snmpd) -> dict[str, Any]:
     return {"lab": {"version": 2, "community": agent.community}}
 
 
-async def poll(probe: SnmpProbe, check: Check, ctx: ProbeContext) -> ProbeResult:
+async def poll(probe: SnmpProbe, check: Check[Any], ctx: ProbeContext) -> ProbeResult:
     """Run the probe once, as the scheduler would (under the check's timeout)."""
     async with asyncio.timeout(check.timeout):
         return await probe(check, ctx)
@@ -739,17 +734,19 @@ async def test_walk_cap_holds_on_a_huge_table(
     assert value(result, "snmp_scrape_pdus_sent") == math.ceil(10001 / 64)
 
 
-async def test_profile_probe_command(
+def test_profile_probe_command(
     sim: Snmpsim, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`vigie profile probe` prints a live device's metrics with auths from a config."""
+    """`vigie profile probe` prints a live device's metrics and debug log, auths from a config."""
     config = tmp_path / "vigie.yaml"
     config.write_text("snmp:\n  auths:\n    rec: {version: 2, community: system}\n")
-    text = await run_profile_probe(sim.target(), ["system"], config, "rec", 5.0)
-    assert 'snmp_uptime_seconds{check="profile-probe",kind="snmp"' in text
-    assert "# log: snmp_done" in text
-    with pytest.raises(RuntimeError, match="wrong community"):
-        await run_profile_probe(sim.target(), ["system"], None, "public_v2", 1.0)
+    args = ["profile", "probe", sim.target(), "system", "-c", str(config), "--auth", "rec"]
+    assert main([*args, "-t", "5"]) == 0
+    out = capsys.readouterr().out
+    assert 'snmp_uptime_seconds{check="probe",kind="snmp"' in out
+    assert "# log: snmp_done" in out
+    assert main(["profile", "probe", sim.target(), "system", "-t", "1"]) == 1
+    assert "probe failed: timeout" in capsys.readouterr().err
 
 
 def test_profile_probe_command_exit_codes(
@@ -758,11 +755,12 @@ def test_profile_probe_command_exit_codes(
     """The command exits 0 with metrics, 1 when the poll fails, 2 on a bad profile name."""
     config = tmp_path / "vigie.yaml"
     config.write_text("snmp:\n  auths:\n    rec: {version: 2, community: apc-ups}\n")
-    assert probe_profile_command(sim.target(), ["apc-ups"], config=config, auth="rec") == 0
+    args = ["profile", "probe", sim.target(), "apc-ups", "-c", str(config), "--auth", "rec"]
+    assert main(args) == 0
     assert "ups_on_battery{" in capsys.readouterr().out
-    assert probe_profile_command(sim.target(), ["system"], timeout=1.0) == 1
+    assert main(["profile", "probe", sim.target(), "system", "-t", "1"]) == 1
     assert "probe failed: timeout" in capsys.readouterr().err
-    assert probe_profile_command(sim.target(), ["nope"]) == 2
+    assert main(["profile", "probe", sim.target(), "nope"]) == 2
     assert "unknown profile 'nope'" in capsys.readouterr().err
 
 
@@ -846,7 +844,7 @@ async def test_rising_latency_flags_the_array_before_it_fails(
     assert fired_at is not None, ratios
     # 0.2 % of the pool a minute from 50 %: full in about 250 minutes, well inside a day.
     assert fills[-1] == pytest.approx((1 - 0.658) / 0.002 * 60, rel=0.01)
-    probe.retain({"another-check"})  # the check left the plan: its baselines go with it
+    probe.keep_only({"another-check"})  # the check left the plan: its baselines go with it
     second = await poll(probe, check, ctx)
     assert value(second, "storage_latency_baseline_ratio", protocol="nfs3") == 1.0
 

@@ -31,9 +31,10 @@ from tests.snmp_peers import (
 from vigie.core.results import ProbeResult
 from vigie.monitor.config import load_config
 from vigie.probes.base import Check, ProbeContext, ProbeLog, ProbeRegistry
-from vigie.probes.snmp import PollStats, SnmpAuth, SnmpCheckSettings, SnmpProbe
-from vigie.probes.snmp_context import ContextPoller
-from vigie.probes.snmp_profiles import PollPlan
+from vigie.probes.snmp import SnmpAuth, SnmpCheckSettings, SnmpProbe
+from vigie.probes.snmp.context import ContextPoller
+from vigie.probes.snmp.polling import PollStats
+from vigie.probes.snmp.profiles import PollPlan
 
 CONTEXT_FIXTURES = Path(__file__).parent.parent / "fixtures" / "snmp-context"
 USERS = ("sha_aes", "md5", "sha512_aes256")
@@ -82,7 +83,7 @@ def ctx_auth(user: str, context: str, **override: Any) -> dict[str, Any]:
     return {"c": v3_auth(user, context_name=context, **override)}
 
 
-async def poll(probe: SnmpProbe, check: Check, ctx: ProbeContext) -> ProbeResult:
+async def poll(probe: SnmpProbe, check: Check[Any], ctx: ProbeContext) -> ProbeResult:
     """Run the probe once under the check's timeout, as the scheduler does."""
     async with asyncio.timeout(check.timeout):
         return await probe(check, ctx)
@@ -354,7 +355,7 @@ async def test_reload_closes_the_engines_of_old_credentials(
     assert (await poll(probe, old, ctx)).success
     assert probe._context is not None
     (built,) = probe._context._engines.values()
-    probe.retain({old.id})  # the same plan again: the engine stays
+    probe.keep_only({old.id})  # the same plan again: the engine stays
     assert list(probe._context._engines.values()) == [built]
     rotated = ctx_auth("md5", "system", auth_password="rotated-password")
     new = snmp_check(sim.target(), auths=rotated, auth="c", probe=probe)
@@ -362,7 +363,7 @@ async def test_reload_closes_the_engines_of_old_credentials(
     assert not (await poll(probe, new, ctx)).success  # the agent still has the old password
     (fresh,) = probe._context._engines.values()  # the old credentials' engine is gone
     assert fresh is not built and built.engine.transport_dispatcher is None
-    probe.retain(set())  # the check left the plan
+    probe.keep_only(set())  # the check left the plan
     assert probe._context._engines == {}
     assert fresh.engine.transport_dispatcher is None
     await probe.close()

@@ -13,17 +13,16 @@ import pytest
 from tests.snmp_peers import FIXTURES
 from vigie.core.results import Sample
 from vigie.core.yamlpos import ConfigErrors
-from vigie.probes.snmp_profiles import (
+from vigie.probes.snmp.profiles import (
     SHIPPED_PROFILE_DIR,
     Collected,
     Profile,
-    check_profile_command,
     evaluate,
     load_profile_dirs,
     load_profile_file,
     poll_plan,
-    profiles_markdown,
 )
+from vigie.probes.snmp.profiles.docs import check_profile_command, profiles_markdown
 
 SHIPPED = {
     "apc-rpdu2",

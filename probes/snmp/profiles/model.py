@@ -1,18 +1,15 @@
-"""SNMP device profiles as data: the YAML model, loading with positions, and evaluation.
+"""SNMP device profiles as data: the YAML model, its checks, and loading with positions.
 
 A profile maps OIDs to metrics (name, type, scale, labels from the table index and lookups,
 enum states), derives booleans and reset flags from them, and carries the device's health
-rules and trap meanings as validated data. `evaluate` turns the varbinds a poll collected
-into samples; `probes.snmp` does the polling.
+rules and trap meanings as validated data. profiles/plan.py says what to ask a device for,
+profiles/evaluate.py turns its answers into samples.
 """
 
 from __future__ import annotations
 
-import math
 import re
-import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
@@ -27,35 +24,26 @@ from pydantic import (
 )
 
 from vigie.core.durations import Duration
-from vigie.core.results import Sample
-from vigie.core.sanitise import LABEL_VALUE_CHARS, sanitise
 from vigie.core.shipped import shipped
 from vigie.core.yamlpos import ConfigError, ConfigErrors, PosDict, PosList, load_yaml
 from vigie.probes.derive import DeriveDef
 
 __all__ = [
     "SHIPPED_PROFILE_DIR",
-    "Collected",
+    "BooleanDef",
+    "IndexDef",
     "MetricDef",
-    "PollPlan",
     "Profile",
-    "check_profile_command",
-    "evaluate",
+    "ResetDef",
+    "RuleDef",
+    "TrapDef",
     "family_names",
     "load_profile_dirs",
     "load_profile_file",
-    "poll_plan",
-    "probe_profile_command",
-    "profiles_markdown",
 ]
 
 SHIPPED_PROFILE_DIR = shipped("profiles")
 """The profiles Vigie ships: always loaded, before the config's own profile_dirs."""
-
-Value = None | str | bytes | int | float
-"""A varbind value as the SNMP engine returns it (TimeTicks as hundredths, OIDs as text)."""
-
-Log = Callable[..., None]
 
 BASE_UNITS = (
     "seconds",
@@ -472,9 +460,6 @@ def _check_expr(
             raise ValueError(f"rule {rule!r}: {value!r} is not a state of {metric}")
 
 
-# --- loading ---------------------------------------------------------------------------------
-
-
 def _locate(raw: Any, loc: Sequence[int | str]) -> tuple[int, int]:
     """Return the line and column of the deepest node of loc found in the raw YAML."""
     node, mark = raw, getattr(raw, "mark", (1, 1))
@@ -566,460 +551,3 @@ def load_profile_dirs(dirs: Iterable[Path]) -> dict[str, Profile]:
 def family_names(profile: Profile) -> list[str]:
     """Return the names of every family a profile can produce."""
     return list(profile.family_labels())
-
-
-# --- polling plan and evaluation -------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class PollPlan:
-    """What to ask a device for: scalar OIDs to GET, columns to walk, objects that must answer.
-
-    required: (oid, metric) the poll cannot do without; counted: (oid, metric) whose absence
-    is counted in snmp_objects_missing (every requested object but the columns of merged
-    tables, e.g. an alarm table, where no row is a normal answer).
-    """
-
-    gets: tuple[str, ...]
-    walks: tuple[str, ...]
-    required: tuple[tuple[str, str], ...]
-    counted: tuple[tuple[str, str], ...] = ()
-
-    def missing(self, data: Collected) -> list[tuple[str, str]]:
-        """Return the counted (oid, metric) the agent did not serve in this poll, OID order."""
-        return [(oid, name) for oid, name in self.counted if not _served(oid, data)]
-
-    def missing_required(self, data: Collected) -> list[tuple[str, str]]:
-        """Return the required (oid, metric) the agent did not serve in this poll."""
-        return [(oid, name) for oid, name in self.required if not _served(oid, data)]
-
-
-def _served(oid: str, data: Collected) -> bool:
-    """Whether a poll got a value for a scalar OID or at least one row of a column."""
-    return oid in data.scalars or bool(data.walks.get(oid))
-
-
-def _oid_key(oid: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in oid.split("."))
-
-
-def poll_plan(profiles: Iterable[Profile]) -> PollPlan:
-    """Return the deduplicated, OID-ordered requests the profiles need."""
-    gets: set[str] = set()
-    walks: set[str] = set()
-    required: dict[str, str] = {}
-    counted: dict[str, str] = {}
-    for profile in profiles:
-        for m in profile.metrics:
-            related = [lk.oid for lk in m.lookups] + [f.oid for f in m.factors]
-            if m.variants is not None:
-                related.append(m.variants.oid)
-            if m.valid_when is not None:
-                related.append(m.valid_when.oid)
-            target = walks if m.walked else gets
-            target.add(m.oid)
-            target.update(related)
-            if m.required:
-                required.setdefault(m.oid, m.name)
-            for oid in ([] if m.merged else [m.oid]) + related:
-                counted.setdefault(oid, m.name)
-    # A required object is counted too, even the column of a merged table.
-    for oid, name in required.items():
-        counted.setdefault(oid, name)
-
-    def ordered(pairs: dict[str, str]) -> tuple[tuple[str, str], ...]:
-        return tuple(sorted(pairs.items(), key=lambda kv: _oid_key(kv[0])))
-
-    return PollPlan(
-        gets=tuple(sorted(gets, key=_oid_key)),
-        walks=tuple(sorted(walks, key=_oid_key)),
-        required=ordered(required),
-        counted=ordered(counted),
-    )
-
-
-@dataclass(slots=True)
-class Collected:
-    """Varbinds of one poll: scalar values by OID, and walked columns by OID then row suffix."""
-
-    scalars: dict[str, Value] = field(default_factory=dict)
-    walks: dict[str, dict[str, Value]] = field(default_factory=dict)
-    # Scalars the agent answered with more than the client can read (counted as missing).
-    unreadable: set[str] = field(default_factory=set)
-
-    def related(self, oid: str, suffix: str) -> Value:
-        """Return the value of column oid for a row (or of scalar oid when suffix is empty)."""
-        if not suffix:
-            return self.scalars.get(oid)
-        return self.walks.get(oid, {}).get(suffix)
-
-
-def _text(value: Value, fmt: str = "text") -> str:
-    """Render a value from the device as a label value: printable and bounded."""
-    if value is None:
-        return ""
-    if isinstance(value, bytes):
-        if fmt == "hex":
-            return sanitise(value[:LABEL_VALUE_CHARS].hex(":"))
-        return sanitise(value.rstrip(b"\x00").decode("utf-8", errors="replace"))
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return sanitise(str(value))
-
-
-def _key(value: Value) -> str | None:
-    """Return the text an enum value is matched by (integers, OIDs, numeric strings)."""
-    if value is None:
-        return None
-    if isinstance(value, bytes):
-        return value.rstrip(b"\x00").decode("utf-8", errors="replace").strip()
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
-def _number(value: Value) -> float | None:
-    """Return a numeric value; strings holding a number (some agents) count too."""
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, int | float):
-        return float(value)
-    text = value.decode("ascii", errors="replace") if isinstance(value, bytes) else value
-    try:
-        number = float(text.strip().rstrip("\x00"))
-    except ValueError:
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _parse_index(suffix: str, indexes: Sequence[IndexDef]) -> list[tuple[str, str, str]] | None:
-    """Split a row suffix into (label, value, sub-oid) per index component; None if malformed."""
-    parts = [int(p) for p in suffix.split(".")] if suffix else []
-    out: list[tuple[str, str, str]] = []
-    pos = 0
-    for i, idx in enumerate(indexes):
-        if idx.type == "integer":
-            take = 1
-            text = str(parts[pos]) if pos < len(parts) else None
-        elif idx.type == "ipv4":
-            take = 4
-            text = ".".join(map(str, parts[pos : pos + 4])) if pos + 4 <= len(parts) else None
-        elif idx.type == "string":
-            if pos >= len(parts):
-                return None
-            take = parts[pos] + 1
-            chars = parts[pos + 1 : pos + take]
-            text = _chars(chars) if len(chars) == take - 1 else None
-        else:  # implied_string: the rest of the OID, only valid last
-            take = len(parts) - pos if i == len(indexes) - 1 else -1
-            text = _chars(parts[pos:]) if take >= 0 else None
-        if text is None or take < 0:
-            return None
-        out.append((idx.label, text, ".".join(map(str, parts[pos : pos + take]))))
-        pos += take
-    return out if pos == len(parts) or not indexes else None
-
-
-def _chars(codes: Sequence[int]) -> str | None:
-    """Return a string index component as a label value (printable, bounded)."""
-    if any(c > 255 for c in codes):
-        return None
-    return sanitise(bytes(codes).decode("utf-8", errors="replace"))
-
-
-@dataclass(frozen=True, slots=True)
-class _Row:
-    """One instance of a metric: its labels, its raw value, its row suffix."""
-
-    labels: tuple[tuple[str, str], ...]
-    raw: Value
-    suffix: str
-
-
-Labels = tuple[tuple[str, str], ...]
-
-
-@dataclass(slots=True)
-class _RowCache:
-    """Memo of one poll: a table's columns share their rows' parsed indexes and labels."""
-
-    indexes: dict[tuple[str, tuple[tuple[str, str], ...]], list[tuple[str, str, str]] | None] = (
-        field(default_factory=dict)
-    )
-    labels: dict[tuple[object, ...], Labels] = field(default_factory=dict)
-
-
-def _rows(m: MetricDef, data: Collected, log: Log, cache: _RowCache | None = None) -> list[_Row]:
-    """Return the metric's instances with their index and lookup labels."""
-    if m.walked:
-        instances = data.walks.get(m.oid, {})
-    elif m.oid not in data.scalars:
-        return []
-    elif not (m.indexes or m.lookups or m.label or m.valid_when):
-        return [_Row((), data.scalars[m.oid], "")]  # a plain scalar: most of a GET
-    else:
-        instances = {"": data.scalars[m.oid]}
-    rows: list[_Row] = []
-    cache = _RowCache() if cache is None else cache
-    shape = tuple((i.label, i.type) for i in m.indexes)
-    # Labels depend on the row and on how the metric names it; a value label (info) does not
-    # repeat across columns, so only metrics without one share their rows' labels.
-    sig: tuple[object, ...] | None = (
-        None
-        if m.label is not None
-        else (
-            shape,
-            m.drop_indexes,
-            tuple(
-                (lk.label, lk.oid, tuple(lk.indexes or ()), lk.indexes is None, lk.format,
-                 tuple(lk.map.items()))
-                for lk in m.lookups
-            ),
-        )
-    )  # fmt: skip
-    when = m.valid_when
-    valid = set(when.in_) if when is not None else set()
-    for suffix, raw in instances.items():
-        if when is not None and _key(data.related(when.oid, suffix)) not in valid:
-            continue
-        known = cache.labels.get((suffix, sig)) if sig is not None else None
-        if known is not None:
-            rows.append(_Row(known, raw, suffix))
-            continue
-        key = (suffix, shape)
-        if not m.indexes:
-            parsed: list[tuple[str, str, str]] | None = []
-        elif key in cache.indexes:
-            parsed = cache.indexes[key]
-        else:
-            parsed = cache.indexes[key] = _parse_index(suffix, m.indexes)
-        if parsed is None:
-            log("snmp_bad_index", metric=m.name, suffix=suffix)
-            continue
-        labels = [] if m.drop_indexes else [(lb, text) for lb, text, _ in parsed]
-        if m.label is not None:
-            labels.append((m.label, _text(raw, m.format)))
-        subs = {lb: sub for lb, _, sub in parsed}
-        for lk in m.lookups:
-            inst = ".".join(subs[i] for i in lk.indexes) if lk.indexes is not None else suffix
-            text = _text(data.related(lk.oid, inst), lk.format)
-            labels.append((lk.label, lk.map.get(text, text)))
-        row_labels = tuple(labels)
-        if sig is not None:
-            cache.labels[(suffix, sig)] = row_labels
-        rows.append(_Row(row_labels, raw, suffix))
-    return rows
-
-
-def evaluate(
-    profiles: Iterable[Profile],
-    data: Collected,
-    previous: Mapping[tuple[str, tuple[tuple[str, str], ...]], float],
-    log: Log,
-) -> tuple[list[Sample], dict[tuple[str, tuple[tuple[str, str], ...]], float]]:
-    """Turn a poll's varbinds into samples; return them and the values resets must remember."""
-    samples: list[Sample] = []
-    remember: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
-    for profile in profiles:
-        rows_by_metric: dict[str, list[_Row]] = {}
-        values_by_metric: dict[str, list[tuple[tuple[tuple[str, str], ...], float]]] = {}
-        cache = _RowCache()
-        for m in profile.metrics:
-            rows = rows_by_metric[m.name] = _rows(m, data, log, cache)
-            if m.type in ("gauge", "counter"):
-                values_by_metric[m.name] = _numeric(m, rows, data, samples, log)
-            elif m.type == "stateset":
-                _stateset(m, rows, samples, log)
-            else:
-                samples.extend(Sample(m.name, 1.0, r.labels, "info", m.help) for r in rows)
-        by_name = {m.name: m for m in profile.metrics}
-        for b in profile.booleans:
-            src = by_name[b.metric]
-            names = {v: k for k, v in src.states.items()}
-            wanted = {names.get(v, v) for v in b.in_}
-            merged: dict[tuple[tuple[str, str], ...], bool] = {(): False} if src.merged else {}
-            for r in rows_by_metric[b.metric]:
-                merged[r.labels] = merged.get(r.labels, False) or _key(r.raw) in wanted
-            samples.extend(
-                Sample(b.name, 1.0 if on else 0.0, labels, "gauge", b.help)
-                for labels, on in merged.items()
-            )
-        for reset in profile.resets:
-            for labels, value in values_by_metric.get(reset.metric, []):
-                before = previous.get((reset.name, labels))
-                remember[(reset.name, labels)] = value
-                down = before is not None and value < before
-                if down:
-                    log("snmp_reset_detected", metric=reset.metric, before=before, now=value)
-                samples.append(
-                    Sample(reset.name, 1.0 if down else 0.0, labels, "gauge", reset.help)
-                )
-    return samples, remember
-
-
-def _numeric(
-    m: MetricDef, rows: list[_Row], data: Collected, out: list[Sample], log: Log
-) -> list[tuple[tuple[tuple[str, str], ...], float]]:
-    """Append a gauge or counter's samples; return (labels, value) of each for resets."""
-    values: list[tuple[tuple[tuple[str, str], ...], float]] = []
-    seen: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
-    for r in rows:
-        number = _number(r.raw)
-        if number is None:
-            log("snmp_not_numeric", metric=m.name, suffix=r.suffix, value=_text(r.raw)[:40])
-            continue
-        name, help_text, scale = m.name, m.help, m.scale
-        if m.variants is not None:
-            variant = m.variants.values.get(_key(data.related(m.variants.oid, r.suffix)) or "")
-            if variant is not None:
-                name, help_text, scale = variant.name, variant.help, m.scale * variant.scale
-        value = number * scale
-        for factor in m.factors:
-            f = _number(data.related(factor.oid, r.suffix))
-            if f is None:
-                value = math.nan
-                break
-            if factor.power_of_ten is not None:
-                p = factor.power_of_ten
-                f = 10.0 ** (p.multiplier * (f + p.offset))
-            value *= f
-        if math.isnan(value):
-            log("snmp_missing_factor", metric=m.name, suffix=r.suffix)
-            continue
-        value = _tidy(value)
-        if (name, r.labels) in seen:
-            log("snmp_duplicate_series", metric=name, labels=r.labels)
-            continue
-        seen.add((name, r.labels))
-        out.append(Sample(name, value, r.labels, m.type, help_text))
-        values.append((r.labels, value))
-    return values
-
-
-def _tidy(value: float) -> float:
-    """Round away binary noise of decimal scales (57 * 0.1 -> 5.7), leaving integers exact."""
-    if value.is_integer():
-        return value + 0.0  # -0.0 -> 0.0
-    return float(f"{value:.15g}")
-
-
-def _stateset(m: MetricDef, rows: list[_Row], out: list[Sample], log: Log) -> None:
-    """Append a stateset's samples: one per state, 1 for the current one(s); rows may merge."""
-    # A merged set (an alarm table) is emitted even when empty: no row means no alarm.
-    active: dict[tuple[tuple[str, str], ...], set[str]] = {(): set()} if m.merged else {}
-    for r in rows:
-        key = _key(r.raw)
-        states = active.setdefault(r.labels, set())
-        if key in m.states:
-            states.add(key)
-        else:
-            log("snmp_unknown_state", metric=m.name, suffix=r.suffix, value=sanitise(key or "", 40))
-    for labels, states in active.items():
-        out.extend(
-            Sample(
-                m.name,
-                1.0 if raw in states else 0.0,
-                (*labels, (m.state_label, name)),
-                "stateset",
-                m.help,
-            )
-            for raw, name in m.states.items()
-        )
-
-
-# --- documentation ---------------------------------------------------------------------------
-
-
-def profiles_markdown(profiles: Mapping[str, Profile]) -> str:
-    """Return the per-profile reference of docs/profiles.md: families, rules, traps."""
-    parts: list[str] = []
-    for name, profile in sorted(profiles.items()):
-        parts.append(f"### `{name}`\n\n")
-        if profile.description:
-            parts.append(f"{profile.description.strip()}\n\n")
-        parts.append(f"Source: {profile.source.strip()}\n\n")
-        parts.append("| metric | type | unit | labels | help |\n|---|---|---|---|---|\n")
-        labels = profile.family_labels()
-        for m in profile.metrics:
-            for fam, mtype, help_text, unit in m.families():
-                parts.append(_row(fam, mtype, unit, labels[fam], help_text))
-        for b in profile.booleans:
-            parts.append(_row(b.name, "gauge (0/1)", None, labels[b.name], b.help))
-        for r in profile.resets:
-            parts.append(_row(r.name, "gauge (0/1)", None, labels[r.name], r.help))
-        for d in profile.derive:
-            parts.append(_row(d.name, f"gauge ({d.kind})", None, labels[d.name], d.help))
-        required = [f"`{m.name}`" for m in profile.metrics if m.required]
-        parts.append(
-            f"\nRequired (the poll fails without them): {', '.join(required)}.\n"
-            if required
-            else "\nRequired: none (an absent object only leaves its metric absent).\n"
-        )
-        if profile.rules:
-            parts.append("\nRules:\n\n| rule | expr | severity | for |\n|---|---|---|---|\n")
-            for rule in profile.rules:
-                for_ = f"{rule.for_:g}s" if rule.for_ is not None else ""
-                expr = rule.expr.replace("|", "\\|")
-                parts.append(f"| {rule.name} | `{expr}` | {rule.severity} | {for_} |\n")
-        if profile.traps:
-            parts.append("\nTraps:\n\n| trap | OID | sets |\n|---|---|---|\n")
-            for trap in profile.traps:
-                sets = ", ".join(f"{k}={v:g}" for k, v in trap.set.items()) or "(re-poll only)"
-                parts.append(f"| {trap.name} | {trap.oid} | {sets} |\n")
-        parts.append("\n")
-    return "".join(parts)
-
-
-def _row(name: str, mtype: str, unit: str | None, labels: list[str], help_text: str) -> str:
-    label_text = ", ".join(labels) or "-"
-    return f"| `{name}` | {mtype} | {unit or '-'} | {label_text} | {help_text.strip()} |\n"
-
-
-# --- commands --------------------------------------------------------------------------------
-
-
-def check_profile_command(path: Path) -> int:
-    """`vigie profile check FILE`: validate one profile; print a summary or every error."""
-    try:
-        profile = load_profile_file(path)
-    except ConfigErrors as exc:
-        for error in exc.errors:
-            print(error, file=sys.stderr)
-        print(f"{len(exc.errors)} error(s) in {path}", file=sys.stderr)
-        return 1
-    plan = poll_plan([profile])
-    print(
-        f"{path}: OK, {len(family_names(profile))} metric families, {len(profile.rules)} rules, "
-        f"{len(profile.traps)} traps; polls {len(plan.gets)} scalar OIDs and walks "
-        f"{len(plan.walks)} columns; {len(plan.required)} required objects"
-        + (f" ({', '.join(name for _, name in plan.required)})" if plan.required else "")
-    )
-    return 0
-
-
-def probe_profile_command(
-    target: str,
-    profiles: Sequence[str],
-    *,
-    config: Path | None = None,
-    auth: str = "public_v2",
-    timeout: float = 10.0,
-) -> int:
-    """`vigie profile probe TARGET PROFILE...`: poll a live device once and print its metrics.
-
-    Auths and extra profile directories come from the `snmp:` block of `config` when given.
-    """
-    import asyncio
-
-    from vigie.probes.snmp import run_profile_probe
-
-    try:
-        text = asyncio.run(run_profile_probe(target, profiles, config, auth, timeout))
-    except (ConfigErrors, ValueError) as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    except RuntimeError as exc:
-        print(f"probe failed: {exc}", file=sys.stderr)
-        return 1
-    print(text, end="")
-    return 0

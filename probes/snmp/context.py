@@ -4,8 +4,8 @@ Agents that serve several MIB instances (a proxy agent fronting UPS cards, virtu
 FC switch, Cisco's per-VLAN bridge MIB) pick the instance by the SNMPv3 contextName. The snmp
 probe sends checks whose auth has a `context_name` here; every other check keeps the faster
 gufo-snmp path. Both paths share the poll plan, walk grouping, walk_cap and failure wording
-(probes/snmp.py), and this module turns pysnmp's values into exactly the Python types
-gufo-snmp returns, so profiles give the same samples whichever path polled.
+(polling.py, failures.py), and this module turns pysnmp's values into exactly the Python
+types gufo-snmp returns, so profiles give the same samples whichever path polled.
 
 pysnmp's engine is costly to build: the probe keeps one per set of v3 credentials (built on the
 first poll that needs it, released by `close`). Retries and timeouts are run here, not by
@@ -31,44 +31,17 @@ from pysnmp.entity.engine import SnmpEngine  # type: ignore[import-untyped]
 from pysnmp.entity.rfc3413 import cmdgen  # type: ignore[import-untyped]
 from pysnmp.proto import errind, rfc1902, rfc1905  # type: ignore[import-untyped]
 
-from vigie.probes.snmp import (
-    PollStats,
-    SnmpAuth,
-    SnmpCheckSettings,
-    SnmpFailure,
-    UsmCheck,
-    WalkRows,
-    _report_reason,
-    _resolve,
-    _usm_check,
-    parse_target,
-    stopped_mid_walk,
-    walk_groups,
-)
-from vigie.probes.snmp_profiles import Collected, Value
+from vigie.probes.snmp.auth import SnmpAuth, pysnmp_usm
+from vigie.probes.snmp.client import parse_target, resolve
+from vigie.probes.snmp.failures import SnmpFailure, report_reason, stopped_mid_walk
+from vigie.probes.snmp.polling import PollStats, WalkRows, walk_groups
+from vigie.probes.snmp.profiles.plan import Collected, Value
+from vigie.probes.snmp.settings import SnmpCheckSettings
+from vigie.probes.snmp.usm import UsmCheck, usm_check
 
-__all__ = ["ContextPoller", "convert_value", "pysnmp_usm"]
+__all__ = ["ContextPoller", "convert_value"]
 
 Log = Callable[..., None]
-
-# Vigie's protocol names -> pysnmp's USM service ids (AES192/256 are Blumenthal key
-# extension, the C variants Reeder/Cisco's, as in probes/snmp.py); the trap receiver's too.
-_AUTH_PROTOCOLS: dict[str, Any] = {
-    "MD5": snmp_config.USM_AUTH_HMAC96_MD5,
-    "SHA": snmp_config.USM_AUTH_HMAC96_SHA,
-    "SHA224": snmp_config.USM_AUTH_HMAC128_SHA224,
-    "SHA256": snmp_config.USM_AUTH_HMAC192_SHA256,
-    "SHA384": snmp_config.USM_AUTH_HMAC256_SHA384,
-    "SHA512": snmp_config.USM_AUTH_HMAC384_SHA512,
-}
-_PRIV_PROTOCOLS: dict[str, Any] = {
-    "DES": snmp_config.USM_PRIV_CBC56_DES,
-    "AES": snmp_config.USM_PRIV_CFB128_AES,
-    "AES192": snmp_config.USM_PRIV_CFB192_AES_BLUMENTHAL,
-    "AES256": snmp_config.USM_PRIV_CFB256_AES_BLUMENTHAL,
-    "AES192C": snmp_config.USM_PRIV_CFB192_AES,
-    "AES256C": snmp_config.USM_PRIV_CFB256_AES,
-}
 
 # pysnmp's error indications for the USM reports an agent sends -> the report OID, so both
 # paths word them with REPORT_REASONS.
@@ -122,7 +95,7 @@ def convert_value(value: Any) -> Value | object:
     return _SKIP
 
 
-class _NoAnswer(Exception):
+class NoAnswer(Exception):
     """No answer to a request within the request timeout and retries (or the deadline)."""
 
     def __init__(self, tries: int) -> None:
@@ -187,19 +160,6 @@ def _engine_key(auth: SnmpAuth) -> tuple[object, ...]:
     )
 
 
-def pysnmp_usm(auth: SnmpAuth) -> tuple[Any, str | None, Any, str | None]:
-    """Return a v3 auth as pysnmp's add_v3_user wants it: auth protocol and key, priv too."""
-    auth_proto, auth_key = snmp_config.USM_AUTH_NONE, None
-    priv_proto, priv_key = snmp_config.USM_PRIV_NONE, None
-    if auth.auth_password is not None:
-        auth_proto = _AUTH_PROTOCOLS[auth.auth_protocol]
-        auth_key = auth.auth_password.get_secret_value()
-    if auth.priv_password is not None:
-        priv_proto = _PRIV_PROTOCOLS[auth.priv_protocol]
-        priv_key = auth.priv_password.get_secret_value()
-    return auth_proto, auth_key, priv_proto, priv_key
-
-
 def _build_engine(auth: SnmpAuth, loop: asyncio.AbstractEventLoop) -> _Engine:
     """Return a pysnmp engine for one v3 user, with a slow timer (timeouts are ours)."""
     engine = SnmpEngine()
@@ -229,8 +189,8 @@ class ContextPoller:
             found = self._engines[key] = _build_engine(auth, loop)
         return found
 
-    def retain(self, auths: Iterable[SnmpAuth]) -> None:
-        """Close the engines no auth of `auths` needs any more."""
+    def keep_engines_for(self, auths: Iterable[SnmpAuth]) -> None:
+        """Close the engines no auth of `auths` needs any more (a password rotated by a reload)."""
         keep = {_engine_key(auth) for auth in auths}
         for key in [k for k in self._engines if k not in keep]:
             self._engines.pop(key).close()
@@ -254,7 +214,7 @@ class ContextPoller:
         """Run the check's poll plan in its auth's context; raise SnmpFailure on failure."""
         auth = settings.resolved_auth
         host, port = parse_target(target)
-        ip, port = parse_target(await _resolve(host, port))
+        ip, port = parse_target(await resolve(host, port))
         built = self._engine(auth)
         context = auth.context_name.encode()
         run = _Run(
@@ -271,8 +231,8 @@ class ContextPoller:
         before = built.sent.get(key, 0)
         try:
             return await run.collect(log)
-        except _NoAnswer as exc:
-            raise await _explain_silence(exc, run, target=target) from None
+        except NoAnswer as exc:
+            raise await explain_silence(exc, run, target=target) from None
         finally:
             stats.pdus += built.sent.get(key, 0) - before
             if run.silence is not None and not run.silence.done():
@@ -305,7 +265,7 @@ class _Run:
             return
         ip, port = self.address
         self.silence = asyncio.ensure_future(
-            _usm_check(ip, port, self.settings.resolved_auth, remaining, context=self.context)
+            usm_check(ip, port, self.settings.resolved_auth, remaining, context=self.context)
         )
 
     async def collect(self, log: Log) -> Collected:
@@ -350,7 +310,7 @@ class _Run:
                     (0, self.settings.max_repetitions, [(after, _NULL)]),
                     f"walk of {subtree}",
                 )
-            except _NoAnswer as exc:
+            except NoAnswer as exc:
                 if rows.received or self.answered:
                     raise stopped_mid_walk(
                         subtree, rows.received, exc.tries, self.request_timeout
@@ -380,14 +340,14 @@ class _Run:
     ) -> Sequence[tuple[Any, Any]]:
         """Send a request with a pysnmp command generator's send_varbinds and return its varbinds.
 
-        Resend on silence; raise _NoAnswer after retries + 1 silent tries, SnmpFailure on a
+        Resend on silence; raise NoAnswer after retries + 1 silent tries, SnmpFailure on a
         report or an error-status.
         """
         loop = asyncio.get_running_loop()
         retries = self.settings.retries
         for attempt in range(retries + 1):
             if loop.time() >= self.deadline:
-                raise _NoAnswer(attempt)
+                raise NoAnswer(attempt)
             future: asyncio.Future[Any] = loop.create_future()
             try:
                 send(self.built.engine, self.target, None, self.context, *args, _answer, future)
@@ -409,7 +369,7 @@ class _Run:
             if status:
                 raise _status_failure(int(status), int(index), varbinds, what, self)
             return varbinds  # type: ignore[no-any-return]
-        raise _NoAnswer(retries + 1)
+        raise NoAnswer(retries + 1)
 
 
 def _answer(
@@ -430,13 +390,13 @@ def _indication_failure(indication: Any, auth: SnmpAuth) -> SnmpFailure:
     """Return the failure for a pysnmp error indication (a USM or context report, mostly)."""
     for cls, oid in _REPORTS:
         if isinstance(indication, cls):
-            return SnmpFailure(*_report_reason(oid, auth))
+            return SnmpFailure(*report_reason(oid, auth))
     if isinstance(indication, errind.ReportPduReceived):
         found = _OID_TEXT.search(str(indication))
         reported = found.group(0) if found else None
         if reported in (_UNKNOWN_CONTEXT, _UNAVAILABLE_CONTEXT):
             return _context_failure(auth, reported == _UNAVAILABLE_CONTEXT)
-        return SnmpFailure(*_report_reason(reported, auth))
+        return SnmpFailure(*report_reason(reported, auth))
     return SnmpFailure("snmp_error", f"SNMP engine error: {indication}")
 
 
@@ -470,7 +430,7 @@ def _status_failure(
     return SnmpFailure("error_status", f"agent answered {name}{oid} to the {what}")
 
 
-async def _explain_silence(exc: _NoAnswer, run: _Run, *, target: str) -> SnmpFailure:
+async def explain_silence(exc: NoAnswer, run: _Run, *, target: str) -> SnmpFailure:
     """Classify a poll that got no answer: ask the agent in plaintext, in the same context.
 
     Some agents (snmpsim) drop a request for an unknown context without a report. When the
@@ -493,16 +453,16 @@ async def _explain_silence(exc: _NoAnswer, run: _Run, *, target: str) -> SnmpFai
             usm = await run.silence  # bounded: it ends by the deadline
         else:
             ip, port = run.address
-            usm = await _usm_check(
+            usm = await usm_check(
                 ip, port, auth, min(remaining, run.request_timeout), context=run.context
             )
         authenticated = usm.report == _UNSUPPORTED_LEVEL and auth.security_level == "authPriv"
         if usm.report in (_UNKNOWN_CONTEXT, _UNAVAILABLE_CONTEXT):
             return _context_failure(auth, usm.report == _UNAVAILABLE_CONTEXT)
         if usm.report is not None and not authenticated:
-            return SnmpFailure(*_report_reason(usm.report, auth))
+            return SnmpFailure(*report_reason(usm.report, auth))
         if usm.accepted and auth.security_level == "authPriv":
-            return SnmpFailure(*_report_reason("1.3.6.1.6.3.15.1.1.6.0", auth))
+            return SnmpFailure(*report_reason("1.3.6.1.6.3.15.1.1.6.0", auth))
         if usm.discovered and not usm.accepted:
             return _context_failure(
                 auth,
