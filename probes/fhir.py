@@ -255,11 +255,9 @@ class FhirProbe:
         """Return the host of the base URL."""
         return URL(target).host or ""
 
-    async def __call__(self, check: Check, ctx: ProbeContext) -> ProbeResult:
+    async def __call__(self, check: Check[FhirSettings], ctx: ProbeContext) -> ProbeResult:
         """Read the metadata, check it, run the search, report."""
         settings = check.settings
-        if not isinstance(settings, FhirSettings):
-            raise TypeError(f"fhir probe got {type(settings).__name__} settings")
         samples: list[Sample] = []
         phases: list[tuple[str, float]] = []
         budget = check.timeout * _OWN_DEADLINE_SHARE
@@ -335,7 +333,7 @@ class FhirProbe:
 
     async def _run(
         self,
-        check: Check,
+        check: Check[FhirSettings],
         *,
         settings: FhirSettings,
         ctx: ProbeContext,

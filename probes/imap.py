@@ -30,7 +30,7 @@ from vigie.probes.smtp import (
     OWN_DEADLINE_SHARE,
     MailFailure,
     Session,
-    SmtpSettings,
+    SmtpProbeSettings,
     TlsMode,
     check_address,
     check_login,
@@ -67,8 +67,8 @@ class RoundtripSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     smtp_target: str = Field(description="The SMTP server to send through, host:port.")
-    smtp: SmtpSettings = Field(
-        default_factory=SmtpSettings,
+    smtp: SmtpProbeSettings = Field(
+        default_factory=SmtpProbeSettings,
         description="How to talk to it: the smtp probe's settings (tls, login...).",
     )
     mail_from: str = Field(description="Envelope and From: address of the test message.")
@@ -377,11 +377,9 @@ class ImapProbe(HostPortTarget):
         """Start with an empty SSL context cache."""
         self._ssl_contexts = SslContextCache()
 
-    async def __call__(self, check: Check, ctx: ProbeContext) -> ProbeResult:
+    async def __call__(self, check: Check[ImapSettings], ctx: ProbeContext) -> ProbeResult:
         """Run the session (and the round trip) as set; report."""
         settings = check.settings
-        if not isinstance(settings, ImapSettings):
-            raise TypeError(f"imap probe got {type(settings).__name__} settings")
         session = Session()
         trip = _Trip()
         budget = check.timeout * OWN_DEADLINE_SHARE
@@ -427,7 +425,7 @@ class ImapProbe(HostPortTarget):
 
     async def _run(
         self,
-        check: Check,
+        check: Check[ImapSettings],
         settings: ImapSettings,
         ctx: ProbeContext,
         session: Session,
@@ -535,7 +533,7 @@ class ImapProbe(HostPortTarget):
 
     async def _roundtrip(
         self,
-        check: Check,
+        check: Check[ImapSettings],
         *,
         rt: RoundtripSettings,
         client: ImapClient,

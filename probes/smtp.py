@@ -36,8 +36,8 @@ __all__ = [
     "MailFailure",
     "SmtpClient",
     "SmtpProbe",
+    "SmtpProbeSettings",
     "SmtpReply",
-    "SmtpSettings",
     "TlsMode",
     "open_smtp",
     "send_mail",
@@ -66,7 +66,7 @@ def shown(data: bytes) -> str:
     return text + ("..." if len(data) > _SHOWN else "")
 
 
-class SmtpSettings(BaseModel):
+class SmtpProbeSettings(BaseModel):
     """Settings of an smtp check (and of the SMTP side of the imap probe's round trip)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -381,7 +381,7 @@ class SmtpClient:
 async def open_smtp(
     host: str,
     port: int,
-    settings: SmtpSettings,
+    settings: SmtpProbeSettings,
     *,
     ssl_contexts: SslContextCache,
     session: Session,
@@ -413,7 +413,7 @@ async def open_smtp(
 async def _greet(
     client: SmtpClient,
     host: str,
-    settings: SmtpSettings,
+    settings: SmtpProbeSettings,
     sslctx: ssl.SSLContext | None,
     session: Session,
 ) -> None:
@@ -527,17 +527,15 @@ class SmtpProbe(HostPortTarget):
     """Probe kind "smtp": banner, EHLO, STARTTLS and certificate, optional login, then QUIT."""
 
     kind: ClassVar[str] = "smtp"
-    Settings: ClassVar[type[BaseModel]] = SmtpSettings
+    Settings: ClassVar[type[BaseModel]] = SmtpProbeSettings
 
     def __init__(self) -> None:
         """Start with an empty SSL context cache."""
         self._ssl_contexts = SslContextCache()
 
-    async def __call__(self, check: Check, ctx: ProbeContext) -> ProbeResult:
+    async def __call__(self, check: Check[SmtpProbeSettings], ctx: ProbeContext) -> ProbeResult:
         """Open the session as set, QUIT, report."""
         settings = check.settings
-        if not isinstance(settings, SmtpSettings):
-            raise TypeError(f"smtp probe got {type(settings).__name__} settings")
         host, port = split_host_port(check.target)
         session = Session()
         budget = check.timeout * OWN_DEADLINE_SHARE

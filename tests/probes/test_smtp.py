@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from tests.probes.conftest import Pki, StreamHandler, make_check, refused_port, sample, serve_tcp
 from vigie.probes.base import ProbeContext
-from vigie.probes.smtp import SmtpProbe, SmtpSettings
+from vigie.probes.smtp import SmtpProbe, SmtpProbeSettings
 
 USER = "vigie"
 PASSWORD = "correct-horse-battery"
@@ -277,13 +277,15 @@ async def test_starttls_refused(probe: SmtpProbe, ctx: ProbeContext, pki: Pki) -
 def test_settings_are_checked(settings: dict[str, Any], message: str) -> None:
     """Bad settings are refused at load, saying why."""
     with pytest.raises(ValidationError, match=message):
-        SmtpSettings.model_validate(settings)
+        SmtpProbeSettings.model_validate(settings)
 
 
 def test_password_file_is_read_at_load(tmp_path: Path) -> None:
     """The file is read once and the dumped settings validate again to the same."""
     (tmp_path / "pw").write_text("s3cret\n")
-    settings = SmtpSettings.model_validate({"username": "u", "password_file": str(tmp_path / "pw")})
+    settings = SmtpProbeSettings.model_validate(
+        {"username": "u", "password_file": str(tmp_path / "pw")}
+    )
     assert settings.password is not None
     assert settings.password.get_secret_value() == "s3cret"
-    assert SmtpSettings.model_validate(settings.model_dump()) == settings
+    assert SmtpProbeSettings.model_validate(settings.model_dump()) == settings
