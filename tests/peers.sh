@@ -18,6 +18,7 @@ declare -A PEERS=(
   [/usr/bin/prometheus-node-exporter]=prometheus-node-exporter
   [/usr/bin/chromium]=chromium
   [/usr/sbin/dnsmasq]=dnsmasq-base
+  [/usr/sbin/dovecot]=dovecot-imapd
   [/usr/sbin/slapd]=slapd
   [/usr/sbin/kamailio]=kamailio
 )
