@@ -161,11 +161,9 @@ class IcmpProbe:
         """Return the target itself: it is the host."""
         return _split_target(target)
 
-    async def __call__(self, check: Check, ctx: ProbeContext) -> ProbeResult:
+    async def __call__(self, check: Check[IcmpSettings], ctx: ProbeContext) -> ProbeResult:
         """Ping the target count times and judge loss and round trip."""
         settings = check.settings
-        if not isinstance(settings, IcmpSettings):
-            raise TypeError(f"icmp probe got {type(settings).__name__} settings")
         samples: list[Sample] = []
         error = await self._run(check, settings, ctx, samples)
         if error is not None:
@@ -175,7 +173,11 @@ class IcmpProbe:
         return ProbeResult(success=True, samples=tuple(samples))
 
     async def _run(
-        self, check: Check, settings: IcmpSettings, ctx: ProbeContext, samples: list[Sample]
+        self,
+        check: Check[IcmpSettings],
+        settings: IcmpSettings,
+        ctx: ProbeContext,
+        samples: list[Sample],
     ) -> str | None:
         """Resolve, open the socket, exchange echoes; return the failure reason or None."""
         loop = asyncio.get_running_loop()
@@ -284,7 +286,11 @@ async def _receive(
 
 
 def _judge(
-    check: Check, settings: IcmpSettings, address: str, echo: _Echo, samples: list[Sample]
+    check: Check[IcmpSettings],
+    settings: IcmpSettings,
+    address: str,
+    echo: _Echo,
+    samples: list[Sample],
 ) -> str | None:
     """Record the run's metrics; return why it fails, or None."""
     sent, received = len(echo.sent), len(echo.rtts)

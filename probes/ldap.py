@@ -328,7 +328,7 @@ async def read_message(reader: asyncio.StreamReader, limit: int) -> LdapMessage:
 
 
 class LdapSettings(BaseModel):
-    """Settings of an ldap check; the target is the server's host:port (389, or 636 for LDAPS)."""
+    """Settings of an ldap check; the target is the server's host[:port] (389 by default)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -410,16 +410,15 @@ class LdapProbe(HostPortTarget):
 
     kind: ClassVar[str] = "ldap"
     Settings: ClassVar[type[BaseModel]] = LdapSettings
+    default_port: ClassVar[int | None] = 389  # LDAPS (636) is always written out
 
     def __init__(self) -> None:
         """Start with an empty SSL context cache."""
         self._ssl_contexts = SslContextCache()
 
-    async def __call__(self, check: Check, ctx: ProbeContext) -> ProbeResult:
+    async def __call__(self, check: Check[LdapSettings], ctx: ProbeContext) -> ProbeResult:
         """Connect, (StartTLS,) bind, search, unbind; report per phase."""
         settings = check.settings
-        if not isinstance(settings, LdapSettings):
-            raise TypeError(f"ldap probe got {type(settings).__name__} settings")
         run = _Run()
         deadline = check.timeout * _OWN_DEADLINE_SHARE
         try:
@@ -436,7 +435,7 @@ class LdapProbe(HostPortTarget):
         return ProbeResult(success=True, samples=tuple(run.samples), phases=tuple(run.phases))
 
     async def _run(
-        self, check: Check, settings: LdapSettings, ctx: ProbeContext, run: _Run
+        self, check: Check[LdapSettings], settings: LdapSettings, ctx: ProbeContext, run: _Run
     ) -> str | None:
         """Do the exchange; return the failure reason or None."""
         host, port = split_host_port(check.target)
@@ -596,7 +595,7 @@ async def _bind(
 
 
 async def _search(
-    check: Check,
+    check: Check[LdapSettings],
     settings: LdapSettings,
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,

@@ -100,7 +100,7 @@ def parse_response(head: bytes) -> SipResponse:
 
 
 class SipSettings(BaseModel):
-    """Settings of a sip check; the target is the server's host:port."""
+    """Settings of a sip check; the target is the server's host:port (port 5060 by default)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -224,12 +224,11 @@ class SipProbe(HostPortTarget):
 
     kind: ClassVar[str] = "sip"
     Settings: ClassVar[type[BaseModel]] = SipSettings
+    default_port: ClassVar[int | None] = 5060
 
-    async def __call__(self, check: Check, ctx: ProbeContext) -> ProbeResult:
+    async def __call__(self, check: Check[SipSettings], ctx: ProbeContext) -> ProbeResult:
         """Send OPTIONS, wait for the final answer, check its status code."""
         settings = check.settings
-        if not isinstance(settings, SipSettings):
-            raise TypeError(f"sip probe got {type(settings).__name__} settings")
         state = _Progress()
         deadline = check.timeout * _OWN_DEADLINE_SHARE
         try:
@@ -287,7 +286,7 @@ class SipProbe(HostPortTarget):
 
     async def _udp(
         self,
-        check: Check,
+        check: Check[SipSettings],
         settings: SipSettings,
         ctx: ProbeContext,
         state: _Progress,
@@ -348,7 +347,7 @@ class SipProbe(HostPortTarget):
 
     async def _tcp(
         self,
-        check: Check,
+        check: Check[SipSettings],
         settings: SipSettings,
         ctx: ProbeContext,
         state: _Progress,

@@ -417,3 +417,11 @@ def test_settings_rejected(settings: dict[str, object]) -> None:
     """Half credentials, unreadable secrets, bad TLS modes and filters are config errors."""
     with pytest.raises(ValidationError):
         LdapSettings.model_validate(settings)
+
+
+def test_targets(probe: LdapProbe) -> None:
+    """Targets are host[:port], port 389 by default (LDAPS's 636 is written out)."""
+    assert probe.parse_target("DC1.chu.local") == "dc1.chu.local:389"
+    assert probe.parse_target("[fd00::1]") == "[fd00::1]:389"
+    assert probe.parse_target("dc1.chu.local:636") == "dc1.chu.local:636"
+    assert probe.host_of("dc1.chu.local") == "dc1.chu.local"

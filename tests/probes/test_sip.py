@@ -377,3 +377,12 @@ def test_settings_rejected(settings: dict[str, object]) -> None:
     """Provisional expected codes, bad URIs and users, unknown keys are config errors."""
     with pytest.raises(ValidationError):
         SipSettings.model_validate(settings)
+
+
+def test_targets(probe: SipProbe) -> None:
+    """Targets are host[:port], port 5060 by default, IPv6 in brackets."""
+    assert probe.parse_target("PBX.chu.local") == "pbx.chu.local:5060"
+    assert probe.parse_target("[::1]") == "[::1]:5060"
+    assert probe.parse_target("10.0.0.1:5080") == "10.0.0.1:5080"
+    with pytest.raises(ValueError, match="port"):
+        probe.parse_target("pbx:sip")
