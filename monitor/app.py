@@ -39,7 +39,7 @@ from vigie.monitor.statedir import StateDirMonitor
 from vigie.monitor.store import ResultStore
 from vigie.monitor.systemd import SystemdNotifier, watchdog_loop
 from vigie.monitor.traps import TrapMetrics, TrapReceiver
-from vigie.probes.base import ProbeRegistry
+from vigie.probes.base import Closing, KeepsCheckState, ProbeRegistry
 
 
 class Daemon:
@@ -288,9 +288,8 @@ class Daemon:
         self.exposition.set_labels({cid: check_labels(c) for cid, c in loaded.plan.items()})
         added, removed, changed = self.scheduler.apply(loaded.plan)
         for probe in self.registry:  # drop per-check state of checks that left the plan
-            retain = getattr(probe, "retain", None)
-            if retain is not None:
-                retain({cid for cid, c in loaded.plan.items() if c.kind == probe.kind})
+            if isinstance(probe, KeepsCheckState):
+                probe.keep_only({cid for cid, c in loaded.plan.items() if c.kind == probe.kind})
         new_traps = loaded.config.traps
         if self.traps is None or new_traps is None:
             if new_traps != self.loaded.config.traps:
@@ -340,9 +339,8 @@ class Daemon:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._state_retry_task
         for probe in self.registry:  # e.g. log out of BMC sessions, while the session is open
-            close = getattr(probe, "close", None)
-            if close is not None:
-                await close()
+            if isinstance(probe, Closing):
+                await probe.close()
         await self.health.stop()
         if self.alerts is not None:
             await self.alerts.stop()

@@ -15,27 +15,13 @@ import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from vigie.monitor.alerting.outbox import WriteReport
+from vigie.probes.base import StatefulProbe
 
 MAX_STATE_BYTES = 64 * 1024 * 1024
 """A state file larger than this is not read (it is ours, but the disk is not trusted)."""
-
-
-@runtime_checkable
-class StatefulProbe(Protocol):
-    """A probe kind whose learnt state should survive a restart."""
-
-    kind: str
-
-    def save_state(self) -> dict[str, Any]:
-        """Return the state as JSON-ready data."""
-        ...
-
-    def load_state(self, data: dict[str, Any]) -> None:
-        """Take back data saved by save_state (it may be from an older version: skip bad parts)."""
-        ...
 
 
 class ProbeStateFile:
@@ -62,8 +48,10 @@ class ProbeStateFile:
             self._log.warning("probe_state_unreadable", path=str(self.path), error=str(exc))
             return
         for probe in probes:
-            part = data.get(getattr(probe, "kind", ""))
-            if isinstance(probe, StatefulProbe) and isinstance(part, dict):
+            if not isinstance(probe, StatefulProbe):
+                continue
+            part = data.get(probe.kind)
+            if isinstance(part, dict):
                 try:
                     probe.load_state(part)
                 except Exception as exc:  # an old or damaged file must not stop the start

@@ -1,5 +1,6 @@
 """The daemon as systemd runs it: `vigie run` in a process, sd_notify on a real socket,
-SIGHUP reloads (a bad config keeps the old plan), SIGTERM drains and exits 0."""
+SIGHUP reloads (a bad config keeps the old plan), SIGTERM drains and exits 0; and, in
+process, the optional probe hooks a reload and a stop call."""
 
 from __future__ import annotations
 
@@ -14,12 +15,20 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
+from pydantic import BaseModel
 
 from tests.conftest import free_port
 from tests.waiting import wait_for_sync
+from vigie.core.results import ProbeResult
+from vigie.monitor.app import Daemon
+from vigie.monitor.config import load_config
 from vigie.probes import default_registry
+from vigie.probes.base import Check, ProbeContext, ProbeRegistry
+from vigie.probes.http import make_session
+from vigie.probes.tcp import TcpProbe
 
 
 class Notifications:
@@ -198,3 +207,68 @@ def test_config_warnings_are_logged_at_start(tmp_path: Path) -> None:
         proc.terminate()
         proc.wait(timeout=15)
         log.close()
+
+
+class NoSettings(BaseModel):
+    """The settings of the recording kind: none."""
+
+
+class RecordingProbe:
+    """A probe kind with both optional hooks, recording when the daemon calls them.
+
+    A stand-in for the stateful and resource-holding kinds (snmp, redfish), whose peers the
+    daemon's hook calls do not need: the test asserts on the calls the daemon makes.
+    """
+
+    kind: ClassVar[str] = "recording"
+    Settings: ClassVar[type[BaseModel]] = NoSettings
+
+    def __init__(self) -> None:
+        self.kept: list[set[str]] = []
+        self.closed = 0
+
+    def parse_target(self, target: str) -> str:
+        """Any target will do."""
+        return target
+
+    def host_of(self, target: str) -> str:
+        """The target is the host."""
+        return target
+
+    async def __call__(self, check: Check[NoSettings], ctx: ProbeContext) -> ProbeResult:
+        """Succeed at once."""
+        return ProbeResult(success=True)
+
+    def keep_only(self, check_ids: set[str]) -> None:
+        """Record which checks of this kind the new plan holds."""
+        self.kept.append(set(check_ids))
+
+    async def close(self) -> None:
+        """Record the release."""
+        self.closed += 1
+
+
+async def test_reload_and_stop_call_the_hooks_probes_declare(tmp_path: Path) -> None:
+    """A reload tells a KeepsCheckState probe its kind's check ids; stop closes a Closing one."""
+    recorder = RecordingProbe()
+    registry = ProbeRegistry([TcpProbe(), recorder])
+    config = tmp_path / "vigie.yaml"
+    head = "web: {listen: '127.0.0.1:0'}\nchecks:\n"
+    tcp = f"  - {{id: port, kind: tcp, target: '127.0.0.1:{free_port()}', interval: 1m}}\n"
+
+    def recording(*ids: str) -> str:
+        return "".join(f"  - {{id: {i}, kind: recording, target: x, interval: 1m}}\n" for i in ids)
+
+    config.write_text(head + tcp + recording("a", "b"))
+    async with make_session() as session:
+        daemon = Daemon(load_config(config, registry, env={}), registry, session)
+        await daemon.start()
+        try:
+            assert recorder.kept == []  # nothing to drop at start
+            config.write_text(head + tcp + recording("b", "c"))
+            assert await daemon.reload() == []
+            assert recorder.kept == [{"b", "c"}]  # only its own kind's ids, not "port"
+            assert recorder.closed == 0
+        finally:
+            await daemon.stop()
+    assert recorder.closed == 1

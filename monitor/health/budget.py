@@ -35,7 +35,7 @@ from vigie.monitor.health.topology import (
     dependency_members,
     selector_matches,
 )
-from vigie.probes.base import Check
+from vigie.probes.base import Check, RuleSource
 
 APPLICATION_KINDS = frozenset({"application", "business_service"})
 POWER_KINDS = frozenset({"ups", "pdu"})
@@ -105,9 +105,8 @@ def rules_by_check(plan: Mapping[str, Check], rules: Sequence[RuleSpec]) -> dict
     for cid, check in plan.items():
         labels = dict(check.labels)
         found = [DEFAULT_RULE]
-        profile = getattr(check.settings, "health_rules", None)
-        if callable(profile):
-            found.extend(profile())
+        if isinstance(check.settings, RuleSource):
+            found.extend(check.settings.health_rules())
         found.extend(r for r, ids, sel in parsed if cid in ids or selector_matches(sel, labels))
         out[cid] = found
     return out

@@ -9,10 +9,18 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
+from vigie.core.rules import DEFAULT_RULE
 from vigie.monitor.cli import main
-from vigie.monitor.health.budget import Budgets, budget_table, compute_budgets, over_target
+from vigie.monitor.health.budget import (
+    Budgets,
+    budget_table,
+    compute_budgets,
+    over_target,
+    rules_by_check,
+)
 from vigie.monitor.health.topology import AnyOf, ComponentSpec, RuleSpec, SiteSpec
 from vigie.probes.base import Check
+from vigie.probes.redfish import RedfishSettings
 
 SITES = [
     SiteSpec(id="nord"),
@@ -392,3 +400,20 @@ def test_page_latency_bench_judges_against_these_budgets(tmp_path: Path) -> None
     assert at(1.0) == {"server crash": 60.0, "power cut": 60.0}
     assert at(10.0) == {"server crash": 6.0, "power cut": 6.0}
     assert (percentile([3.0, 1.0, 2.0], 50), percentile([3.0, 1.0, 2.0], 99)) == (2.0, 3.0)
+
+
+def test_rules_a_check_settings_bring_count_in_its_budget() -> None:
+    """Settings that are a RuleSource (Redfish's shipped rules) add their rules to the check's."""
+    bmc = Check(
+        id="bmc",
+        kind="redfish",
+        target="https://127.0.0.1:1",
+        interval=60.0,
+        timeout=10.0,
+        settings=RedfishSettings.model_validate({"auth": "none"}),
+    )
+    plain = _check("web")
+    rules = rules_by_check({"bmc": bmc, "web": plain}, [])
+    assert rules["web"] == [DEFAULT_RULE]
+    assert rules["bmc"] == [DEFAULT_RULE, *bmc.settings.health_rules()]
+    assert len(rules["bmc"]) > 1

@@ -1,16 +1,20 @@
-"""Tests of the probe interface's helpers: ProbeLog and the registry."""
+"""Tests of the probe interface: ProbeLog, the registry, and the optional hooks found by type."""
 
 from __future__ import annotations
 
 import io
 import json
+from typing import Any
 
 import pytest
 import structlog
 
+from vigie.core.rules import Rule
 from vigie.monitor.logs import configure_logging
 from vigie.probes import ProbeRegistry, default_registry
-from vigie.probes.base import ProbeLog
+from vigie.probes.base import Closing, KeepsCheckState, ProbeLog, RuleSource, StatefulProbe
+from vigie.probes.http import HttpProbe, HttpSettings
+from vigie.probes.redfish import RedfishProbe, RedfishSettings
 
 
 @pytest.fixture(autouse=True)
@@ -56,3 +60,71 @@ def test_registry_rejects_a_duplicate_kind() -> None:
     probe = default_registry()["http"]
     with pytest.raises(ValueError, match="http"):
         ProbeRegistry([probe, probe])
+
+
+class Keeping:
+    """Keeps per-check state under the hook's name."""
+
+    def keep_only(self, check_ids: set[str]) -> None:
+        """Drop the others."""
+
+
+class OldName:
+    """The former name of the hook: no longer a hook, so the daemon would not call it."""
+
+    def retain(self, check_ids: set[str]) -> None:
+        """Not the hook."""
+
+
+class Holding:
+    """Holds a resource to release."""
+
+    async def close(self) -> None:
+        """Release it."""
+
+
+class Learning:
+    """Keeps learnt state over restarts."""
+
+    kind = "learning"
+
+    def save_state(self) -> dict[str, Any]:
+        """Nothing learnt."""
+        return {}
+
+    def load_state(self, data: dict[str, Any]) -> None:
+        """Nothing to take back."""
+
+
+class Ruling:
+    """Settings that bring their own health rules."""
+
+    def health_rules(self) -> list[Rule]:
+        """None here."""
+        return []
+
+
+@pytest.mark.parametrize(
+    ("thing", "hooks"),
+    [
+        (Keeping(), {KeepsCheckState}),
+        (OldName(), set()),
+        (Holding(), {Closing}),
+        (Learning(), {StatefulProbe}),
+        (Ruling(), {RuleSource}),
+        (object(), set()),
+    ],
+)
+def test_hooks_are_found_by_type(thing: object, hooks: set[type]) -> None:
+    """Each optional hook is a protocol an object meets by having the method, and only then."""
+    protocols = (KeepsCheckState, Closing, StatefulProbe, RuleSource)
+    assert {p for p in protocols if isinstance(thing, p)} == hooks
+
+
+def test_shipped_kinds_declare_their_hooks() -> None:
+    """Redfish logs out of its BMC sessions at stop and brings health rules; http has neither."""
+    assert isinstance(RedfishProbe(), Closing)
+    assert not isinstance(HttpProbe(), Closing | KeepsCheckState | StatefulProbe)
+    redfish = RedfishSettings.model_validate({"auth": "none"})
+    assert isinstance(redfish, RuleSource) and redfish.health_rules()
+    assert not isinstance(HttpSettings(), RuleSource)
