@@ -1,11 +1,12 @@
 """The simulated hospital: SNMP UPSes, PDUs and SAN arrays, servers and applications on loopback.
 
 One UDP port serves every SNMP device (the community picks it), one aiohttp server serves every
-server's and application's health page by path plus the control surface under /lab/, and one
-TCP port answers like the mail relay. Each server's BMC serves Redfish on its own port
-(lab/bmc.py), and one SSH port answers `multipathd show maps json` for every server, the user
-name picking it (lab/san_host.py). Faults are injected through the methods of `Lab` (the
-scenarios use them) or over HTTP (`POST /lab/scenario/power-cut`, `POST /lab/fault`...).
+server's and application's health page by path, the DPI's FHIR API under /fhir/R4/ and the
+control surface under /lab/, and one TCP port answers like the mail relay (banner, EHLO, QUIT).
+Each server's BMC serves Redfish on its own port (lab/bmc.py), and one SSH port answers
+`multipathd show maps json` for every server, the user name picking it (lab/san_host.py).
+Faults are injected through the methods of `Lab` (the scenarios use them) or over HTTP
+(`POST /lab/scenario/power-cut`, `POST /lab/fault`...).
 """
 
 from __future__ import annotations
@@ -146,6 +147,41 @@ def bmc_env(server: str) -> str:
     """Return the variable config/demo.yaml takes a server's BMC address from."""
     return "VIGIE_LAB_BMC_" + server.upper().replace("-", "_")
 
+
+# The DPI's FHIR API (R4): what the demo's fhir check reads and searches.
+FHIR_CAPABILITY: dict[str, Any] = {
+    "resourceType": "CapabilityStatement",
+    "status": "active",
+    "date": "2025-01-01",
+    "kind": "instance",
+    "software": {"name": "Vigie lab DPI", "version": "1.0"},
+    "fhirVersion": "4.0.1",
+    "format": ["application/fhir+json"],
+    "rest": [
+        {
+            "mode": "server",
+            "resource": [
+                {"type": t, "interaction": [{"code": "read"}, {"code": "search-type"}]}
+                for t in ("Patient", "Encounter", "Observation", "DiagnosticReport")
+            ],
+        }
+    ],
+}
+FHIR_SEARCHSET: dict[str, Any] = {
+    "resourceType": "Bundle",
+    "type": "searchset",
+    "total": 1,
+    "entry": [
+        {
+            "resource": {
+                "resourceType": "Patient",
+                "id": "vigie-test",
+                "name": [{"family": "TEST"}],
+            },
+            "search": {"mode": "match"},
+        }
+    ],
+}
 
 MAX_EVENTS = 1000
 
@@ -478,7 +514,7 @@ class Lab:
     async def _smtp_session(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        """Answer like the mail relay: 220 banner and 221 on QUIT, or 421 when mail is down."""
+        """Answer like the mail relay: banner, EHLO, NOOP, QUIT; 421 when mail is down."""
         try:
             if not self.services["mail"].healthy(self.clock()):
                 writer.write(b"421 mail.chu.lab service not available\r\n")
@@ -486,14 +522,45 @@ class Lab:
                 return
             writer.write(b"220 mail.chu.lab ESMTP ready\r\n")
             await writer.drain()
-            async with asyncio.timeout(10):
-                await reader.readline()
-            writer.write(b"221 bye\r\n")
-            await writer.drain()
-        except (OSError, TimeoutError):
-            pass  # the prober went away: nothing to answer
+            for _ in range(20):  # a prober says a few things, then QUIT
+                async with asyncio.timeout(10):
+                    line = await reader.readline()
+                verb = line[:4].upper()
+                if not line or verb == b"QUIT":
+                    writer.write(b"221 bye\r\n")
+                elif verb == b"EHLO":
+                    writer.write(b"250-mail.chu.lab\r\n250-SIZE 10485760\r\n250 8BITMIME\r\n")
+                elif verb in (b"HELO", b"NOOP", b"RSET"):
+                    writer.write(b"250 OK\r\n")
+                else:
+                    writer.write(b"502 5.5.2 not implemented in the lab\r\n")
+                await writer.drain()
+                if not line or verb == b"QUIT":
+                    break
+        except (OSError, ValueError, TimeoutError):
+            pass  # the prober went away or sent an overlong line: nothing to answer
         finally:
             writer.close()
+
+    async def _fhir(self, request: web.Request) -> web.Response:
+        """The DPI's FHIR R4 API: CapabilityStatement and a one-patient search, with the DPI."""
+        service = self.services["dpi"]
+        if service.latency > 0:
+            await asyncio.sleep(service.latency)
+        if not service.healthy(self.clock()):
+            issue = {
+                "severity": "fatal",
+                "code": "transient",
+                "details": {"text": f"DPI unavailable: {service.reason or 'down'}"},
+            }
+            return web.json_response(
+                {"resourceType": "OperationOutcome", "issue": [issue]},
+                status=503,
+                content_type="application/fhir+json",
+            )
+        if request.match_info["what"] == "metadata":
+            return web.json_response(FHIR_CAPABILITY, content_type="application/fhir+json")
+        return web.json_response(FHIR_SEARCHSET, content_type="application/fhir+json")
 
     # ------------------------------------------------------------------ control
 
@@ -560,6 +627,7 @@ class Lab:
         app = web.Application()
         app.router.add_get("/srv/{name}/health", self._health)
         app.router.add_get("/app/{name}/health", self._health)
+        app.router.add_get("/fhir/R4/{what:metadata|Patient}", self._fhir)
         app.router.add_get("/lab/state", self._control_state)
         app.router.add_post("/lab/scenario/{name}", self._control_scenario)
         app.router.add_post("/lab/reset", self._control_reset)

@@ -17,6 +17,9 @@ from vigie.lab.scenarios import ScenarioController
 from vigie.monitor.config import load_config
 from vigie.monitor.demo import DEMO_CONFIG, demo_env
 from vigie.probes import default_registry
+from vigie.probes.base import Check, ProbeContext
+from vigie.probes.fhir import FhirProbe, FhirSettings
+from vigie.probes.smtp import SmtpProbe, SmtpProbeSettings
 
 
 async def _get(session: aiohttp.ClientSession, url: str) -> tuple[int, str]:
@@ -77,6 +80,40 @@ async def test_mail_relay_banner_follows_the_mail_service(lab: Lab) -> None:
     assert (await _smtp(lab)).startswith(b"421 ")
 
 
+async def test_mail_relay_and_dpi_fhir_answer_the_demo_probes(
+    lab: Lab, session: aiohttp.ClientSession
+) -> None:
+    """The demo's smtp and fhir checks pass against the lab, and fail with mail or the DPI down."""
+    smtp, fhir = SmtpProbe(), FhirProbe()
+    smtp_check = Check(
+        "mail-smtp",
+        "smtp",
+        f"127.0.0.1:{lab.smtp_port}",
+        30.0,
+        5.0,
+        SmtpProbeSettings(tls="none"),
+    )
+    fhir_check = Check(
+        "dpi-fhir",
+        "fhir",
+        f"{lab.url}/fhir/R4",
+        30.0,
+        5.0,
+        FhirSettings(fhir_version="4.0", resource_types=["Patient"], search="Patient?_count=1"),
+    )
+    ctx = ProbeContext(session=session)
+    mail, dpi = await smtp(smtp_check, ctx), await fhir(fhir_check, ctx)
+    assert mail.success, mail.error
+    assert dpi.success, dpi.error
+    lab.set_service("mail", up=False)
+    lab.set_service("dpi", up=False, reason="database down")
+    mail, dpi = await smtp(smtp_check, ctx), await fhir(fhir_check, ctx)
+    assert mail.error == "banner 421 mail.chu.lab service not available"
+    assert dpi.error == (
+        "metadata: HTTP 503: OperationOutcome fatal transient: DPI unavailable: database down"
+    )
+
+
 async def test_control_endpoint_starts_scenarios_and_applies_faults(
     lab: Lab, session: aiohttp.ClientSession
 ) -> None:
@@ -121,7 +158,8 @@ def test_demo_config_loads_and_passes_vigie_check(tmp_path: Path) -> None:
     lab.write_ssh_files(tmp_path)
     env = demo_env(lab, tmp_path, "127.0.0.1:0")
     loaded = load_config(DEMO_CONFIG, default_registry(), env=env)
-    assert {c.kind for c in loaded.plan.values()} == {"http", "redfish", "snmp", "ssh", "tcp"}
+    kinds = {c.kind for c in loaded.plan.values()}
+    assert kinds == {"fhir", "http", "redfish", "smtp", "snmp", "ssh"}
     assert loaded.warnings == []
     apps = [c for c in loaded.config.components if c.kind == "application"]
     assert all(a.degraded_mode and a.runbook_url and a.criticality for a in apps)
@@ -134,4 +172,4 @@ def test_demo_config_loads_and_passes_vigie_check(tmp_path: Path) -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "29 checks, 20 components" in proc.stdout
+    assert "30 checks, 20 components" in proc.stdout
