@@ -296,8 +296,8 @@ class DeriveState:
             if finite and name in names and self._room(self.baselines, (name, labels)):
                 self.baselines[(name, labels)] = state
 
-    def retain(self, defs: Sequence[Ratio | ForecastFull | EwmaRatio]) -> None:
-        """Keep state only for the derives still declared (after a reload)."""
+    def keep_definitions(self, defs: Sequence[Ratio | ForecastFull | EwmaRatio]) -> None:
+        """Take the derives a reload declares; drop the state of those no longer declared."""
         self.defs = tuple(defs)
         names = {d.name for d in defs}
         for key in [k for k in self.points if k[0] not in names]:

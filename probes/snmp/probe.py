@@ -295,7 +295,7 @@ class SnmpProbe:
             if saved is not None:  # state saved before a restart
                 state.restore(saved)
         elif state.defs != defs:
-            state.retain(defs)  # the check's profiles changed on a reload
+            state.keep_definitions(defs)  # the check's profiles changed on a reload
         return state.apply(samples, self._clock(), ctx.log)
 
     def save_state(self) -> dict[str, Any]:

@@ -216,11 +216,11 @@ def test_ewma_ignores_a_clock_that_did_not_move() -> None:
     assert run.state.baselines[("lat_baseline_ratio", NFS)].baseline == 0.002
 
 
-def test_retain_drops_state_of_removed_derives() -> None:
+def test_keep_definitions_drops_state_of_removed_derives() -> None:
     """After a reload without a derive, its state is dropped."""
     run = Run(FORECAST, EWMA)
     run(0.0, gauge("used_ratio", 0.5), gauge("lat_seconds", 0.001, NFS))
-    run.state.retain([derive(EWMA)])
+    run.state.keep_definitions([derive(EWMA)])
     assert run.state.points == {} and len(run.state.baselines) == 1
 
 
