@@ -29,7 +29,7 @@ from aiohttp import web
 from tests.bench.common import ROOT, free_port, log, stop_process, wait_port
 from vigie.probes.base import Check, ProbeContext
 from vigie.probes.http import make_session
-from vigie.probes.redfish import RedfishProbe
+from vigie.probes.redfish import RedfishProbe, RedfishSettings
 
 MOCKUP = ROOT / "tests" / "fixtures" / "redfish" / "rackmount"
 SUSHY = Path(sys.executable).parent / "sushy-static"
@@ -48,7 +48,7 @@ def _child(cmd: list[str], port: int) -> Iterator[None]:
         stop_process(proc)
 
 
-def _check(probe: RedfishProbe, url: str, **settings: object) -> Check:
+def _check(probe: RedfishProbe, url: str, **settings: object) -> Check[RedfishSettings]:
     """Return a redfish check on url without credentials."""
     target = probe.parse_target(url)
     return Check(
@@ -57,7 +57,7 @@ def _check(probe: RedfishProbe, url: str, **settings: object) -> Check:
         target=target,
         interval=60.0,
         timeout=60.0,
-        settings=probe.Settings.model_validate({"auth": "none", **settings}),
+        settings=RedfishSettings.model_validate({"auth": "none", **settings}),
         host=probe.host_of(target),
     )
 

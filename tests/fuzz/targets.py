@@ -31,7 +31,7 @@ from vigie.monitor.traps import peek_header
 from vigie.probes import default_registry
 from vigie.probes.base import Check, ProbeContext, ProbeLog, ProbeRegistry
 from vigie.probes.nagios import parse_output, parse_perfdata, perfdata_samples
-from vigie.probes.redfish import ROOT, RedfishProbe, _Run
+from vigie.probes.redfish import ROOT, RedfishProbe, RedfishSettings, _Run
 from vigie.probes.snmp.ber import ber_decode_int, ber_decode_oid, ber_items
 from vigie.probes.snmp.profiles import Collected, Profile, evaluate, load_profile_dirs, poll_plan
 from vigie.probes.snmp.usm import parse_v3, v3_sender
@@ -213,7 +213,7 @@ def run_redfish(bodies: dict[str, bytes]) -> None:
         target,
         60.0,
         60.0,
-        probe.Settings.model_validate({"auth": "none"}),
+        RedfishSettings.model_validate({"auth": "none"}),
         host="127.0.0.1",
     )
     ctx = ProbeContext(session=None, log=ProbeLog(_QuietLogger(), keep=False))  # type: ignore[arg-type]
