@@ -17,6 +17,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge
+from pydantic import BaseModel
 
 from vigie.core.results import bound_text
 from vigie.core.yamlpos import ConfigErrors
@@ -40,6 +41,7 @@ from vigie.monitor.store import ResultStore
 from vigie.monitor.systemd import SystemdNotifier, watchdog_loop
 from vigie.monitor.traps import TrapMetrics, TrapReceiver
 from vigie.probes.base import Closing, KeepsCheckState, ProbeRegistry
+from vigie.probes.traps import TrapProbe
 
 
 class Daemon:
@@ -152,12 +154,15 @@ class Daemon:
         # Detection budgets follow the config in force (recomputed by load_config on reload).
         self.own_registry.register(BudgetCollector(lambda: self.loaded.budget()))  # noqa: PLW0108
         self.traps: TrapReceiver | None = None
-        if config.traps is not None:
+        # The probe kind that decodes notifications (snmp): its config block names credentials.
+        self._trap_probe = next((p for p in registry if isinstance(p, TrapProbe)), None)
+        if config.traps is not None and self._trap_probe is not None:
             self.traps = TrapReceiver(
                 config.traps,
                 self.store,
                 lambda check_id: self.scheduler.run_soon(check_id, "trap"),
                 TrapMetrics(self.own_registry),
+                decoder=self._trap_probe.trap_decoder(),
                 logger=self.log,
             )
         self._runner: web.AppRunner | None = None
@@ -212,7 +217,7 @@ class Daemon:
         self.health.start()
         if self.traps is not None:
             try:
-                await self.traps.start(self.loaded.plan, _snmp_auths(self.loaded))
+                await self.traps.start(self.loaded.plan, self._trap_section(self.loaded))
             except OSError as exc:  # port 162 without CAP_NET_BIND_SERVICE, or in use
                 self.log.error(
                     "traps_listen_failed", listen=self.traps.settings.listen, error=str(exc)
@@ -295,7 +300,7 @@ class Daemon:
             if new_traps != self.loaded.config.traps:
                 self.log.warning("config_traps_change_needs_restart")
         else:
-            await self.traps.update(loaded.plan, _snmp_auths(loaded), new_traps)
+            await self.traps.update(loaded.plan, self._trap_section(loaded), new_traps)
         self._reload_health(loaded)
         self.loaded = loaded
         self.reload_ok.set(1)
@@ -305,6 +310,13 @@ class Daemon:
         )
         self.notifier.ready()
         return []
+
+    def _trap_section(self, loaded: LoadedConfig) -> BaseModel | None:
+        """Return the config block of the kind decoding notifications (its credentials)."""
+        if self._trap_probe is None:
+            return None
+        section = getattr(loaded.config, self._trap_probe.kind, None)
+        return section if isinstance(section, BaseModel) else None
 
     def _reload_health(self, loaded: LoadedConfig) -> None:
         """Keep the engine (and its rule timers) when the topology is unchanged, else rebuild."""
@@ -355,12 +367,6 @@ class Daemon:
         if self._runner is not None:
             await self._runner.cleanup()
         self.log.info("daemon_stopped")
-
-
-def _snmp_auths(loaded: LoadedConfig) -> dict[str, Any]:
-    """Return the config's SNMP credentials by name (none when no snmp probe is registered)."""
-    section: Any = getattr(loaded.config, "snmp", None)
-    return dict(section.all_auths()) if hasattr(section, "all_auths") else {}
 
 
 async def run_daemon(

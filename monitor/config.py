@@ -39,6 +39,7 @@ from vigie.monitor.health.maintenance import MaintenanceSpec
 from vigie.monitor.health.topology import ComponentSpec, HealthSettings, RuleSpec, SiteSpec
 from vigie.monitor.health.validate import validate_topology
 from vigie.probes.base import Check, ProbeRegistry, SectionProbe
+from vigie.probes.traps import TrapProbe
 
 RESERVED_LABELS = frozenset({"check", "target", "kind", "job", "instance"})
 """Labels Vigie sets itself on every series: the config may not set them."""
@@ -822,17 +823,10 @@ def _plan(
             host=probe.host_of(item.target),
         )
     traps: TrapSettings | None = getattr(config, "traps", None)
-    if traps is not None and traps.auths:
-        section: Any = getattr(config, "snmp", None)
-        known = section.all_auths() if hasattr(section, "all_auths") else {}
-        for j, name in enumerate(traps.auths):
-            if name not in known:
-                errors.append(
-                    (
-                        ("traps", "auths", j),
-                        f"unknown auth {name!r}; known auths: {', '.join(sorted(known)) or 'none'}",
-                    )
-                )
+    if traps is not None and traps.auths:  # the names of its kind's credentials, checked by it
+        for probe in registry:
+            if isinstance(probe, TrapProbe):
+                errors += probe.trap_problems(traps, getattr(config, probe.kind, None))
     return plan, errors
 
 

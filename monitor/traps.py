@@ -1,21 +1,20 @@
-"""SNMP trap receiver: a trap becomes an immediate result for its device and a re-poll now.
+"""The trap receiver: a notification becomes an immediate result for its device and a re-poll now.
 
-Traps enter beside the scheduler. A notification (v1 trap, v2c/v3 trap or INFORM) is matched
-to the checks of kind snmp whose target is its source address (or, for v1, its agent-addr);
-the check's profiles say what the trap OID means (`traps:` of a profile, TrapDef). The
-TrapDef's `set:` values are merged over the check's last result and recorded through the
-ResultStore, so /metrics and the health engine see the change at once; then the scheduler is
-asked to re-poll the device, which confirms (or corrects) the state.
+Traps enter beside the scheduler. The receiver is protocol-neutral: it owns the UDP socket,
+the size bound, a token bucket per source address, its metrics and the dispatch; decoding is
+the business of the probe kind that receives notifications (vigie.probes.traps.TrapDecoder,
+given by a TrapProbe: snmp's). A decoded notification is matched to the checks whose host is
+its sender's address (or, for SNMPv1, its agent-addr); the check's settings say what it means
+(a TrapSource: for snmp, `traps:` of its profiles). The meaning's `set:` values are merged
+over the check's last result and recorded through the ResultStore, so /metrics and the
+health engine see the change at once; then the scheduler is asked to re-poll the device,
+which confirms (or corrects) the state.
 
 Anyone who reaches the trap port can send anything, so a datagram is screened on the event
 loop at a cost that does not depend on its content: its size (read into a fixed buffer, a
-larger one is dropped unread), a token bucket per source address, and a parse of the BER
-header only (version, community or msgUserName, PDU type). Only what passes is decoded, by
-pysnmp 7 on a thread of its own with its own event loop, so even a legitimate but costly
-notification never holds the daemon's loop: pysnmp does the protocol work there (community
-and USM checks, v1 -> v2 conversion (RFC 3584), INFORM acknowledgements), and hands the
-notification back to the loop. pysnmp's own counters (snmpInASNParseErrs,
-snmpInBadCommunityNames, usmStats*) are read around each datagram to say why it dropped one.
+larger one is dropped unread), a token bucket per source address, and the decoder's header
+screen. Only what passes is decoded, on a thread of its own with its own event loop, so even
+a legitimate but costly notification never holds the daemon's loop.
 """
 
 from __future__ import annotations
@@ -24,52 +23,47 @@ import asyncio
 import collections
 import contextlib
 import functools
-import hmac
 import ipaddress
 import socket
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter
-from pysnmp.carrier.asyncio.dgram import udp, udp6  # type: ignore[import-untyped]
-from pysnmp.entity import config as snmp_config  # type: ignore[import-untyped]
-from pysnmp.entity import engine as snmp_engine
-from pysnmp.entity.rfc3413 import ntfrcv  # type: ignore[import-untyped]
-from pysnmp.proto import rfc1902  # type: ignore[import-untyped]
+from pydantic import BaseModel
 
 from vigie.core.results import ProbeResult, Sample, bound_text
 from vigie.monitor.config import TrapSettings
 from vigie.monitor.store import ResultStore
 from vigie.probes.base import Check
-from vigie.probes.snmp import SnmpAuth, SnmpCheckSettings, parse_target
-from vigie.probes.snmp.auth import pysnmp_usm
-from vigie.probes.snmp.profiles import Profile, TrapDef
+from vigie.probes.traps import (
+    TrapDecoder,
+    TrapMeaning,
+    TrapNotification,
+    TrapRefusal,
+    TrapSource,
+    normalise_ip,
+)
 
 __all__ = [
+    "DROP_REASONS",
     "SourceBuckets",
-    "TrapHeader",
     "TrapMetrics",
     "TrapReceiver",
     "merge_trap",
-    "peek_header",
 ]
 
 T = TypeVar("T")
 
-SNMP_TRAP_OID = "1.3.6.1.6.3.1.1.4.1.0"
-SNMP_TRAP_ADDRESS = "1.3.6.1.6.3.18.1.3.0"
 MAX_LOGGED_SOURCES = 1024
 """Sources remembered for rate-limited logging: bounded so a spoofing flood cannot grow it."""
 READ_BATCH = 64
 """Datagrams read per wake-up of the loop: drains a flood fast, yet lets others run between."""
 MAX_BACKLOG = 256
 """Screened datagrams waiting for the decoding thread; beyond, dropped (reason backlog)."""
-DISCOVERY_MAX_BYTES = 512
-"""An SNMPv3 message with an empty user is an engine ID discovery: small, or it is dropped."""
 _MSG_TRUNC = getattr(socket, "MSG_TRUNC", 0)  # Linux: the datagram's real size, not the read
 RECEIVE_BUFFER_BYTES = 1 << 21
 """SO_RCVBUF asked for (the kernel caps it at net.core.rmem_max): absorbs bursts."""
@@ -79,24 +73,6 @@ DROP_REASONS = ("oversize", "rate", "malformed", "community", "user", "backlog")
 # A drop for one of these reasons is also a received notification with this result.
 _RECEIVED_AS = {"malformed": "malformed", "community": "auth_failed", "user": "auth_failed"}
 _DROP_EVENTS = {r: f"trap_{_RECEIVED_AS.get(r, 'dropped')}" for r in DROP_REASONS}
-# The PDU types a notification receiver accepts: v1 Trap; v2 SNMPv2-Trap and InformRequest.
-_NOTIFICATION_PDUS = {0: frozenset({0xA4}), 1: frozenset({0xA6, 0xA7})}
-
-# pysnmp's own counters, read around each datagram to say why it was dropped.
-_MALFORMED_COUNTERS = (
-    ("__SNMPv2-MIB", "snmpInASNParseErrs"),
-    ("__SNMPv2-MIB", "snmpInBadVersions"),
-    ("__SNMP-MPD-MIB", "snmpInvalidMsgs"),
-    ("__SNMP-MPD-MIB", "snmpUnknownSecurityModels"),
-)
-_AUTH_COUNTERS = (
-    ("__SNMPv2-MIB", "snmpInBadCommunityNames"),
-    ("__SNMP-USER-BASED-SM-MIB", "usmStatsUnknownUserNames"),
-    ("__SNMP-USER-BASED-SM-MIB", "usmStatsWrongDigests"),
-    ("__SNMP-USER-BASED-SM-MIB", "usmStatsDecryptionErrors"),
-    ("__SNMP-USER-BASED-SM-MIB", "usmStatsNotInTimeWindows"),
-    ("__SNMP-USER-BASED-SM-MIB", "usmStatsUnsupportedSecLevels"),
-)
 
 
 class TrapMetrics:
@@ -129,40 +105,16 @@ class TrapMetrics:
 
 @dataclass(frozen=True, slots=True)
 class _Device:
-    """One snmp check a trap can apply to: its id and what its profiles' traps set."""
+    """One check a notification can apply to: its id and what its notifications set."""
 
     check_id: str
-    traps: Mapping[str, TrapDef]
+    traps: Mapping[str, TrapMeaning]
     helps: Mapping[str, str]
-
-
-@dataclass(slots=True)
-class _Datagram:
-    """What the hook knows of the datagram being processed, for the notification callback."""
-
-    source: str
-    handled: bool = False
-
-
-@dataclass(slots=True)
-class _Registered:
-    """USM and community entries added to the engine, to remove them on reload."""
-
-    communities: list[str] = field(default_factory=list)
-    users: list[tuple[str, Any]] = field(default_factory=list)
-
-
-def _family_helps(profile: Profile) -> dict[str, str]:
-    """Return the HELP text of every family of a profile (for samples a trap adds)."""
-    helps = {f[0]: f[2] for m in profile.metrics for f in m.families()}
-    helps.update({b.name: b.help for b in profile.booleans})
-    helps.update({r.name: r.help for r in profile.resets})
-    return helps
 
 
 def merge_trap(
     last: ProbeResult | None,
-    trap: TrapDef,
+    trap: TrapMeaning,
     helps: Mapping[str, str],
     source: str,
     now: float,
@@ -188,94 +140,6 @@ def merge_trap(
     if last is None:
         return ProbeResult(success=True, samples=tuple(samples), logs=(line,), timestamp=now)
     return replace(last, samples=tuple(samples), logs=(*last.logs[-20:], line), timestamp=now)
-
-
-def _engine_id(text: str) -> Any:
-    """Return a pysnmp OctetString of a hex engine ID (validated by the config)."""
-    return rfc1902.OctetString(hexValue=text.lower().removeprefix("0x"))
-
-
-def _normalise_ip(text: str) -> str:
-    """Return an address as text, IPv4-mapped IPv6 addresses as IPv4."""
-    try:
-        ip = ipaddress.ip_address(text.split("%", 1)[0])
-    except ValueError:
-        return text
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return str(ip.ipv4_mapped)
-    return str(ip)
-
-
-# --------------------------------------------------------------------------- BER header
-
-
-@dataclass(frozen=True, slots=True)
-class TrapHeader:
-    """What an SNMP message says before its varbinds: enough to refuse it cheaply."""
-
-    version: int
-    """0 for SNMPv1, 1 for SNMPv2c, 3 for SNMPv3."""
-    community: bytes = b""
-    pdu: int = 0
-    """v1/v2c: the PDU's tag (0xA4 Trap, 0xA6 InformRequest, 0xA7 SNMPv2-Trap...)."""
-    engine_id: bytes = b""
-    """v3: msgAuthoritativeEngineID."""
-    user: bytes = b""
-    """v3: msgUserName."""
-
-
-def _tlv(data: bytes | memoryview, pos: int, end: int, want: int, what: str) -> tuple[int, int]:
-    """Return the (start, stop) of the body of the TLV at pos, which must have tag `want`."""
-    if pos + 2 > end:
-        raise ValueError(f"truncated before {what}")
-    tag, size = data[pos], data[pos + 1]
-    if tag != want:
-        raise ValueError(f"{what}: tag 0x{tag:02x}, expected 0x{want:02x}")
-    pos += 2
-    if size & 0x80:
-        count = size & 0x7F
-        if not 1 <= count <= 4 or pos + count > end:  # indefinite length is not SNMP's BER
-            raise ValueError(f"{what}: bad length")
-        size = int.from_bytes(data[pos : pos + count], "big")
-        pos += count
-    if pos + size > end:
-        raise ValueError(f"{what}: longer than the datagram")
-    return pos, pos + size
-
-
-def _small_int(data: bytes | memoryview, pos: int, end: int, what: str) -> tuple[int, int]:
-    """Return an INTEGER of at most 4 octets at pos, and the position after it."""
-    start, stop = _tlv(data, pos, end, 0x02, what)
-    if not 1 <= stop - start <= 4:
-        raise ValueError(f"{what}: bad integer")
-    return int.from_bytes(data[start:stop], "big", signed=True), stop
-
-
-def peek_header(data: bytes | memoryview) -> TrapHeader:
-    """Parse an SNMP message's header only: version, then community and PDU type (v1/v2c) or
-    authoritative engine ID and user name (v3). Costs the same whatever the varbinds hold.
-
-    Raises ValueError, naming the field, for anything that is not one SNMP message.
-    """
-    start, stop = _tlv(data, 0, len(data), 0x30, "message")
-    if stop != len(data):
-        raise ValueError("trailing bytes after the message")
-    version, pos = _small_int(data, start, stop, "version")
-    if version in (0, 1):
-        cstart, pos = _tlv(data, pos, stop, 0x04, "community")
-        if pos >= stop:
-            raise ValueError("truncated before the PDU")
-        return TrapHeader(version, community=bytes(data[cstart:pos]), pdu=data[pos])
-    if version != 3:
-        raise ValueError(f"SNMP version {version}")
-    _, pos = _tlv(data, pos, stop, 0x30, "msgGlobalData")
-    sstart, sstop = _tlv(data, pos, stop, 0x04, "msgSecurityParameters")
-    ustart, ustop = _tlv(data, sstart, sstop, 0x30, "UsmSecurityParameters")
-    estart, estop = _tlv(data, ustart, ustop, 0x04, "msgAuthoritativeEngineID")
-    _, pos = _small_int(data, estop, ustop, "msgAuthoritativeEngineBoots")
-    _, pos = _small_int(data, pos, ustop, "msgAuthoritativeEngineTime")
-    nstart, nstop = _tlv(data, pos, ustop, 0x04, "msgUserName")
-    return TrapHeader(3, engine_id=bytes(data[estart:estop]), user=bytes(data[nstart:nstop]))
 
 
 # --------------------------------------------------------------------------- rate limit
@@ -335,10 +199,11 @@ class SourceBuckets:
 
 
 class _EngineThread:
-    """A thread running an event loop of its own, where pysnmp's engine lives and decodes.
+    """A thread running an event loop of its own, where the decoder lives and decodes.
 
-    pysnmp is not thread-safe: everything touching the engine (creation, credentials,
-    datagrams, closing) runs on this thread; results go back through the daemon's loop.
+    A decoder need not be thread-safe (pysnmp is not): everything touching it but `screen`
+    (opening, credentials, datagrams, closing) runs on this thread; results go back through
+    the daemon's loop.
     """
 
     def __init__(self) -> None:
@@ -381,32 +246,8 @@ class _EngineThread:
             await asyncio.to_thread(self._thread.join, 10.0)
 
 
-class _Transport(udp.UdpAsyncioTransport):  # type: ignore[misc]
-    """pysnmp's UDP transport over the receiver's socket: the receiver reads, pysnmp only
-    sends (INFORM acknowledgements), straight on the non-blocking socket."""
-
-    sock: socket.socket
-
-    def open_server_mode(self, iface: Any = None, sock: Any = None) -> _Transport:
-        """Use the receiver's socket; no asyncio endpoint (the receiver reads it)."""
-        self.sock = sock
-        return self
-
-    def send_message(self, outgoingMessage: bytes, transportAddress: Any) -> None:
-        """Send one message; a full socket buffer loses it (an INFORM sender retries)."""
-        with contextlib.suppress(OSError):
-            self.sock.sendto(outgoingMessage, tuple(transportAddress))
-
-
-class _Transport6(_Transport):
-    """The same over UDP/IPv6."""
-
-    SOCK_FAMILY = socket.AF_INET6
-    ADDRESS_TYPE = udp6.Udp6TransportAddress
-
-
 class TrapReceiver:
-    """Listen for SNMP notifications, apply them to matching snmp checks and re-poll those."""
+    """Listen for notifications, apply them to the checks they match and re-poll those."""
 
     def __init__(
         self,
@@ -415,6 +256,7 @@ class TrapReceiver:
         trigger: Callable[[str], bool],
         metrics: TrapMetrics,
         *,
+        decoder: TrapDecoder,
         logger: Any = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -422,6 +264,7 @@ class TrapReceiver:
         self._store = store
         self._trigger = trigger
         self.metrics = metrics
+        self._decoder = decoder
         self._log = logger if logger is not None else structlog.get_logger()
         self._clock = clock
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -429,17 +272,9 @@ class TrapReceiver:
         self._buffer = bytearray(settings.max_datagram_bytes + 1)
         self._view = memoryview(self._buffer)
         self._buckets = self._new_buckets(settings)
-        self._communities: tuple[bytes, ...] = ()
-        self._users: frozenset[bytes] = frozenset()
         self._backlog = 0
         self._backlog_lock = threading.Lock()
         self._thread: _EngineThread | None = None
-        # Touched on the decoding thread only:
-        self._engine: Any = None
-        self._receiver: Any = None
-        self._transport: Any = None
-        self._registered = _Registered()
-        self._current: _Datagram | None = None
         # Touched on the daemon's loop only:
         self._devices: dict[str, list[_Device]] = {}
         self._logged: collections.OrderedDict[tuple[str, str], float] = collections.OrderedDict()
@@ -454,8 +289,11 @@ class TrapReceiver:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self, plan: Mapping[str, Check], auths: Mapping[str, SnmpAuth]) -> None:
-        """Bind the UDP port, start the decoding thread, register credentials, match checks."""
+    async def start(self, plan: Mapping[str, Check], section: BaseModel | None) -> None:
+        """Bind the UDP port, start the decoding thread, register credentials, match checks.
+
+        section is the config block of the decoder's probe kind (`snmp:`, its auths).
+        """
         host, port = self.settings.host_port()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -472,28 +310,16 @@ class TrapReceiver:
         self._loop = asyncio.get_running_loop()
         self._thread = _EngineThread()
         self._thread.start()
-        self.engine_id = await self._thread.call(lambda: self._open_engine(sock, family))
-        await self.update(plan, auths)
+        settings = self.settings
+        self.engine_id = await self._thread.call(lambda: self._decoder.open(sock, family, settings))
+        await self.update(plan, section)
         self._loop.add_reader(sock.fileno(), self._readable)
         self._log.info("traps_listening", listen=f"{host}:{self.port}", engine_id=self.engine_id)
-
-    def _open_engine(self, sock: socket.socket, family: int) -> str:
-        """Create pysnmp's engine over the socket (on the decoding thread); return its ID."""
-        engine_id = (
-            _engine_id(self.settings.engine_id) if self.settings.engine_id is not None else None
-        )
-        self._engine = snmp_engine.SnmpEngine(snmpEngineID=engine_id)
-        transport = _Transport6() if family == socket.AF_INET6 else _Transport()
-        domain = udp6.DOMAIN_NAME if family == socket.AF_INET6 else udp.DOMAIN_NAME
-        snmp_config.add_transport(self._engine, domain, transport.open_server_mode(sock=sock))
-        self._transport = transport
-        self._receiver = ntfrcv.NotificationReceiver(self._engine, self._on_notification)
-        return str(self._engine.snmpEngineID.asOctets().hex())
 
     async def update(
         self,
         plan: Mapping[str, Check],
-        auths: Mapping[str, SnmpAuth],
+        section: BaseModel | None,
         settings: TrapSettings | None = None,
     ) -> None:
         """Re-match checks and re-register credentials (on start and on every reload).
@@ -516,108 +342,44 @@ class TrapReceiver:
             limits = ("source_rate", "source_burst", "max_sources")
             if any(getattr(settings, n) != getattr(old, n) for n in limits):
                 self._buckets = self._new_buckets(settings)
-        accepted = self._trap_auths(plan, auths)
+        options = self.settings
         if self._thread is not None:
-            await self._thread.call(lambda: self._register(accepted))
-        self._communities = tuple(
-            a.community.get_secret_value().encode()
-            for a in accepted.values()
-            if a.version != 3 and a.community is not None
-        )
-        self._users = frozenset(
-            (a.username or "").encode() for a in accepted.values() if a.version == 3
-        )
+            await self._thread.call(lambda: self._decoder.configure(plan, section, options))
+        else:
+            self._decoder.configure(plan, section, options)
         self._devices = await self._index(plan)
 
     async def stop(self) -> None:
-        """Stop listening, close the engine and its thread, release the socket."""
+        """Stop listening, close the decoder and its thread, release the socket."""
         if self._sock is not None and self._loop is not None:
             self._loop.remove_reader(self._sock.fileno())
         if self._thread is not None:
-            await self._thread.call(self._close_engine)
+            await self._thread.call(self._decoder.close)
             await self._thread.stop()
             self._thread = None
         if self._sock is not None:
             self._sock.close()
             self._sock = None
 
-    def _close_engine(self) -> None:
-        """Close pysnmp's receiver and dispatcher (on the decoding thread)."""
-        if self._receiver is not None:
-            self._receiver.close(self._engine)
-            self._receiver = None
-        if self._engine is not None:
-            self._engine.close_dispatcher()
-            self._engine = None
-        self._transport = None
-
     # ------------------------------------------------------------------ configuration
 
-    def _trap_auths(
-        self, plan: Mapping[str, Check], auths: Mapping[str, SnmpAuth]
-    ) -> dict[str, SnmpAuth]:
-        """Return the credentials traps are accepted with: configured, else those of checks."""
-        if self.settings.auths:
-            return {name: auths[name] for name in self.settings.auths if name in auths}
-        used: dict[str, SnmpAuth] = {}
-        for check in plan.values():
-            if isinstance(check.settings, SnmpCheckSettings):
-                used[check.settings.auth] = check.settings.resolved_auth
-        return used
-
-    def _register(self, auths: Mapping[str, SnmpAuth]) -> None:
-        """Replace the engine's communities and USM users (on the decoding thread)."""
-        engine = self._engine
-        for index in self._registered.communities:
-            snmp_config.delete_v1_system(engine, index)
-        for user, engine_id in self._registered.users:
-            snmp_config.delete_v3_user(engine, user, securityEngineId=engine_id)
-        registered = _Registered()
-        # v3 traps are authenticated with the sender's engine ID; INFORMs with ours.
-        engine_ids = [None, *(_engine_id(e) for e in self.settings.engine_ids)]
-        for name, auth in sorted(auths.items()):
-            if auth.version != 3:
-                assert auth.community is not None  # checked by SnmpAuth
-                index = f"vigie-{name}"
-                snmp_config.add_v1_system(engine, index, auth.community.get_secret_value())
-                registered.communities.append(index)
-                continue
-            auth_proto, auth_key, priv_proto, priv_key = pysnmp_usm(auth)
-            for engine_id in engine_ids:
-                snmp_config.add_v3_user(
-                    engine,
-                    auth.username,
-                    auth_proto,
-                    auth_key,
-                    priv_proto,
-                    priv_key,
-                    securityEngineId=engine_id,
-                )
-                registered.users.append((auth.username or "", engine_id))
-        self._registered = registered
-
     async def _index(self, plan: Mapping[str, Check]) -> dict[str, list[_Device]]:
-        """Map each snmp check's address to what its profiles' traps mean."""
+        """Map the address of each check whose notifications mean something to those meanings."""
         devices: dict[str, list[_Device]] = {}
         loop = asyncio.get_running_loop()
         for check in plan.values():
             settings = check.settings
-            if not isinstance(settings, SnmpCheckSettings):
+            if not isinstance(settings, TrapSource):
                 continue
-            traps: dict[str, TrapDef] = {}
-            helps: dict[str, str] = {}
-            for profile in settings.resolved_profiles:
-                traps.update({t.oid: t for t in profile.traps})
-                helps.update(_family_helps(profile))
-            host, port = parse_target(check.target)
-            addresses = {_normalise_ip(host)}
+            host = check.host
+            addresses = {normalise_ip(host)}
             try:
                 ipaddress.ip_address(host)
             except ValueError:
                 try:
                     async with asyncio.timeout(2.0):
-                        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-                    addresses = {_normalise_ip(str(info[4][0])) for info in infos}
+                        infos = await loop.getaddrinfo(host, None, type=socket.SOCK_DGRAM)
+                    addresses = {normalise_ip(str(info[4][0])) for info in infos}
                 except (OSError, TimeoutError) as exc:
                     self._log.warning(
                         "trap_source_unresolved",
@@ -626,7 +388,7 @@ class TrapReceiver:
                         error=str(exc),
                     )
                     continue
-            device = _Device(check.id, traps, helps)
+            device = _Device(check.id, settings.trap_meanings(), settings.family_helps())
             for address in addresses:
                 devices.setdefault(address, []).append(device)
         return devices
@@ -666,20 +428,9 @@ class TrapReceiver:
             self._drop("rate", source)
             return
         data = view[:size]
-        try:
-            header = peek_header(data)
-        except ValueError as exc:
-            self._drop("malformed", source, error=bound_text(str(exc)))
-            return
-        if header.version == 3:
-            if header.user not in self._users and (header.user or size > DISCOVERY_MAX_BYTES):
-                self._drop("user", source, **self._v3_fields(header))
-                return
-        elif not any(hmac.compare_digest(header.community, c) for c in self._communities):
-            self._drop("community", source)
-            return
-        elif header.pdu not in _NOTIFICATION_PDUS[header.version]:
-            self._drop("malformed", source, error=f"not a notification PDU (0x{header.pdu:02x})")
+        refusal = self._decoder.screen(data)
+        if refusal is not None:
+            self._drop(refusal.reason, source, **refusal.fields)
             return
         with self._backlog_lock:
             if self._backlog >= MAX_BACKLOG:
@@ -691,24 +442,7 @@ class TrapReceiver:
             self._drop("backlog", source)
             return
         assert self._thread is not None
-        self._thread.submit(self._decode, address, bytes(data), header)
-
-    def _v3_fields(self, header: TrapHeader) -> dict[str, str]:
-        """Say which engine ID and user a refused SNMPv3 notification came with.
-
-        A v3 TRAP is authenticated with its sender's engine ID, which the receiver must know:
-        the commonest cause of a refused v3 trap is an engine ID missing from traps.engine_ids.
-        """
-        engine_id = bound_text(header.engine_id.hex(), 64)
-        user = bound_text(header.user.decode(errors="replace"), 64)
-        fields = {"engine_id": engine_id, "user": user}
-        known = {e.lower().removeprefix("0x") for e in self.settings.engine_ids}
-        if engine_id and engine_id not in known and engine_id != self.engine_id:
-            fields["hint"] = (
-                f"engine ID {engine_id} is not in traps.engine_ids: add it if this sender "
-                "is trusted (or have it send INFORMs)"
-            )
-        return fields
+        self._thread.submit(self._decode, address, bytes(data))
 
     def _drop(self, reason: str, source: str, **fields: object) -> None:
         """Count a dropped datagram by reason and log it once per source and log interval."""
@@ -750,81 +484,32 @@ class TrapReceiver:
 
     # ------------------------------------------------------------------ decoding (thread)
 
-    def _counters(self, names: Iterable[tuple[str, str]]) -> int:
-        """Return the sum of some of pysnmp's own counters."""
-        builder = self._engine.get_mib_builder()
-        total = 0
-        for module, name in names:
-            with contextlib.suppress(Exception):  # a counter missing from this pysnmp
-                (symbol,) = builder.import_symbols(module, name)
-                total += int(symbol.syntax)
-        return total
-
-    def _decode(self, address: tuple[Any, ...], datagram: bytes, header: TrapHeader) -> None:
-        """Let pysnmp process one screened datagram (decoding thread); report what it dropped."""
+    def _decode(self, address: tuple[Any, ...], datagram: bytes) -> None:
+        """Let the decoder process one screened datagram (decoding thread); post the outcome."""
         try:
-            self._decode_one(address, datagram, header)
+            outcome = self._decode_one(address, datagram)
         finally:
             with self._backlog_lock:
                 self._backlog -= 1
-
-    def _decode_one(self, address: tuple[Any, ...], datagram: bytes, header: TrapHeader) -> None:
-        """Hand the datagram to pysnmp and post a drop to the loop if pysnmp refused it."""
-        if self._engine is None or self._transport is None or self._loop is None:
+        if outcome is None or self._loop is None:
             return
-        current = self._current = _Datagram(_normalise_ip(str(address[0])))
-        malformed = self._counters(_MALFORMED_COUNTERS)
-        auth_failed = self._counters(_AUTH_COUNTERS)
-        reason: str | None = None
-        fields: dict[str, str] = {}
-        try:
-            self._transport._callback_function(self._transport, address, datagram)
-        except Exception as exc:  # anything a datagram triggers in pysnmp: drop, never raise
-            reason, fields = "malformed", {"error": bound_text(type(exc).__name__)}
-        finally:
-            self._current = None
-        if reason is None and not current.handled:
-            if self._counters(_MALFORMED_COUNTERS) > malformed:
-                reason = "malformed"
-            elif self._counters(_AUTH_COUNTERS) > auth_failed:
-                reason = "user" if header.version == 3 else "community"
-                fields = self._v3_fields(header) if header.version == 3 else {}
-            elif header.version != 3 or header.user:  # not an engine ID discovery
-                # pysnmp dropped it without a word: still counted, so every datagram is.
-                reason, fields = "malformed", {"error": "dropped by the SNMP engine"}
-        if reason is not None:
-            drop = functools.partial(self._drop, reason, current.source, **fields)
+        source = normalise_ip(str(address[0]))
+        if isinstance(outcome, TrapRefusal):
+            drop = functools.partial(self._drop, outcome.reason, source, **outcome.fields)
             self._loop.call_soon_threadsafe(drop)
-
-    def _on_notification(self, *args: Any) -> None:
-        """Take one authenticated notification (decoding thread; an INFORM is acked already)
-        and hand what matters of it to the loop.
-
-        pysnmp calls it with (engine, state reference, context engine ID, context name,
-        varbinds, callback context).
-        """
-        varbinds = args[4]
-        current = self._current
-        source = current.source if current is not None else "?"
-        if current is not None:
-            current.handled = True
-        assert self._loop is not None
-        try:
-            values = {str(oid): value for oid, value in varbinds}
-            trap_oid = str(values.get(SNMP_TRAP_OID, "")).removeprefix(".")
-            candidates = []
-            agent = values.get(SNMP_TRAP_ADDRESS)
-            if agent is not None:
-                with contextlib.suppress(Exception):  # a malformed agent-addr: use the source
-                    candidates.append(_normalise_ip(agent.prettyPrint()))
-            candidates.append(source)
-        except Exception as exc:  # a device's notification never crashes the daemon
-            error = bound_text(f"{type(exc).__name__}: {exc}")
+        else:
             self._loop.call_soon_threadsafe(
-                functools.partial(self._drop, "malformed", source, error=error)
+                self._applied, outcome.key, list(outcome.addresses), source
             )
-            return
-        self._loop.call_soon_threadsafe(self._applied, trap_oid, candidates, source)
+
+    def _decode_one(
+        self, address: tuple[Any, ...], datagram: bytes
+    ) -> TrapNotification | TrapRefusal | None:
+        """Return what the decoder made of a datagram; a decoder's bug only drops it."""
+        try:
+            return self._decoder.decode(address, datagram)
+        except Exception as exc:  # whatever a datagram triggers: drop, never raise
+            return TrapRefusal("malformed", {"error": bound_text(type(exc).__name__)})
 
     # ------------------------------------------------------------------ applying (loop)
 

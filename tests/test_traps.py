@@ -11,15 +11,16 @@ import re
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
 from structlog.testing import capture_logs
 
 from tests.conftest import free_port, require_binary
@@ -37,13 +38,15 @@ from vigie.core.yamlpos import ConfigErrors
 from vigie.monitor.app import Daemon
 from vigie.monitor.config import TrapSettings, load_config
 from vigie.monitor.store import ResultStore
-from vigie.monitor.traps import SourceBuckets, TrapMetrics, TrapReceiver, merge_trap, peek_header
+from vigie.monitor.traps import SourceBuckets, TrapMetrics, TrapReceiver, merge_trap
 from vigie.probes import ProbeRegistry
 from vigie.probes.base import Check
 from vigie.probes.http import make_session
-from vigie.probes.snmp import SnmpAuth, SnmpProbe
+from vigie.probes.snmp import SnmpAuth, SnmpProbe, SnmpSection
 from vigie.probes.snmp.ber import ber_int, ber_seq, ber_tlv
 from vigie.probes.snmp.profiles import TrapDef
+from vigie.probes.snmp.traps import peek_header
+from vigie.probes.traps import TrapDecoder, TrapNotification, TrapOptions, TrapRefusal
 
 SNMPTRAP = "/usr/bin/snmptrap"
 SNMPINFORM = "/usr/bin/snmpinform"
@@ -66,10 +69,17 @@ AUTHS = {
         priv_password=SecretStr(PRIV_PW),
     ),
 }
+SECTION = SnmpSection(auths=AUTHS)
+"""The `snmp:` block the receiver takes its credentials from."""
 V3_ARGS = [
     *("-v3", "-u", USER, "-l", "authPriv"),
     *("-a", "SHA", "-A", AUTH_PW, "-x", "AES", "-X", PRIV_PW),
 ]
+
+
+def snmp_decoder() -> TrapDecoder:
+    """A new SNMP trap decoder, as the daemon gets it from the snmp probe."""
+    return SnmpProbe().trap_decoder()
 
 
 async def send(*args: str, binary: str = SNMPTRAP) -> tuple[int, str]:
@@ -146,8 +156,8 @@ async def harness() -> AsyncIterator[Harness]:
         engine_ids=[SENDER_ENGINE_ID],
         log_interval=60,
     )
-    receiver = TrapReceiver(settings, store, trigger, TrapMetrics(registry))
-    await receiver.start(ups_plan(("ups-a", "127.0.0.1:1161"), ("ups-b", "127.0.0.2:161")), AUTHS)
+    receiver = TrapReceiver(settings, store, trigger, TrapMetrics(registry), decoder=snmp_decoder())
+    await receiver.start(ups_plan(("ups-a", "127.0.0.1:1161"), ("ups-b", "127.0.0.2:161")), SECTION)
     try:
         yield Harness(receiver, store, registry, triggered)
     finally:
@@ -265,7 +275,7 @@ async def test_garbage_datagrams_are_dropped_and_the_receiver_still_works(
 
 async def test_reload_rematches_checks(harness: Harness) -> None:
     """After an update without the UPS, its traps are unmatched; credentials are re-registered."""
-    await harness.receiver.update(ups_plan(("ups-b", "127.0.0.2:161")), AUTHS)
+    await harness.receiver.update(ups_plan(("ups-b", "127.0.0.2:161")), SECTION)
     rc, out = await send("-v2c", "-c", COMMUNITY, harness.address, "", ON_BATTERY)
     assert rc == 0, out
     await wait_for(lambda: harness.count("unmatched") == 1, "an unmatched trap")
@@ -423,8 +433,8 @@ async def test_ipv6_listener_and_host_name_targets() -> None:
         return True
 
     settings = TrapSettings(listen="[::1]:0", auths=["traps_v2"])
-    receiver = TrapReceiver(settings, store, trigger, TrapMetrics(registry))
-    await receiver.start(ups_plan(("ups-v6", "[::1]:161")), AUTHS)
+    receiver = TrapReceiver(settings, store, trigger, TrapMetrics(registry), decoder=snmp_decoder())
+    await receiver.start(ups_plan(("ups-v6", "[::1]:161")), SECTION)
     try:
         rc, out = await send("-v2c", "-c", COMMUNITY, f"udp6:[::1]:{receiver.port}", "", ON_BATTERY)
         assert rc == 0, out
@@ -432,8 +442,10 @@ async def test_ipv6_listener_and_host_name_targets() -> None:
     finally:
         await receiver.stop()
     settings = TrapSettings(listen="127.0.0.1:0", auths=["traps_v2"])
-    receiver = TrapReceiver(settings, store, trigger, TrapMetrics(CollectorRegistry()))
-    await receiver.start(ups_plan(("ups-name", "localhost:161")), AUTHS)
+    receiver = TrapReceiver(
+        settings, store, trigger, TrapMetrics(CollectorRegistry()), decoder=snmp_decoder()
+    )
+    await receiver.start(ups_plan(("ups-name", "localhost:161")), SECTION)
     try:
         rc, out = await send("-v2c", "-c", COMMUNITY, f"127.0.0.1:{receiver.port}", "", ON_BATTERY)
         assert rc == 0, out
@@ -607,9 +619,10 @@ async def test_rate_limit_is_per_source() -> None:
         store,
         trigger,
         TrapMetrics(registry),
+        decoder=snmp_decoder(),
         clock=lambda: 0.0,
     )
-    await receiver.start(ups_plan(("ups-a", "127.0.0.1:161"), ("ups-b", "127.0.0.2:161")), AUTHS)
+    await receiver.start(ups_plan(("ups-a", "127.0.0.1:161"), ("ups-b", "127.0.0.2:161")), SECTION)
     harness = Harness(receiver, store, registry, triggered)
     try:
         junk = [v2c_trap(b"guessed")] * 3 + [b""] * 2 + [v2c_trap(b"guessed")] * 7
@@ -886,7 +899,7 @@ async def test_reload_applies_new_limits(harness: Harness) -> None:
     settings = harness.receiver.settings.model_copy(
         update={"max_datagram_bytes": 1000, "source_burst": 1, "source_rate": 0.001}
     )
-    await harness.receiver.update(ups_plan(("ups-a", "127.0.0.1:1161")), AUTHS, settings)
+    await harness.receiver.update(ups_plan(("ups-a", "127.0.0.1:1161")), SECTION, settings)
     await raw_send(harness.receiver.port or 0, [v2c_trap(b"guessed", b"\x00" * 1500)])
     await wait_for(lambda: dropped(harness, "oversize") == 1, "the 1.5 KB datagram refused")
     await raw_send(harness.receiver.port or 0, [v2c_trap(b"guessed")] * 3)
@@ -921,8 +934,8 @@ async def test_every_mutated_datagram_is_accounted_for() -> None:
         engine_ids=[SENDER_ENGINE_ID],
         source_burst=10_000,
     )
-    receiver = TrapReceiver(settings, store, trigger, TrapMetrics(registry))
-    await receiver.start(ups_plan(("ups-a", "127.0.0.1:1161")), AUTHS)
+    receiver = TrapReceiver(settings, store, trigger, TrapMetrics(registry), decoder=snmp_decoder())
+    await receiver.start(ups_plan(("ups-a", "127.0.0.1:1161")), SECTION)
     harness = Harness(receiver, store, registry, triggered)
 
     def accounted() -> float:
@@ -943,5 +956,81 @@ async def test_every_mutated_datagram_is_accounted_for() -> None:
         assert rc == 0, out
         await wait_for(lambda: harness.count("matched") == before + 1, "a real trap applied")
         assert accounted() == len(payloads) + 1
+    finally:
+        await receiver.stop()
+
+
+# --------------------------------------------------------------------------- any protocol
+
+
+class WordsDecoder:
+    """A protocol of its own, `N KEY` datagrams: the receiver needs nothing of SNMP."""
+
+    def screen(self, data: memoryview) -> TrapRefusal | None:
+        """Refuse what does not start with `N `."""
+        return None if bytes(data[:2]) == b"N " else TrapRefusal("malformed", {"error": "no N"})
+
+    def open(self, sock: socket.socket, family: int, options: TrapOptions) -> str:
+        """Nothing to open: no engine, no ID."""
+        return "words"
+
+    def configure(
+        self, plan: Mapping[str, Check[Any]], section: BaseModel | None, options: TrapOptions
+    ) -> None:
+        """No credentials."""
+
+    def decode(self, address: tuple[Any, ...], data: bytes) -> TrapNotification | None:
+        """The key is the second word; the sender is the source address."""
+        return TrapNotification(data.decode().split(" ", 1)[1], (str(address[0]),))
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+@dataclass(frozen=True)
+class PowerLost:
+    """What `power-lost` means: the device runs on battery."""
+
+    name: str = "power-lost"
+    oid: str = "power-lost"
+    set: Mapping[str, float] = field(default_factory=lambda: {"on_battery": 1.0})
+
+
+class WordsSettings(BaseModel):
+    """Settings of a check whose device sends `N power-lost`."""
+
+    def trap_meanings(self) -> dict[str, PowerLost]:
+        """One notification, `power-lost`."""
+        return {"power-lost": PowerLost()}
+
+    def family_helps(self) -> dict[str, str]:
+        """The HELP of what it sets."""
+        return {"on_battery": "On battery."}
+
+
+async def test_the_receiver_takes_any_protocols_decoder() -> None:
+    """A decoder of another protocol plugs in: screened, decoded, matched by host, applied."""
+    store, registry, triggered = ResultStore(), CollectorRegistry(), []
+
+    def trigger(check_id: str) -> bool:
+        triggered.append(check_id)
+        return True
+
+    settings = TrapSettings(listen="127.0.0.1:0")
+    metrics = TrapMetrics(registry)
+    receiver = TrapReceiver(settings, store, trigger, metrics, decoder=WordsDecoder())
+    check = Check("ups", "words", "127.0.0.1:9", 60.0, 5.0, WordsSettings(), host="127.0.0.1")
+    await receiver.start({"ups": check}, None)
+    harness = Harness(receiver, store, registry, triggered)
+    try:
+        await raw_send(receiver.port or 0, [b"junk", b"N unknown", b"N power-lost"])
+        await wait_for(lambda: harness.count("matched") == 1, "the notification applied")
+        assert harness.count("malformed") == 1 and harness.count("unmatched") == 1
+        latest = store.latest("ups")
+        assert latest is not None
+        assert [(s.name, s.value, s.help) for s in latest.samples] == [
+            ("on_battery", 1.0, "On battery.")
+        ]
+        assert triggered == ["ups"]
     finally:
         await receiver.stop()

@@ -4,9 +4,10 @@ ber (a minimal BER codec) · auth (credentials and their keys) · failures (how 
 worded) · usm (the plaintext USM check) · profiles/ (model, plan, evaluate, docs) · settings
 (a check's settings and the `snmp:` block) · client (one gufo-snmp conversation) · polling
 (GET and walks) · diagnose (why a poll failed) · context (pysnmp polls in a named context) ·
-probe (SnmpProbe) · once (one poll for the CLI).
+traps (SNMP's side of the trap receiver) · probe (SnmpProbe) · once (one poll for the CLI).
 
-pysnmp is imported by context only, on first use (and by the daemon's trap receiver).
+pysnmp is imported by context and traps only, on first use: a daemon without context polls
+or traps never loads it.
 """
 
 from vigie.probes.snmp.auth import BUILTIN_AUTHS, SnmpAuth

@@ -49,6 +49,7 @@ from vigie.probes.snmp.profiles.evaluate import evaluate
 from vigie.probes.snmp.profiles.model import Profile, family_names
 from vigie.probes.snmp.profiles.plan import poll_plan
 from vigie.probes.snmp.settings import SnmpCheckSettings, SnmpSection, SnmpSettings
+from vigie.probes.traps import ConfigProblem, TrapDecoder, TrapOptions
 
 if TYPE_CHECKING:
     from vigie.probes.snmp.context import ContextPoller
@@ -139,6 +140,27 @@ class SnmpProbe:
         if self._context is not None:
             self._context.close()
             self._context = None
+
+    def trap_decoder(self) -> TrapDecoder:
+        """Return a decoder of SNMP notifications for the daemon's trap receiver.
+
+        pysnmp is imported here: a daemon without a trap receiver never loads it for traps.
+        """
+        from vigie.probes.snmp.traps import SnmpTrapDecoder
+
+        return SnmpTrapDecoder()
+
+    def trap_problems(self, options: TrapOptions, section: BaseModel | None) -> list[ConfigProblem]:
+        """Return an error for each name of `traps.auths` that names no auth of `snmp:`."""
+        known = section.all_auths() if isinstance(section, SnmpSection) else {}
+        return [
+            (
+                ("traps", "auths", j),
+                f"unknown auth {name!r}; known auths: {', '.join(sorted(known)) or 'none'}",
+            )
+            for j, name in enumerate(options.auths)
+            if name not in known
+        ]
 
     def parse_target(self, target: str) -> str:
         """Return `host:port` (`[v6]:port`) with the default port 161 filled in."""
@@ -347,10 +369,6 @@ class SnmpProbe:
                 del store[gone]
         if self._context is not None:
             self._context.keep_engines_for(self._context_auths.values())
-
-    def retain(self, check_ids: set[str]) -> None:
-        """The former name of keep_only, until the daemon's reload calls keep_only itself."""
-        self.keep_only(check_ids)
 
     def _tell_missing(
         self,

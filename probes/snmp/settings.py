@@ -20,6 +20,7 @@ from vigie.probes.snmp.auth import BUILTIN_AUTHS, SnmpAuth
 from vigie.probes.snmp.profiles.model import (
     SHIPPED_PROFILE_DIR,
     Profile,
+    TrapDef,
     load_profile_dirs,
 )
 from vigie.probes.snmp.profiles.plan import PollPlan
@@ -116,6 +117,19 @@ class SnmpCheckSettings(SnmpSettings):
                     clear_for=0.0,
                 )
         return list(rules.values())
+
+    def trap_meanings(self) -> dict[str, TrapDef]:
+        """Return what the profiles' traps mean, by trap OID (a later profile's wins)."""
+        return {trap.oid: trap for profile in self.resolved_profiles for trap in profile.traps}
+
+    def family_helps(self) -> dict[str, str]:
+        """Return the HELP text of every family of the profiles (for samples a trap adds)."""
+        helps: dict[str, str] = {}
+        for profile in self.resolved_profiles:
+            helps.update({f[0]: f[2] for m in profile.metrics for f in m.families()})
+            helps.update({b.name: b.help for b in profile.booleans})
+            helps.update({r.name: r.help for r in profile.resets})
+        return helps
 
 
 PROFILE_SEVERITIES: dict[str, Severity | None] = {

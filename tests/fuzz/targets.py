@@ -27,13 +27,13 @@ from hypothesis import strategies as st
 
 from vigie.core.yamlpos import ConfigErrors
 from vigie.monitor.config import load_config
-from vigie.monitor.traps import peek_header
 from vigie.probes import default_registry
 from vigie.probes.base import Check, ProbeContext, ProbeLog, ProbeRegistry
 from vigie.probes.nagios import parse_output, parse_perfdata, perfdata_samples
 from vigie.probes.redfish import ROOT, RedfishProbe, RedfishSettings, _Run
 from vigie.probes.snmp.ber import ber_decode_int, ber_decode_oid, ber_items
 from vigie.probes.snmp.profiles import Collected, Profile, evaluate, load_profile_dirs, poll_plan
+from vigie.probes.snmp.traps import peek_header
 from vigie.probes.snmp.usm import parse_v3, v3_sender
 
 HERE = Path(__file__).resolve().parent
