@@ -67,7 +67,8 @@ async def test_daemon_saves_probe_state_at_stop_and_reads_it_at_start(tmp_path: 
         names = [entry[0] for entry in saved["snmp"]["previous"]["ups-snmp"]]
         assert UPTIME_KEY in names, saved
         restarted = await run_daemon_once(config)
-    assert any(name == UPTIME_KEY for name, _ in restarted._previous["ups-snmp"])
+    taken_back = restarted.save_state()["previous"]["ups-snmp"]
+    assert any(entry[0] == UPTIME_KEY for entry in taken_back)
 
 
 def test_a_damaged_state_file_is_logged_and_ignored(tmp_path: Path) -> None:
@@ -78,7 +79,7 @@ def test_a_damaged_state_file_is_logged_and_ignored(tmp_path: Path) -> None:
     with capture_logs() as logs:
         ProbeStateFile(path, structlog.get_logger()).load([probe])
     assert [e["event"] for e in logs] == ["probe_state_unreadable"]
-    assert probe._previous == {}
+    assert probe.save_state() == SnmpProbe().save_state()  # as a fresh probe
 
 
 def test_bad_parts_of_a_state_file_are_skipped(tmp_path: Path) -> None:
@@ -90,14 +91,14 @@ def test_bad_parts_of_a_state_file_are_skipped(tmp_path: Path) -> None:
     )
     probe = SnmpProbe()
     ProbeStateFile(path, structlog.get_logger()).load([probe])
-    assert probe._previous == {"a": {(UPTIME_KEY, ()): 1234.5}, "b": {}}
+    assert probe.save_state()["previous"] == {"a": [good], "b": []}
 
 
 async def test_a_failed_save_is_logged_not_raised(tmp_path: Path) -> None:
     """When state_dir cannot be written (a file in its place), the save logs and returns."""
     (tmp_path / "state").write_text("not a directory")
     probe = SnmpProbe()
-    probe._previous["a"] = {(UPTIME_KEY, ()): 1.0}
+    probe.load_state({"previous": {"a": [[UPTIME_KEY, [], 1.0]]}})
     with capture_logs() as logs:
         await ProbeStateFile(tmp_path / "state" / "probes.json", structlog.get_logger()).save(
             [probe]

@@ -190,7 +190,7 @@ async def test_probe_state_on_a_full_disk_is_reported_and_leaves_no_partial_file
     fs = mounts.tmpfs(tmp_path / "fs")
     monitor, registry = monitor_of(fs)
     probe = SnmpProbe()
-    probe._previous["a"] = {("uptime", ()): 1.0}
+    probe.load_state({"previous": {"a": [["uptime", [], 1.0]]}})
     state = ProbeStateFile(fs / "probes.json", structlog.get_logger(), report=monitor)
     filler = fill(fs)
     assert not await state.save([probe])
