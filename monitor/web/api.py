@@ -11,8 +11,8 @@ from pydantic import ValidationError
 
 from vigie.core.results import bound_text
 from vigie.monitor.health.budget import Budgets, budget_json
-from vigie.monitor.health.engine import ComponentStatus, Incident, Snapshot
 from vigie.monitor.health.maintenance import MaintenanceSpec, Window
+from vigie.monitor.health.snapshot import ComponentStatus, Incident, Snapshot
 from vigie.monitor.web.keys import SOURCE_KEY
 from vigie.monitor.web.readmodel import StatusSource
 from vigie.monitor.web.views import CheckRow, SiteRow, iso

@@ -22,7 +22,8 @@ import jinja2
 from aiohttp import web
 
 from vigie.core.results import bound_text
-from vigie.monitor.health.engine import APPLICATION_KINDS, ComponentStatus, Incident, Snapshot
+from vigie.monitor.health.model import APPLICATION_KINDS
+from vigie.monitor.health.snapshot import ComponentStatus, Incident, Snapshot
 from vigie.monitor.health.states import State
 from vigie.monitor.health.topology import dependency_members
 from vigie.monitor.web import api

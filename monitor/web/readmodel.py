@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Protocol
 from vigie.core.results import ProbeResult
 from vigie.monitor.exposition import check_labels, label_text, result_samples
 from vigie.monitor.health.budget import Budgets
-from vigie.monitor.health.engine import Snapshot
 from vigie.monitor.health.history import Recovery, Transition
 from vigie.monitor.health.maintenance import MaintenanceSpec, Window
+from vigie.monitor.health.snapshot import Snapshot
 from vigie.monitor.health.topology import ComponentSpec, Dependency, SiteSpec
 from vigie.monitor.web.views import iso
 from vigie.probes.base import Check

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from vigie.monitor.health.engine import ImpactedApp, Incident
+from vigie.monitor.health.snapshot import ImpactedApp, Incident
 
 
 def iso(ts: float) -> str:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from vigie.monitor.health.engine import ComponentStatus, Snapshot
 from vigie.monitor.health.history import Recovery, StateHistory, Transition
+from vigie.monitor.health.snapshot import ComponentStatus, Snapshot
 from vigie.monitor.health.states import State
 
 

@@ -21,15 +21,10 @@ from pydantic import BaseModel
 
 from vigie.core.results import ProbeResult, Sample
 from vigie.monitor.health.budget import Budget, Budgets
-from vigie.monitor.health.engine import (
-    ComponentStatus,
-    ImpactedApp,
-    Incident,
-    Snapshot,
-    Topology,
-)
 from vigie.monitor.health.history import Recovery, StateHistory, Transition
 from vigie.monitor.health.maintenance import MaintenanceBook, MaintenanceSpec, Window
+from vigie.monitor.health.model import Topology
+from vigie.monitor.health.snapshot import ComponentStatus, ImpactedApp, Incident, Snapshot
 from vigie.monitor.health.states import State
 from vigie.monitor.health.topology import ComponentSpec, SiteSpec
 from vigie.monitor.web import build_app
