@@ -10,7 +10,9 @@ from typing import Any
 import aiohttp
 
 from tests.web.outage import fetch, power_cut, running_hospital
+from vigie.monitor.web import build_app
 from vigie.monitor.web.openapi import document
+from vigie.monitor.web.readmodel import DaemonReadModel
 
 
 def resolve(doc: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
@@ -83,10 +85,10 @@ async def test_every_api_route_is_documented_and_responses_match(tmp_path: Path)
         assert status == 200
         doc = json.loads(served)
         assert doc == document() and doc["openapi"].startswith("3.")
-        assert daemon._runner is not None
+        # The routes of the application the daemon serves, built the way Daemon.start builds it.
         routes = {
             (route.resource.canonical, route.method.lower())
-            for route in daemon._runner.app.router.routes()
+            for route in build_app(DaemonReadModel(daemon)).router.routes()
             if route.resource is not None
             and route.resource.canonical.startswith("/api/v1")
             and route.method != "HEAD"
