@@ -181,8 +181,18 @@ class _TimedConnector(aiohttp.TCPConnector):
     """A connector that notes when connecting (DNS, TCP, TLS) starts and ends in the timing.
 
     A subclass hook instead of aiohttp's request traces: those build a parameters object and
-    await a callback per event and per request, a fifth of Vigie's CPU per probe.
+    await a callback per event and per request, a fifth of Vigie's CPU per probe. The shared
+    session's connector also owns the kept-alive session of `reuse_connections` checks
+    (made on first use, closed with it).
     """
+
+    keepalive: aiohttp.ClientSession | None = None
+
+    async def close(self, *, abort_ssl: bool = False) -> None:
+        """Close the kept-alive session too, then this connector."""
+        if self.keepalive is not None:
+            await self.keepalive.close()
+        await super().close(abort_ssl=abort_ssl)
 
     async def connect(
         self,
@@ -216,15 +226,25 @@ class _TimedResolver(aiohttp.ThreadedResolver):
                 timing.on_dns(start, time.monotonic())
 
 
-def make_session(*, limit: int = 0) -> aiohttp.ClientSession:
+KEEPALIVE_S = 300.0
+"""How long a `reuse_connections` check's idle connection is kept (longer than intervals)."""
+
+
+def make_session(*, limit: int = 0, reuse: bool = False) -> aiohttp.ClientSession:
     """Return the shared probe session: fresh connection per request, no cookies, phase timing.
 
     Call it from a running event loop and close it on shutdown. ``limit`` caps concurrent
     connections (0: no cap, the scheduler limits concurrency). DNS is not cached, so every
     probe measures name resolution; aiohttp's own timeouts are off, the scheduler's applies.
+    With ``reuse`` connections are kept alive between requests instead (idle up to
+    KEEPALIVE_S); checks get that one through `kept_alive`.
     """
     connector = _TimedConnector(
-        force_close=True, limit=limit, use_dns_cache=False, resolver=_TimedResolver()
+        force_close=not reuse,
+        keepalive_timeout=KEEPALIVE_S if reuse else None,
+        limit=limit,
+        use_dns_cache=False,
+        resolver=_TimedResolver(),
     )
     return aiohttp.ClientSession(
         connector=connector,
@@ -233,6 +253,19 @@ def make_session(*, limit: int = 0) -> aiohttp.ClientSession:
         headers={"User-Agent": USER_AGENT},
         trust_env=False,
     )
+
+
+def kept_alive(session: aiohttp.ClientSession) -> aiohttp.ClientSession:
+    """Return the kept-alive sibling of a probe session from make_session (made on first use).
+
+    A session not from make_session, or one that already keeps connections, is returned as is.
+    """
+    connector = session.connector
+    if not isinstance(connector, _TimedConnector) or not connector.force_close:
+        return session
+    if connector.keepalive is None or connector.keepalive.closed:
+        connector.keepalive = make_session(limit=connector.limit, reuse=True)
+    return connector.keepalive
 
 
 # --------------------------------------------------------------------------- settings
@@ -287,6 +320,12 @@ class HttpSettings(BaseModel):
         description="Read at most this many bytes of the body; regexes see only those.",
     )
     follow_redirects: bool = Field(True, description="Follow 3xx redirects (at most 10).")
+    reuse_connections: bool = Field(
+        False,
+        description="Keep the connection open between runs (cheaper; connect and TLS are then"
+        " measured only when it is reopened). Default: a fresh connection every run, as"
+        " blackbox_exporter does.",
+    )
     tls: TlsSettings = Field(
         default_factory=TlsSettings, description="Server verification and client certificate."
     )
@@ -501,7 +540,8 @@ class HttpProbe:
         der: bytes | None = None
         try:
             with timing.observe():
-                async with ctx.session.request(
+                session = kept_alive(ctx.session) if settings.reuse_connections else ctx.session
+                async with session.request(
                     settings.method,
                     check.target,
                     headers=headers,
