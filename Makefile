@@ -4,12 +4,13 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-test
 PYTHON ?= python3
 
-.PHONY: demo test bench fuzz lint schema peers clean help screenshot
+.PHONY: demo test bench soak fuzz lint schema peers clean help screenshot
 
 help:
 	@echo "make demo   the simulated hospital watched by Vigie: prints the URLs (Ctrl-C stops)"
 	@echo "make test   create .venv, install test peers (when root) and run the tests"
 	@echo "make bench  run the benchmarks and write docs/benchmarks.md"
+	@echo "make soak   10k checks for 30 minutes with flapping targets: RSS growth (tests/bench/out/soak.md)"
 	@echo "make fuzz   fuzz the parsers of what devices send (atheris, about 14 minutes)"
 	@echo "make lint   ruff and mypy --strict"
 	@echo "make schema regenerate config/schema.json"
@@ -34,6 +35,9 @@ test: $(STAMP) peers
 
 bench: $(STAMP) peers
 	$(PY) -m tests.bench.run
+
+soak: $(STAMP) peers
+	$(PY) -m tests.bench.soak --minutes 30 --checks 10000
 
 fuzz: $(STAMP)
 	$(PY) -m pip install -q -e '.[test,lab,fuzz]'

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "tests" / "bench" / "out"
@@ -98,7 +99,7 @@ def proc_memory(pid: int) -> dict[str, int]:
     return out
 
 
-def stop_process(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+def stop_process(proc: subprocess.Popen[Any], grace: float = 10.0) -> None:
     """Stop a child we started: SIGTERM, then SIGKILL after grace seconds."""
     if proc.poll() is not None:
         return
