@@ -155,7 +155,7 @@ class SnmpAuth(BaseModel):
         """Return the gufo-snmp v3 user with master keys: gufo-snmp localises them per agent.
 
         RFC 3414's password-to-key hashes a megabyte per password (0.7 ms with SHA-1): the
-        probe keeps the user of each auth (SnmpProbe._user) instead of paying it every poll.
+        probe keeps the user of each auth (SnmpProbe.user_of) instead of paying it every poll.
         """
         auth_key = priv_key = None
         expansion = KeyExpansion.Blumenthal

@@ -116,8 +116,8 @@ class SnmpProbe:
         self._context: ContextPoller | None = None
         self._context_auths: dict[str, SnmpAuth] = {}  # by check id, to prune on reload
 
-    def _user(self, auth: SnmpAuth) -> User | None:
-        """Return the v3 user of auth (None for v1/v2c), its keys derived on first use."""
+    def user_of(self, auth: SnmpAuth) -> User | None:
+        """Return the v3 user of auth (None for v1/v2c), its keys derived once per auth."""
         if auth.version != 3:
             return None
         user = self._users.get(auth)
@@ -240,7 +240,7 @@ class SnmpProbe:
                 client = Client(
                     client_socket(auth, address), request_timeout, settings.retries, deadline
                 )
-                await open_v3(client, self._user(auth))
+                await open_v3(client, self.user_of(auth))
                 data = await poll(client, settings, settings.plan, stats, ctx.log)
             lacking = settings.plan.missing_required(data)
             too_large = [(oid, name) for oid, name in lacking if oid in data.unreadable]

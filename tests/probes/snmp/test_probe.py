@@ -2,313 +2,47 @@
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import json
 import math
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 import structlog
 import structlog.testing
 from prometheus_client import CollectorRegistry
-from pydantic import SecretStr, ValidationError
 
+from tests.probes.snmp.polls import poll, render, v2
 from tests.snmp_peers import (
     FIXTURES,
     UPS_ON_BATTERY,
     UPS_ONLINE,
     UPS_SUBSET_ON_BATTERY,
     V3_USERS,
-    HalfWalkAgent,
-    ReportingV3Agent,
     Snmpd,
     Snmpsim,
     free_udp_port,
     running_snmpd,
-    serve_udp,
     snmp_check,
     start_snmpsim,
     v3_auth,
     value,
     values,
-    write_big_table,
 )
 from tests.waiting import wait_for
 from vigie.core.results import ProbeResult
-from vigie.core.yamlpos import ConfigErrors
-from vigie.monitor.cli import main
-from vigie.monitor.config import load_config
-from vigie.monitor.exposition import Exposition, check_labels, label_text, result_samples
 from vigie.monitor.health.engine import ComponentStatus, HealthEngine, Topology
 from vigie.monitor.health.states import State
 from vigie.monitor.health.topology import ComponentSpec, SiteSpec
 from vigie.monitor.scheduler import Scheduler, SchedulerMetrics
 from vigie.monitor.store import ResultStore
 from vigie.probes.base import Check, ProbeContext, ProbeRegistry
-from vigie.probes.snmp import SnmpAuth, SnmpCheckSettings, SnmpProbe, parse_target
+from vigie.probes.snmp import SnmpCheckSettings, SnmpProbe
 from vigie.probes.snmp.profiles import SHIPPED_PROFILE_DIR, load_profile_dirs
 
 SHIPPED = sorted(p.stem for p in SHIPPED_PROFILE_DIR.glob("*.yaml"))
-BIG_ROWS = 100_000
-
-
-@pytest.fixture
-def probe() -> SnmpProbe:
-    """A fresh snmp probe."""
-    return SnmpProbe()
-
-
-@pytest.fixture(scope="module")
-def big_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Snmpsim]:
-    """snmpsim with a generated 100k-row table; indexing it takes seconds, so it starts early."""
-    root = tmp_path_factory.mktemp("snmpsim-big")
-    data = root / "data"
-    data.mkdir()
-    write_big_table(data / "big.snmprec", BIG_ROWS)
-    sim = start_snmpsim(data, root)
-    yield sim
-    sim.stop()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _start_big_sim_early(big_sim: Snmpsim) -> None:
-    """Start indexing the big table while the other tests run."""
-
-
-@pytest.fixture(scope="module")
-def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Snmpsim]:
-    """snmpsim serving the recorded devices of tests/fixtures/snmp (community = file name)."""
-    root = tmp_path_factory.mktemp("snmpsim")
-    data = root / "data"
-    shutil.copytree(FIXTURES, data, ignore=shutil.ignore_patterns("*.prom"))
-    server = start_snmpsim(data, root)
-    yield server.wait_ready("system")
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Snmpd]:
-    """A net-snmp snmpd shared by the tests that do not change or stop it."""
-    with running_snmpd(tmp_path_factory.mktemp("snmpd")) as snmpd:
-        yield snmpd
-
-
-@pytest.fixture
-def own_agent(tmp_path: Path) -> Iterator[Snmpd]:
-    """A net-snmp snmpd of this test alone (its UPS state changes, or it is stopped)."""
-    with running_snmpd(tmp_path / "snmpd") as snmpd:
-        yield snmpd
-
-
-def v2(agent: Snmpd) -> dict[str, Any]:
-    """The `snmp.auths` entry for the agent's v2c community."""
-    return {"lab": {"version": 2, "community": agent.community}}
-
-
-async def poll(probe: SnmpProbe, check: Check[Any], ctx: ProbeContext) -> ProbeResult:
-    """Run the probe once, as the scheduler would (under the check's timeout)."""
-    async with asyncio.timeout(check.timeout):
-        return await probe(check, ctx)
-
-
-def render(check: Check, result: ProbeResult) -> str:
-    """Render a result as /metrics shows it, with a fixed target and without durations."""
-    shown = dataclasses.replace(check, target="device")
-    exp = Exposition(CollectorRegistry())
-    text = exp.render_text(
-        exp.render_samples(label_text(check_labels(shown)), result_samples(result))
-    )
-    return "".join(line for line in text.splitlines(True) if "duration_seconds" not in line)
-
-
-# --------------------------------------------------------------------------- settings
-
-
-TARGETS = [
-    ("10.0.0.5", ("10.0.0.5", 161), "10.0.0.5:161"),
-    ("ups-a.chu.example:1161", ("ups-a.chu.example", 1161), "ups-a.chu.example:1161"),
-    ("[::1]:1161", ("::1", 1161), "[::1]:1161"),
-    ("[fe80::1]", ("fe80::1", 161), "[fe80::1]:161"),
-    ("2001:db8::7", ("2001:db8::7", 161), "[2001:db8::7]:161"),
-]
-
-
-@pytest.mark.parametrize(("target", "parsed", "normal"), TARGETS)
-def test_target_syntax(probe: SnmpProbe, target: str, parsed: tuple[str, int], normal: str) -> None:
-    """Targets are host[:port] or [v6]:port, with port 161 by default."""
-    assert parse_target(target) == parsed
-    assert probe.parse_target(target) == normal
-    assert probe.host_of(target) == parsed[0]
-
-
-@pytest.mark.parametrize(
-    ("target", "message"),
-    [
-        ("host:0", "port must be 1 to 65535"),
-        ("host:70000", "port must be 1 to 65535"),
-        ("udp://host", "target must be host[:port]"),
-        ("[nothex]:161", "invalid IPv6 address"),
-        ("1:2:3", "write IPv6 targets as [addr]:port"),
-    ],
-)
-def test_invalid_target_is_rejected(target: str, message: str) -> None:
-    """A malformed target is a config error saying what is expected."""
-    with pytest.raises(ValueError, match=message.replace("[", r"\[")):
-        parse_target(target)
-
-
-AUTH_ERRORS = [
-    ({"version": 2}, "version 2 needs community or community_file"),
-    ({"version": 2, "community": "c", "username": "u"}, "username is only for version 3"),
-    ({"version": 3, "community": "c", "username": "u"}, "community is only for versions 1 and 2"),
-    ({"version": 3}, "version 3 needs username"),
-    (
-        {"version": 3, "username": "u", "security_level": "authPriv", "auth_password": "12345678"},
-        "security_level authPriv needs priv_password",
-    ),
-    (
-        {"version": 3, "username": "u", "auth_password": "short"},
-        "auth_password must be at least 8 characters",
-    ),
-    (
-        {
-            "version": 3,
-            "username": "u",
-            "security_level": "noAuthNoPriv",
-            "auth_password": "12345678",
-        },
-        "auth_password is set but security_level is noAuthNoPriv",
-    ),
-    ({"version": 3, "username": "u", "auth_protocol": "SHA1"}, "auth_protocol"),
-    (
-        {"version": 2, "community": "c", "context_name": "vlan-10"},
-        "context_name is only for version 3",
-    ),
-    ({"version": 2, "community": "c", "community_file": "/x"}, "set either community or"),
-]
-
-
-@pytest.mark.parametrize(("raw", "message"), AUTH_ERRORS)
-def test_auth_validation(raw: dict[str, Any], message: str) -> None:
-    """Each inconsistent auth gives its reason."""
-    with pytest.raises(ValidationError, match=message):
-        SnmpAuth.model_validate(raw)
-
-
-def test_auth_level_defaults_from_passwords() -> None:
-    """Without security_level, the passwords given choose it."""
-    assert SnmpAuth.model_validate(v3_auth("noauth")).security_level == "noAuthNoPriv"
-    assert SnmpAuth.model_validate(v3_auth("md5")).security_level == "authNoPriv"
-    assert SnmpAuth.model_validate(v3_auth("sha_aes")).security_level == "authPriv"
-
-
-def test_v3_keys_are_derived_once_per_auth(probe: SnmpProbe) -> None:
-    """Password-to-key (a megabyte of hashing per password) runs once per auth, not per poll."""
-    auth = SnmpAuth.model_validate(v3_auth("sha_aes"))
-    user = probe._user(auth)
-    assert user is not None and user.get_auth_key() != b""
-    assert probe._user(SnmpAuth.model_validate(v3_auth("sha_aes"))) is user  # equal auths
-    other = SnmpAuth.model_validate(v3_auth("sha_aes", auth_password="another-password"))
-    assert probe._user(other) is not user
-    assert probe._user(SnmpAuth(version=2, community=SecretStr("public"))) is None
-
-
-def test_secrets_come_from_files_and_never_show(tmp_path: Path) -> None:
-    """`*_file` secrets are read relative to the config dir, kept secret, never printed."""
-    (tmp_path / "auth").write_text("auth-secret-1\n")
-    (tmp_path / "priv").write_text("priv-secret-2\n")
-    auth = SnmpAuth.model_validate(
-        {
-            "version": 3,
-            "username": "ops",
-            "auth_password_file": "auth",
-            "priv_password_file": "priv",
-        },
-        context={"config_dir": tmp_path},
-    )
-    assert isinstance(auth.auth_password, SecretStr)
-    assert auth.auth_password.get_secret_value() == "auth-secret-1"
-    assert auth.priv_password is not None
-    assert auth.priv_password.get_secret_value() == "priv-secret-2"
-    shown = f"{auth!r} {auth} {auth.model_dump()} {auth.describe()}"
-    assert "secret-1" not in shown and "secret-2" not in shown
-
-
-def test_bind_names_the_known_auths_and_profiles() -> None:
-    """An unknown auth or profile name is an error listing the known ones."""
-    with pytest.raises(ValueError, match="unknown auth 'nope'; known auths: lab, public_v2"):
-        snmp_check("10.0.0.1", auths={"lab": {"community": "x"}}, auth="nope")
-    with pytest.raises(ValueError, match=r"unknown profile 'ups'; known profiles: apc-rpdu2, "):
-        snmp_check("10.0.0.1", profiles=("ups",))
-    with pytest.raises(
-        ValueError, match="profiles 'ups-mib' and 'apc-ups' both define 'ups_battery_status'"
-    ):
-        snmp_check("10.0.0.1", profiles=("ups-mib", "apc-ups"))
-
-
-def test_bind_resolves_auth_profiles_and_plan() -> None:
-    """bind() returns frozen settings embedding the auth, the profiles and the poll plan."""
-    check = snmp_check("10.0.0.1", profiles=("system", "ups-mib"))
-    settings = check.settings
-    assert isinstance(settings, SnmpCheckSettings)
-    assert settings.resolved_auth.community is not None
-    assert settings.resolved_auth.community.get_secret_value() == "public"
-    assert len(settings.resolved_profiles) == 2
-    assert "1.3.6.1.2.1.33.1.4.1.0" in settings.plan.gets
-    with pytest.raises(ValidationError):
-        settings.walk_cap = 3  # type: ignore[misc]
-
-
-def test_config_file_with_snmp_section(tmp_path: Path) -> None:
-    """A config's snmp block and checks load; a bad auth name is an error at its line."""
-    (tmp_path / "community").write_text("s3cret\n")
-    config = tmp_path / "vigie.yaml"
-    config.write_text(
-        "snmp:\n"
-        "  auths:\n"
-        "    ups: {version: 2, community_file: community}\n"
-        "checks:\n"
-        "  - id: ups-a\n"
-        "    kind: snmp\n"
-        "    target: 10.0.0.9\n"
-        "    snmp: {auth: ups, profiles: [system, ups-mib]}\n"
-        "  - id: ups-b\n"
-        "    kind: snmp\n"
-        "    target: '[::1]:1161'\n"
-        "    snmp: {auth: upz}\n"
-    )
-    registry = ProbeRegistry([SnmpProbe()])
-    with pytest.raises(ConfigErrors) as info:
-        load_config(config, registry)
-    (error,) = info.value.errors
-    assert (error.line, error.path) == (12, "checks[1].snmp")
-    assert "unknown auth 'upz'; known auths: public_v2, ups" in error.message
-    config.write_text(config.read_text().replace("upz", "ups"))
-    loaded = load_config(config, registry)
-    settings = loaded.plan["ups-a"].settings
-    assert isinstance(settings, SnmpCheckSettings)
-    assert settings.resolved_auth.community is not None
-    assert settings.resolved_auth.community.get_secret_value() == "s3cret"
-    assert loaded.plan["ups-b"].target == "[::1]:1161"
-
-
-def test_config_reports_a_broken_profile_dir(tmp_path: Path) -> None:
-    """An invalid profile in profile_dirs is a config error quoting the profile's own place."""
-    (tmp_path / "profiles").mkdir()
-    (tmp_path / "profiles" / "mine.yaml").write_text("source: s\nmetrics:\n  - {name: 1x}\n")
-    config = tmp_path / "vigie.yaml"
-    config.write_text("snmp:\n  profile_dirs: [profiles]\n")
-    with pytest.raises(ConfigErrors, match=r"mine.yaml:3:5: metrics\[0\]"):
-        load_config(config, ProbeRegistry([SnmpProbe()]))
-
-
-# --------------------------------------------------------------------------- snmpd
 
 
 async def test_v2c_ups_on_mains_then_on_battery(
@@ -375,148 +109,6 @@ async def test_ipv6_target(probe: SnmpProbe, agent: Snmpd, ctx: ProbeContext) ->
     )
 
 
-async def test_max_varbinds_splits_gets(probe: SnmpProbe, agent: Snmpd, ctx: ProbeContext) -> None:
-    """Scalars are asked max_varbinds at a time: 5 system OIDs by 2 take 3 GET PDUs."""
-    check = snmp_check(agent.target(), auths=v2(agent), auth="lab", max_varbinds=2)
-    result = await poll(probe, check, ctx)
-    assert result.success, result.error
-    assert value(result, "snmp_scrape_pdus_sent") == 3
-    assert value(result, "snmp_scrape_varbinds_received") == 5
-
-
-async def test_wrong_community_looks_like_a_timeout(
-    probe: SnmpProbe, agent: Snmpd, ctx: ProbeContext
-) -> None:
-    """A wrong community gets no answer: the error says so, and that the agent is alive."""
-    check = snmp_check(
-        agent.target(),
-        auths={"x": {"version": 2, "community": "c0mmun1ty-X"}},
-        auth="x",
-        timeout=1.0,
-    )
-    result = await poll(probe, check, ctx)
-    assert not result.success
-    assert result.error is not None
-    assert result.error.startswith("timeout: no answer to community requests")
-    assert "wrong community" in result.error
-    assert "a wrong community looks like a timeout" in result.error
-    assert "c0mmun1ty-X" not in result.error
-
-
-V3_FAILURES = [
-    ("wrong auth password", {"auth_password": "not-the-password"}, "SNMPv3 wrong digest"),
-    ("wrong auth protocol", {"auth_protocol": "MD5"}, "SNMPv3 wrong digest"),
-    ("wrong priv password", {"priv_password": "not-the-password"}, "SNMPv3 decryption error"),
-    ("wrong key extension", {"priv_protocol": "AES256C"}, "SNMPv3 decryption error"),
-    ("unknown user", {"username": "nobody"}, "SNMPv3 unknown user 'nobody'"),
-]
-
-
-@pytest.mark.parametrize(
-    ("override", "expected"), [c[1:] for c in V3_FAILURES], ids=[c[0] for c in V3_FAILURES]
-)
-async def test_v3_failures_are_classified(
-    probe: SnmpProbe, agent: Snmpd, ctx: ProbeContext, override: dict[str, str], expected: str
-) -> None:
-    """Each v3 credential mistake gives its own reason, never the password."""
-    user = "sha_aes256" if override.get("priv_protocol") == "AES256C" else "sha_aes"
-    check = snmp_check(
-        agent.target(), auths={"v3": v3_auth(user, **override)}, auth="v3", timeout=1.5
-    )
-    result = await poll(probe, check, ctx)
-    assert not result.success
-    assert result.error is not None and result.error.startswith(expected), result.error
-    assert "not-the-password" not in result.error and "-pw" not in result.error
-
-
-async def test_agent_down_is_refused(probe: SnmpProbe, own_agent: Snmpd, ctx: ProbeContext) -> None:
-    """A stopped agent on loopback answers with port unreachable: 'agent down'."""
-    check = snmp_check(own_agent.target(), auths=v2(own_agent), auth="lab", timeout=1.0)
-    own_agent.stop()
-    result = await poll(probe, check, ctx)
-    assert not result.success
-    assert result.error is not None and result.error.startswith("agent down:"), result.error
-
-
-async def test_silent_agent_times_out(probe: SnmpProbe, ctx: ProbeContext) -> None:
-    """A port that swallows requests gives a timeout naming the tries and the community hint."""
-    agent = HalfWalkAgent("1.3.6.1.2.1.2.2.1.2", rows=10, answers=0)
-    transport, port = await serve_udp(agent)
-    try:
-        check = snmp_check(f"127.0.0.1:{port}", timeout=2.0, retries=2)
-        result = await poll(probe, check, ctx)
-    finally:
-        transport.close()
-    assert not result.success
-    assert result.error == (
-        f"timeout: no answer from 127.0.0.1:{port} after 3 tries of 0.5s (agent down or "
-        "unreachable; with SNMPv1/v2c a wrong community looks like a timeout too)"
-    )
-    assert agent.received == 4  # 3 tries + 1 SNMPv3 discovery to tell a dead agent apart
-
-
-async def test_agent_stopping_mid_walk(probe: SnmpProbe, tmp_path: Path, ctx: ProbeContext) -> None:
-    """An agent that answers the first GETBULK then goes silent fails 'mid-walk'."""
-    column = "1.3.6.1.2.1.2.2.1.2"
-    (tmp_path / "walk.yaml").write_text(
-        "source: test\nmetrics:\n"
-        f"  - {{name: g, oid: {column}, type: gauge, help: h, indexes: [{{label: i}}]}}\n"
-    )
-    agent = HalfWalkAgent(column, rows=500, answers=1)
-    transport, port = await serve_udp(agent)
-    try:
-        check = snmp_check(
-            f"127.0.0.1:{port}",
-            profiles=("walk",),
-            profile_dirs=(tmp_path,),
-            timeout=1.0,
-            max_repetitions=20,
-        )
-        result = await poll(probe, check, ctx)
-    finally:
-        transport.close()
-    assert not result.success
-    assert result.error == (
-        f"agent stopped answering mid-walk of {column} after 20 varbinds (2 tries of 0.333s)"
-    )
-    assert values(result, "g") == {}  # no half-read table
-
-
-REPORTS = [
-    ("1.3.6.1.6.3.15.1.1.1.0", "SNMPv3 unsupported security level: the agent does not accept"),
-    ("1.3.6.1.6.3.15.1.1.2.0", "SNMPv3 not in time window: engine boots/time out of sync"),
-    ("1.3.6.1.6.3.15.1.1.3.0", "SNMPv3 unknown user 'ops'"),
-    ("1.3.6.1.6.3.15.1.1.4.0", "SNMPv3 unknown engine ID"),
-    ("1.3.6.1.6.3.15.1.1.5.0", "SNMPv3 wrong digest: auth password or auth protocol (SHA256)"),
-    ("1.3.6.1.6.3.15.1.1.6.0", "SNMPv3 decryption error: privacy password or protocol"),
-    ("1.3.6.1.6.3.12.1.5.0", "SNMPv3 unknown context"),
-    ("1.3.6.1.4.1.99.1.0", "SNMPv3 authentication failed (agent report 1.3.6.1.4.1.99.1.0)"),
-]
-
-
-@pytest.mark.parametrize(("report", "expected"), REPORTS)
-async def test_usm_reports_are_named(
-    probe: SnmpProbe, ctx: ProbeContext, report: str, expected: str
-) -> None:
-    """Whatever USM report an agent sends, the error names its reason."""
-    agent = ReportingV3Agent(report)
-    transport, port = await serve_udp(agent)
-    auth = {
-        "version": 3,
-        "username": "ops",
-        "auth_protocol": "SHA256",
-        "auth_password": "ops-auth-pw",
-    }
-    try:
-        check = snmp_check(f"127.0.0.1:{port}", auths={"v3": auth}, auth="v3", timeout=1.0)
-        result = await poll(probe, check, ctx)
-    finally:
-        transport.close()
-    assert not result.success
-    assert result.error is not None and result.error.startswith(expected), result.error
-    assert agent.received == 5  # discovery, time sync, GET, then discovery + one request
-
-
 async def test_reboot_detected_when_uptime_goes_down(
     probe: SnmpProbe, own_agent: Snmpd, ctx: ProbeContext
 ) -> None:
@@ -561,9 +153,6 @@ async def test_scheduler_keeps_the_probe_reason(
     result = await scheduler.run(check)
     assert result.error is not None and "wrong community" in result.error, result.error
     assert result.duration < 1.0
-
-
-# --------------------------------------------------------------------------- snmpsim
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -638,35 +227,6 @@ async def test_pdu_phases_and_outlets(probe: SnmpProbe, sim: Snmpsim, ctx: Probe
     )
 
 
-async def test_snmpv1_uses_getnext(probe: SnmpProbe, sim: Snmpsim, ctx: ProbeContext) -> None:
-    """SNMPv1 polls scalars and walks tables (GETNEXT, one varbind a PDU)."""
-    check = snmp_check(
-        sim.target(),
-        auths={"v1": {"version": 1, "community": "apc-rpdu2"}},
-        auth="v1",
-        profiles=("system", "apc-rpdu2"),
-    )
-    result = await poll(probe, check, ctx)
-    assert result.success, result.error
-    assert value(result, "pdu_phase_voltage_volts", phase="1") == 228.0
-    # 1 GET + per column one GETNEXT per row plus one past the end.
-    rows = {
-        "2.1.1.3": 1,
-        "2.1.1.8": 1,
-        "2.1.1.9": 1,
-        "4.3.1.4": 1,
-        "4.3.1.5": 1,
-        "4.3.1.9": 1,
-        "6.3.1.4": 1,
-        "6.3.1.5": 1,
-        "6.3.1.6": 1,
-        "6.3.1.7": 1,
-        "9.2.3.1.3": 4,
-        "9.2.3.1.5": 4,
-    }
-    assert value(result, "snmp_scrape_pdus_sent") == 1 + sum(n + 1 for n in rows.values())
-
-
 NOSUCH = """source: test
 metrics:
   - {name: present, oid: 1.3.6.1.2.1.1.7.0, type: gauge, help: h}
@@ -702,69 +262,6 @@ async def test_no_such_object(
         "noSuchInstance, endOfMibView or an empty table)"
     )
     assert values(result, "present") == {}
-
-
-async def test_walk_cap_holds_on_a_huge_table(
-    probe: SnmpProbe, big_sim: Snmpsim, tmp_path: Path, ctx: ProbeContext
-) -> None:
-    """A 100k-row table stops at walk_cap with 'walk cap reached', memory bounded."""
-    big_sim.wait_ready("big")
-    (tmp_path / "ifdescr.yaml").write_text(
-        "source: test\nmetrics:\n"
-        "  - {name: if_descr_info, oid: 1.3.6.1.2.1.2.2.1.2, type: info, label: descr, help: h,"
-        " indexes: [{label: ifIndex}]}\n"
-    )
-    check = snmp_check(
-        big_sim.target(),
-        auths={"rec": {"community": "big"}},
-        auth="rec",
-        profiles=("ifdescr",),
-        profile_dirs=(tmp_path,),
-        timeout=20.0,
-        max_repetitions=64,
-    )
-    result = await poll(probe, check, ctx)
-    assert not result.success
-    assert result.error == (
-        "walk cap reached: 1.3.6.1.2.1.2.2.1.2 has more than 10000 varbinds "
-        "(raise walk_cap if the table is really that large)"
-    )
-    assert value(result, "snmp_scrape_varbinds_received") == 10000  # the default walk_cap
-    # 64 varbinds a PDU: the walk stopped in the PDU holding varbind 10001, not at row 100k.
-    assert value(result, "snmp_scrape_pdus_sent") == math.ceil(10001 / 64)
-
-
-def test_profile_probe_command(
-    sim: Snmpsim, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """`vigie profile probe` prints a live device's metrics and debug log, auths from a config."""
-    config = tmp_path / "vigie.yaml"
-    config.write_text("snmp:\n  auths:\n    rec: {version: 2, community: system}\n")
-    args = ["profile", "probe", sim.target(), "system", "-c", str(config), "--auth", "rec"]
-    assert main([*args, "-t", "5"]) == 0
-    out = capsys.readouterr().out
-    assert 'snmp_uptime_seconds{check="probe",kind="snmp"' in out
-    assert "# log: snmp_done" in out
-    assert main(["profile", "probe", sim.target(), "system", "-t", "1"]) == 1
-    assert "probe failed: timeout" in capsys.readouterr().err
-
-
-def test_profile_probe_command_exit_codes(
-    sim: Snmpsim, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """The command exits 0 with metrics, 1 when the poll fails, 2 on a bad profile name."""
-    config = tmp_path / "vigie.yaml"
-    config.write_text("snmp:\n  auths:\n    rec: {version: 2, community: apc-ups}\n")
-    args = ["profile", "probe", sim.target(), "apc-ups", "-c", str(config), "--auth", "rec"]
-    assert main(args) == 0
-    assert "ups_on_battery{" in capsys.readouterr().out
-    assert main(["profile", "probe", sim.target(), "system", "-t", "1"]) == 1
-    assert "probe failed: timeout" in capsys.readouterr().err
-    assert main(["profile", "probe", sim.target(), "nope"]) == 2
-    assert "unknown profile 'nope'" in capsys.readouterr().err
-
-
-# --------------------------------------------------------------------------- SAN degradation
 
 
 ISILON = "1.3.6.1.4.1.12124"
@@ -913,8 +410,6 @@ async def test_profile_rules_set_the_component_state(
     assert status.state is State.DOWN
     assert any("ups_battery_runtime_seconds (432) < 600" in r for r in status.reasons), status
 
-
-# --------------------------------------------------------------------------- absent objects
 
 APC = "1.3.6.1.4.1.318.1.1.1."
 # An APC card without model, battery temperature or frequencies, on battery.

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
+import os
 import shutil
 import signal
 import subprocess
@@ -28,6 +31,7 @@ from tests.snmp_peers import (
     values,
     write_big_table,
 )
+from tests.waiting import wait_for
 from vigie.core.results import ProbeResult
 from vigie.monitor.config import load_config
 from vigie.probes.base import Check, ProbeContext, ProbeLog, ProbeRegistry
@@ -36,11 +40,31 @@ from vigie.probes.snmp.context import ContextPoller
 from vigie.probes.snmp.polling import PollStats
 from vigie.probes.snmp.profiles import PollPlan
 
-CONTEXT_FIXTURES = Path(__file__).parent.parent / "fixtures" / "snmp-context"
+CONTEXT_FIXTURES = Path(__file__).parents[2] / "fixtures" / "snmp-context"
 USERS = ("sha_aes", "md5", "sha512_aes256")
 RECORDINGS = sorted(p.stem for p in FIXTURES.glob("*.prom"))  # recording = profile name
 TYPES = "1.3.6.1.4.1.99999.1"
 BIG_ROWS = 3000
+
+
+def udp_sockets() -> int:
+    """Count this process's open UDP sockets: each pysnmp engine holds one until it is closed.
+
+    What close() and keep_only() release is seen from outside, as the kernel sees it; a
+    collection first frees what only waits for the garbage collector (a poll's gufo socket).
+    """
+    gc.collect()
+    inodes: set[str] = set()
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        with open(table) as rows:
+            next(rows)  # the header
+            inodes.update(row.split()[9] for row in rows)
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # closed meanwhile (the listing's own fd)
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            count += target.startswith("socket:[") and target[8:-1] in inodes
+    return count
 
 
 @pytest.fixture(scope="module")
@@ -204,11 +228,15 @@ async def test_concurrent_polls_of_two_contexts_share_one_engine(
         for i in range(5)
         for context in ("ups-a", "ups-b")
     ]
+    before = udp_sockets()
+    assert (await poll(probe, checks[0], ctx)).success
+    one_engine = udp_sockets() - before
+    assert one_engine > 0  # a pysnmp engine holds its socket until closed
     results = await asyncio.gather(*(poll(probe, check, ctx) for check in checks))
     seconds = [value(r, "ups_time_on_battery_seconds") for r in results]
     assert seconds == [0, 372] * 5, [r.error for r in results]
-    assert probe._context is not None
-    assert len(probe._context._engines) == 1
+    assert udp_sockets() - before == one_engine  # no second engine for the other context
+    await probe.close()
 
 
 @pytest.mark.parametrize("recording", RECORDINGS)
@@ -330,20 +358,19 @@ async def test_pdus_match_the_gufo_path_once_discovered(
 async def test_close_releases_the_engines(sim: Snmpsim, ctx: ProbeContext) -> None:
     """close() releases pysnmp's engines; a later poll builds one again; no context, no engine."""
     probe = SnmpProbe()
+    before = udp_sockets()
     plain = snmp_check(sim.target(), auths={"c": {"community": "system"}}, auth="c", probe=probe)
     assert (await poll(probe, plain, ctx)).success
-    assert probe._context is None  # the gufo path never builds a pysnmp engine
+    assert udp_sockets() == before  # the gufo path never builds a pysnmp engine
     check = snmp_check(sim.target(), auths=ctx_auth("md5", "system"), auth="c", probe=probe)
     assert (await poll(probe, check, ctx)).success
-    poller = probe._context
-    assert poller is not None
-    (built,) = poller._engines.values()
-    await probe.close()
-    assert probe._context is None
-    assert built.engine.transport_dispatcher is None
+    assert udp_sockets() > before
+    await probe.close()  # the transports close on the loop's next turn
+    await wait_for(lambda: udp_sockets() == before, "the engine's socket closed")
     again = await poll(probe, check, ctx)
     assert again.success, again.error
     await probe.close()
+    await wait_for(lambda: udp_sockets() == before, "the new engine's socket closed")
 
 
 async def test_reload_closes_the_engines_of_old_credentials(
@@ -351,21 +378,21 @@ async def test_reload_closes_the_engines_of_old_credentials(
 ) -> None:
     """An engine whose credentials no check uses any more (rotated, removed) is closed."""
     probe = SnmpProbe()
+    before = udp_sockets()
     old = snmp_check(sim.target(), auths=ctx_auth("md5", "system"), auth="c", probe=probe)
     assert (await poll(probe, old, ctx)).success
-    assert probe._context is not None
-    (built,) = probe._context._engines.values()
+    one_engine = udp_sockets() - before
+    assert one_engine > 0
     probe.keep_only({old.id})  # the same plan again: the engine stays
-    assert list(probe._context._engines.values()) == [built]
+    assert udp_sockets() - before == one_engine
     rotated = ctx_auth("md5", "system", auth_password="rotated-password")
     new = snmp_check(sim.target(), auths=rotated, auth="c", probe=probe)
     assert new.id == old.id
     assert not (await poll(probe, new, ctx)).success  # the agent still has the old password
-    (fresh,) = probe._context._engines.values()  # the old credentials' engine is gone
-    assert fresh is not built and built.engine.transport_dispatcher is None
-    probe.keep_only(set())  # the check left the plan
-    assert probe._context._engines == {}
-    assert fresh.engine.transport_dispatcher is None
+    # The old credentials' engine is closed: one engine's socket, the new one's.
+    await wait_for(lambda: udp_sockets() - before == one_engine, "only the new engine left")
+    probe.keep_only(set())  # the check left the plan: its engine is closed
+    await wait_for(lambda: udp_sockets() == before, "the engine's socket closed")
     await probe.close()
 
 
