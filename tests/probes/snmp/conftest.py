@@ -8,13 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.snmp_peers import (
-    FIXTURES,
-    Snmpd,
-    Snmpsim,
-    running_snmpd,
-    start_snmpsim,
-)
+from tests.snmp_peers import FIXTURES, Snmpd, Snmpsim, running_snmpd, start_snmpsim
 from vigie.probes.snmp import SnmpProbe
 
 

@@ -8,9 +8,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from tests.snmp_peers import (
-    Snmpd,
-)
+from tests.snmp_peers import Snmpd
 from vigie.core.results import ProbeResult
 from vigie.monitor.exposition import Exposition, check_labels, label_text, result_samples
 from vigie.probes.base import Check, ProbeContext

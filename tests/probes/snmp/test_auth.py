@@ -8,9 +8,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from tests.snmp_peers import (
-    v3_auth,
-)
+from tests.snmp_peers import v3_auth
 from vigie.probes.snmp import SnmpAuth, SnmpProbe
 
 AUTH_ERRORS = [

@@ -5,13 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.probes.snmp.polls import poll, v2
-from tests.snmp_peers import (
-    HalfWalkAgent,
-    Snmpd,
-    serve_udp,
-    snmp_check,
-    v3_auth,
-)
+from tests.snmp_peers import HalfWalkAgent, Snmpd, serve_udp, snmp_check, v3_auth
 from vigie.probes.base import ProbeContext
 from vigie.probes.snmp import SnmpProbe
 

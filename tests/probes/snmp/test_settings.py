@@ -7,9 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from tests.snmp_peers import (
-    snmp_check,
-)
+from tests.snmp_peers import snmp_check
 from vigie.core.yamlpos import ConfigErrors
 from vigie.monitor.config import load_config
 from vigie.probes.base import ProbeRegistry

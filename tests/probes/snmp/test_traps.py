@@ -7,14 +7,7 @@ import re
 
 import pytest
 
-from tests.test_traps import (
-    COMMUNITY,
-    ON_BATTERY,
-    SENDER_ENGINE_ID,
-    USER,
-    V3_ARGS,
-    capture,
-)
+from tests.test_traps import COMMUNITY, ON_BATTERY, SENDER_ENGINE_ID, USER, V3_ARGS, capture
 from vigie.probes.snmp.traps import peek_header
 
 

@@ -5,11 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.probes.snmp.polls import poll
-from tests.snmp_peers import (
-    ReportingV3Agent,
-    serve_udp,
-    snmp_check,
-)
+from tests.snmp_peers import ReportingV3Agent, serve_udp, snmp_check
 from vigie.probes.base import ProbeContext
 from vigie.probes.snmp import SnmpProbe
 

@@ -7,11 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from vigie.core.results import Sample
-from vigie.probes.snmp.profiles import (
-    Collected,
-    Profile,
-    evaluate,
-)
+from vigie.probes.snmp.profiles import Collected, Profile, evaluate
 
 
 def profile(text: str) -> Profile:

@@ -9,10 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.probes.snmp.profiles.build import MINIMAL, write_profile
-from vigie.probes.snmp.profiles import (
-    SHIPPED_PROFILE_DIR,
-    load_profile_dirs,
-)
+from vigie.probes.snmp.profiles import SHIPPED_PROFILE_DIR, load_profile_dirs
 from vigie.probes.snmp.profiles.docs import check_profile_command, profiles_markdown
 
 DOCS = Path(__file__).parents[4] / "docs" / "profiles.md"

@@ -7,12 +7,7 @@ from typing import Any
 import pytest
 
 from tests.probes.snmp.profiles.build import MINIMAL, by_name, profile, run
-from vigie.probes.snmp.profiles import (
-    SHIPPED_PROFILE_DIR,
-    Collected,
-    evaluate,
-    load_profile_dirs,
-)
+from vigie.probes.snmp.profiles import SHIPPED_PROFILE_DIR, Collected, evaluate, load_profile_dirs
 
 
 def test_scalar_gauge_is_scaled() -> None:

@@ -10,11 +10,7 @@ import pytest
 from tests.probes.snmp.profiles.build import MINIMAL, write_profile
 from tests.snmp_peers import FIXTURES
 from vigie.core.yamlpos import ConfigErrors
-from vigie.probes.snmp.profiles import (
-    SHIPPED_PROFILE_DIR,
-    load_profile_dirs,
-    load_profile_file,
-)
+from vigie.probes.snmp.profiles import SHIPPED_PROFILE_DIR, load_profile_dirs, load_profile_file
 from vigie.probes.snmp.profiles.docs import check_profile_command
 
 SHIPPED = {

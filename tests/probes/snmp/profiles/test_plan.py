@@ -4,12 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vigie.probes.snmp.profiles import (
-    SHIPPED_PROFILE_DIR,
-    Collected,
-    load_profile_dirs,
-    poll_plan,
-)
+from vigie.probes.snmp.profiles import SHIPPED_PROFILE_DIR, Collected, load_profile_dirs, poll_plan
 
 
 def test_poll_plan_dedups_and_orders_requests() -> None:
