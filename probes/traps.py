@@ -122,7 +122,7 @@ class TrapDecoder(Protocol):
         ...
 
     def configure(
-        self, plan: Mapping[str, Check[Any]], section: BaseModel | None, options: TrapOptions
+        self, plan: Mapping[str, Check], section: BaseModel | None, options: TrapOptions
     ) -> None:
         """Take the credentials to accept from the kind's config section and the plan."""
         ...

@@ -895,7 +895,7 @@ class WordsDecoder:
         return "words"
 
     def configure(
-        self, plan: Mapping[str, Check[Any]], section: BaseModel | None, options: TrapOptions
+        self, plan: Mapping[str, Check], section: BaseModel | None, options: TrapOptions
     ) -> None:
         """No credentials."""
 

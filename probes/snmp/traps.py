@@ -254,7 +254,7 @@ class SnmpTrapDecoder:
         return self.engine_id
 
     def configure(
-        self, plan: Mapping[str, Check[Any]], section: BaseModel | None, options: TrapOptions
+        self, plan: Mapping[str, Check], section: BaseModel | None, options: TrapOptions
     ) -> None:
         """Register the credentials accepted on traps: those of traps.auths, else the checks'."""
         self._options = options
