@@ -89,7 +89,9 @@ def render(results: list[WholeResults]) -> str:
             f" {rss_kib(r) / 1024:.0f} | {per} | {r.lag_quantile(0.99) * 1000:.1f} ms |"
             f" {r.body_ms(1.0):.0f} ms | {size} | {r.load_avg_before[0]:.1f} |"
         )
-    lines += [""]
+    lines += [""] + [
+        f"Run {r.params.label} did not complete: {r.error}." for r in results if r.error
+    ]
     return "\n".join(lines) + "\n"
 
 

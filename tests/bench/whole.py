@@ -142,6 +142,7 @@ class WholeResults:
     blackbox: Side = field(default_factory=lambda: Side("blackbox"))
     floor: Side = field(default_factory=lambda: Side("aiohttp floor"))
     daemon_exit: int | None = None
+    error: str | None = None  # why the run did not complete
 
     @property
     def probes_run(self) -> float:
@@ -244,7 +245,7 @@ def write_config(path: Path, p: WholeParams, listens: list[tuple[str, int]], web
         check["target"] = f"http://{host}:{port}{TARGET_PATH}"
         check["timeout"] = f"{p.timeout:g}s"
         if p.reuse:
-            check["settings"] = {"reuse_connections": True}
+            check["http"] = {"reuse_connections": True}
     config["checks"] = checks
     config["web"] = {"listen": f"127.0.0.1:{web_port}"}
     config["scheduler"] = {"max_concurrency": 1024, "per_host_concurrency": 1000}
@@ -490,6 +491,9 @@ def run_whole(p: WholeParams) -> WholeResults:
             daemon = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
         try:
             asyncio.run(_measure(res, daemon, web_port, sides))
+        except (RuntimeError, TimeoutError, OSError, aiohttp.ClientError) as exc:
+            res.error = f"{type(exc).__name__}: {exc}"  # reported, the other sizes still run
+            log(f"whole {p.label}: failed: {res.error}")
         finally:
             stop_process(daemon, grace=30)
             res.daemon_exit = daemon.returncode
@@ -674,6 +678,12 @@ def render(results: list[WholeResults]) -> str:
             for r in results
         ],
     )
+    lines += [""] + [
+        f"Run {r.params.label} did not complete: {r.error} (see"
+        f" tests/bench/out/whole-{r.params.label}-daemon.log)."
+        for r in results
+        if r.error
+    ]
     lines += [
         "",
         "How it is measured: CPU is utime + stime from `/proc/<pid>/stat` over the window"
