@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
+import heapq
+import math
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -24,13 +27,13 @@ from vigie.monitor.health.incidents import (
     IncidentInputs,
     SiteRules,
     hold_resolved,
-    impacted_by,
     root_causes,
     site_rollup,
 )
+from vigie.monitor.health.index import StatusIndex
 from vigie.monitor.health.model import APPLICATION_KINDS, POWER_KINDS, Topology
 from vigie.monitor.health.snapshot import ComponentStatus, ImpactedApp, Incident, Snapshot
-from vigie.monitor.health.states import SEVERITY_STATE, State, worst
+from vigie.monitor.health.states import FAILING, RANK, SEVERITY_STATE, State
 from vigie.monitor.health.topology import (
     ComponentSpec,
     HealthSettings,
@@ -59,6 +62,8 @@ __all__ = [
 
 Clock = Callable[[], float]
 RunNow = Callable[[str, str], bool]
+RUNTIME = "ups_battery_runtime_seconds"
+"""The sample a UPS's runtime left is read from (a site on battery says it)."""
 """(check id, reason) -> True when granted: the scheduler's bounded on-demand run."""
 
 
@@ -127,27 +132,49 @@ class CheckHealth:
     cached: tuple[State, list[str]] | None = None
     cached_until: float = 0.0
 
+    def outcome(self, now: float, stale_intervals: int) -> Hashable:
+        """Return what component states read of this check: freshness, and each rule's
+        outcome and timers. Two equal outcomes give the same state and reasons."""
+        fresh = self.last_result is not None and now - self.last_result <= stale_intervals * max(
+            self.check.interval, 1.0
+        )
+        rules = tuple(
+            (
+                t.active,
+                t.pending_since,
+                t.clearing_since,
+                t.active_since,
+                t.seen if t.active else "",
+            )
+            for t in self.trackers
+        )
+        return fresh, rules
+
     def state(self, now: float, stale_intervals: int) -> tuple[State, list[str]]:
         """Return the check's state and reasons; cached until a result or a timer changes it."""
-        if self.cached is not None and now < self.cached_until:
-            return self.cached
+        cached = self.cached
+        if cached is not None and now < self.cached_until:
+            return cached
         stale_after = stale_intervals * max(self.check.interval, 1.0)
-        if self.last_result is None or now - self.last_result > stale_after:
+        last = self.last_result
+        if last is None or now - last > stale_after:
             self.cached = (State.UNKNOWN, [wording.no_result(self.check.id)])
-            self.cached_until = float("inf")  # until the next result
+            self.cached_until = math.inf  # until the next result
             return self.cached
-        state = State.OK
+        state, rank = State.OK, 0
         reasons: list[str] = []
-        until = self.last_result + stale_after
+        until = last + stale_after
         for tracker in self.trackers:
             if tracker.pending_since is not None or tracker.clearing_since is not None:
-                tracker.advance(now)
-            if tracker.pending_since is not None:
-                until = min(until, tracker.pending_since + tracker.rule.for_)
-            if tracker.clearing_since is not None:
-                until = min(until, tracker.clearing_since + tracker.rule.clear_for)
+                tracker.advance(now)  # never starts a timer that was not running before
+                if tracker.pending_since is not None:
+                    until = min(until, tracker.pending_since + tracker.rule.for_)
+                if tracker.clearing_since is not None:
+                    until = min(until, tracker.clearing_since + tracker.rule.clear_for)
             if tracker.active:
-                state = worst((state, SEVERITY_STATE[tracker.rule.severity]))
+                severity = SEVERITY_STATE[tracker.rule.severity]
+                if RANK[severity] > rank:
+                    state, rank = severity, RANK[severity]
                 reasons.append(wording.rule_active(self.check.id, tracker.rule.name, tracker.seen))
         self.cached, self.cached_until = (state, reasons), until
         return self.cached
@@ -208,6 +235,15 @@ class HealthEngine:
         self._failing_since: dict[str, float] = {}
         self._explained: set[str] = set()  # failing now, explained by a dependency meanwhile
         self._incident_start: dict[str, float] = {}
+        # Incremental evaluation: the statuses with their indexes, the components a result
+        # changed, and when time alone may change one (a heap of (due, component)).
+        self.index = StatusIndex(topology)
+        self._dirty: set[str] = set()
+        self._timers: list[tuple[float, str]] = []
+        self._full = True  # the next evaluation recomputes everything
+        self._maintenance_seen: dict[str, str] = {}
+        self._awaited: set[str] = set()
+        self.revision = 0  # counts the snapshots that may differ from the one before
         self.snapshot = Snapshot(0.0, {}, {}, {})
 
     def restore(
@@ -220,6 +256,7 @@ class HealthEngine:
         for cid, (state, at) in since.items():
             if state.failing:
                 self._failing_since[cid] = at
+        self._full = True
 
     def adopt(self, old: HealthEngine) -> None:
         """Take over a running engine's state after a reload that changed the topology.
@@ -254,6 +291,7 @@ class HealthEngine:
         self._last_seen = dict(old._last_seen)
         self.maintenance = dict(old.maintenance)
         self.snapshot = old.snapshot
+        self._full = True
 
     def durable_state(self) -> tuple[dict[str, float], dict[str, tuple[State, float]]]:
         """Return what must survive a restart: incident starts and component states.
@@ -299,20 +337,32 @@ class HealthEngine:
             self.check_components[cid] = comps
             for comp in comps:
                 self.component_checks[comp].append(cid)
+        self._full = True  # a new plan: every component is recomputed at the next evaluation
 
     def observe(self, check_id: str, result: ProbeResult | None) -> bool:
-        """Feed a check result to its rules; return True when the check is known."""
+        """Feed a check result to its rules; return True when it changed what the model says.
+
+        A result that leaves every rule's outcome and timer as they were (the common case: a
+        check passing again) changes nothing: no component is marked for the next evaluation.
+        """
         health = self.checks.get(check_id)
         if health is None or result is None:
             return False
         now = self.clock()
+        before = health.outcome(now, self.stale_intervals)
         health.last_result = now
         health.taken = now - min(max(result.duration, 0.0), health.check.timeout)
         health.cached = None
         health.samples = tuple(result_samples(result))
         for tracker in health.trackers:
             tracker.observe(health.samples, now)
-        return True
+        comps = self.check_components.get(check_id, ())
+        if health.outcome(now, self.stale_intervals) != before:
+            self._dirty.update(comps)
+            return bool(comps)
+        # The incident pass reads results directly (confirmation, power devices answering, a
+        # UPS's runtime left): a result awaited there asks for an evaluation, recomputing none.
+        return check_id in self._awaited
 
     def samples_of(self, component: str) -> list[Sample]:
         """Return the latest samples of every check of a component."""
@@ -327,18 +377,19 @@ class HealthEngine:
         if len(ids) == 1:  # the common case, without the merging
             state, why = self.checks[ids[0]].state(now, self.stale_intervals)
             return state, (list(why) if state is not State.OK else [])
-        own = State.OK
+        own, rank = State.OK, 0
         known = False
         reasons: list[str] = []
         stale: list[str] = []
-        for check_id in self.component_checks.get(cid, ()):
+        for check_id in ids:
             state, why = self.checks[check_id].state(now, self.stale_intervals)
             if state is State.UNKNOWN:
                 stale.extend(why)
                 continue
             known = True
             if state is not State.OK:
-                own = worst((own, state))
+                if RANK[state] > rank:
+                    own, rank = state, RANK[state]
                 reasons.extend(why)
         if stale and not known:
             return State.UNKNOWN, stale
@@ -381,94 +432,160 @@ class HealthEngine:
             changes.popleft()
         return len(changes) >= self.flap_changes
 
-    def evaluate(self) -> Snapshot:
-        """Recompute every component, site and incident now."""
+    # --- evaluation ----------------------------------------------------------------------------
+
+    def evaluate(self, *, full: bool = False) -> Snapshot:
+        """Bring components, sites and incidents up to date now; return the snapshot.
+
+        Only components whose results or timers changed are recomputed, with what depends on
+        them; when nothing changed and no incident is open, this is the last snapshot again.
+        `full` (and the first evaluation, a new plan, a maintenance change) recomputes every
+        component from scratch: the reference the incremental path is tested against.
+        """
         now = self.clock()
-        topo = self.topology
-        states: dict[str, State] = {}
-        owns: dict[str, State] = {}
-        roots: dict[str, tuple[str, ...]] = {}
-        reasons: dict[str, list[str]] = {}
-        failing: set[str] = set()
-        changed: set[str] = set()
-        groups = topo.groups
-        for cid in topo.order:
-            own, why = self._own_state(cid, now)
-            if changed and any(m in changed for members, _ in groups[cid] for m in members):
-                self._dep_change[cid] = now  # its results so far predate this recovery
-            broken = [
-                members
-                for members, need in groups[cid]
-                if sum(1 for m in members if m in states and m not in failing) < need
-            ]
-            # Only a failure of its own counts as a flap: not one its dependencies explain,
-            # nor one seen in results older than their last change.
-            flapping = self._flapping(cid, own.failing, bool(broken) or self._stale(cid), now)
-            if flapping:
-                own = State.FLAPPING  # held failing: no page storm while it flaps
-                why = [*why, wording.FLAPPING]
-            owns[cid] = own
-            dep_roots: set[str] = set()
-            for members in broken:
-                for member in members:
-                    if member in failing:
-                        dep_roots.update(roots.get(member, ()))
-            has_checks = bool(self.component_checks.get(cid))
-            if broken and (own.failing or own is State.UNKNOWN or not has_checks):
-                states[cid] = State.IMPACTED
-                roots[cid] = tuple(sorted(dep_roots))
-                why = [*why, wording.impacted_by(dep_roots)]
-            else:
-                states[cid] = own
-                roots[cid] = (cid,) if own.failing else ()
-            if states[cid].failing:
-                failing.add(cid)
-            previous = self._since.get(cid)
-            if previous is not None and previous[0].failing and not states[cid].failing:
-                changed.add(cid)  # recovered: what depends on it must be seen again
-            reasons[cid] = why
-        components: dict[str, ComponentStatus] = {}
-        for cid in topo.order:
-            spec = topo.components[cid]
-            prev = self._since.get(cid)
-            since = prev[1] if prev is not None and prev[0] is states[cid] else now
-            if prev is not None and prev[0] is not states[cid]:
-                # IMPACTED changes follow from their root's: debug, so an outage logs its roots.
-                level = (
-                    self.log.debug if State.IMPACTED in (prev[0], states[cid]) else self.log.info
-                )
-                level(
-                    "component_state_changed",
-                    component=cid,
-                    site=spec.site,
-                    old=prev[0].name,
-                    new=states[cid].name,
-                )
-            self._since[cid] = (states[cid], since)
-            components[cid] = ComponentStatus(
-                id=cid,
-                kind=spec.kind,
-                site=spec.site or "",
-                state=states[cid],
-                own=owns[cid],
-                since=since,
-                reasons=tuple(reasons[cid]),
-                roots=roots[cid],
-                maintenance=self._in_maintenance(spec),
-            )
-        incidents = self._incidents(components, now)
-        sites = self._site_states(components)
+        if full or self._full or self.maintenance != self._maintenance_seen:
+            self._full = False
+            self._maintenance_seen = dict(self.maintenance)
+            self._dirty.clear()
+            self._timers.clear()
+            self.index.clear()
+            recovered: set[str] = set()
+            for cid in self.topology.order:
+                self.index.put(self._component(cid, now, recovered))
+            changed = True
+        else:
+            todo, self._dirty = self._dirty, set()
+            while self._timers and self._timers[0][0] <= now:
+                todo.add(heapq.heappop(self._timers)[1])
+            changed = self._recompute(todo, now) if todo else False
+        if not changed and self._quiet():
+            self.snapshot = dataclasses.replace(self.snapshot, at=now)
+            return self.snapshot
+        incidents = self._incidents(now)
         warnings = {
             cid: c
-            for cid, c in components.items()
-            if c.state is State.WARNING
-            and not c.maintenance
+            for cid, c in self.index.warnings().items()
+            if not c.maintenance
             and f"site:{self.topology.dc[cid]}" not in incidents  # explained by the site's
             and f"site:{c.site}" not in incidents  # or by its room's
             and not self._power_pending(self.topology.dc[cid], now)  # maybe the site's soon
         }
-        self.snapshot = Snapshot(now, components, incidents, sites, warnings)
+        components = self.snapshot.components
+        if changed or not components:
+            components = dict(self.index.status)
+        self.revision += 1
+        self.snapshot = Snapshot(
+            now, components, incidents, self.index.site_states(self.site_ratio), warnings
+        )
         return self.snapshot
+
+    def _quiet(self) -> bool:
+        """True when time alone changes nothing: nothing failing, open, held or on battery."""
+        return not (self.index.failing or self._open or self._held_since or self._power_sign)
+
+    def _recompute(self, todo: Iterable[str], now: float) -> bool:
+        """Recompute these components, then what depends on any that changed, in order.
+
+        Return True when a status changed.
+        """
+        topo = self.topology
+        heap = [topo.index[c] for c in todo if c in topo.index]
+        heapq.heapify(heap)
+        queued = set(heap)
+        recovered: set[str] = set()
+        changed = False
+        while heap:
+            cid = topo.order[heapq.heappop(heap)]
+            new = self._component(cid, now, recovered)
+            old = self.index.put(new)
+            if old == new:
+                continue
+            changed = True
+            if old is not None and old.state is new.state and old.roots == new.roots:
+                continue
+            for dependent in topo.dependents.get(cid, ()):
+                at = topo.index[dependent]
+                if at not in queued:
+                    queued.add(at)
+                    heapq.heappush(heap, at)
+        return changed
+
+    def _component(self, cid: str, now: float, recovered: set[str]) -> ComponentStatus:
+        """Compute one component's status from its checks and its dependencies' statuses."""
+        status = self.index.status
+        groups = self.topology.groups[cid]
+        own, why = self._own_state(cid, now)
+        if recovered and any(m in recovered for members, _ in groups for m in members):
+            self._dep_change[cid] = now  # its results so far predate this recovery
+        broken: list[tuple[str, ...]] = []
+        for members, need in groups:
+            healthy = 0
+            for m in members:
+                dep = status.get(m)
+                if dep is not None and dep.state not in FAILING:
+                    healthy += 1
+            if healthy < need:
+                broken.append(members)
+        # Only a failure of its own counts as a flap: not one its dependencies explain,
+        # nor one seen in results older than their last change.
+        failing = own in FAILING
+        if self._flapping(cid, failing, bool(broken) or self._stale(cid), now):
+            own = State.FLAPPING  # held failing: no page storm while it flaps
+            why = [*why, wording.FLAPPING]
+        has_checks = bool(self.component_checks.get(cid))
+        if broken and (own in FAILING or own is State.UNKNOWN or not has_checks):
+            dep_roots = {
+                root
+                for members in broken
+                for m in members
+                if m in status and status[m].state in FAILING
+                for root in status[m].roots
+            }
+            state, roots = State.IMPACTED, tuple(sorted(dep_roots))
+            why = [*why, wording.impacted_by(roots)]
+        else:
+            state, roots = own, ((cid,) if own in FAILING else ())
+        prev = self._since.get(cid)
+        if prev is not None and prev[0] in FAILING and state not in FAILING:
+            recovered.add(cid)  # recovered: what depends on it must be seen again
+        self._schedule(cid, now)
+        spec = self.topology.components[cid]
+        since = prev[1] if prev is not None and prev[0] is state else now
+        if prev is not None and prev[0] is not state:
+            # IMPACTED changes follow from their root's: debug, so an outage logs its roots.
+            level = self.log.debug if State.IMPACTED in (prev[0], state) else self.log.info
+            level(
+                "component_state_changed",
+                component=cid,
+                site=spec.site,
+                old=prev[0].name,
+                new=state.name,
+            )
+        self._since[cid] = (state, since)
+        return ComponentStatus(
+            id=cid,
+            kind=spec.kind,
+            site=spec.site or "",
+            state=state,
+            own=own,
+            since=since,
+            reasons=tuple(why),
+            roots=roots,
+            maintenance=self._in_maintenance(spec),
+        )
+
+    def _schedule(self, cid: str, now: float) -> None:
+        """Note when time alone may change cid: a check's `for`, `clear_for` or staleness
+        falling due, or its oldest counted flap leaving the window."""
+        due = math.inf
+        for check_id in self.component_checks.get(cid, ()):
+            until = self.checks[check_id].cached_until
+            due = min(due, until)
+        changes = self._fail_changes.get(cid)
+        if changes and len(changes) >= self.flap_changes:
+            due = min(due, changes[-self.flap_changes] + self.flap_window)
+        if due < math.inf:
+            heapq.heappush(self._timers, (max(due, now), cid))
 
     def _in_maintenance(self, spec: ComponentSpec) -> bool:
         if not self.maintenance:
@@ -477,27 +594,6 @@ class HealthEngine:
             spec.site is not None
             and (spec.site in self.maintenance or self.topology.dc[spec.id] in self.maintenance)
         )
-
-    def _site_states(self, components: Mapping[str, ComponentStatus]) -> dict[str, State]:
-        by_site: dict[str, list[State]] = collections.defaultdict(list)
-        for comp in components.values():
-            if comp.site:
-                by_site[comp.site].append(comp.state)
-                dc = self.topology.dc[comp.id]
-                if dc != comp.site:
-                    by_site[dc].append(comp.state)
-        out = {site: State.OK for site in self.topology.sites}
-        for site, states in by_site.items():
-            failing = sum(1 for s in states if s.failing)
-            if failing == 0:
-                out[site] = worst([s for s in states if s is not State.UNKNOWN] or [State.OK])
-            elif failing >= self.site_ratio * len(states):
-                out[site] = State.DOWN
-            else:
-                out[site] = State.DEGRADED
-        return out
-
-    # --- incidents ---------------------------------------------------------------------------
 
     def _site_power(
         self, site: str, components: Mapping[str, ComponentStatus]
@@ -519,9 +615,7 @@ class HealthEngine:
             if not active and not components[comp].state.failing:
                 return None
             lost_at.extend(t.active_since for t in active)
-            runtimes.extend(
-                s.value for s in self.samples_of(comp) if s.name == "ups_battery_runtime_seconds"
-            )
+            runtimes.extend(s.value for s in self.samples_of(comp) if s.name == RUNTIME)
         return (
             min(lost_at) if lost_at else components[ups[0]].since,
             min(runtimes) if runtimes else None,
@@ -653,19 +747,19 @@ class HealthEngine:
             )
         return self._power_pending(dc, now)
 
-    def _incidents(
-        self, components: Mapping[str, ComponentStatus], now: float
-    ) -> dict[str, Incident]:
+    def _incidents(self, now: float) -> dict[str, Incident]:
         """Roll sites up, page each other root cause once, hold what just cleared."""
         topo = self.topology
-        roots = [c for c in components.values() if c.roots == (c.id,)]
+        components = self.index.status
+        roots = self.index.ordered_roots()
         pending = {dc: self._watch_power(dc, components, now) for dc in topo.datacenters}
         inputs = IncidentInputs(
             topology=topo,
             components=components,
             now=now,
             roots=roots,
-            impacted_by=impacted_by(components.values()),
+            impacted_by=self.index.impacted,
+            failing_at=self.index.failing_at,
             confirmed={r.id: self._root_confirmed(r, pending, now) for r in roots},
             pending=pending,
             power={site: self._site_power(site, components) for site in topo.sites},
@@ -683,7 +777,21 @@ class HealthEngine:
                 del store[key]
         self._confirmed.intersection_update(incidents)
         self._asked.intersection_update(incidents)
+        self._awaited = self._awaited_checks()
         return incidents
+
+    def _awaited_checks(self) -> set[str]:
+        """Return the checks whose next result may decide something held: the checks of held
+        roots and of their dependencies, and the power devices of a site showing power loss."""
+        awaited: set[str] = set()
+        for key in self._held_since:
+            root = key.removeprefix("component:")
+            awaited.update(self.component_checks.get(root, ()))
+            awaited.update(self._dependency_checks(root))
+        for dc in self._power_sign:
+            for comp in self.topology.power_members.get(dc, ()):
+                awaited.update(self.component_checks.get(comp, ()))
+        return awaited
 
     def _root_confirmed(
         self, root: ComponentStatus, pending: Mapping[str, bool], now: float

@@ -10,7 +10,7 @@ signs, confirmation) is decided by the engine and given here as plain inputs.
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterable, Mapping, MutableMapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, MutableMapping, Sequence, Set
 from dataclasses import dataclass
 
 from vigie.monitor.health import wording
@@ -30,7 +30,8 @@ class IncidentInputs:
     components: Mapping[str, ComponentStatus]
     now: float
     roots: Sequence[ComponentStatus]  # components that are their own root cause, in order
-    impacted_by: Mapping[str, Sequence[str]]  # root -> the IMPACTED components it explains
+    impacted_by: Mapping[str, Collection[str]]  # root -> the IMPACTED components it explains
+    failing_at: Mapping[str, Set[str]]  # datacenter or room -> its failing components
     confirmed: Mapping[str, bool]  # root -> known to be one (not held for its dependencies)
     pending: Mapping[str, bool]  # datacenter -> its power devices have not all answered yet
     power: Mapping[str, PowerLoss | None]  # site -> power loss, when every UPS is on battery
@@ -183,7 +184,14 @@ def _site_incident(
     key = f"site:{site}"
     before = inputs.open.get(key)
     followed = set(before.impacted) if room and before is not None else set()
-    members = [components[c] for c in {*topo.site_members(site), *followed} if c in components]
+    members = topo.member_sets.get(site, frozenset())
+    size = len(members) + sum(1 for c in followed if c not in members and c in components)
+    failing_ids = {
+        *inputs.failing_at.get(site, ()),
+        *(c for c in followed if c in components and components[c].state.failing),
+    }
+    if power is None and not failing_ids:
+        return None  # neither mains lost, nor a mass failure, nor a recovery to follow
     site_roots = [
         r
         for r in inputs.roots
@@ -193,13 +201,13 @@ def _site_incident(
             else topo.dc[r.id] == site
         )
     ]
-    failing = [c for c in members if c.state.failing]
+    failing = [components[c] for c in failing_ids]
     opened = inputs.started.get(key)
     recent = [c for c in failing if now - c.since <= rules.window]
     mass = (
         not room
-        and len(members) >= 3
-        and len(recent) >= rules.ratio * len(members)
+        and size >= 3
+        and len(recent) >= rules.ratio * size
         and _causes(inputs, rooms, site, site_roots) > 1
     )
     # Once open, the site incident follows the recovery: it stays while anything that
@@ -217,10 +225,10 @@ def _site_incident(
         summary = wording.site_summary(name, what, len(apps), len(topo.at_risk[site]))
     else:
         if mass:
-            what = wording.mass_failure(len(failing), len(members))
+            what = wording.mass_failure(len(failing), size)
             started = min(c.since for c in recent)
         else:
-            what = wording.recovering(len(failing), len(members))
+            what = wording.recovering(len(failing), size)
             started = opened if opened is not None else now
         summary = wording.site_summary(name, what, len(apps))
     incident = make_incident(

@@ -72,6 +72,7 @@ class Topology:
             site: [c for c in self.site_members(site) if self.components[c].kind == "ups"]
             for site in self.sites
         }
+        self.member_sets = {site: frozenset(self.site_members(site)) for site in self.sites}
         self.power_members = {
             dc: [c for c in members if self.components[c].kind in POWER_KINDS]
             for dc, members in self.members.items()

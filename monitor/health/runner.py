@@ -68,11 +68,13 @@ class HealthRunner:
         self._dirty = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.evaluations = 0
+        self._saved: tuple[HealthEngine, int] | None = None  # engine and revision persisted
         if persist is not None:
             engine.restore(*persist.load())
 
     def on_result(self, check_id: str, result: ProbeResult | None) -> None:
-        """Feed a result to the engine (ResultStore listener) and ask for an evaluation."""
+        """Feed a result to the engine (ResultStore listener); evaluate soon if it changed
+        something (most results change nothing: the next tick is soon enough)."""
         if self.engine.observe(check_id, result):
             self._dirty.set()
 
@@ -87,8 +89,12 @@ class HealthRunner:
             self.engine.maintenance = self.maintenance.active(self.engine.clock())
             snapshot = self.engine.evaluate()
             self.evaluations += 1
-            if self._persist is not None:
+            saved = self._saved
+            if self._persist is not None and (
+                saved is None or saved[0] is not self.engine or saved[1] != self.engine.revision
+            ):  # an unchanged snapshot has nothing new to save
                 self._persist.save(*self.engine.durable_state())
+                self._saved = (self.engine, self.engine.revision)
             if self._publish is not None:
                 self._publish(snapshot)
             return snapshot

@@ -27,7 +27,7 @@ FAILING = frozenset({State.DEGRADED, State.DOWN, State.IMPACTED, State.FLAPPING}
 
 SEVERITY_STATE = {"warning": State.WARNING, "degraded": State.DEGRADED, "down": State.DOWN}
 
-_RANK = {
+RANK = {
     State.OK: 0,
     State.UNKNOWN: 1,
     State.WARNING: 2,
@@ -36,12 +36,13 @@ _RANK = {
     State.IMPACTED: 4,
     State.DOWN: 5,
 }
+"""Severity order for `worst` (FLAPPING and IMPACTED tie: the first seen wins)."""
 
 
 def worst(states: Iterable[State]) -> State:
     """Return the most severe of states (OK when empty)."""
     best, rank = State.OK, 0
     for state in states:
-        if _RANK[state] > rank:
-            best, rank = state, _RANK[state]
+        if RANK[state] > rank:
+            best, rank = state, RANK[state]
     return best

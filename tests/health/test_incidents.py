@@ -69,6 +69,7 @@ def inputs(
         now=NOW,
         roots=roots,
         impacted_by=impacted_by(comps.values()),
+        failing_at={"nord": {c.id for c in comps.values() if c.state.failing}},  # no rooms
         confirmed={r.id: confirmed for r in roots},
         pending={},
         power=power or {},
