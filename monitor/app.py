@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from vigie.core.results import bound_text
 from vigie.core.yamlpos import ConfigErrors
 from vigie.monitor.alerting import AlertDispatcher, Outbox, build_sinks
+from vigie.monitor.bus.consumer import BusConsumer
 from vigie.monitor.config import LoadedConfig, load_config
 from vigie.monitor.exposition import Exposition, check_labels
 from vigie.monitor.health.alerts import IncidentNotifier
@@ -165,6 +166,21 @@ class Daemon:
                 decoder=self._trap_probe.trap_decoder(),
                 logger=self.log,
             )
+        # With a bus, workers run the checks and this process takes their results.
+        self.bus: BusConsumer | None = None
+        if config.bus is not None:
+            self.bus = BusConsumer(
+                config.bus,
+                self.store,
+                self.own_registry,
+                logger=self.log,
+                on_change=self.health.wake,
+                # Results dropped with their worker: the checks stay planned, their labels too.
+                forgot=lambda: self.exposition.set_labels(
+                    {cid: check_labels(c) for cid, c in self.loaded.plan.items()}
+                ),
+                url=(config.alerting.external_url or "") if config.alerting else "",
+            )
         self._runner: web.AppRunner | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._reload_lock = asyncio.Lock()
@@ -181,6 +197,7 @@ class Daemon:
         if self._notifier is not None and self.alerts is not None:
             # Vigie's own incidents (state_dir unwritable) are paged like the others.
             own = self.state_dir.alerts() if self.state_dir is not None else []
+            own += self.bus.alerts() if self.bus is not None else []  # lost workers
             self.alerts.sync([*self._notifier.alerts(snapshot), *own])
 
     async def _retry_state(self) -> None:
@@ -209,7 +226,9 @@ class Daemon:
             self._probe_state_task = asyncio.create_task(
                 self._probe_state.run(self.registry), name="probe-state"
             )
-        self.scheduler.apply(self.loaded.plan)
+        self.scheduler.apply({} if self.bus is not None else self.loaded.plan)
+        if self.bus is not None:
+            await self.bus.start(self.loaded.plan)
         if self.state_dir is not None:
             self._state_retry_task = asyncio.create_task(self._retry_state(), name="state-retry")
         if self.alerts is not None:
@@ -291,7 +310,9 @@ class Daemon:
         if loaded.config.scheduler != self.loaded.config.scheduler:
             self.log.warning("config_scheduler_change_needs_restart")
         self.exposition.set_labels({cid: check_labels(c) for cid, c in loaded.plan.items()})
-        added, removed, changed = self.scheduler.apply(loaded.plan)
+        added, removed, changed = self.scheduler.apply({} if self.bus else loaded.plan)
+        if self.bus is not None:
+            self.bus.set_plan(loaded.plan)
         for probe in self.registry:  # drop per-check state of checks that left the plan
             if isinstance(probe, KeepsCheckState):
                 probe.keep_only({cid for cid, c in loaded.plan.items() if c.kind == probe.kind})
@@ -339,6 +360,8 @@ class Daemon:
         self.log.info("daemon_stopping", in_flight=self.scheduler.probing())
         if self.traps is not None:
             await self.traps.stop()
+        if self.bus is not None:
+            await self.bus.stop()
         await self.scheduler.stop(self.loaded.config.scheduler.drain_timeout)
         if self._probe_state_task is not None:
             self._probe_state_task.cancel()

@@ -1,4 +1,4 @@
-"""The `vigie` command: run, check, schema, probe, profile, demo."""
+"""The `vigie` command: run, worker, check, schema, probe, profile, demo."""
 
 from __future__ import annotations
 
@@ -33,6 +33,17 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the daemon")
     run.add_argument("--config", "-c", type=Path, required=True, help="config file")
     run.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="least severe log events written (default: info)",
+    )
+    worker = sub.add_parser(
+        "worker", help="run a share of the checks and publish the results on NATS (bus:)"
+    )
+    worker.add_argument("--config", "-c", type=Path, required=True, help="config file")
+    worker.add_argument("--name", required=True, help="this worker's unique name (its NATS key)")
+    worker.add_argument(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
@@ -360,6 +371,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         configure_logging(args.log_level)
         return asyncio.run(run_daemon(args.config, default_registry(), os.environ))
+    if args.command == "worker":
+        from vigie.monitor.worker import run_worker
+
+        configure_logging(args.log_level)
+        return asyncio.run(run_worker(args.config, args.name, default_registry(), os.environ))
     if args.command == "demo":
         from vigie.monitor.demo import run_demo
 

@@ -34,6 +34,7 @@ from vigie.core.yamlpos import (
     parse_yaml,
 )
 from vigie.monitor.alerting.settings import AlertingSettings
+from vigie.monitor.bus.settings import BusSettings
 from vigie.monitor.health.budget import Budgets, budgets_of, over_target
 from vigie.monitor.health.maintenance import MaintenanceSpec
 from vigie.monitor.health.topology import ComponentSpec, HealthSettings, RuleSpec, SiteSpec
@@ -235,6 +236,11 @@ class ConfigBase(_Strict):
     )
     traps: TrapSettings | None = Field(
         None, description="SNMP trap receiver: traps update snmp checks at once and re-poll them."
+    )
+    bus: BusSettings | None = Field(
+        None,
+        description="Probe workers on NATS: `vigie worker` runs the checks, `vigie run` takes "
+        "their results (docs/scaling.md). Unset: one process runs everything.",
     )
 
     @model_validator(mode="after")

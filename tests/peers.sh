@@ -21,6 +21,7 @@ declare -A PEERS=(
   [/usr/sbin/dovecot]=dovecot-imapd
   [/usr/sbin/slapd]=slapd
   [/usr/sbin/kamailio]=kamailio
+  [/usr/sbin/nats-server]=nats-server
 )
 
 missing=()

@@ -1,0 +1,1 @@
+"""Probe workers on NATS."""
