@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -154,12 +155,34 @@ class AlertDispatcher:
             raise ValueError(f"alert {alert.key!r} has ends_at set: use resolve()")
 
     def _entries(self, alert: Alert, change: bool) -> list[Entry]:
-        """Queue a state change for every sink, an update only for the refreshed ones."""
+        """Queue a state change for every sink, an update only for the refreshed ones.
+
+        A routed sink (an SMS gateway used by escalation policies) gets only its pages.
+        """
         return [
             Entry(sink.name, alert, sink.delivery)
             for sink in self._sinks
-            if (change or sink.refresh) and (sink.refresh or alert.key != WATCHDOG_KEY)
+            if (change or sink.refresh)
+            and (sink.refresh or alert.key != WATCHDOG_KEY)
+            and not getattr(sink, "routed", False)
         ]
+
+    def page(
+        self, entries: Sequence[Entry], also: Callable[[sqlite3.Connection], object] | None = None
+    ) -> None:
+        """Queue escalation pages to the named sinks, with `also` in the same transaction."""
+        unknown = {e.sink for e in entries} - set(self._wake)
+        if unknown:
+            raise ValueError(f"unknown sinks: {sorted(unknown)}")
+        self._outbox.record(entries, now=self._clock(), also=also)
+        for entry in entries:
+            self._wake[entry.sink].set()
+        self._update_gauges()
+
+    @property
+    def sink_names(self) -> list[str]:
+        """The names of the sinks delivered to."""
+        return [sink.name for sink in self._sinks]
 
     def _apply(self, fired: Sequence[Alert], resolved: Sequence[str], at: datetime) -> None:
         """Record fired and resolved alerts in one transaction, then let the sinks know."""

@@ -79,6 +79,12 @@ CREATE UNIQUE INDEX IF NOT EXISTS outbox_identity ON outbox (sink, key, state, f
 CREATE INDEX IF NOT EXISTS outbox_sink_key ON outbox (sink, key, id);
 CREATE TABLE IF NOT EXISTS active (key TEXT PRIMARY KEY, alert TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS escalation (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL UNIQUE,
+    open INTEGER NOT NULL,
+    data TEXT NOT NULL
+);
 """
 _MERGE_BASE = 1 << 40
 """First id given in memory when the file's content is unknown: above any id it holds."""
@@ -220,6 +226,7 @@ class Outbox:
                 if not self._merge:
                     disk.execute("DELETE FROM outbox")
                     disk.execute("DELETE FROM active")
+                    disk.execute("DELETE FROM escalation")
                 _copy(mem, disk, clear=False)
                 disk.execute(
                     "INSERT OR REPLACE INTO meta (name, value) VALUES ('written', ?)",
@@ -295,8 +302,12 @@ class Outbox:
         activate: Iterable[Alert] = (),
         deactivate: Iterable[str] = (),
         now: float | None = None,
+        also: Callable[[sqlite3.Connection], object] | None = None,
     ) -> int:
-        """Queue entries and update the active set in one transaction; return rows queued."""
+        """Queue entries and update the active set in one transaction; return rows queued.
+
+        `also` runs in the same transaction: the escalation state moves with its pages.
+        """
         created = time.time() if now is None else now
         entries, activate, deactivate = list(entries), list(activate), list(deactivate)
 
@@ -308,6 +319,8 @@ class Outbox:
                 )
             for key in deactivate:
                 db.execute("DELETE FROM active WHERE key = ?", (key,))
+            if also is not None:
+                also(db)
             return sum(self._queue(db, entry, created) for entry in entries)
 
         return self._write(work)
@@ -376,6 +389,14 @@ class Outbox:
             )
         )
 
+    def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run work in one transaction (on the file, or in memory while it refuses writes)."""
+        return self._write(work)
+
+    def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
+        """Return the rows of a read-only query on the database in use."""
+        return list(self._db.execute(sql, tuple(params)).fetchall())
+
     def depth(self) -> dict[str, int]:
         """Return the number of queued rows per sink."""
         return dict(self._db.execute("SELECT sink, COUNT(*) FROM outbox GROUP BY sink"))
@@ -414,12 +435,21 @@ def _copy(source: sqlite3.Connection, target: sqlite3.Connection, *, clear: bool
     if clear:
         target.execute("DELETE FROM outbox")
         target.execute("DELETE FROM active")
+        target.execute("DELETE FROM escalation")
     rows = source.execute(f"SELECT {_COLUMNS} FROM outbox").fetchall()
     target.executemany(f"INSERT INTO outbox ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
     target.executemany(
         "INSERT OR REPLACE INTO active (key, alert) VALUES (?, ?)",
         source.execute("SELECT key, alert FROM active").fetchall(),
     )
+    has_escalation = source.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'escalation'"
+    ).fetchone()
+    if has_escalation:  # a file written before escalations existed has none
+        target.executemany(
+            "INSERT OR REPLACE INTO escalation (id, key, open, data) VALUES (?, ?, ?, ?)",
+            source.execute("SELECT id, key, open, data FROM escalation").fetchall(),
+        )
     seq = [
         row[0]
         for db in (source, target)
