@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from vigie.core.results import bound_text
 from vigie.core.yamlpos import ConfigErrors
 from vigie.monitor.alerting import AlertDispatcher, Outbox, build_sinks
+from vigie.monitor.alerting.escalation import Escalations, escalations_for
 from vigie.monitor.bus.consumer import BusConsumer
 from vigie.monitor.config import LoadedConfig, load_config
 from vigie.monitor.exposition import Exposition, check_labels
@@ -112,6 +113,8 @@ class Daemon:
             else None
         )
         self.alerts: AlertDispatcher | None = None
+        self.escalations: Escalations | None = None
+        self._escalation_task: asyncio.Task[None] | None = None
         self._notifier: IncidentNotifier | None = None
         self._outbox: Outbox | None = None
         if config.alerting is not None and config.state_dir is not None:
@@ -120,14 +123,21 @@ class Daemon:
                 report=self.state_dir,
                 retry_every=state_retry_every,
             )
+            # On-call escalation (alerting.oncall) keeps its state in the outbox's file.
+            self.escalations = escalations_for(
+                config.alerting, self._outbox, session, self.own_registry, logger=self.log
+            )
+            sinks = build_sinks(config.alerting)
             self.alerts = AlertDispatcher(
                 config.alerting,
                 self._outbox,
-                build_sinks(config.alerting),
+                self.escalations.wrap_sinks(sinks) if self.escalations else sinks,
                 session,
                 self.own_registry,
                 logger=self.log,
             )
+            if self.escalations is not None:
+                self.escalations.attach(self.alerts)
             self._notifier = IncidentNotifier(self.alerts, url=config.alerting.external_url or "")
         self._alert_task: asyncio.Task[None] | None = None
         self.health = HealthRunner(
@@ -199,6 +209,8 @@ class Daemon:
             own = self.state_dir.alerts() if self.state_dir is not None else []
             own += self.bus.alerts() if self.bus is not None else []  # lost workers
             self.alerts.sync([*self._notifier.alerts(snapshot), *own])
+            if self.escalations is not None:
+                self.escalations.observe(snapshot, self.alerts.active())
 
     async def _retry_state(self) -> None:
         """While a store holds state it could not write, try writing it every few seconds."""
@@ -233,6 +245,8 @@ class Daemon:
             self._state_retry_task = asyncio.create_task(self._retry_state(), name="state-retry")
         if self.alerts is not None:
             self._alert_task = asyncio.create_task(self.alerts.run(), name="alerting")
+        if self.escalations is not None:
+            self._escalation_task = asyncio.create_task(self.escalations.run(), name="escalation")
         self.health.start()
         if self.traps is not None:
             try:
@@ -249,6 +263,10 @@ class Daemon:
             from vigie.monitor.web.readmodel import DaemonReadModel
 
             app = build_app(DaemonReadModel(self))
+        if self.escalations is not None:
+            from vigie.monitor.web import ack
+
+            ack.add_routes(app, self.escalations)  # the link in pages, the operators' API
         if web_config is not None:
             webconfig.apply(app, web_config, self.log)
         self._runner = web.AppRunner(app, access_log=None)
@@ -377,6 +395,10 @@ class Daemon:
             if isinstance(probe, Closing):
                 await probe.close()
         await self.health.stop()
+        if self.escalations is not None:
+            self.escalations.stop()
+        if self._escalation_task is not None:
+            await self._escalation_task
         if self.alerts is not None:
             await self.alerts.stop()
         if self._alert_task is not None:

@@ -1,4 +1,4 @@
-"""Alert delivery: a durable outbox and one module per sink (Alertmanager, webhook, SMTP)."""
+"""Alert delivery: a durable outbox, one module per sink, and on-call escalation."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from vigie.monitor.alerting.alertmanager import AlertmanagerSink
 from vigie.monitor.alerting.dispatcher import WATCHDOG_KEY, AlertDispatcher, AlertingMetrics
+from vigie.monitor.alerting.httpsink import HttpTemplateSink
 from vigie.monitor.alerting.model import Alert, fingerprint
 from vigie.monitor.alerting.outbox import Outbox
 from vigie.monitor.alerting.settings import AlertingSettings, SmtpSettings, WebhookSettings
@@ -23,6 +24,7 @@ __all__ = [
     "AlertmanagerSink",
     "Delivery",
     "DeliveryError",
+    "HttpTemplateSink",
     "Outbox",
     "Sink",
     "SmtpSettings",
@@ -35,7 +37,7 @@ __all__ = [
 
 
 def build_sinks(settings: AlertingSettings, clock: Callable[[], float] = time.time) -> list[Sink]:
-    """Return the sinks the settings describe: each Alertmanager, each webhook, the mail relay."""
+    """Return the sinks the settings describe: Alertmanagers, webhooks, mail relay, HTTP sinks."""
     sinks: list[Sink] = [
         AlertmanagerSink(
             url, resend_interval=settings.resend_interval, timeout=settings.timeout, clock=clock
@@ -55,4 +57,5 @@ def build_sinks(settings: AlertingSettings, clock: Callable[[], float] = time.ti
     ]
     if settings.smtp is not None:
         sinks.append(SmtpSink(settings.smtp, vigie_instance=settings.vigie_instance, clock=clock))
+    sinks += [HttpTemplateSink(http) for http in settings.http_sinks]
     return sinks

@@ -1,17 +1,28 @@
-"""The `alerting:` block of the config: Alertmanagers, webhooks, SMTP, retry and watchdog."""
+"""The `alerting:` block of the config: sinks (Alertmanager, webhook, SMTP, HTTP), on-call."""
 
 from __future__ import annotations
 
+import re
 import socket
 import ssl
+from datetime import datetime
 from email.utils import parseaddr
 from typing import Literal, Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from yarl import URL
 
 from vigie.core.durations import Duration
-from vigie.core.secrets import ConfigPath, resolve_secret_field
+from vigie.core.secrets import ConfigPath, read_secret_file, resolve_secret_field
 
 
 class _Strict(BaseModel):
@@ -128,6 +139,245 @@ class SmtpSettings(_Strict):
         return f"smtp:{self.host}:{self.port}"
 
 
+class HttpSinkSettings(_Strict):
+    """A templated HTTP request per page: SMS and voice gateways, any HTTP API."""
+
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Name in levels, metrics and logs."
+    )
+    url: str = Field(description="URL template (jinja2, sandboxed); only its origin is logged.")
+    method: Literal["POST", "PUT", "GET"] = Field("POST", description="HTTP method.")
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="Header templates, e.g. Authorization with a secret."
+    )
+    body: str = Field(
+        "", description="Body template; fields: message, page, incident, contact, secrets."
+    )
+    content_type: str = Field("application/json", description="Content-Type of the body.")
+    secret_files: dict[str, ConfigPath] = Field(
+        default_factory=dict,
+        description="Secrets read once at load, as `secrets.<name>` in the templates.",
+    )
+    expect_status: list[int] = Field(
+        default_factory=list, description="Accepted statuses; default: any 2xx."
+    )
+    expect_body: str | None = Field(
+        None, description="Regular expression the response body must match (APIs answering 200"
+        " with an error inside)."
+    )
+    timeout: Duration = Field(10.0, description="Time a request may take.")
+    sms: bool = Field(True, description="The message is an SMS: bounded to one GSM part.")
+    every_change: bool = Field(
+        False, description="Also send every alert state change, not only escalation pages."
+    )
+    site: str | None = Field(
+        None, description="Site its path depends on (the gateway's link), for `vigie check`."
+    )
+
+    _secrets: dict[str, SecretStr] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _resolve(self) -> Self:
+        """Read the secret files and compile the templates now: an error fails at load."""
+        from vigie.monitor.alerting.httpsink import compile_templates
+
+        self._secrets = {key: read_secret_file(path) for key, path in self.secret_files.items()}
+
+        compile_templates(self.url, self.body, self.headers)
+        if self.expect_body is not None:
+            try:
+                re.compile(self.expect_body)
+            except re.error as exc:
+                raise ValueError(f"expect_body: {exc}") from None
+        return self
+
+    @property
+    def secrets(self) -> dict[str, SecretStr]:
+        """The secrets read from secret_files."""
+        return dict(self._secrets)
+
+    @property
+    def sink_name(self) -> str:
+        """The sink's name: `http:<name>`."""
+        return f"http:{self.name}"
+
+
+class ContactSettings(_Strict):
+    """A person (or a desk) who can be paged."""
+
+    name: str = Field(min_length=1, max_length=64, description="Name in levels and calendars.")
+    phone: str | None = Field(
+        None, pattern=r"^\+?[0-9 .-]{3,20}$", description="Phone number (E.164 preferred)."
+    )
+    mail: str | None = Field(None, description="Mail address.")
+
+    @field_validator("mail")
+    @classmethod
+    def _mail(cls, value: str | None) -> str | None:
+        return None if value is None else _mailbox(value)
+
+
+class NotifySettings(_Strict):
+    """One message of a level: a sink and whom it addresses."""
+
+    sink: str = Field(
+        description="Sink name: http:<name>, webhook:<name>, smtp:<host>:<port>."
+    )
+    to: str = Field(
+        "on-call",
+        description="A contact name, `on-call` (who is on call now) or `on-call+N` (the Nth next).",
+    )
+
+    @field_validator("to")
+    @classmethod
+    def _to(cls, value: str) -> str:
+        if value.startswith("on-call") and not re.fullmatch(r"on-call(\+\d{1,2})?", value):
+            raise ValueError(f"expected on-call or on-call+N, got {value!r}")
+        return value
+
+
+class LevelSettings(_Strict):
+    """A level of an escalation policy: who is paged, how long after the incident starts."""
+
+    after: Duration | Literal[0] = Field(
+        0, description="Delay from the start of the incident (the first level: usually 0)."
+    )
+    notify: list[NotifySettings] = Field(min_length=1, description="The messages of this level.")
+
+
+class RotationSettings(_Strict):
+    """A weekly rotation: each contact in turn for a week, from a first handover."""
+
+    start: datetime = Field(
+        description="First handover (local time in `timezone`), e.g. a Monday 08:00."
+    )
+    timezone: str = Field("Europe/Paris", description="IANA time zone of the handovers.")
+    contacts: list[str] = Field(min_length=1, description="Contact names, in turn.")
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+
+class CalendarSettings(_Strict):
+    """An iCalendar (ICS) of the on-call duty: each event's summary names a contact."""
+
+    file: ConfigPath | None = Field(None, description="ICS file, re-read when it changes.")
+    url: str | None = Field(None, description="ICS URL, re-fetched every `refresh`.")
+    refresh: Duration = Field(300.0, description="How often the file or URL is checked.")
+    timeout: Duration = Field(10.0, description="Time fetching the URL may take.")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return None if value is None else http_url(value)
+
+    @model_validator(mode="after")
+    def _one(self) -> Self:
+        """Exactly one source."""
+        if (self.file is None) == (self.url is None):
+            raise ValueError("set exactly one of file and url")
+        return self
+
+
+class PolicySettings(_Strict):
+    """How one team is paged: levels, who is on call, per-tier delays."""
+
+    team: str = Field(
+        min_length=1, description="Team of the impacted applications; `*` for any other team."
+    )
+    levels: list[LevelSettings] = Field(min_length=1, description="Levels, in order.")
+    rotation: RotationSettings | None = Field(None, description="Weekly rotation for `on-call`.")
+    calendar: CalendarSettings | None = Field(
+        None, description="ICS calendar for `on-call`, before the rotation (its fallback)."
+    )
+    tier_after: dict[int, list[Duration | Literal[0]]] = Field(
+        default_factory=dict,
+        description="Per application tier, the levels' delays (tier 1 escalates faster).",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        """Delays increase; tier delays give one per level."""
+        delays = [level.after for level in self.levels]
+        if delays != sorted(delays):
+            raise ValueError("levels' `after` must increase")
+        for tier, after in self.tier_after.items():
+            if len(after) != len(self.levels):
+                raise ValueError(f"tier_after[{tier}] needs one delay per level")
+            if list(after) != sorted(after):
+                raise ValueError(f"tier_after[{tier}] must increase")
+        return self
+
+    def delays(self, tier: int) -> list[float]:
+        """Return the levels' delays for an incident whose most critical application has tier."""
+        return [float(a) for a in self.tier_after.get(tier, [lv.after for lv in self.levels])]
+
+
+class AckSettings(_Strict):
+    """Acknowledgement links: HMAC-signed, expiring, usable without logging in."""
+
+    secret_file: ConfigPath = Field(description="File holding the signing key (32+ bytes).")
+    ttl: Duration = Field(86400.0, description="How long a link stays valid.")
+    silence: Duration = Field(
+        43200.0, description="Length of the Alertmanager silence an acknowledgement creates."
+    )
+
+    _key: bytes = PrivateAttr(b"")
+
+    @model_validator(mode="after")
+    def _read_key(self) -> Self:
+        """Read the key now; refuse a short one."""
+        key = read_secret_file(self.secret_file).get_secret_value().encode()
+        if len(key) < 32:
+            raise ValueError("secret_file: the key must be at least 32 bytes")
+        self._key = key
+        return self
+
+    @property
+    def key(self) -> bytes:
+        """The signing key."""
+        return self._key
+
+
+class OncallSettings(_Strict):
+    """Escalation policies per team, contacts, and acknowledgement links."""
+
+    contacts: list[ContactSettings] = Field(default_factory=list, description="Who can be paged.")
+    policies: list[PolicySettings] = Field(
+        default_factory=list, description="One per team; escalation replaces the pager route."
+    )
+    ack: AckSettings | None = Field(None, description="Acknowledgement links in messages.")
+    tick: Duration = Field(5.0, description="How often due levels are looked for.")
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        """Contacts named once; every name a policy uses is a contact."""
+        names = [c.name for c in self.contacts]
+        if len(set(names)) != len(names):
+            raise ValueError("two contacts have the same name")
+        teams = [p.team for p in self.policies]
+        if len(set(teams)) != len(teams):
+            raise ValueError("two policies for the same team")
+        known = set(names)
+        for policy in self.policies:
+            used = [n.to for lv in policy.levels for n in lv.notify]
+            used += policy.rotation.contacts if policy.rotation else []
+            for name in used:
+                if not name.startswith("on-call") and name not in known:
+                    raise ValueError(f"policy {policy.team!r}: unknown contact {name!r}")
+                if name.startswith("on-call") and not (policy.rotation or policy.calendar):
+                    raise ValueError(
+                        f"policy {policy.team!r}: `{name}` needs a rotation or calendar"
+                    )
+        return self
+
+
 def _default_instance() -> str:
     return socket.gethostname()
 
@@ -148,6 +398,12 @@ class AlertingSettings(_Strict):
         default_factory=list, description="Receivers of Alertmanager's webhook JSON."
     )
     smtp: SmtpSettings | None = Field(None, description="Mail on each state change.")
+    http_sinks: list[HttpSinkSettings] = Field(
+        default_factory=list, description="Templated HTTP sinks (SMS and voice gateways)."
+    )
+    oncall: OncallSettings | None = Field(
+        None, description="Escalation policies, contacts and acknowledgement links."
+    )
     backoff_initial: Duration = Field(1.0, description="First retry delay bound after a failure.")
     backoff_max: Duration = Field(60.0, description="Largest retry delay bound.")
     flush_timeout: Duration = Field(5.0, description="On stop, time left to deliver what is due.")
@@ -195,9 +451,22 @@ class AlertingSettings(_Strict):
         for name in names:
             if names.count(name) > 1:
                 raise ValueError(f"two webhooks are named {name!r}: give each a distinct name")
+        http = [h.sink_name for h in self.http_sinks]
+        if len(set(http)) != len(http):
+            raise ValueError("two http_sinks have the same name")
+        if self.oncall is not None:
+            sinks = set(names) | set(http) | {s for s in [self.smtp and self.smtp.sink_name] if s}
+            for policy in self.oncall.policies:
+                for level in policy.levels:
+                    for notify in level.notify:
+                        if notify.sink not in sinks:
+                            raise ValueError(
+                                f"policy {policy.team!r}: unknown sink {notify.sink!r}"
+                                f" (known: {sorted(sinks)})"
+                            )
         return self
 
     @property
     def enabled(self) -> bool:
         """Whether any sink is configured."""
-        return bool(self.alertmanagers or self.webhooks or self.smtp)
+        return bool(self.alertmanagers or self.webhooks or self.smtp or self.http_sinks)

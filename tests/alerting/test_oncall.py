@@ -1,0 +1,195 @@
+"""Who is on call: the weekly rotation, an ICS calendar (recurrences, time zones, re-read)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from vigie.monitor.alerting.ack import AckTokens, BadToken
+from vigie.monitor.alerting.oncall import Calendar, OnCall, rotation_at
+from vigie.monitor.alerting.settings import CalendarSettings, OncallSettings, RotationSettings
+
+ICS = """BEGIN:VCALENDAR
+VERSION:2.0
+PRODID:-//CHU//Astreinte//FR
+BEGIN:VTIMEZONE
+TZID:Europe/Paris
+BEGIN:STANDARD
+DTSTART:19701025T030000
+RRULE:FREQ=YEARLY;BYMONTH=10;BYDAY=-1SU
+TZOFFSETFROM:+0200
+TZOFFSETTO:+0100
+END:STANDARD
+BEGIN:DAYLIGHT
+DTSTART:19700329T020000
+RRULE:FREQ=YEARLY;BYMONTH=3;BYDAY=-1SU
+TZOFFSETFROM:+0100
+TZOFFSETTO:+0200
+END:DAYLIGHT
+END:VTIMEZONE
+BEGIN:VEVENT
+UID:astreinte-alice@chu
+DTSTART;TZID=Europe/Paris:20260105T080000
+DTEND;TZID=Europe/Paris:20260112T080000
+RRULE:FREQ=WEEKLY;INTERVAL=2
+EXDATE;TZID=Europe/Paris:20260202T080000
+SUMMARY:Astreinte DSI: Alice
+END:VEVENT
+BEGIN:VEVENT
+UID:astreinte-bob@chu
+DTSTART;TZID=Europe/Paris:20260112T080000
+DTEND;TZID=Europe/Paris:20260119T080000
+RRULE:FREQ=WEEKLY;INTERVAL=2
+SUMMARY:Astreinte DSI: Bob
+END:VEVENT
+BEGIN:VEVENT
+UID:swap@chu
+DTSTART;TZID=Europe/Paris:20260202T080000
+DTEND;TZID=Europe/Paris:20260209T080000
+SUMMARY:Astreinte DSI (échange): Carole
+END:VEVENT
+END:VCALENDAR
+"""
+
+
+def paris(year: int, month: int, day: int, hour: int, minute: int) -> datetime:
+    """A Paris wall-clock time as an aware datetime."""
+    return datetime(year, month, day, hour, minute, tzinfo=ZoneInfo("Europe/Paris"))
+
+
+def test_weekly_rotation_hands_over_at_local_time_across_dst() -> None:
+    """Handover each Monday 08:00 Paris time, summer time or not."""
+    rot = RotationSettings.model_validate(
+        {"start": "2026-03-16T08:00:00", "contacts": ["alice", "bob", "carole"]}
+    )
+    assert rotation_at(rot, paris(2026, 3, 16, 8, 0)) == ["alice", "bob", "carole"]
+    assert rotation_at(rot, paris(2026, 3, 23, 7, 59))[0] == "alice"
+    assert rotation_at(rot, paris(2026, 3, 30, 7, 59))[0] == "bob"  # summer time since the 29th
+    assert rotation_at(rot, paris(2026, 3, 30, 8, 0)) == ["carole", "alice", "bob"]
+    assert rotation_at(rot, paris(2026, 4, 6, 8, 0))[0] == "alice"
+
+
+def calendar(path: Path) -> Calendar:
+    """A calendar over a file, re-read at every look."""
+    settings = CalendarSettings.model_validate({"file": str(path), "refresh": 0.001})
+    return Calendar(settings, ["Alice", "Bob", "Carole"])
+
+
+def test_ics_recurrences_exdate_and_time_zone(tmp_path: Path) -> None:
+    """Alternate weeks from an RRULE, a cancelled week replaced by another event."""
+    path = tmp_path / "astreinte.ics"
+    path.write_text(ICS)
+    cal = calendar(path)
+    assert cal.load_file()
+    assert cal.at(paris(2026, 1, 5, 8, 0)) == ["Alice"]
+    assert cal.at(paris(2026, 1, 12, 7, 59)) == ["Alice"]
+    assert cal.at(paris(2026, 1, 12, 8, 0)) == ["Bob"]
+    assert cal.at(paris(2026, 1, 19, 9, 0)) == ["Alice"]
+    assert cal.at(paris(2026, 2, 3, 12, 0)) == ["Carole"]  # Alice's week excluded (EXDATE)
+    # 07:30 UTC on a winter Monday is 08:30 in Paris: Bob's week has begun.
+    assert cal.at(datetime(2026, 1, 12, 7, 30, tzinfo=UTC)) == ["Bob"]
+    assert cal.at(datetime(2026, 1, 12, 6, 30, tzinfo=UTC)) == ["Alice"]
+
+
+def test_ics_reread_on_change_and_last_good_kept(tmp_path: Path) -> None:
+    """A changed file is re-read; an unreadable one leaves the last good calendar in use."""
+    path = tmp_path / "astreinte.ics"
+    path.write_text(ICS)
+    cal = calendar(path)
+    assert cal.load_file()
+    assert not cal.load_file()  # unchanged
+    path.write_text(ICS.replace("SUMMARY:Astreinte DSI: Bob", "SUMMARY:Astreinte DSI: Carole"))
+    os.utime(path, ns=(1, 2))
+    assert cal.load_file()
+    assert cal.at(paris(2026, 1, 13, 12, 0)) == ["Carole"]
+    path.write_text("BEGIN:VCALENDAR\nthis is not")
+    assert not cal.load_file()
+    assert cal.error is not None
+    assert cal.at(paris(2026, 1, 13, 12, 0)) == ["Carole"]
+
+
+@pytest.fixture
+async def ics_server() -> AsyncIterator[tuple[str, list[str]]]:
+    """An HTTP server serving ICS with an ETag; yields its URL and the If-None-Match seen."""
+    seen: list[str] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("If-None-Match", ""))
+        if request.headers.get("If-None-Match") == '"v1"':
+            return web.Response(status=304)
+        return web.Response(text=ICS, content_type="text/calendar", headers={"ETag": '"v1"'})
+
+    app = web.Application()
+    app.router.add_get("/astreinte.ics", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield f"http://127.0.0.1:{runner.addresses[0][1]}/astreinte.ics", seen
+    await runner.cleanup()
+
+
+async def test_ics_from_url_conditional_get(
+    ics_server: tuple[str, list[str]], session: aiohttp.ClientSession
+) -> None:
+    """A calendar URL is fetched, then asked again with its ETag (304: kept)."""
+    url, seen = ics_server
+    settings = CalendarSettings.model_validate({"url": url})
+    cal = Calendar(settings, ["Alice", "Bob"])
+    assert await cal.load_url(session)
+    assert not await cal.load_url(session)
+    assert seen == ["", '"v1"']
+    oncall = OnCall(None, cal)
+    assert oncall.resolve("on-call", paris(2026, 1, 13, 12, 0)) == "Bob"
+    assert oncall.resolve("on-call+1", paris(2026, 1, 13, 12, 0)) is None
+
+
+def test_calendar_falls_back_to_rotation(tmp_path: Path) -> None:
+    """No event now (or no calendar yet): the weekly rotation answers."""
+    rot = RotationSettings.model_validate({"start": "2026-01-05T08:00:00", "contacts": ["Bob"]})
+    oncall = OnCall(rot, calendar(tmp_path / "missing.ics"))
+    assert oncall.resolve("on-call", paris(2026, 1, 6, 12, 0)) == "Bob"
+    assert oncall.resolve("Alice", paris(2026, 1, 6, 12, 0)) == "Alice"
+
+
+def test_policy_names_must_be_contacts() -> None:
+    """A level addressing someone not in contacts is a config error."""
+    with pytest.raises(ValueError, match="unknown contact 'zoe'"):
+        OncallSettings.model_validate(
+            {
+                "contacts": [{"name": "alice"}],
+                "policies": [
+                    {"team": "dsi", "levels": [{"notify": [{"sink": "http:x", "to": "zoe"}]}]}
+                ],
+            }
+        )
+
+
+def test_tokens_round_trip_forgery_and_expiry() -> None:
+    """A token carries its escalation and receiver; altered or expired ones are refused."""
+    now = [1000.0]
+    tokens = AckTokens(b"k" * 32, ttl=600, clock=lambda: now[0])
+    token = tokens.make(42, "alice")
+    claim = tokens.check(token)
+    assert (claim.escalation, claim.receiver) == (42, "alice")
+    assert len(token) < 60  # it travels in an SMS
+    payload, _, sig = token.partition(".")
+    forged = AckTokens(b"x" * 32, ttl=600, clock=lambda: now[0]).make(42, "alice")
+    for bad in (
+        f"{payload}.{sig[:-1]}A" if sig[-1] != "A" else f"{payload}.{sig[:-1]}B",
+        forged,
+        "garbage",
+        f"{payload}.",
+    ):
+        with pytest.raises(BadToken):
+            tokens.check(bad)
+    now[0] += 601
+    with pytest.raises(BadToken, match="expired"):
+        tokens.check(token)
