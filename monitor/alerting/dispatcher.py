@@ -8,6 +8,7 @@ import random
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,13 +27,21 @@ Clock = Callable[[], float]
 
 WATCHDOG_KEY = "watchdog"
 WATCHDOG_NAME = "VigieWatchdog"
+INSTANCE = "vigie_instance"
+"""The annotation naming the Vigie that sent an alert (a label only on per-instance alerts)."""
+
+Sender = Callable[[], bool]
+"""Whether this Vigie sends to direct sinks now (monitor.replicas: the first replica alive)."""
 
 
 def watchdog_alert(instance: str, at: datetime) -> Alert:
-    """Return the always-firing dead man's switch alert of a Vigie instance."""
+    """Return the always-firing dead man's switch alert of a Vigie instance.
+
+    The one alert whose labels name the instance: each replica's switch must be distinct.
+    """
     return Alert(
         key=WATCHDOG_KEY,
-        labels={"alertname": WATCHDOG_NAME, "severity": "none", "vigie_instance": instance},
+        labels={"alertname": WATCHDOG_NAME, "severity": "none", INSTANCE: instance},
         annotations={
             "summary": f"Vigie {instance} alerting pipeline is alive",
             "description": (
@@ -79,6 +88,12 @@ class AlertDispatcher:
 
     Each sink has its own delivery loop, so a slow mail relay never holds back Alertmanager.
     A failed sink is retried with exponential backoff and full jitter until it acknowledges.
+
+    Alert labels are the same on every replica (Alertmanager deduplicates by them); the
+    instance goes in the `vigie_instance` annotation. With `sender`, direct sinks (those not
+    re-sent: webhook, mail), which nothing deduplicates downstream, are delivered only while
+    sender() is true; another replica's rows are dropped once `handoff` seconds old, so a
+    change the sender died before delivering is still sent by the survivor.
     """
 
     def __init__(
@@ -93,6 +108,8 @@ class AlertDispatcher:
         logger: Any = None,
         rng: random.Random | None = None,
         send_guard: float = 300.0,
+        sender: Sender | None = None,
+        handoff: float = 60.0,
     ) -> None:
         names = [sink.name for sink in sinks]
         if len(set(names)) != len(names):
@@ -105,6 +122,8 @@ class AlertDispatcher:
         self._log = logger if logger is not None else structlog.get_logger()
         self._rng = rng or random.Random()
         self._send_guard = send_guard
+        self._sender = sender
+        self._handoff = handoff
         self._metrics = AlertingMetrics(registry)
         self._wake = {name: asyncio.Event() for name in names}
         self._tasks: list[asyncio.Task[None]] = []
@@ -186,12 +205,15 @@ class AlertDispatcher:
 
     def _apply(self, fired: Sequence[Alert], resolved: Sequence[str], at: datetime) -> None:
         """Record fired and resolved alerts in one transaction, then let the sinks know."""
-        instance = {"vigie_instance": self._settings.vigie_instance}
+        instance = self._settings.vigie_instance
+        extra = self._settings.external_labels
         entries: list[Entry] = []
         activate: list[Alert] = []
         events: list[tuple[str, Alert]] = []
         for given in fired:
-            alert = given.with_labels(instance)
+            alert = given.with_labels(extra) if extra else given
+            if alert.annotations.get(INSTANCE) != instance:
+                alert = replace(alert, annotations={**alert.annotations, INSTANCE: instance})
             old = self._active.get(alert.key)
             if old == alert:
                 continue
@@ -325,6 +347,12 @@ class AlertDispatcher:
             if not rows:
                 await wake.wait()
                 continue
+            wait = self._left_to_peer(sink, rows)
+            if wait is not None:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await wake.wait()
+                continue
             reason = await self._attempt(sink, rows)
             if reason is None:
                 if failures:
@@ -342,6 +370,26 @@ class AlertDispatcher:
                 retry_in=round(delay, 3),
             )
             await asyncio.sleep(delay)
+
+    def _left_to_peer(self, sink: Sink, rows: Sequence[Row]) -> float | None:
+        """None when this Vigie sends to the sink now; else drop the rows the sending replica
+        has had `handoff` seconds to deliver and return how long to wait before looking again.
+        """
+        if sink.refresh or self._sender is None or self._sender():
+            return None
+        now = self._clock()
+        done = [row.id for row in rows if now - row.created >= self._handoff]
+        if done:
+            try:
+                self._outbox.ack(done)
+            except Exception as exc:  # the disk: the rows are looked at again in a second
+                self._log.error("alert_outbox_failed", sink=sink.name, error=bound_text(str(exc)))
+                return 1.0
+            self._update_gauges()
+            self._log.info("alert_left_to_peer", sink=sink.name, alerts=len(done))
+            return 0.0
+        # Look again at least every second: the sender may die (and this replica take over).
+        return min(1.0, max(0.05, min(row.created for row in rows) + self._handoff - now))
 
     async def _attempt(self, sink: Sink, rows: Sequence[Row]) -> str | None:
         """Send rows once; record the outcome; return None on success, else the reason."""
@@ -377,6 +425,8 @@ class AlertDispatcher:
         deadline = loop.time() + self._settings.flush_timeout
 
         async def flush(sink: Sink) -> None:
+            if not sink.refresh and self._sender is not None and not self._sender():
+                return  # another replica sends to it; what is queued waits for a restart
             while (rows := self._outbox.pending(sink.name, sink.batch_size)) and (
                 left := deadline - loop.time()
             ) > 0:

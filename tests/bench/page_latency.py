@@ -4,10 +4,10 @@
 server's BMC and the application hang when the server crashes, as a host that is gone does;
 the UPSes' exporter pages say `ups_on_battery 1` when the mains are lost) and pages a real
 prometheus-alertmanager, whose webhook notifications the bench receives. Each run starts a
-fresh daemon (its own `vigie_instance`, so its alerts form new Alertmanager groups and meet
-`group_wait`), waits until every component is OK, injects the fault at a random phase of the
-checks' grid and times the first notification; it then counts the distinct groups notified
-(pages) for a while.
+fresh daemon (its own `vigie_run` external label, so its alerts form new Alertmanager groups
+and meet `group_wait`), waits until every component is OK, injects the fault at a random phase
+of the checks' grid and times the first notification; it then counts the distinct groups
+notified (pages) for a while.
 
 Time is compressed honestly: every duration of the default settings (30 s interval, 10 s
 timeout, 10 s group_wait, the health windows) is divided by `scale`; the report gives the
@@ -134,7 +134,7 @@ class Receiver:
             if n.at >= since
             and n.body.get("status") == "firing"
             and any(
-                a["labels"].get("vigie_instance") == instance
+                a["labels"].get("vigie_run") == instance
                 and a["labels"].get("alertname") != "VigieWatchdog"
                 and a["status"] == "firing"
                 for a in n.body.get("alerts", [])
@@ -165,8 +165,8 @@ class Receiver:
 def am_config(hook: str, scale: float) -> str:
     """deploy/alertmanager's route, its times divided by scale; the watchdog goes nowhere.
 
-    Grouped by vigie_instance too: each run's daemon has its own, so its first alert opens a
-    new group and waits group_wait, as a first fault does in production (the previous run's
+    Grouped by vigie_run too (an external label naming each run's daemon), so its first alert
+    opens a new group and waits group_wait, as a first fault does in production (the previous run's
     alerts stay firing at Alertmanager until they expire; sharing their group, a new alert
     would wait for the group's next group_interval instead).
     """
@@ -174,7 +174,7 @@ def am_config(hook: str, scale: float) -> str:
         {
             "route": {
                 "receiver": "hook",
-                "group_by": ["alertname", "site", "root_cause", "vigie_instance"],
+                "group_by": ["alertname", "site", "root_cause", "vigie_run"],
                 "group_wait": f"{DEFAULTS['group_wait'] / scale:g}s",
                 "group_interval": f"{60 / scale:g}s",
                 "repeat_interval": "4h",
@@ -280,6 +280,7 @@ def hospital(
             "backoff_initial": "100ms",
             "backoff_max": "1s",
             "vigie_instance": instance,
+            "external_labels": {"vigie_run": instance},
         },
     }
 
@@ -411,7 +412,7 @@ async def _one_run(bench: Bench, scenario: str, index: int, budget: float) -> Ru
         groups: dict[str, None] = {}
         for n in receiver.pages(instance, start):
             labels = n.body.get("groupLabels", {})
-            shown = sorted((k, v) for k, v in labels.items() if k != "vigie_instance")
+            shown = sorted((k, v) for k, v in labels.items() if k != "vigie_run")
             groups.setdefault(",".join(f"{k}={v}" for k, v in shown))
         result.groups = list(groups)
         return result
@@ -545,8 +546,8 @@ def render(res: Results) -> str:
         "",
         f"`vigie run` as a process per run against small real targets and a real Alertmanager"
         f" ({res.alertmanager}, Debian; deploy/alertmanager's route, group_by"
-        " alertname, site, root_cause, plus vigie_instance so that each run's first alert"
-        " opens a new group), receiving its webhook notifications in the bench."
+        " alertname, site, root_cause, plus the external label vigie_run so that each run's"
+        " first alert opens a new group), receiving its webhook notifications in the bench."
         " The hospital: Datacenter Nord with A/B UPSes (exporter checks, rule `on_battery`),"
         " a SAN array, the DPI server (its BMC) and the DPI application (tier 1).",
         "",

@@ -185,7 +185,7 @@ async def test_a_site_power_cut_pages_once_and_resolves_once(
     page = fired[0]
     assert page["labels"]["alertname"] == "VigieSiteIncident"
     assert page["labels"]["site"] == "nord" and page["labels"]["severity"] == "critical"
-    assert page["labels"]["vigie_instance"] == "vigie-test"
+    assert page["annotations"]["vigie_instance"] == "vigie-test"  # replicas share labels
     assert page["annotations"]["summary"].startswith("Datacenter Nord: mains lost at ")
     assert "about 11 minutes of runtime left" in page["annotations"]["summary"]
     assert list(pages(receiver, "resolved")) == list(pages(receiver))
