@@ -23,7 +23,7 @@ class _Outcomes:
 
     def __init__(self, size: int) -> None:
         self.times = array("d", bytes(16 * size))  # timestamp, duration per slot
-        self.errors: list[str | None] = [None] * size
+        self.errors: list[str | None] | None = None  # made at the first reason: most have none
         self.ok = 0  # bit i: slot i succeeded
         self.next = 0  # slot the next outcome goes to
         self.count = 0
@@ -31,10 +31,13 @@ class _Outcomes:
     def add(self, result: ProbeResult) -> None:
         """Keep a result's outcome, over the oldest when the ring is full."""
         i = self.next
-        size = len(self.errors)
+        size = len(self.times) // 2
         self.times[2 * i] = result.timestamp
         self.times[2 * i + 1] = result.duration
-        self.errors[i] = result.error
+        if self.errors is None and result.error is not None:
+            self.errors = [None] * size
+        if self.errors is not None:
+            self.errors[i] = result.error
         if result.success:
             self.ok |= 1 << i
         else:
@@ -44,7 +47,7 @@ class _Outcomes:
 
     def results(self) -> list[ProbeResult]:
         """Return the kept outcomes as results without samples, oldest first."""
-        size = len(self.errors)
+        size = len(self.times) // 2
         start = (self.next - self.count) % size
         out = []
         for k in range(self.count):
@@ -53,7 +56,7 @@ class _Outcomes:
                 ProbeResult(
                     success=bool(self.ok >> i & 1),
                     duration=self.times[2 * i + 1],
-                    error=self.errors[i],
+                    error=self.errors[i] if self.errors is not None else None,
                     timestamp=self.times[2 * i],
                 )
             )
