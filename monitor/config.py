@@ -33,7 +33,7 @@ from vigie.core.yamlpos import (
     load_yaml,
     parse_yaml,
 )
-from vigie.monitor.alerting.settings import AlertingSettings
+from vigie.monitor.alerting.settings import AlertingSettings, single_site_levels
 from vigie.monitor.bus.settings import BusSettings
 from vigie.monitor.health.budget import Budgets, budgets_of, over_target
 from vigie.monitor.health.maintenance import MaintenanceSpec
@@ -770,6 +770,7 @@ def load_config(
     budgets = budgets_of(config, plan)
     topo_warnings += over_target(budgets, config.components)
     topo_warnings += _secret_file_warnings(raw, path.parent)
+    topo_warnings += single_site_levels(config.alerting) if config.alerting else []
     warnings = _one_per_mistake(located(topo_warnings))
     return LoadedConfig(
         path=path,

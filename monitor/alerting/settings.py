@@ -23,7 +23,6 @@ from yarl import URL
 
 from vigie.core.durations import Duration
 from vigie.core.secrets import ConfigPath, read_secret_file, resolve_secret_field
-from vigie.monitor.alerting.model import LABEL_NAME
 
 
 class _Strict(BaseModel):
@@ -70,6 +69,9 @@ class WebhookSettings(_Strict):
         None, description="File holding the bearer token, read once at load."
     )
     timeout: Duration = Field(10.0, description="Time a POST may take.")
+    site: str | None = Field(
+        None, description="Site its path depends on, for `vigie check`'s single-site warning."
+    )
 
     @field_validator("url")
     @classmethod
@@ -108,6 +110,9 @@ class SmtpSettings(_Strict):
     from_: str = Field(alias="from", description="Sender address (From and envelope).")
     to: list[str] = Field(min_length=1, description="Recipient addresses.")
     timeout: Duration = Field(10.0, description="Time connecting and each SMTP command may take.")
+    site: str | None = Field(
+        None, description="Site the relay's path depends on, for `vigie check`."
+    )
 
     @field_validator("from_")
     @classmethod
@@ -379,6 +384,34 @@ class OncallSettings(_Strict):
         return self
 
 
+def single_site_levels(settings: AlertingSettings) -> list[tuple[tuple[str | int, ...], str]]:
+    """Warn about each escalation level whose every sink depends on one site.
+
+    A datacenter that loses power may take the mail relay and the SMS gateway's link with it:
+    the way to people must not fail with what it reports.
+    """
+    sites: dict[str, str | None] = {w.sink_name: w.site for w in settings.webhooks}
+    sites |= {h.sink_name: h.site for h in settings.http_sinks}
+    if settings.smtp is not None:
+        sites[settings.smtp.sink_name] = settings.smtp.site
+    out: list[tuple[tuple[str | int, ...], str]] = []
+    if settings.oncall is None:
+        return out
+    for i, policy in enumerate(settings.oncall.policies):
+        for j, level in enumerate(policy.levels):
+            used = {sites.get(n.sink) for n in level.notify}
+            if len(used) == 1 and None not in used:
+                out.append(
+                    (
+                        ("alerting", "oncall", "policies", i, "levels", j),
+                        f"policy {policy.team!r} level {j + 1}: every sink depends on site "
+                        f"{used.pop()!r}; add one reached another way (the other site's link, "
+                        "a cellular modem)",
+                    )
+                )
+    return out
+
+
 def _default_instance() -> str:
     return socket.gethostname()
 
@@ -411,13 +444,7 @@ class AlertingSettings(_Strict):
     vigie_instance: str = Field(
         default_factory=_default_instance,
         min_length=1,
-        description="Value of the vigie_instance annotation on every alert (a label on the"
-        " watchdog only); default: replicas.instance, else the host name.",
-    )
-    external_labels: dict[str, str] = Field(
-        default_factory=dict,
-        description="Labels added to every alert, as Prometheus' external_labels: the same on"
-        " every replica, or Alertmanager cannot deduplicate their alerts.",
+        description="Value of the vigie_instance label on every alert; default: host name.",
     )
     external_url: str | None = Field(
         None, description="URL of this Vigie, as externalURL in webhook payloads."
@@ -443,14 +470,6 @@ class AlertingSettings(_Strict):
                 raise ValueError(f"alertmanager {origin(url)} is listed twice")
             seen.add(norm)
         return urls
-
-    @field_validator("external_labels")
-    @classmethod
-    def _external_labels(cls, value: dict[str, str]) -> dict[str, str]:
-        for name, label in value.items():
-            if not LABEL_NAME.match(name) or not label:
-                raise ValueError(f"external label {name!r}: a label name and a non-empty value")
-        return value
 
     @field_validator("external_url")
     @classmethod

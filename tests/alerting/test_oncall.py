@@ -193,3 +193,40 @@ def test_tokens_round_trip_forgery_and_expiry() -> None:
     now[0] += 601
     with pytest.raises(BadToken, match="expired"):
         tokens.check(token)
+
+
+def test_check_warns_when_a_level_depends_on_one_site(tmp_path: Path) -> None:
+    """`vigie check` warns when every sink of an escalation level depends on one site."""
+    from vigie.monitor.config import load_config
+    from vigie.probes import default_registry
+
+    key = tmp_path / "ack.key"
+    key.write_text("k" * 40)
+    key.chmod(0o600)
+    config = tmp_path / "vigie.yaml"
+    config.write_text(
+        f"state_dir: {tmp_path / 'state'}\n"
+        "alerting:\n"
+        "  smtp: {host: relay.nord, port: 25, starttls: false, from: v@h.fr, to: [d@h.fr],"
+        " site: nord}\n"
+        "  http_sinks:\n"
+        "    - {name: sms, url: 'http://gw.nord/send', body: '{{ message }}', site: nord}\n"
+        "    - {name: modem, url: 'http://modem/send', body: '{{ message }}', site: 4g}\n"
+        "  oncall:\n"
+        f"    ack: {{secret_file: {key}}}\n"
+        "    contacts: [{name: alice, phone: '+33600000001'}]\n"
+        "    policies:\n"
+        "      - team: dsi\n"
+        "        levels:\n"
+        "          - notify:\n"
+        "              - {sink: 'http:sms', to: alice}\n"
+        "              - {sink: 'smtp:relay.nord:25', to: alice}\n"
+        "          - after: 10m\n"
+        "            notify: [{sink: 'http:sms', to: alice}, {sink: 'http:modem', to: alice}]\n"
+        "checks:\n  - {id: a, kind: tcp, target: '127.0.0.1:1'}\n"
+    )
+    loaded = load_config(config, default_registry(), env={})
+    found = [str(w) for w in loaded.warnings if "depends on site" in str(w)]
+    assert len(found) == 1
+    assert "policy 'dsi' level 1: every sink depends on site 'nord'" in found[0]
+    assert "alerting.oncall.policies[0].levels[0]" in found[0]
