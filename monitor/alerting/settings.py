@@ -23,6 +23,7 @@ from yarl import URL
 
 from vigie.core.durations import Duration
 from vigie.core.secrets import ConfigPath, read_secret_file, resolve_secret_field
+from vigie.monitor.alerting.model import LABEL_NAME
 
 
 class _Strict(BaseModel):
@@ -444,7 +445,13 @@ class AlertingSettings(_Strict):
     vigie_instance: str = Field(
         default_factory=_default_instance,
         min_length=1,
-        description="Value of the vigie_instance label on every alert; default: host name.",
+        description="Value of the vigie_instance annotation on every alert (a label on the"
+        " watchdog only); default: replicas.instance, else the host name.",
+    )
+    external_labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Labels added to every alert, as Prometheus' external_labels: the same on"
+        " every replica, or Alertmanager cannot deduplicate their alerts.",
     )
     external_url: str | None = Field(
         None, description="URL of this Vigie, as externalURL in webhook payloads."
@@ -470,6 +477,14 @@ class AlertingSettings(_Strict):
                 raise ValueError(f"alertmanager {origin(url)} is listed twice")
             seen.add(norm)
         return urls
+
+    @field_validator("external_labels")
+    @classmethod
+    def _external_labels(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, label in value.items():
+            if not LABEL_NAME.match(name) or not label:
+                raise ValueError(f"external label {name!r}: a label name and a non-empty value")
+        return value
 
     @field_validator("external_url")
     @classmethod
