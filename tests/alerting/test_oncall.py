@@ -230,3 +230,25 @@ def test_check_warns_when_a_level_depends_on_one_site(tmp_path: Path) -> None:
     assert len(found) == 1
     assert "policy 'dsi' level 1: every sink depends on site 'nord'" in found[0]
     assert "alerting.oncall.policies[0].levels[0]" in found[0]
+
+
+def test_the_documented_hospital_example_is_valid(tmp_path: Path) -> None:
+    """docs/oncall.md's complete example loads (with its secret files present)."""
+    import re as regex
+
+    import yaml
+
+    text = (Path(__file__).parents[2] / "docs" / "oncall.md").read_text()
+    block = regex.search(r"```yaml\n(state_dir:.*?)```", text, regex.DOTALL)
+    assert block is not None
+    raw = yaml.safe_load(block.group(1))
+    for name in ("smtp", "standard", "sms-api", "modem-basic"):
+        (tmp_path / "secrets").mkdir(exist_ok=True)
+        (tmp_path / "secrets" / name).write_text("x\n")
+    (tmp_path / "secrets" / "ack.key").write_text("k" * 64)
+    from vigie.monitor.alerting.settings import AlertingSettings
+
+    settings = AlertingSettings.model_validate(raw["alerting"], context={"config_dir": tmp_path})
+    assert settings.oncall is not None
+    assert [p.team for p in settings.oncall.policies] == ["dsi", "*"]
+    assert settings.oncall.policies[0].delays(1) == [0.0, 300.0, 600.0]
