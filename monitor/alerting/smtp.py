@@ -14,6 +14,7 @@ from email.utils import format_datetime
 import aiohttp
 import aiosmtplib
 
+from vigie.monitor.alerting.httpsink import PAGE_ACK_URL, PAGE_MAIL
 from vigie.monitor.alerting.model import Alert
 from vigie.monitor.alerting.settings import SmtpSettings
 from vigie.monitor.alerting.sink import Delivery, DeliveryError
@@ -84,6 +85,8 @@ def render_mail(
     lines.append(f"Runbook:        {notes.get('runbook_url') or '(none given)'}")
     if alert.generator_url:
         lines.append(f"Source:         {alert.generator_url}")
+    if notes.get(PAGE_ACK_URL):  # an escalation page: the link that stops the next level
+        lines.append(f"Acknowledge:    {notes[PAGE_ACK_URL]}")
     lines += ["", "Labels:", *(f"  {k}={v}" for k, v in sorted(labels.items()))]
     lines += ["", f"-- Vigie {instance}, alert key {alert.key}"]
     msg.set_content("\n".join(lines) + "\n")
@@ -132,8 +135,14 @@ class SmtpSink:
         try:
             async with client:
                 for alert in alerts:
+                    # An escalation page goes to its contact's address, other alerts to `to`.
+                    contact = alert.annotations.get(PAGE_MAIL)
                     mail = render_mail(
-                        alert, sender=s.from_, recipients=s.to, instance=self._instance, now=now
+                        alert,
+                        sender=s.from_,
+                        recipients=[contact] if contact else s.to,
+                        instance=self._instance,
+                        now=now,
                     )
                     await client.send_message(mail)
         except (aiosmtplib.SMTPException, OSError, TimeoutError, ssl.SSLError) as exc:

@@ -194,3 +194,44 @@ def test_compose_fits_one_sms_and_keeps_the_link() -> None:
     assert sms_parts(text) == 1
     resolved = compose_sms("Coupure secteur", ["DPI"], link, resolved=True)
     assert resolved == "Vigie RESOLU: Coupure secteur."
+
+
+async def test_mail_page_goes_to_the_contact_with_the_link(
+    session: aiohttp.ClientSession,
+) -> None:
+    """The mail relay sends a page to its contact's address, with the acknowledgement link."""
+    from tests.alerting.test_smtp import MailRelay, serve
+    from vigie.monitor.alerting.httpsink import PAGE_MAIL
+    from vigie.monitor.alerting.settings import SmtpSettings
+    from vigie.monitor.alerting.smtp import SmtpSink
+
+    box = MailRelay(tls=False)
+    server = await serve(box, None)
+    try:
+        settings = SmtpSettings.model_validate(
+            {
+                "host": "127.0.0.1",
+                "port": box.port,
+                "starttls": False,
+                "from": "vigie@chu.example.fr",
+                "to": ["dsi@chu.example.fr"],
+            }
+        )
+        mail_page = page()
+        mail_page = Alert(
+            key=mail_page.key,
+            labels=mail_page.labels,
+            annotations={**mail_page.annotations, PAGE_MAIL: "rsi@chu.example.fr"},
+            starts_at=mail_page.starts_at,
+        )
+        await SmtpSink(settings, vigie_instance="v").send([mail_page, make_alert()], session)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert [rcpt for _, rcpt, _, _ in box.envelopes] == [
+        ["rsi@chu.example.fr"],
+        ["dsi@chu.example.fr"],
+    ]
+    body = box.messages[0].get_content()
+    assert "Acknowledge:    http://v/ack/x" in body
+    assert "Acknowledge" not in box.messages[1].get_content()
