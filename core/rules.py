@@ -7,9 +7,11 @@ both build this one type, so the rule language lives below either side.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import tzinfo
 from typing import Literal
 
 from vigie.core.expr import Condition, parse_condition
+from vigie.core.schedule import Schedule, parse_schedule
 
 __all__ = ["DEFAULT_RULE", "Rule", "Severity"]
 
@@ -26,6 +28,13 @@ class Rule:
     severity: Severity
     for_: float
     clear_for: float
+    active: Schedule | None = None
+    """When the rule applies (e.g. 07:00-20:00 in the config's zone); None: always. Outside
+    it the rule neither holds nor stays active."""
+
+    def applies(self, now: float) -> bool:
+        """True when the rule's schedule (if any) includes the epoch time now."""
+        return self.active is None or self.active.active(now)
 
     @classmethod
     def parse(
@@ -37,8 +46,15 @@ class Rule:
         for_: float = 0.0,
         clear_expr: str | None = None,
         clear_for: float = 0.0,
+        active: str | None = None,
+        zone: tzinfo | None = None,
     ) -> Rule:
-        """Parse a rule from its texts; raise ValueError naming what is wrong in an expression."""
+        """Parse a rule from its texts; raise ValueError naming what is wrong in an expression.
+
+        `active` is a schedule ("Mon-Fri 07:00-20:00") read in `zone`, which it then needs.
+        """
+        if active is not None and zone is None:
+            raise ValueError(f"rule {name}: a schedule needs a time zone")
         return cls(
             name=name,
             condition=parse_condition(expr),
@@ -46,6 +62,7 @@ class Rule:
             severity=severity,
             for_=for_,
             clear_for=clear_for,
+            active=parse_schedule(active, zone) if active is not None and zone else None,
         )
 
 
