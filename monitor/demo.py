@@ -3,13 +3,15 @@
 Needs nothing but the Python package: the lab's SNMP agent, web services and mail banner run
 on free loopback ports, config/demo.yaml takes them from environment variables, and the
 daemon keeps its state in a temporary directory. No Alertmanager: incidents show on the
-status page and the JSON API.
+status page and the JSON API, and page the on-call through the lab's SMS gateway, whose page
+lists the SMS it received (with the acknowledgement link).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import signal
 import socket
 import sys
@@ -24,6 +26,7 @@ from vigie.core.shipped import shipped
 from vigie.core.yamlpos import ConfigErrors
 from vigie.lab.hospital import Lab
 from vigie.lab.scenarios import SCENARIOS, ScenarioController
+from vigie.lab.sms_gateway import SmsGateway
 from vigie.monitor.app import Daemon
 from vigie.monitor.config import load_config
 from vigie.probes import default_registry
@@ -34,22 +37,36 @@ DEMO_CONFIG = shipped("demo.yaml")
 
 
 def _listen_address(listen: str) -> str:
-    """Return listen, or the same host on a free port when that port is taken."""
+    """Return listen, or the same host on a free port when that port is taken (or 0).
+
+    The port is known before the daemon starts: the acknowledgement links in SMS point to it.
+    """
     host, _, port = listen.rpartition(":")
     with socket.socket() as sock:
         try:
             sock.bind((host, int(port)))
         except OSError:
-            return f"{host}:0"
-    return listen
+            sock.bind((host, 0))
+        return f"{host}:{sock.getsockname()[1]}"
 
 
-def demo_env(lab: Lab, state_dir: Path, listen: str) -> dict[str, str]:
-    """Return the variables config/demo.yaml needs: the lab's ports, state dir and listen."""
+def demo_env(
+    lab: Lab, state_dir: Path, listen: str, sms: str = "http://127.0.0.1:9"
+) -> dict[str, str]:
+    """Return the variables config/demo.yaml needs: the lab's ports, state dir and listen,
+    the SMS gateway's URL, and a fresh acknowledgement key written in the state dir."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    key = state_dir / "ack.key"
+    if not key.exists():
+        key.touch(mode=0o600)
+        key.write_text(secrets.token_urlsafe(48))
     return {
         **lab.env(),
         "VIGIE_DEMO_STATE_DIR": str(state_dir),
         "VIGIE_DEMO_LISTEN": listen,
+        "VIGIE_DEMO_URL": f"http://{listen}",
+        "VIGIE_DEMO_SMS": sms,
+        "VIGIE_DEMO_ACK_KEY": str(key),
     }
 
 
@@ -61,6 +78,8 @@ class Demo:
     daemon: Daemon
     controller: ScenarioController
     url: str
+    sms: SmsGateway | None = None
+    """The lab's SMS gateway: its /sms page lists the pages the on-call received."""
 
 
 @contextlib.asynccontextmanager
@@ -71,10 +90,12 @@ async def running_demo(listen: str) -> AsyncIterator[Demo]:
     """
     lab = Lab()
     await lab.start()
+    sms = SmsGateway()
+    await sms.start()
     controller = ScenarioController(lab)
     try:
         with tempfile.TemporaryDirectory(prefix="vigie-demo-") as tmp:
-            env = demo_env(lab, Path(tmp), _listen_address(listen))
+            env = demo_env(lab, Path(tmp), _listen_address(listen), sms.url)
             registry = default_registry()
             loaded = load_config(DEMO_CONFIG, registry, env=env)
             async with make_session() as session:
@@ -82,12 +103,14 @@ async def running_demo(listen: str) -> AsyncIterator[Demo]:
                 await daemon.start()
                 try:
                     host = loaded.config.web.host_port()[0]
-                    yield Demo(lab, daemon, controller, f"http://{host}:{daemon.listen_port}")
+                    url = f"http://{host}:{daemon.listen_port}"
+                    yield Demo(lab, daemon, controller, url, sms)
                 finally:
                     await controller.stop()
                     await daemon.stop()
     finally:
         await controller.stop()
+        await sms.stop()
         await lab.stop()
 
 
@@ -116,6 +139,7 @@ async def run_demo(listen: str, scenario: str | None = None, speed: float = 1.0)
                 f"  Status:    {url}/\n"
                 f"  Metrics:   {url}/metrics\n"
                 f"  Incidents: {url}/api/v1/incidents\n"
+                f"  SMS:       {demo.sms.url if demo.sms else ''}/sms  (the on-call's phone)\n"
                 f"  Lab:       {lab.url}/lab/state  (POST {lab.url}/lab/scenario/NAME"
                 f"?speed=X, POST {lab.url}/lab/reset)\n"
                 f"  Scenarios: {', '.join(SCENARIOS)}\n"
