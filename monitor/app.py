@@ -36,6 +36,7 @@ from vigie.monitor.health.persist import HealthStateStore
 from vigie.monitor.health.runner import HealthRunner, HealthRunnerMetrics
 from vigie.monitor.ondemand import OnDemandGate, OnDemandMetrics
 from vigie.monitor.probe_state import ProbeStateFile
+from vigie.monitor.replicas import ReplicaSet
 from vigie.monitor.runtime_metrics import register_runtime_collectors
 from vigie.monitor.scheduler import Scheduler, SchedulerMetrics
 from vigie.monitor.statedir import StateDirMonitor
@@ -112,12 +113,20 @@ class Daemon:
             if config.state_dir
             else None
         )
+        # With replicas: who this one is, which peers it sees alive, whether it sends to
+        # the direct sinks (webhook, mail) that nothing deduplicates downstream.
+        self.replicas: ReplicaSet | None = None
+        alerting = config.alerting
+        if config.replicas is not None:
+            self.replicas = ReplicaSet(config.replicas, self.store.latest, self.own_registry)
+            if alerting is not None and "vigie_instance" not in alerting.model_fields_set:
+                alerting = alerting.model_copy(update={"vigie_instance": config.replicas.instance})
         self.alerts: AlertDispatcher | None = None
         self.escalations: Escalations | None = None
         self._escalation_task: asyncio.Task[None] | None = None
         self._notifier: IncidentNotifier | None = None
         self._outbox: Outbox | None = None
-        if config.alerting is not None and config.state_dir is not None:
+        if alerting is not None and config.state_dir is not None:
             self._outbox = Outbox(
                 config.state_dir / "outbox.sqlite",
                 report=self.state_dir,
@@ -125,20 +134,22 @@ class Daemon:
             )
             # On-call escalation (alerting.oncall) keeps its state in the outbox's file.
             self.escalations = escalations_for(
-                config.alerting, self._outbox, session, self.own_registry, logger=self.log
+                alerting, self._outbox, session, self.own_registry, logger=self.log
             )
-            sinks = build_sinks(config.alerting)
+            sinks = build_sinks(alerting)
             self.alerts = AlertDispatcher(
-                config.alerting,
+                alerting,
                 self._outbox,
                 self.escalations.wrap_sinks(sinks) if self.escalations else sinks,
                 session,
                 self.own_registry,
                 logger=self.log,
+                sender=None if self.replicas is None else self.replicas.is_sender,
+                handoff=config.replicas.handoff if config.replicas is not None else 60.0,
             )
             if self.escalations is not None:
                 self.escalations.attach(self.alerts)
-            self._notifier = IncidentNotifier(self.alerts, url=config.alerting.external_url or "")
+            self._notifier = IncidentNotifier(self.alerts, url=alerting.external_url or "")
         self._alert_task: asyncio.Task[None] | None = None
         self.health = HealthRunner(
             build_engine(config, loaded.plan, logger=self.log, run_now=self.scheduler.run_now),
@@ -198,6 +209,8 @@ class Daemon:
 
     def _publish(self, snapshot: Snapshot) -> None:
         """Hand a new health snapshot to the alerting side (when configured)."""
+        if self.replicas is not None:
+            self.replicas.beat()  # the heartbeat the other replicas read: the health loop runs
         changes = self.history.observe(snapshot)
         if self._state is not None and (changes.added or changes.removed):
             try:

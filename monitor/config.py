@@ -39,6 +39,7 @@ from vigie.monitor.health.budget import Budgets, budgets_of, over_target
 from vigie.monitor.health.maintenance import MaintenanceSpec
 from vigie.monitor.health.topology import ComponentSpec, HealthSettings, RuleSpec, SiteSpec
 from vigie.monitor.health.validate import validate_topology
+from vigie.monitor.replicas import ReplicaSettings, expand_raw
 from vigie.probes.base import Check, ProbeRegistry, SectionProbe
 from vigie.probes.traps import TrapProbe
 
@@ -241,6 +242,12 @@ class ConfigBase(_Strict):
         None,
         description="Probe workers on NATS: `vigie worker` runs the checks, `vigie run` takes "
         "their results (docs/scaling.md). Unset: one process runs everything.",
+    )
+
+    replicas: ReplicaSettings | None = Field(
+        None,
+        description="Identical Vigies (one per datacenter) watching each other; Alertmanager's"
+        " cluster deduplicates their alerts (docs/ha.md). Unset: one Vigie.",
     )
 
     @model_validator(mode="after")
@@ -482,7 +489,9 @@ class LoadedConfig:
 LIST_SECTIONS = ("checks", "sites", "components", "rules", "maintenance")
 """Top-level lists whose refused entries are set aside so the rest can still be checked."""
 
-DROPPABLE = frozenset({"defaults", "web", "scheduler", "health", "alerting", "state_dir"})
+DROPPABLE = frozenset(
+    {"defaults", "web", "scheduler", "health", "alerting", "state_dir", "replicas"}
+)
 """Top-level settings that, when refused, are left at their defaults so the rest is checked:
 none is referred to by name elsewhere (unlike snmp auths or modules), so no error cascades."""
 
@@ -701,6 +710,7 @@ def load_config(
         top = ConfigError(file, 1, 1, "", "the top level must be a mapping")
         raise ConfigErrors([*errors, top])
     errors += _expand_checks(raw, file)
+    expand_raw(raw)  # each replica's vigie check and monitor component, as if written
     # A check whose module is unknown has no kind yet: its own error says enough.
     unmerged = {(int(e.path[len("checks[") : -len("].module")]),) for e in errors if e.path}
     kinds = registry.kinds()

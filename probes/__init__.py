@@ -23,6 +23,7 @@ def default_registry() -> ProbeRegistry:
     from vigie.probes.snmp import SnmpProbe
     from vigie.probes.ssh import SshProbe
     from vigie.probes.tcp import TcpProbe
+    from vigie.probes.vigie_peer import VigiePeerProbe
 
     return ProbeRegistry(
         [
@@ -42,5 +43,6 @@ def default_registry() -> ProbeRegistry:
             SnmpProbe(),
             SshProbe(),
             TcpProbe(),
+            VigiePeerProbe(),
         ]
     )

@@ -220,6 +220,12 @@ def _site_incident(
     )
     apps = applications(topo, impacted, components)
     name = topo.site_name(site)
+    # Vigie replicas that fell with the site (kind monitor): the survivor names them.
+    lost = sorted(
+        topo.components[c.id].name or c.id
+        for c in failing
+        if topo.components[c.id].kind == "monitor"
+    )
     if power is not None:
         what, started = wording.mains_lost(*power), power[0]
         summary = wording.site_summary(name, what, len(apps), len(topo.at_risk[site]))
@@ -231,6 +237,8 @@ def _site_incident(
             what = wording.recovering(len(failing), size)
             started = opened if opened is not None else now
         summary = wording.site_summary(name, what, len(apps))
+    if lost:
+        summary = wording.replicas_lost(summary, lost)
     incident = make_incident(
         inputs,
         key,
@@ -288,7 +296,8 @@ def root_causes(inputs: IncidentInputs, absorbed: set[str]) -> dict[str, Inciden
         impacted = sorted(inputs.impacted_by.get(root.id, ()))
         apps = applications(topo, [root.id, *impacted], inputs.components)
         spec = topo.components[root.id]
-        redundant_only = not impacted and topo.redundant_only(root.id)
+        # A lost Vigie replica leaves the others watching: redundancy lost, as a UPS of a pair.
+        redundant_only = not impacted and (spec.kind == "monitor" or topo.redundant_only(root.id))
         key = f"component:{root.id}"
         incidents[key] = make_incident(
             inputs,

@@ -25,6 +25,7 @@ ComponentKind = Literal[
     "database",
     "application",
     "business_service",
+    "monitor",  # a Vigie replica, watched by the others (monitor.replicas)
 ]
 
 Tier = Annotated[int, Field(ge=1, le=4)]

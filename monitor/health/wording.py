@@ -62,6 +62,11 @@ def site_summary(name: str, what: str, apps: int, at_risk: int | None = None) ->
     return summary
 
 
+def replicas_lost(summary: str, lost: Sequence[str]) -> str:
+    """A site incident's summary naming the Vigie replicas that fell with the site."""
+    return f"{summary}; {' + '.join(lost)} lost"
+
+
 def component_summary(
     label: str, state: State, apps: Sequence[ImpactedApp], redundant_only: bool
 ) -> str:

@@ -19,6 +19,7 @@ def build_app(source: StatusSource) -> web.Application:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/-/healthy", healthy)
     app.router.add_get("/-/ready", ready)
+    app.router.add_get("/-/replica", replica)
     app.router.add_post("/-/reload", reload)
     app.router.add_get("/probe", probe)
     api.add_routes(app)
@@ -51,6 +52,14 @@ async def ready(request: web.Request) -> web.Response:
     if request.app[SOURCE_KEY].ready():
         return web.Response(text="Ready.\n" + _degraded(request))
     return web.Response(status=503, text="Not ready: the first round of checks is running.\n")
+
+
+async def replica(request: web.Request) -> web.Response:
+    """Answer which replica this is, its heartbeat and its peers (404 when Vigie runs alone)."""
+    status = request.app[SOURCE_KEY].replica()
+    if status is None:
+        return web.Response(status=404, text="Not a replica: no `replicas:` in the config.\n")
+    return web.json_response(status.to_json())
 
 
 async def reload(request: web.Request) -> web.Response:

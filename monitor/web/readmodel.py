@@ -20,6 +20,7 @@ from vigie.monitor.health.history import Recovery, Transition
 from vigie.monitor.health.maintenance import MaintenanceSpec, Window
 from vigie.monitor.health.snapshot import Snapshot
 from vigie.monitor.health.topology import ComponentSpec, Dependency, SiteSpec
+from vigie.monitor.replicas import ReplicaStatus
 from vigie.monitor.web.views import iso
 from vigie.probes.base import Check
 
@@ -117,6 +118,9 @@ class StatusSource(Protocol):
     def metrics(self) -> bytes:
         """The /metrics exposition: every check's series and Vigie's own."""
 
+    def replica(self) -> ReplicaStatus | None:
+        """Which replica answers and how it sees its peers; None without `replicas:`."""
+
     # --- operator actions ---------------------------------------------------------------------
 
     def add_maintenance(self, spec: MaintenanceSpec) -> Window:
@@ -191,6 +195,11 @@ class DaemonReadModel:
     def metrics(self) -> bytes:
         """The exposition rendered now."""
         return self._daemon.exposition.render()
+
+    def replica(self) -> ReplicaStatus | None:
+        """The replica set's view now, None when this Vigie runs alone."""
+        replicas = self._daemon.replicas
+        return None if replicas is None else replicas.status()
 
     def add_maintenance(self, spec: MaintenanceSpec) -> Window:
         """Add the window to the book, log it and wake the health loop."""

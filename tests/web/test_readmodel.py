@@ -215,6 +215,10 @@ class Hospital:
         """A one-line exposition."""
         return b'probe_success{check="chk-dpi"} 0\n'
 
+    def replica(self) -> None:
+        """This hospital's Vigie runs alone."""
+        return None
+
     def add_maintenance(self, spec: MaintenanceSpec) -> Window:
         """Into the real MaintenanceBook."""
         return self.book.add(spec)

@@ -1,0 +1,349 @@
+"""Replicas: two (or more) identical `vigie run` with one config, each watching the others.
+
+Every replica runs every check and computes the same incidents; Alertmanager's cluster
+deduplicates their alerts, whose labels are the same (the instance is an annotation). The
+`replicas:` block lists the members; each gets, on every replica, a `vigie` check probing it
+and a component of kind `monitor` in its site, so a replica's death is part of its site's
+incident ("...; Vigie Nord lost") or an incident of its own. Direct sinks (webhook, mail),
+which nothing deduplicates, are sent by one replica: the first by name among those alive.
+There is no consensus: during a partition both send (a duplicate is accepted, a lost page
+is not).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from prometheus_client import CollectorRegistry, Gauge
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from vigie.core.durations import Duration
+from vigie.core.results import ProbeResult
+from vigie.core.secrets import ConfigPath
+from vigie.core.yamlpos import PosDict, PosList
+
+CHECK_PREFIX = "vigie-"
+"""A member's check and component are `vigie-<name>` (its peers' view of it)."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ReplicaMember(_Strict):
+    """One replica: its name, where the others reach it, the datacenter it runs in."""
+
+    name: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9_.-]{0,31}$", description="Unique name, e.g. `nord`."
+    )
+    url: str = Field(description="Base URL of its web server, as the other replicas reach it.")
+    site: str = Field(description="The site (datacenter) it runs in: it fails with it.")
+    display_name: str = Field("", description="Name for people; default `Vigie <Name>`.")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        from vigie.probes.vigie_peer import VigiePeerProbe
+
+        return VigiePeerProbe().parse_target(value)
+
+    @property
+    def title(self) -> str:
+        """The name people read: `Vigie Nord`."""
+        return self.display_name or f"Vigie {self.name[:1].upper()}{self.name[1:]}"
+
+
+class ReplicaSettings(_Strict):
+    """The `replicas:` block: which replica this is, and every member of the set."""
+
+    instance: str = Field(
+        description="This replica's name, one of members: set it from the environment"
+        " (`instance: ${VIGIE_INSTANCE}`) so both replicas share one config file."
+    )
+    members: list[ReplicaMember] = Field(min_length=2, description="Every replica, this one too.")
+    interval: Duration = Field(10.0, description="How often each replica probes the others.")
+    timeout: Duration = Field(5.0, description="Time a probe of a replica may take.")
+    max_heartbeat_age: Duration = Field(
+        30.0, description="A replica whose last health evaluation is older is dead (stuck)."
+    )
+    startup_grace: Duration | Literal[0] = Field(
+        60.0,
+        description="After a replica starts, a peer that never answered it is not judged"
+        " (replicas started together come up seconds apart).",
+    )
+    handoff: Duration = Field(
+        60.0,
+        description="A direct-sink notification the sending replica had this long to deliver"
+        " is dropped by the others; longer than a replica's detected death (interval x 2 +"
+        " timeout), so the survivor sends what a dead sender could not.",
+    )
+    username: str | None = Field(None, description="Basic auth user of the replicas' web.yml.")
+    password_file: ConfigPath | None = Field(None, description="File holding its password.")
+    ca_file: ConfigPath | None = Field(None, description="CA to verify https replica URLs.")
+
+    @model_validator(mode="after")
+    def _check(self) -> ReplicaSettings:
+        """Names unique, this instance one of them, times consistent."""
+        names = [m.name for m in self.members]
+        if len(set(names)) != len(names):
+            raise ValueError(f"replica names must be unique: {names}")
+        if self.instance not in names:
+            raise ValueError(f"instance {self.instance!r} is not one of the members {names}")
+        if self.timeout > self.interval:
+            raise ValueError("timeout is longer than the interval")
+        if self.handoff <= 2 * self.interval + self.timeout:
+            raise ValueError("handoff must be longer than interval x 2 + timeout")
+        if (self.username is None) != (self.password_file is None):
+            raise ValueError("set both username and password_file, or neither")
+        return self
+
+    def member(self, name: str) -> ReplicaMember:
+        """Return the member of that name."""
+        return next(m for m in self.members if m.name == name)
+
+    @property
+    def me(self) -> ReplicaMember:
+        """This replica."""
+        return self.member(self.instance)
+
+    def stale_after(self) -> float:
+        """How old a peer's last successful probe may be for it to count as alive."""
+        return 2 * self.interval + self.timeout
+
+
+def check_id(name: str) -> str:
+    """Return the id of the check (and of the component) watching a member."""
+    return f"{CHECK_PREFIX}{name}"
+
+
+def expand_raw(raw: PosDict) -> None:
+    """Add each member's `vigie` check and `monitor` component to the raw config, in place.
+
+    Done on the raw data, before validation, so that the plan, the topology, the budgets and
+    `vigie check` treat them as any other; an invalid `replicas:` block adds nothing (its
+    own errors say why). The entries stand at the block's line in error messages.
+    """
+    block = raw.get("replicas")
+    if not isinstance(block, dict):
+        return
+    try:
+        settings = ReplicaSettings.model_validate(block, context={"config_dir": None})
+    except ValueError:
+        return
+    mark = raw.pos.get("replicas", raw.mark)
+    for section, entries in (
+        ("checks", [_check_entry(settings, m) for m in settings.members]),
+        ("components", [_component_entry(m) for m in settings.members]),
+    ):
+        listed = raw.get(section)
+        if listed is None:
+            listed = PosList()
+            listed.mark = mark
+            raw[section] = listed
+            raw.pos[section] = mark
+        if not isinstance(listed, PosList):
+            return  # the section's own error is reported
+        for entry in entries:
+            node = PosDict(entry)
+            node.mark = mark
+            listed.append(node)
+            listed.pos.append(mark)
+
+
+def _check_entry(settings: ReplicaSettings, member: ReplicaMember) -> dict[str, Any]:
+    """The raw check probing a member."""
+    vigie: dict[str, Any] = {
+        "instance": member.name,
+        "max_heartbeat_age": settings.max_heartbeat_age,
+        "startup_grace": settings.startup_grace,
+    }
+    if settings.username is not None:
+        vigie["username"] = settings.username
+    if settings.password_file is not None:
+        vigie["password_file"] = str(settings.password_file)
+    if settings.ca_file is not None:
+        vigie["tls"] = {"ca_file": str(settings.ca_file)}
+    return {
+        "id": check_id(member.name),
+        "kind": "vigie",
+        "target": member.url,
+        "interval": settings.interval,
+        "timeout": settings.timeout,
+        "labels": {"replica": member.name},
+        "vigie": vigie,
+    }
+
+
+def _component_entry(member: ReplicaMember) -> dict[str, Any]:
+    """The raw `monitor` component of a member, in its site, fed by its check."""
+    return {
+        "id": check_id(member.name),
+        "kind": "monitor",
+        "site": member.site,
+        "name": member.title,
+        "checks": [check_id(member.name)],
+        "criticality": 4,
+    }
+
+
+# --- at run time --------------------------------------------------------------------------
+
+
+LatestResult = Callable[[str], ProbeResult | None]
+"""The result store's last result of a check (monitor.store.ResultStore.latest)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MemberStatus:
+    """A member as this replica sees it now."""
+
+    name: str
+    title: str
+    site: str
+    url: str
+    this: bool
+    alive: bool
+    checked_at: float | None
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaStatus:
+    """Which replica answers, whether it sends to direct sinks, and how it sees the others."""
+
+    instance: str
+    title: str
+    site: str
+    sender: bool
+    heartbeat: float
+    now: float
+    members: tuple[MemberStatus, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """The /-/replica answer (probes.vigie_peer reads instance, heartbeat, now, sender)."""
+        return {
+            "instance": self.instance,
+            "title": self.title,
+            "site": self.site,
+            "sender": self.sender,
+            "heartbeat": self.heartbeat,
+            "now": self.now,
+            "members": [
+                {
+                    "name": m.name,
+                    "title": m.title,
+                    "site": m.site,
+                    "url": m.url,
+                    "self": m.this,
+                    "alive": m.alive,
+                    "checked_at": m.checked_at,
+                    "reason": m.reason,
+                }
+                for m in self.members
+            ],
+        }
+
+
+class ReplicaSet:
+    """This replica's view of the set: who is alive (the `vigie` checks' results), who sends."""
+
+    def __init__(
+        self,
+        settings: ReplicaSettings,
+        latest: LatestResult,
+        registry: CollectorRegistry,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self._latest = latest
+        self._clock = clock
+        self.heartbeat = clock()
+        self._heartbeat = Gauge(
+            "vigie_replica_heartbeat_timestamp_seconds",
+            "Wall time of this replica's last health evaluation (its peers read it).",
+            registry=registry,
+        )
+        self._peer_up = Gauge(
+            "vigie_replica_peer_up",
+            "Whether this replica sees each member alive (itself always).",
+            ["replica"],
+            registry=registry,
+        )
+        self._sender = Gauge(
+            "vigie_replica_sender",
+            "Whether this replica sends to direct sinks (webhook, mail) now.",
+            registry=registry,
+        )
+        self.beat()
+
+    @property
+    def instance(self) -> str:
+        """This replica's name."""
+        return self.settings.instance
+
+    def beat(self) -> None:
+        """Note a health evaluation: the heartbeat the other replicas read."""
+        self.heartbeat = self._clock()
+        self._heartbeat.set(self.heartbeat)
+
+    def _member(self, name: str, now: float) -> MemberStatus:
+        m = self.settings.member(name)
+        this = name == self.settings.instance
+        result = None if this else self._latest(check_id(name))
+        if this:
+            alive, reason = True, None
+        elif result is None:
+            alive, reason = False, "not probed yet"
+        elif now - result.timestamp > self.settings.stale_after():
+            alive, reason = False, f"last probed {now - result.timestamp:.0f}s ago"
+        else:  # a success with an error is a peer not judged yet (startup grace): not alive
+            alive, reason = result.success and result.error is None, result.error
+        return MemberStatus(
+            name=name,
+            title=m.title,
+            site=m.site,
+            url=m.url,
+            this=this,
+            alive=alive,
+            checked_at=None if result is None else result.timestamp,
+            reason=None if alive else reason,
+        )
+
+    def alive(self, name: str) -> bool:
+        """Whether a member is alive as seen from here (a peer not probed yet is not)."""
+        return self._member(name, self._clock()).alive
+
+    def is_sender(self) -> bool:
+        """Whether this replica sends to direct sinks: no member alive sorts before it.
+
+        A peer not yet probed counts as dead: at start both may send (a duplicate), never none.
+        """
+        now = self._clock()
+        sender = all(
+            not self._member(m.name, now).alive
+            for m in self.settings.members
+            if m.name < self.settings.instance
+        )
+        self._sender.set(sender)
+        return sender
+
+    def status(self) -> ReplicaStatus:
+        """This replica's view now, for /-/replica, the API and the status page."""
+        now = self._clock()
+        members = tuple(self._member(m.name, now) for m in self.settings.members)
+        for m in members:
+            self._peer_up.labels(replica=m.name).set(m.alive)
+        me = self.settings.me
+        return ReplicaStatus(
+            instance=me.name,
+            title=me.title,
+            site=me.site,
+            sender=self.is_sender(),
+            heartbeat=self.heartbeat,
+            now=now,
+            members=members,
+        )

@@ -1,0 +1,334 @@
+"""The parts of the pair on their own: the `replicas:` block, the vigie probe, who sends.
+
+The probe runs against a peer served over 127.0.0.1 by an aiohttp app answering /-/healthy and
+/-/replica as a replica does (each case sets what it answers); the dispatcher runs with real
+outboxes and recording sinks; the replica set reads results as the result store hands them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+import yaml
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from tests.alerting.conftest import make_alert
+from tests.alerting.test_dispatcher import FAST, RecordingSink
+from tests.waiting import wait_for
+from vigie.core.results import ProbeResult
+from vigie.core.yamlpos import ConfigErrors
+from vigie.monitor.alerting import AlertDispatcher, AlertingSettings, Outbox
+from vigie.monitor.config import load_config
+from vigie.monitor.replicas import ReplicaSet, ReplicaSettings
+from vigie.probes import default_registry
+from vigie.probes.base import Check, ProbeContext
+from vigie.probes.http import make_session
+from vigie.probes.vigie_peer import VigiePeerProbe, VigiePeerSettings
+
+MEMBERS = [
+    {"name": "nord", "url": "http://127.0.0.1:9401", "site": "nord"},
+    {"name": "bellevue", "url": "http://127.0.0.1:9402/", "site": "bellevue"},
+]
+
+
+def write_config(tmp_path: Path, replicas: dict[str, Any]) -> Path:
+    """A config with two datacenters and a replicas block."""
+    path = tmp_path / "vigie.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "sites": [
+                    {"id": "nord", "name": "Datacenter Nord"},
+                    {"id": "bellevue", "name": "Datacenter Bellevue"},
+                ],
+                "replicas": replicas,
+            }
+        )
+    )
+    return path
+
+
+# --- the replicas: block -------------------------------------------------------------------
+
+
+def test_each_member_gets_a_vigie_check_and_a_monitor_component(tmp_path: Path) -> None:
+    """On every replica the plan probes every member (itself too) and the topology has a
+    `monitor` component per member, in its site: the two replicas' configs are identical."""
+    path = write_config(tmp_path, {"instance": "${VIGIE_INSTANCE}", "members": MEMBERS})
+    plans = []
+    for instance in ("nord", "bellevue"):
+        loaded = load_config(path, default_registry(), env={"VIGIE_INSTANCE": instance})
+        checks = {
+            c.id: (c.target, c.settings)
+            for c in loaded.plan.values()
+            if isinstance(c.settings, VigiePeerSettings)
+        }
+        assert {c: (target, s.instance) for c, (target, s) in checks.items()} == {
+            "vigie-nord": ("http://127.0.0.1:9401", "nord"),
+            "vigie-bellevue": ("http://127.0.0.1:9402", "bellevue"),
+        }
+        monitors = {c.id: (c.site, c.name) for c in loaded.config.components if c.kind == "monitor"}
+        assert monitors == {
+            "vigie-nord": ("nord", "Vigie Nord"),
+            "vigie-bellevue": ("bellevue", "Vigie Bellevue"),
+        }
+        plans.append(sorted(loaded.plan))
+    assert plans[0] == plans[1]
+
+
+@pytest.mark.parametrize(
+    ("replicas", "message"),
+    [
+        ({"instance": "sud", "members": MEMBERS}, "instance 'sud' is not one of the members"),
+        ({"instance": "nord", "members": MEMBERS[:1]}, "at least 2 items"),
+        ({"instance": "nord", "members": [MEMBERS[0], MEMBERS[0]]}, "must be unique"),
+        (
+            {"instance": "nord", "members": MEMBERS, "handoff": "10s"},
+            "handoff must be longer than interval x 2 + timeout",
+        ),
+        (
+            {"instance": "nord", "members": [{**MEMBERS[0], "url": "ftp://x"}, MEMBERS[1]]},
+            "must be an http or https URL",
+        ),
+    ],
+)
+def test_a_wrong_replicas_block_is_refused_at_its_line(
+    tmp_path: Path, replicas: dict[str, Any], message: str
+) -> None:
+    """A mistake in the block is reported (with its place), and adds no check of its own."""
+    path = write_config(tmp_path, replicas)
+    with pytest.raises(ConfigErrors) as info:
+        load_config(path, default_registry(), env={})
+    errors = [str(e) for e in info.value.errors]
+    assert any(message in e and "replicas" in e for e in errors), errors
+    assert not any("vigie-" in e for e in errors), errors
+
+
+def test_a_member_in_an_unknown_site_is_refused(tmp_path: Path) -> None:
+    """A replica runs in a site of the topology: its monitor component must belong there."""
+    members = [MEMBERS[0], {**MEMBERS[1], "site": "sud"}]
+    path = write_config(tmp_path, {"instance": "nord", "members": members})
+    with pytest.raises(ConfigErrors) as info:
+        load_config(path, default_registry(), env={})
+    assert any("sud" in str(e) for e in info.value.errors), info.value.errors
+
+
+# --- who sends to direct sinks -------------------------------------------------------------
+
+
+@dataclass
+class Results:
+    """What the result store would hand out: the last result of each check."""
+
+    latest: dict[str, ProbeResult] = field(default_factory=dict)
+
+    def get(self, check_id: str) -> ProbeResult | None:
+        """The last result of a check, None before its first run."""
+        return self.latest.get(check_id)
+
+
+def replica_set(instance: str, results: Results, now: list[float]) -> ReplicaSet:
+    """A replica set over those results, on a clock the test moves."""
+    settings = ReplicaSettings.model_validate({"instance": instance, "members": MEMBERS})
+    return ReplicaSet(settings, results.get, CollectorRegistry(), clock=lambda: now[0])
+
+
+def test_the_first_alive_by_name_sends() -> None:
+    """Bellevue sends while alive; Nord sends when it sees Bellevue dead, not probed yet,
+    probed too long ago, or only forgiven at start (a success with an error)."""
+    results, now = Results(), [1000.0]
+    bellevue, nord = replica_set("bellevue", results, now), replica_set("nord", results, now)
+    assert bellevue.is_sender()
+    assert nord.is_sender()  # Bellevue not probed yet: both send rather than none
+    results.latest["vigie-bellevue"] = ProbeResult(success=True, timestamp=999.0)
+    assert not nord.is_sender()
+    assert nord.alive("bellevue")
+    results.latest["vigie-bellevue"] = ProbeResult(success=False, error="refused", timestamp=999)
+    assert nord.is_sender()
+    status = nord.status()
+    assert [(m.name, m.alive, m.reason) for m in status.members] == [
+        ("nord", True, None),
+        ("bellevue", False, "refused"),
+    ]
+    results.latest["vigie-bellevue"] = ProbeResult(success=True, timestamp=999.0)
+    now[0] = 999.0 + 2 * 10 + 5 + 1  # stale: more than interval x 2 + timeout ago
+    assert nord.is_sender()
+    results.latest["vigie-bellevue"] = ProbeResult(
+        success=True, error="not judged yet (startup grace): refused", timestamp=now[0]
+    )
+    assert nord.is_sender()
+    assert bellevue.is_sender()  # whatever it sees of Nord
+
+
+def test_status_answers_as_the_probe_reads_it() -> None:
+    """/-/replica's body carries the instance, the heartbeat and the peer's clock."""
+    results, now = Results(), [1000.0]
+    nord = replica_set("nord", results, now)
+    now[0] = 1003.0
+    body = nord.status().to_json()
+    assert (body["instance"], body["heartbeat"], body["now"]) == ("nord", 1000.0, 1003.0)
+    assert body["title"] == "Vigie Nord" and body["site"] == "nord"
+    json.dumps(body)
+
+
+# --- the vigie probe -------------------------------------------------------------------------
+
+
+@dataclass
+class Peer:
+    """What the fake replica answers."""
+
+    healthy: int = 200
+    replica: Any = field(
+        default_factory=lambda: {"instance": "nord", "heartbeat": 100.0, "now": 101.0}
+    )
+    url: str = ""
+
+
+@pytest.fixture
+async def peer() -> AsyncIterator[Peer]:
+    """A replica's two endpoints on a free loopback port."""
+    state = Peer()
+
+    async def healthy(_: web.Request) -> web.Response:
+        return web.Response(status=state.healthy, text="Healthy.\n")
+
+    async def replica(_: web.Request) -> web.Response:
+        body = state.replica if isinstance(state.replica, bytes) else json.dumps(state.replica)
+        return web.Response(body=body, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/-/healthy", healthy)
+    app.router.add_get("/-/replica", replica)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    state.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    yield state
+    await runner.cleanup()
+
+
+async def run(probe: VigiePeerProbe, url: str, **settings: Any) -> ProbeResult:
+    """Run one vigie check of the peer at url."""
+    check: Check[VigiePeerSettings] = Check(
+        id="vigie-nord",
+        kind="vigie",
+        target=probe.parse_target(url),
+        interval=1.0,
+        timeout=1.0,
+        settings=VigiePeerSettings.model_validate({"startup_grace": 0, **settings}),
+    )
+    async with make_session() as session:
+        return await probe(check, ProbeContext(session))
+
+
+def values(result: ProbeResult) -> dict[str, float]:
+    """The result's samples by name."""
+    return {s.name: s.value for s in result.samples}
+
+
+async def test_a_live_peer_succeeds_with_its_heartbeat_age(peer: Peer) -> None:
+    """Healthy, the expected instance, a heartbeat 1 s old on its own clock: success."""
+    result = await run(VigiePeerProbe(), peer.url, instance="nord")
+    assert result.success and result.error is None, result.error
+    assert values(result) == {
+        "vigie_peer_healthy": 1,
+        "vigie_peer_heartbeat_age_seconds": 1.0,
+        "vigie_peer_sender": 0,
+    }
+
+
+@pytest.mark.parametrize(
+    ("healthy", "replica", "instance", "reason"),
+    [
+        (503, None, "nord", "/-/healthy answered HTTP 503"),
+        (200, {"instance": "sud", "heartbeat": 1, "now": 2}, "nord", "replica 'sud' answered"),
+        (200, {"instance": "nord", "heartbeat": 1, "now": 100}, "nord", "99s ago (health loop"),
+        (200, b"<html>", "nord", "not a replica's answer"),
+        (200, {"instance": "nord"}, "nord", "not a replica's answer (KeyError)"),
+        (200, b"x" * (64 * 1024 + 1), "nord", "larger than 65536 bytes"),
+    ],
+)
+async def test_a_wrong_answer_fails_naming_why(
+    peer: Peer, healthy: int, replica: Any, instance: str, reason: str
+) -> None:
+    """Not healthy, another replica, a stuck health loop, not a Vigie: each fails, said so."""
+    peer.healthy = healthy
+    if replica is not None:
+        peer.replica = replica
+    result = await run(VigiePeerProbe(), peer.url, instance=instance, max_heartbeat_age=30)
+    assert not result.success
+    assert result.error is not None and reason in result.error, result.error
+
+
+async def test_a_peer_never_seen_is_forgiven_during_the_startup_grace(peer: Peer) -> None:
+    """Before it first answered, a failing peer is not judged during the grace (success with an
+    error saying so); once it answered, a failure counts at once."""
+    probe = VigiePeerProbe()
+    peer.healthy = 503
+    early = await run(probe, peer.url, startup_grace=60)
+    assert early.success
+    assert early.error is not None and early.error.startswith("not judged yet (startup grace)")
+    peer.healthy = 200
+    assert (await run(probe, peer.url, startup_grace=60)).error is None
+    peer.healthy = 503
+    assert not (await run(probe, peer.url, startup_grace=60)).success
+
+
+async def test_a_closed_port_fails() -> None:
+    """Nothing listening: a connection error, not an exception for the scheduler."""
+    with socket.socket() as sock:  # bound, never listening: connections are refused
+        sock.bind(("127.0.0.1", 0))
+        result = await run(VigiePeerProbe(), f"http://127.0.0.1:{sock.getsockname()[1]}")
+    assert not result.success and result.error is not None
+    assert "ClientConnectorError" in result.error, result.error
+
+
+# --- the dispatcher's handoff ------------------------------------------------------------------
+
+
+async def test_a_replica_not_sending_leaves_direct_sinks_to_its_peer(tmp_path: Path) -> None:
+    """While another replica sends, direct sinks' rows wait `handoff`, then are dropped; the
+    Alertmanager sink gets everything. Once this replica sends, its queued rows go out."""
+    am, hook = RecordingSink("am", refresh=True), RecordingSink("hook")
+    sending = [False]
+    outbox = Outbox(tmp_path / "o.sqlite")
+    session = make_session()
+    dispatcher = AlertDispatcher(
+        AlertingSettings.model_validate({**FAST, "watchdog": False}),
+        outbox,
+        [am, hook],
+        session,
+        CollectorRegistry(),
+        logger=structlog.get_logger(),
+        sender=lambda: sending[0],
+        handoff=0.5,
+    )
+    task = asyncio.create_task(dispatcher.run())
+    try:
+        dispatcher.fire(make_alert(key="a"))
+        await wait_for(lambda: ("a", "firing") in am.sent(), "Alertmanager's copy")
+        await wait_for(lambda: outbox.depth().get("hook", 0) == 0, "the row left to the peer")
+        assert hook.sent() == []
+        started = time.monotonic()
+        dispatcher.fire(make_alert(key="b"))
+        await asyncio.sleep(0.1)
+        sending[0] = True  # the peer died within the handoff: this replica sends what it holds
+        await wait_for(lambda: hook.sent() == [("b", "firing")], "the page the peer could not")
+        assert time.monotonic() - started < 0.5 + 1.0
+        assert ("b", "firing") in am.sent()  # Alertmanager got it all along
+    finally:
+        await dispatcher.stop()
+        await task
+        outbox.close()
+        await session.close()
