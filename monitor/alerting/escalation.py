@@ -277,9 +277,12 @@ class Escalations:
         """Insert or update an escalation row; return its id."""
         data = esc.to_json()
         if esc.id:
+            # The key column is unique among open escalations only: a closed one gives its key
+            # up, so the same incident coming back opens a new escalation.
+            key = esc.key if esc.open else f"{esc.key}#{esc.id}"
             db.execute(
-                "UPDATE escalation SET open = ?, data = ? WHERE id = ?",
-                (int(esc.open), data, esc.id),
+                "UPDATE escalation SET key = ?, open = ?, data = ? WHERE id = ?",
+                (key, int(esc.open), data, esc.id),
             )
             return esc.id
         cursor = db.execute(

@@ -352,3 +352,28 @@ async def test_operator_ack_of_unknown_incident(
             assert response.status == 404
         async with session.post(url, json=["x"]) as response:
             assert response.status == 400
+
+
+async def test_the_same_incident_coming_back_escalates_again(
+    tmp_path: Path,
+    gateway: Gateway,
+    receiver: Receiver,
+    key_file: Path,
+    session: aiohttp.ClientSession,
+) -> None:
+    """An incident that resolves and comes back (same key) opens a new escalation."""
+    clock = Clock(T0)
+    make = settings_factory(gateway, receiver, key_file)
+    async with stack(make, tmp_path / "outbox.sqlite", session, clock, free_port()) as s:
+        paged = incident(s)
+        s.escalations.sync([paged])
+        await wait_for(lambda: len(gateway.to(ALICE)) == 1, "the first page")
+        s.escalations.sync([])
+        await wait_for(lambda: len(gateway.to(ALICE)) == 2, "the resolved SMS")
+        clock.advance(60)
+        s.escalations.sync([paged])
+        await wait_for(lambda: len(gateway.to(ALICE)) == 3, "the page of the second time")
+        assert gateway.to(ALICE)[2].startswith("Vigie: Power lost")
+        kept = s.escalations.all()
+        assert [e.open for e in kept] == [False, True]
+        assert len({e.id for e in kept}) == 2
