@@ -33,6 +33,7 @@ from vigie.monitor.store import ResultStore
 
 SELF_INCIDENT_NAME = "VigieWorkerLost"
 NO_WORKER_NAME = "VigieNoWorker"
+UNREACHABLE_NAME = "VigieBusUnreachable"
 NO_WORKER_GRACE = 30.0
 """Time after start before no worker at all pages: a fleet restarting registers meanwhile."""
 MAX_WORKERS = 1000
@@ -94,6 +95,7 @@ class _Lost:
     """A lost worker's checks not reported since by anyone, and when it was lost."""
 
     at: float  # wall clock, the self-incident's start
+    noticed: float  # monotonic: paged after a hold, so workers lost together page once
     count: int  # its checks when lost: the page's text stays the same until it resolves
     waiting: set[str]
 
@@ -130,6 +132,7 @@ class BusConsumer:
         self._received: dict[str, int] = {}  # live worker -> results received
         self._last: dict[str, float] = {}  # live worker -> when its last result came
         self._started = clock()
+        self._down_since: tuple[float, float] | None = None  # (monotonic, wall) of the outage
         self._client: Client | None = None
         self._sub: Subscription | None = None
         self._task: asyncio.Task[None] | None = None
@@ -170,14 +173,17 @@ class BusConsumer:
         for name in change.left + change.lost:
             self._received.pop(name, None)
             self._last.pop(name, None)
+        hidden = self._task is not None and not self.connected()  # NATS down, not the worker
         for name in change.lost:
             held = set(before.get(name, ()))
-            self._log.error("bus_worker_lost", worker=name, checks=len(held))
+            report = self._log.warning if hidden else self._log.error
+            report("bus_worker_lost", worker=name, checks=len(held), hidden=hidden)
             for check_id in held:  # no stale result stands for a check nobody runs now
                 self._store.remove(check_id)
             if held:
-                self._lost[name] = _Lost(time.time(), len(held), held)
                 self._forgot()  # the store's listeners take removal for leaving the plan
+                if not hidden:
+                    self._lost[name] = _Lost(time.time(), self._clock(), len(held), held)
         if len(self.membership.live()) > MAX_WORKERS:  # a flood of keys: keep the oldest
             self._log.error("bus_too_many_workers", workers=len(self.membership.live()))
         self._reassign()
@@ -217,60 +223,105 @@ class BusConsumer:
     # --- what the daemon reads -----------------------------------------------------------------
 
     def alerts(self) -> list[Alert]:
-        """Return Vigie's own incidents: one per lost worker whose checks are not all back,
-        or one when no worker was ever seen a while after start."""
-        out = []
-        for name, lost in sorted(self._lost.items()):
-            out.append(
-                Alert(
-                    key=f"vigie:bus:worker:{name}",
-                    labels={
-                        "alertname": SELF_INCIDENT_NAME,
-                        "severity": "critical",
-                        "component": "vigie",
-                        "root_cause": "bus_worker",
-                        "worker": name,
-                    },
-                    annotations={
-                        "summary": f"Vigie worker {name} lost, {lost.count} checks unassigned "
-                        "until the other workers take them over",
-                        "description": f"The key of worker {name} in the NATS bucket "
-                        f"{self.settings.kv_bucket} was not refreshed for "
-                        f"{self.settings.worker_ttl:g}s. Its checks are UNKNOWN, not paged one "
-                        "by one, until live workers report them. Fix: look at the worker's "
-                        "host and its journal (journalctl -u vigie-worker@...).",
-                    },
-                    starts_at=datetime.fromtimestamp(lost.at, UTC),
-                    generator_url=self._url,
-                )
-            )
+        """Return Vigie's own incidents, each paged once: NATS unreachable (it hides every
+        worker at once), or no worker alive (past a grace after start or reconnection, or
+        several lost together), or else one per lost worker whose checks are not all back."""
+        if self._task is not None and not self.connected():
+            down = self._unreachable()
+            return [down] if down is not None else []
+        if self._down_since is not None:  # connected again: the workers get a grace to show up
+            self._down_since = None
+            self._started = self._clock()
         grace = max(NO_WORKER_GRACE, 3 * self.settings.worker_ttl)
-        servers = ", ".join(self.settings.public_servers())
+        waited = self._clock() - self._started > grace
         if (
-            not out
-            and self._plan
+            self._plan
             and not self.membership.live()
-            and self._clock() - self._started > grace
+            and (len(self._lost) > 1 or (not self._lost and waited))
         ):
-            out.append(
-                Alert(
-                    key="vigie:bus:no_worker",
-                    labels={
-                        "alertname": NO_WORKER_NAME,
-                        "severity": "critical",
-                        "component": "vigie",
-                        "root_cause": "bus_worker",
-                    },
-                    annotations={
-                        "summary": f"No Vigie worker alive: {len(self._plan)} checks unassigned",
-                        "description": "No key in the NATS bucket "
-                        f"{self.settings.kv_bucket} on {servers}: start `vigie worker` "
-                        "processes, or check that they reach NATS.",
-                    },
-                    generator_url=self._url,
-                )
-            )
-        return out
+            return [self._no_worker()]
+        hold = self.settings.worker_ttl / 2  # keys refresh every third of a TTL: losses
+        now = self._clock()  # closer than that are one event, paged as no worker at all
+        return [
+            self._worker_lost(name, lost)
+            for name, lost in sorted(self._lost.items())
+            if now - lost.noticed >= hold
+        ]
+
+    def _worker_lost(self, name: str, lost: _Lost) -> Alert:
+        """Return the page of one lost worker (its text fixed at the loss: paged once)."""
+        return Alert(
+            key=f"vigie:bus:worker:{name}",
+            labels={
+                "alertname": SELF_INCIDENT_NAME,
+                "severity": "critical",
+                "component": "vigie",
+                "root_cause": "bus_worker",
+                "worker": name,
+            },
+            annotations={
+                "summary": f"Vigie worker {name} lost, {lost.count} checks unassigned "
+                "until the other workers take them over",
+                "description": f"The key of worker {name} in the NATS bucket "
+                f"{self.settings.kv_bucket} was not refreshed for "
+                f"{self.settings.worker_ttl:g}s. Its checks are UNKNOWN, not paged one "
+                "by one, until live workers report them. Fix: look at the worker's "
+                "host and its journal (journalctl -u vigie-worker@...).",
+            },
+            starts_at=datetime.fromtimestamp(lost.at, UTC),
+            generator_url=self._url,
+        )
+
+    def _no_worker(self) -> Alert:
+        """Return the one page of no live worker at all (several lost together included)."""
+        servers = ", ".join(self.settings.public_servers())
+        lost = f" (lost: {', '.join(sorted(self._lost))})" if self._lost else ""
+        return Alert(
+            key="vigie:bus:no_worker",
+            labels={
+                "alertname": NO_WORKER_NAME,
+                "severity": "critical",
+                "component": "vigie",
+                "root_cause": "bus_worker",
+            },
+            annotations={
+                "summary": f"No Vigie worker alive{lost}: {len(self._plan)} checks unassigned",
+                "description": f"No live key in the NATS bucket {self.settings.kv_bucket} on "
+                f"{servers}: every check is UNKNOWN (not paged one by one). Start `vigie "
+                "worker` processes, or check that they reach NATS.",
+            },
+            starts_at=datetime.fromtimestamp(
+                min((x.at for x in self._lost.values()), default=time.time()), UTC
+            ),
+            generator_url=self._url,
+        )
+
+    def _unreachable(self) -> Alert | None:
+        """Return the one page of an outage of NATS once it lasted a TTL (None before)."""
+        if self._down_since is None:
+            self._down_since = (self._clock(), time.time())
+        if self._clock() - self._down_since[0] <= self.settings.worker_ttl:
+            return None
+        servers = ", ".join(self.settings.public_servers())
+        return Alert(
+            key="vigie:bus:unreachable",
+            labels={
+                "alertname": UNREACHABLE_NAME,
+                "severity": "critical",
+                "component": "vigie",
+                "root_cause": "bus",
+            },
+            annotations={
+                "summary": f"Vigie cannot reach NATS ({servers}): "
+                f"{len(self._plan)} checks without results",
+                "description": "The workers' results and their keys come through NATS: until "
+                "it answers, every check ages to UNKNOWN (not paged one by one). Workers keep "
+                "probing and buffer a little while reconnecting. Fix: look at the NATS servers "
+                "and the network between them and this host.",
+            },
+            starts_at=datetime.fromtimestamp(self._down_since[1], UTC),
+            generator_url=self._url,
+        )
 
     def workers(self) -> list[WorkerView]:
         """Return the live workers for the status page, by name."""

@@ -27,33 +27,55 @@ from tests.waiting import wait_for_sync
 from vigie.monitor.bus.codec import DecodeError, decode
 
 
+class NatsServer:
+    """A nats-server with JetStream (its store in a directory) on a loopback port."""
+
+    def __init__(self, binary: str, port: int, work: Path) -> None:
+        self.port = port
+        self.url = f"nats://127.0.0.1:{port}"
+        self._cmd = [binary, "-js", "-sd", str(work / "jetstream"), "-a", "127.0.0.1"]
+        self._cmd += ["-p", str(port)]
+        self._log = work / "nats-server.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start the server (again, on the same port and store) and wait until it listens."""
+        with self._log.open("ab") as log:
+            self.proc = subprocess.Popen(self._cmd, stdout=log, stderr=subprocess.STDOUT)
+
+        def listening() -> bool:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+            except OSError:
+                return False
+            return True
+
+        wait_for_sync(listening, f"nats-server listening on {self.port}")
+
+    def stop(self) -> None:
+        """Stop the server (a test may, to play a NATS outage)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
 @pytest.fixture
-def nats_url(tmp_path: Path) -> Iterator[str]:
+def nats_url(nats_server: NatsServer) -> str:
+    """The URL of the test's nats-server."""
+    return nats_server.url
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
     """A nats-server with JetStream (its store in tmp_path) on a free loopback port."""
-    binary = require_binary("/usr/sbin/nats-server", "nats-server")
-    port = free_port()
-    store = tmp_path / "jetstream"
-    log = (tmp_path / "nats-server.log").open("wb")
-    server = subprocess.Popen(
-        [binary, "-js", "-sd", str(store), "-a", "127.0.0.1", "-p", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
+    server = NatsServer(
+        require_binary("/usr/sbin/nats-server", "nats-server"), free_port(), tmp_path
     )
-
-    def listening() -> bool:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-        except OSError:
-            return False
-        return True
-
     try:
-        wait_for_sync(listening, f"nats-server listening on {port}")
-        yield f"nats://127.0.0.1:{port}"
+        server.start()
+        yield server
     finally:
-        server.terminate()
-        server.wait(10)
-        log.close()
+        server.stop()
 
 
 @pytest.fixture

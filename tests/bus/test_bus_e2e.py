@@ -14,12 +14,12 @@ import aiohttp
 from nats.aio.client import Client
 
 from tests.alerting.conftest import Receiver
-from tests.bus.conftest import Seen, Workers, scrape, value, write_config
+from tests.bus.conftest import NatsServer, Seen, Workers, scrape, value, write_config
 from tests.waiting import wait_for
 from vigie.core.results import ProbeResult
 from vigie.monitor.app import Daemon
 from vigie.monitor.bus.codec import encode
-from vigie.monitor.bus.consumer import SELF_INCIDENT_NAME
+from vigie.monitor.bus.consumer import NO_WORKER_NAME, SELF_INCIDENT_NAME, UNREACHABLE_NAME
 from vigie.monitor.config import load_config
 from vigie.monitor.health.states import State
 from vigie.probes.base import ProbeRegistry
@@ -238,3 +238,74 @@ async def test_garbage_on_the_results_subject_is_counted_and_dropped(
             )
 
         await wait_for(counted, "each hostile message counted by reason, the good one stored")
+
+
+async def test_nats_down_pages_once_not_once_per_worker_and_recovers(
+    tmp_path: Path, nats_server: NatsServer, targets: str, receiver: Receiver, workers: Workers
+) -> None:
+    """NATS stopping hides every worker at once: one VigieBusUnreachable page, no worker lost
+    page, no component page; the checks age to UNKNOWN. NATS back: all comes back, resolved."""
+    config = write_config(
+        tmp_path,
+        base=targets,
+        nats_url=nats_server.url,
+        hook=f"{receiver.url}/hook",
+        interval="1s",
+        stale_intervals=2,
+    )
+    async with running(config) as (daemon, session):
+        workers.start(config, "w1")
+        workers.start(config, "w2")
+        await wait_for(lambda: workers_live(session, daemon, 2), "two workers live", 30)
+        nats_server.stop()
+        await wait_for(
+            lambda: receiver.notified("/hook", UNREACHABLE_NAME, "firing") >= 1,
+            "the NATS outage page",
+        )
+
+        async def all_unknown() -> bool:
+            page = await scrape(session, daemon.listen_port)
+            states = page.get("vigie_component_state", [])
+            return bool(states) and all(s.value == State.UNKNOWN for s in states)
+
+        await wait_for(all_unknown, "every component UNKNOWN without results", 15)
+        assert value(await scrape(session, daemon.listen_port), "vigie_bus_connected") == 0
+        nats_server.start()  # back: the workers register again, their results flow again
+        await wait_for(lambda: workers_live(session, daemon, 2), "two workers live again", 30)
+
+        async def all_ok() -> bool:
+            page = await scrape(session, daemon.listen_port)
+            states = page.get("vigie_component_state", [])
+            return bool(states) and all(s.value == State.OK for s in states)
+
+        await wait_for(all_ok, "every component OK again", 15)
+        await wait_for(
+            lambda: receiver.notified("/hook", UNREACHABLE_NAME, "resolved") >= 1,
+            "the NATS outage page resolved",
+        )
+    pages = firing(receiver)
+    assert [a["labels"]["alertname"] for a in pages] == [UNREACHABLE_NAME], pages
+
+
+async def test_every_worker_lost_together_pages_once(
+    tmp_path: Path, nats_url: str, targets: str, receiver: Receiver, workers: Workers
+) -> None:
+    """Both workers killed at once: one VigieNoWorker page naming both, not one per worker."""
+    config = write_config(
+        tmp_path, base=targets, nats_url=nats_url, hook=f"{receiver.url}/hook", interval="1s"
+    )
+    async with running(config) as (daemon, session):
+        workers.start(config, "w1")
+        workers.start(config, "w2")
+        await wait_for(lambda: workers_live(session, daemon, 2), "two workers live", 30)
+        workers.kill("w1")
+        workers.kill("w2")
+        await wait_for(
+            lambda: receiver.notified("/hook", NO_WORKER_NAME, "firing") >= 1,
+            "the no-worker page",
+        )
+        page = await scrape(session, daemon.listen_port)
+        assert value(page, "vigie_bus_workers") == 0
+    pages = firing(receiver)
+    assert [a["labels"]["alertname"] for a in pages] == [NO_WORKER_NAME], pages
+    assert "(lost: w1, w2)" in pages[0]["annotations"]["summary"]
