@@ -375,6 +375,12 @@ class Escalations:
 
     def _queue(self, entries: Sequence[Entry], esc: Escalation) -> None:
         """Record pages and the escalation's new state in one transaction."""
+        if self._dispatcher is not None:
+            known = set(self._dispatcher.sink_names)
+            gone = sorted({e.sink for e in entries} - known)
+            if gone:  # paged before a restart with another config: nobody to send it to now
+                self._log.warning("escalation_sink_gone", key=esc.key, sinks=gone)
+                entries = [e for e in entries if e.sink in known]
         if self._dispatcher is not None and entries:
             self._dispatcher.page(entries, also=lambda db: self._save(db, esc))
         else:

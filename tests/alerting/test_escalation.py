@@ -377,3 +377,38 @@ async def test_the_same_incident_coming_back_escalates_again(
         kept = s.escalations.all()
         assert [e.open for e in kept] == [False, True]
         assert len({e.id for e in kept}) == 2
+
+
+async def test_resolve_after_a_sink_left_the_config(
+    tmp_path: Path,
+    gateway: Gateway,
+    receiver: Receiver,
+    key_file: Path,
+    session: aiohttp.ClientSession,
+) -> None:
+    """A sink paged before a restart and gone from the config since: the others are told."""
+    clock = Clock(T0)
+    make = settings_factory(gateway, receiver, key_file)
+    path = tmp_path / "outbox.sqlite"
+    async with stack(make, path, session, clock, free_port()) as s:
+        paged = incident(s)
+        s.escalations.sync([paged])
+        clock.advance(10 * 60)
+        await wait_for(lambda: gateway.to(BOB) and pages(receiver, "firing"), "level 2")
+
+    def without_webhook(web_url: str) -> AlertingSettings:
+        data = make(web_url).model_dump(mode="json", by_alias=True)
+        data["webhooks"] = []
+        data["oncall"]["ack"]["secret_file"] = str(key_file)
+        for policy in data["oncall"]["policies"]:
+            for level in policy["levels"]:
+                level["notify"] = [n for n in level["notify"] if n["sink"] == "http:sms"]
+        return AlertingSettings.model_validate(data)
+
+    async with stack(without_webhook, path, session, clock, free_port()) as s:
+        s.escalations.sync([])
+        await wait_for(
+            lambda: len(gateway.to(ALICE)) == 2 and len(gateway.to(BOB)) == 2, "resolved SMS"
+        )
+        assert not s.escalations.all(open_only=True)
+    assert pages(receiver, "resolved") == []
