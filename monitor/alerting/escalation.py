@@ -315,8 +315,15 @@ class Escalations:
         return self._policies.get(team) or self._policies.get("*")
 
     def observe(self, snapshot: Snapshot, active: Mapping[str, Alert]) -> None:
-        """Open escalations for new paged incidents, close those whose incident is over."""
-        self.sync(paged_incidents(snapshot, active))
+        """Open escalations for new paged incidents, close those whose incident is over.
+
+        Called from the health loop: a failure is logged, never raised into it (the alerts
+        themselves are already recorded); the next snapshot tries again.
+        """
+        try:
+            self.sync(paged_incidents(snapshot, active))
+        except Exception as exc:
+            self._log.error("escalation_failed", error=bound_text(f"{type(exc).__name__}: {exc}"))
 
     def sync(self, incidents: Iterable[PagedIncident]) -> None:
         """Make these the paged incidents: open what is new, close what is gone."""
