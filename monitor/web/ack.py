@@ -32,7 +32,8 @@ _PAGE = """<!doctype html>
 <meta name="robots" content="noindex">
 <title>Vigie: {title}</title>
 <style>body{{font-family:sans-serif;max-width:36em;margin:1em auto;padding:0 1em}}
-button{{font-size:1.4em;padding:.5em 1em}}.ok{{color:#060}}.bad{{color:#a00}}</style>
+button{{font-size:1.4em;padding:.5em 1em}}.ok{{color:#060}}.bad{{color:#a00}}
+td,th{{padding:.2em .5em;text-align:left;border-bottom:1px solid #ddd}}</style>
 </head><body><h1>{title}</h1>{body}</body></html>
 """
 
@@ -159,6 +160,72 @@ async def api_escalations(request: web.Request) -> web.Response:
     return web.json_response([escalation_json(e) for e in escalations.all()])
 
 
+def team_summary(escalations: list[Escalation]) -> dict[str, dict[str, Any]]:
+    """Per team: escalations, acknowledged, unacknowledged (open or resolved), median time."""
+    out: dict[str, dict[str, Any]] = {}
+    for esc in escalations:
+        row = out.setdefault(
+            esc.team,
+            {"escalations": 0, "acknowledged": 0, "unacknowledged": 0, "open": 0, "times": []},
+        )
+        row["escalations"] += 1
+        row["open"] += esc.open
+        if esc.acked_at is not None:
+            row["acknowledged"] += 1
+            row["times"].append(esc.acked_at - esc.opened)
+        elif esc.level >= 0:
+            row["unacknowledged"] += 1
+    for row in out.values():
+        times = sorted(row.pop("times"))
+        row["median_time_to_acknowledge"] = times[len(times) // 2] if times else None
+    return dict(sorted(out.items()))
+
+
+async def api_summary(request: web.Request) -> web.Response:
+    """Per-team figures over the escalations kept (7 days): for post-incident reports."""
+    return web.json_response(team_summary(request.app[ESCALATIONS_KEY].all()))
+
+
+def _minutes(seconds: float | None) -> str:
+    return "" if seconds is None else f"{seconds / 60:.0f} min"
+
+
+async def escalations_page(request: web.Request) -> web.Response:
+    """The escalations kept: unacknowledged open ones in red, and per-team figures."""
+    kept = request.app[ESCALATIONS_KEY].all()
+    rows = []
+    for esc in reversed(kept):
+        unacked = esc.open and not esc.acknowledged and esc.level >= 0
+        state = (
+            f"pris en compte par {html.escape(esc.acked_by or '')}"
+            if esc.acknowledged
+            else ("NON PRIS EN COMPTE" if unacked else "")
+        )
+        if not esc.open:
+            state += (", " if state else "") + "résolu"
+        tta = _minutes(None if esc.acked_at is None else esc.acked_at - esc.opened)
+        style = ' class="bad"' if unacked else ""
+        rows.append(
+            f"<tr{style}><td>{_when(esc.opened)}</td><td>{html.escape(esc.team)}</td>"
+            f"<td>{html.escape(esc.summary)}</td><td>{esc.level + 1}</td>"
+            f"<td>{state}</td><td>{tta}</td></tr>"
+        )
+    teams = "".join(
+        f"<tr><td>{html.escape(team)}</td><td>{row['escalations']}</td>"
+        f"<td>{row['acknowledged']}</td><td>{row['unacknowledged']}</td>"
+        f"<td>{_minutes(row['median_time_to_acknowledge'])}</td></tr>"
+        for team, row in team_summary(kept).items()
+    )
+    body = (
+        "<table><tr><th>Début</th><th>Équipe</th><th>Incident</th><th>Niveau</th>"
+        f"<th>État</th><th>Délai de prise en compte</th></tr>{''.join(rows)}</table>"
+        "<h2>Par équipe (7 jours)</h2><table><tr><th>Équipe</th><th>Escalades</th>"
+        "<th>Prises en compte</th><th>Sans prise en compte</th><th>Délai médian</th></tr>"
+        f"{teams}</table>"
+    )
+    return _html("Astreinte : escalades", body)
+
+
 def add_routes(app: web.Application, escalations: Escalations) -> None:
     """Register the acknowledgement routes on an application."""
     app[ESCALATIONS_KEY] = escalations
@@ -166,3 +233,5 @@ def add_routes(app: web.Application, escalations: Escalations) -> None:
     app.router.add_post("/ack/{token}", ack_post)
     app.router.add_post("/api/v1/acknowledgements", api_acknowledge)
     app.router.add_get("/api/v1/escalations", api_escalations)
+    app.router.add_get("/api/v1/escalations/summary", api_summary)
+    app.router.add_get("/escalations", escalations_page)

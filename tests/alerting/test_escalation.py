@@ -412,3 +412,39 @@ async def test_resolve_after_a_sink_left_the_config(
         )
         assert not s.escalations.all(open_only=True)
     assert pages(receiver, "resolved") == []
+
+
+async def test_escalations_page_and_team_figures(
+    tmp_path: Path,
+    gateway: Gateway,
+    receiver: Receiver,
+    key_file: Path,
+    session: aiohttp.ClientSession,
+) -> None:
+    """An unacknowledged escalation is red on /escalations; per-team figures after the ack."""
+    clock = Clock(T0)
+    make = settings_factory(gateway, receiver, key_file)
+    async with stack(make, tmp_path / "outbox.sqlite", session, clock, free_port()) as s:
+        paged = incident(s)
+        s.escalations.sync([paged])
+        await wait_for(lambda: gateway.to(ALICE), "the level-1 SMS")
+        async with session.get(f"{s.web_url}/escalations") as response:
+            page = await response.text()
+        assert '<tr class="bad">' in page and "NON PRIS EN COMPTE" in page
+        assert "Power lost at site-nord" in page
+        clock.advance(120)
+        s.escalations.acknowledge_incident(paged.alert.key, "dupont", "api")
+        async with session.get(f"{s.web_url}/escalations") as response:
+            page = await response.text()
+        assert '<tr class="bad">' not in page and "pris en compte par dupont" in page
+        async with session.get(f"{s.web_url}/api/v1/escalations/summary") as response:
+            summary = await response.json()
+        assert summary == {
+            "dsi": {
+                "escalations": 1,
+                "acknowledged": 1,
+                "unacknowledged": 0,
+                "open": 1,
+                "median_time_to_acknowledge": 120,
+            }
+        }
