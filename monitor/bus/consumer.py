@@ -90,6 +90,39 @@ class WorkerView:
     version: str
 
 
+@dataclass(frozen=True, slots=True)
+class BusStatus:
+    """The bus as `vigie run` sees it: connected or not, each live worker, the lost ones."""
+
+    connected: bool
+    worker_ttl: float
+    workers: tuple[WorkerView, ...]
+    lost: Mapping[str, int]  # lost worker -> its checks not reported since
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the /-/workers document: a worker is healthy while its key is fresh."""
+        return {
+            "connected": self.connected,
+            "worker_ttl_seconds": self.worker_ttl,
+            "workers": [
+                {
+                    "name": w.name,
+                    "healthy": w.heartbeat_age <= self.worker_ttl,
+                    "checks": w.checks,
+                    "results": w.results,
+                    "last_result_age_seconds": None
+                    if w.last_result_age is None
+                    else round(w.last_result_age, 3),
+                    "heartbeat_age_seconds": round(w.heartbeat_age, 3),
+                    "host": w.host,
+                    "version": w.version,
+                }
+                for w in self.workers
+            ],
+            "lost": dict(self.lost),
+        }
+
+
 @dataclass(slots=True)
 class _Lost:
     """A lost worker's checks not reported since by anyone, and when it was lost."""
@@ -345,6 +378,15 @@ class BusConsumer:
     def lost(self) -> Mapping[str, int]:
         """Return the lost workers whose checks are not all back, with their check counts."""
         return {name: lost.count for name, lost in self._lost.items()}
+
+    def status(self) -> BusStatus:
+        """Return the bus's state for the web: connection, live workers, lost ones."""
+        return BusStatus(
+            connected=self.connected(),
+            worker_ttl=self.settings.worker_ttl,
+            workers=tuple(self.workers()),
+            lost={name: len(lost.waiting) for name, lost in sorted(self._lost.items())},
+        )
 
     # --- life cycle ----------------------------------------------------------------------------
 

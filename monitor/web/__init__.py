@@ -20,6 +20,7 @@ def build_app(source: StatusSource) -> web.Application:
     app.router.add_get("/-/healthy", healthy)
     app.router.add_get("/-/ready", ready)
     app.router.add_get("/-/replica", replica)
+    app.router.add_get("/-/workers", workers)
     app.router.add_post("/-/reload", reload)
     app.router.add_get("/probe", probe)
     api.add_routes(app)
@@ -59,6 +60,14 @@ async def replica(request: web.Request) -> web.Response:
     status = request.app[SOURCE_KEY].replica()
     if status is None:
         return web.Response(status=404, text="Not a replica: no `replicas:` in the config.\n")
+    return web.json_response(status.to_json())
+
+
+async def workers(request: web.Request) -> web.Response:
+    """Answer each probe worker's health and share (404 when Vigie runs its checks itself)."""
+    status = request.app[SOURCE_KEY].workers()
+    if status is None:
+        return web.Response(status=404, text="No workers: no `bus:` in the config.\n")
     return web.json_response(status.to_json())
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from vigie.core.results import ProbeResult
+from vigie.monitor.bus.consumer import BusStatus
 from vigie.monitor.exposition import check_labels, label_text, result_samples
 from vigie.monitor.health.budget import Budgets
 from vigie.monitor.health.history import Recovery, Transition
@@ -121,6 +122,9 @@ class StatusSource(Protocol):
     def replica(self) -> ReplicaStatus | None:
         """Which replica answers and how it sees its peers; None without `replicas:`."""
 
+    def workers(self) -> BusStatus | None:
+        """The probe workers on NATS and their health; None without `bus:`."""
+
     # --- operator actions ---------------------------------------------------------------------
 
     def add_maintenance(self, spec: MaintenanceSpec) -> Window:
@@ -200,6 +204,11 @@ class DaemonReadModel:
         """The replica set's view now, None when this Vigie runs alone."""
         replicas = self._daemon.replicas
         return None if replicas is None else replicas.status()
+
+    def workers(self) -> BusStatus | None:
+        """The bus consumer's view now, None when this Vigie runs its checks itself."""
+        bus = self._daemon.bus
+        return None if bus is None else bus.status()
 
     def add_maintenance(self, spec: MaintenanceSpec) -> Window:
         """Add the window to the book, log it and wake the health loop."""

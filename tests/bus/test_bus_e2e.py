@@ -93,6 +93,14 @@ async def test_two_workers_split_the_checks_and_a_killed_ones_are_taken_over_wit
         assert all(len(ran) == 1 for ran in by_check.values()), by_check
         held = {cid for cid, ran in by_check.items() if ran == {"w1"}}
         assert held and held != plan, by_check  # both workers hold a share
+        async with session.get(f"http://127.0.0.1:{daemon.listen_port}/-/workers") as response:
+            status = await response.json()
+        assert status["connected"] and status["lost"] == {}
+        assert {w["name"]: w["checks"] for w in status["workers"]} == {
+            "w1": len(held),
+            "w2": len(plan) - len(held),
+        }
+        assert all(w["healthy"] and w["results"] > 0 for w in status["workers"]), status
 
         killed = loop.time()
         workers.kill("w1")
@@ -197,6 +205,8 @@ async def test_results_from_the_bus_give_the_same_metrics_as_one_process(
             return all(value(p, "probe_success", check=cid) == 1 for p in pages for cid in plan)
 
         await wait_for(both_complete, "every check's result in both daemons", 30)
+        async with session.get(f"http://127.0.0.1:{alone.listen_port}/-/workers") as response:
+            assert response.status == 404  # no bus: it runs its checks itself
         got = series(await scrape(session, via_bus.listen_port))
         want = series(await scrape(session, alone.listen_port))
         assert got == want and len(want) >= 2 * len(plan)

@@ -219,6 +219,10 @@ class Hospital:
         """This hospital's Vigie runs alone."""
         return None
 
+    def workers(self) -> None:
+        """It runs its checks itself."""
+        return None
+
     def add_maintenance(self, spec: MaintenanceSpec) -> Window:
         """Into the real MaintenanceBook."""
         return self.book.add(spec)
