@@ -34,6 +34,7 @@ from vigie.monitor.health.maintenance import MaintenanceBook
 from vigie.monitor.health.metrics import HealthCollector
 from vigie.monitor.health.persist import HealthStateStore
 from vigie.monitor.health.runner import HealthRunner, HealthRunnerMetrics
+from vigie.monitor.i18n import Speech, zone_of
 from vigie.monitor.ondemand import OnDemandGate, OnDemandMetrics
 from vigie.monitor.probe_state import ProbeStateFile
 from vigie.monitor.replicas import ReplicaSet
@@ -149,7 +150,11 @@ class Daemon:
             )
             if self.escalations is not None:
                 self.escalations.attach(self.alerts)
-            self._notifier = IncidentNotifier(self.alerts, url=alerting.external_url or "")
+            self._notifier = IncidentNotifier(
+                self.alerts,
+                url=alerting.external_url or "",
+                speech=Speech(config.web.language, zone_of(config.timezone)),
+            )
         self._alert_task: asyncio.Task[None] | None = None
         self.health = HealthRunner(
             build_engine(config, loaded.plan, logger=self.log, run_now=self.scheduler.run_now),

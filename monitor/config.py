@@ -39,6 +39,7 @@ from vigie.monitor.health.budget import Budgets, budgets_of, over_target
 from vigie.monitor.health.maintenance import MaintenanceSpec
 from vigie.monitor.health.topology import ComponentSpec, HealthSettings, RuleSpec, SiteSpec
 from vigie.monitor.health.validate import validate_topology
+from vigie.monitor.i18n import DEFAULT_LANGUAGE, Language, zone_of
 from vigie.monitor.replicas import ReplicaSettings, expand_raw
 from vigie.probes.base import Check, ProbeRegistry, SectionProbe
 from vigie.probes.traps import TrapProbe
@@ -99,6 +100,11 @@ class WebSettings(_Strict):
     config_file: ConfigPath | None = Field(
         None,
         description="exporter-toolkit web.yml: TLS and basic auth for every web endpoint.",
+    )
+    language: Language = Field(
+        DEFAULT_LANGUAGE,
+        description="Language of the pages (a browser's Accept-Language naming another supported"
+        " one wins) and of alert annotations: en or fr.",
     )
 
     def host_port(self) -> tuple[str, int]:
@@ -217,6 +223,11 @@ class ConfigBase(_Strict):
     modules: dict[str, ModuleBase] = Field(default_factory=dict)
     checks: list[CheckBase] = Field(default_factory=list)
     web: WebSettings = Field(default_factory=WebSettings)
+    timezone: str | None = Field(
+        None,
+        description="IANA time zone of the times shown on pages and in alerts, e.g."
+        " Europe/Paris; default: the host's local time zone.",
+    )
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     sites: list[SiteSpec] = Field(default_factory=list, description="Datacenters and rooms.")
     components: list[ComponentSpec] = Field(
@@ -249,6 +260,13 @@ class ConfigBase(_Strict):
         description="Identical Vigies (one per datacenter) watching each other; Alertmanager's"
         " cluster deduplicates their alerts (docs/ha.md). Unset: one Vigie.",
     )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            zone_of(value)
+        return value
 
     @model_validator(mode="after")
     def _alerting_needs_state(self) -> ConfigBase:

@@ -121,6 +121,39 @@ _RULES: tuple[tuple[str, str, Severity, float, str], ...] = (
 )  # fmt: skip
 
 
+# The rules in plain words (en, fr), shown as the reason when one holds (pages and alerts).
+_TEXTS: dict[str, tuple[tuple[str, str], ...]] = {
+    "server_health_critical": (("en", "server health critical"),
+                               ("fr", "santé du serveur critique")),
+    "server_health_warning": (("en", "server health warning"),
+                              ("fr", "santé du serveur en alerte")),
+    "server_powered_off": (("en", "server powered off"), ("fr", "serveur éteint")),
+    "chassis_health_critical": (("en", "chassis health critical"),
+                                ("fr", "santé du châssis critique")),
+    "power_supply_failed": (("en", "a power supply failed"),
+                            ("fr", "une alimentation est en panne")),
+    "power_redundancy_lost": (("en", "power supplies without redundancy"),
+                              ("fr", "alimentations sans redondance")),
+    "fan_failed": (("en", "a fan failed"), ("fr", "un ventilateur est en panne")),
+    "temperature_warning": (("en", "temperature above its warning level"),
+                            ("fr", "température au-dessus du seuil d'alerte")),
+    "temperature_critical": (("en", "temperature above its critical level"),
+                             ("fr", "température au-dessus du seuil critique")),
+    "storage_controller_failed": (("en", "a storage controller failed"),
+                                  ("fr", "un contrôleur de stockage est en panne")),
+    "drive_failed": (("en", "a drive failed"), ("fr", "un disque est en panne")),
+    "volume_failed": (("en", "a volume failed"), ("fr", "un volume est en panne")),
+    "pool_failed": (("en", "a storage pool failed"), ("fr", "un pool de stockage est en panne")),
+    "storage_health_critical": (("en", "storage health critical"),
+                                ("fr", "santé du stockage critique")),
+    "pool_nearly_full": (("en", "a storage pool is {value:.0%} full (alert above {threshold:.0%})"),
+                         ("fr", "un pool de stockage est plein à {value:.0%} (alerte au-delà de "
+                                "{threshold:.0%})")),
+    "redfish_partial_read": (("en", "the BMC answers but some resources could not be read"),
+                             ("fr", "le BMC répond mais certaines ressources sont illisibles")),
+}  # fmt: skip
+
+
 def default_rules() -> list[tuple[str, str, Severity, float, str]]:
     """Return the default rules as (name, expr, severity, for seconds, description), for docs."""
     return list(_RULES)
@@ -200,6 +233,7 @@ class RedfishSettings(BaseModel):
                 severity=severity,
                 for_=for_,
                 clear_for=0.0,
+                text=_TEXTS[name],
             )
             for name, expr, severity, for_, _ in _RULES
         ]

@@ -7,7 +7,9 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from vigie.monitor.alerting.model import Alert
+from vigie.monitor.health import wording
 from vigie.monitor.health.engine import ComponentStatus, Incident, Snapshot
+from vigie.monitor.i18n import Speech
 
 ANNOTATION_LIMIT = 4000
 """Alertmanager and pagers cope badly with huge annotations: keep them bounded."""
@@ -17,8 +19,11 @@ def _bounded(text: str) -> str:
     return text if len(text) <= ANNOTATION_LIMIT else text[: ANNOTATION_LIMIT - 1] + "…"
 
 
-def incident_alert(incident: Incident, url: str = "") -> Alert:
-    """Return the alert of an incident."""
+ENGLISH = Speech("en")
+
+
+def incident_alert(incident: Incident, url: str = "", speech: Speech = ENGLISH) -> Alert:
+    """Return the alert of an incident, its annotations in the config's language."""
     if incident.site_wide:
         name = "VigieSiteIncident"
     elif incident.severity == "warning":
@@ -33,13 +38,11 @@ def incident_alert(incident: Incident, url: str = "") -> Alert:
         "root_cause": incident.root_cause,
     }
     degraded = "\n".join(
-        f"[tier {a.criticality}] {a.name}: {a.degraded_mode}"
-        for a in incident.applications
-        if a.degraded_mode
+        speech.say(wording.degraded_line(a)) for a in incident.applications if a.degraded_mode
     )
     annotations = {
-        "summary": incident.summary,
-        "description": incident.description,
+        "summary": speech.say(incident.summary),
+        "description": speech.say(incident.description),
         "runbook_url": incident.runbook_url,
         "degraded_mode": degraded,
         "incident": incident.id,
@@ -55,7 +58,7 @@ def incident_alert(incident: Incident, url: str = "") -> Alert:
     )
 
 
-def warning_alert(status: ComponentStatus, url: str = "") -> Alert:
+def warning_alert(status: ComponentStatus, url: str = "", speech: Speech = ENGLISH) -> Alert:
     """Return the alert of a component in WARNING that nothing else explains."""
     labels = {
         "alertname": "VigieComponentWarning",
@@ -68,8 +71,8 @@ def warning_alert(status: ComponentStatus, url: str = "") -> Alert:
         key=f"warning:{status.id}",
         labels={k: v for k, v in labels.items() if v},
         annotations={
-            "summary": f"{status.id} is WARNING",
-            "description": _bounded("\n".join(status.reasons)),
+            "summary": speech.say(wording.warning_summary(status.id)),
+            "description": _bounded("\n".join(speech.say(r) for r in status.reasons)),
         },
         starts_at=datetime.fromtimestamp(status.since, UTC),
         generator_url=url,
@@ -91,22 +94,25 @@ class AlertSync(Protocol):
 class IncidentNotifier:
     """Turns each health snapshot into the set of firing alerts."""
 
-    def __init__(self, target: AlertSync, *, url: str = "") -> None:
+    def __init__(self, target: AlertSync, *, url: str = "", speech: Speech = ENGLISH) -> None:
         self._target = target
         self._url = url
+        self._speech = speech  # the config's language: the cell reads pages as it pages
 
     def alerts(self, snapshot: Snapshot) -> list[Alert]:
         """Return the alerts a snapshot calls for."""
         firing = self._target.active()
         wanted: list[Alert] = []
         for incident in snapshot.incidents.values():
-            alert = incident_alert(incident, self._url)
+            alert = incident_alert(incident, self._url, self._speech)
             if incident.maintenance and alert.key not in firing:
                 continue  # a maintenance window holds new pages; the state is still shown
             if not incident.confirmed and alert.key not in firing:
                 continue  # held until its dependencies' checks speak: maybe not the root
             wanted.append(alert)
-        wanted.extend(warning_alert(s, self._url) for s in snapshot.warnings.values())
+        wanted.extend(
+            warning_alert(s, self._url, self._speech) for s in snapshot.warnings.values()
+        )
         return wanted
 
     def update(self, snapshot: Snapshot) -> None:

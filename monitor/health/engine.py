@@ -175,7 +175,7 @@ class CheckHealth:
                 severity = SEVERITY_STATE[tracker.rule.severity]
                 if RANK[severity] > rank:
                     state, rank = severity, RANK[severity]
-                reasons.append(wording.rule_active(self.check.id, tracker.rule.name, tracker.seen))
+                reasons.append(wording.rule_active(self.check.id, tracker.rule, tracker.seen))
         self.cached, self.cached_until = (state, reasons), until
         return self.cached
 

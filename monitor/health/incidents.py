@@ -115,7 +115,7 @@ def make_incident(
         severity=severity,
         started_at=started,
         summary=summary,
-        description="\n".join(lines),
+        description=wording.description(lines),
         impacted=tuple(impacted),
         applications=tuple(apps),
         site_wide=site_wide,

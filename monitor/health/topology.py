@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 from vigie.core.durations import Duration
 from vigie.core.expr import parse_condition
-from vigie.core.rules import Rule, Severity
+from vigie.core.rules import Rule, Severity, TextLanguage, rule_text
 
 Ident = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]
 
@@ -96,8 +96,21 @@ class RuleSpec(_Strict):
     clear_for: Duration | None = Field(None, description="How long clear must hold.")
     checks: list[Ident] = Field(default_factory=list, description="Checks it applies to.")
     selector: dict[str, str] = Field(default_factory=dict, description="Or checks by labels.")
+    text: dict[TextLanguage, str] | str | None = Field(
+        None,
+        description="The rule in plain words, shown as the reason: one text (English) or one per "
+        "language, with {value} and {threshold}, e.g. 'latency {value:.0f} x its usual level'.",
+    )
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("text")
+    @classmethod
+    def _text(
+        cls, value: dict[TextLanguage, str] | str | None
+    ) -> dict[TextLanguage, str] | str | None:
+        rule_text(value)
+        return value
 
     @field_validator("expr", "clear_expr")
     @classmethod
@@ -115,6 +128,7 @@ class RuleSpec(_Strict):
             for_=self.for_ or 0.0,
             clear_expr=self.clear_expr,
             clear_for=self.clear_for or 0.0,
+            text=rule_text(self.text),
         )
 
 

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from vigie.core.durations import Duration
 from vigie.core.expr import parse_condition
-from vigie.core.rules import Rule, Severity
+from vigie.core.rules import Rule, Severity, rule_text
 from vigie.core.secrets import ConfigPath
 from vigie.core.yamlpos import ConfigErrors
 from vigie.probes.snmp.auth import BUILTIN_AUTHS, SnmpAuth
@@ -115,6 +115,7 @@ class SnmpCheckSettings(SnmpSettings):
                     severity=severity,
                     for_=spec.for_ or 0.0,
                     clear_for=0.0,
+                    text=rule_text(spec.text),
                 )
         return list(rules.values())
 

@@ -90,7 +90,7 @@ def test_one_incident_per_root_with_its_applications() -> None:
     assert list(found) == ["component:srv-1"]
     inc = found["component:srv-1"]
     assert inc.severity == "critical" and inc.impacted == ("dpi",)
-    assert inc.summary == "srv-1 is DOWN; 1 applications impacted: Dossier patient"
+    assert inc.summary == "srv-1 is DOWN; 1 application impacted: Dossier patient"
     assert "[tier 1] Dossier patient: IMPACTED" in inc.description
     assert inc.started_at == NOW - 10 and p.started == {"component:srv-1": NOW - 10}
 
@@ -133,8 +133,9 @@ def test_mains_lost_is_the_site_incident_from_when_it_was_lost() -> None:
     sites, _ = site_rollup(p, RULES)
     inc = sites["site:nord"]
     assert inc.started_at == NOW - 300
-    assert "on battery, about 10 minutes of runtime left; 0 applications impacted, 2 at risk" in (
-        inc.summary
+    assert (
+        "on battery, about 10 minutes of runtime left; 0 applications impacted, 2 more at risk"
+        in inc.summary
     )
 
 

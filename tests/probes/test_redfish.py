@@ -700,7 +700,9 @@ async def test_health_engine_applies_default_rules(
     engine.observe(check.id, await probe(check, ctx))
     status = engine.evaluate().components["srv-dpi"]
     assert status.state == State.WARNING
-    assert status.reasons == ("test: power_supply_failed: server_power_supply_ok (0) == 0",)
+    assert status.reasons == (
+        "a power supply failed (test: power_supply_failed: server_power_supply_ok (0) == 0)",
+    )
 
 
 async def test_partial_read_is_a_warning_not_a_server_down(

@@ -20,10 +20,12 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
 from vigie.core.durations import Duration
+from vigie.core.rules import TextLanguage, rule_text
 from vigie.core.shipped import shipped
 from vigie.core.yamlpos import ConfigError, ConfigErrors, PosDict, PosList, load_yaml
 from vigie.probes.derive import DeriveDef
@@ -321,6 +323,17 @@ class RuleDef(_Strict):
     severity: Literal["info", "warning", "degraded", "critical"]
     for_: Duration | None = Field(None, alias="for", description="How long before it fires.")
     description: str = ""
+    text: dict[TextLanguage, str] = Field(
+        default_factory=dict,
+        description="The rule in plain words by language, shown as the reason when it holds;"
+        " {value} is what was seen, {threshold} the rule's number.",
+    )
+
+    @field_validator("text")
+    @classmethod
+    def _text(cls, value: dict[TextLanguage, str]) -> dict[TextLanguage, str]:
+        rule_text(value)
+        return value
 
 
 class TrapDef(_Strict):

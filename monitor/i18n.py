@@ -1,0 +1,541 @@
+"""The one catalogue of what Vigie writes for people, in English and French, and how to say it.
+
+A message id maps to a template with `{placeholders}` (str.format), or to a `Plural` whose form
+is picked by a count. The health engine writes `Text` values: strings that read as English
+(logs, tests, the JSON API keep working) and remember their id and parameters, so a page renders
+them in the reader's language and an alert in the config's. A `Speech` is one reader's language
+and time zone: pages get one per request, the alerting one from the config.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
+from typing import Any, Literal, get_args
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+Language = Literal["en", "fr"]
+LANGUAGES: tuple[Language, ...] = get_args(Language)
+DEFAULT_LANGUAGE: Language = "en"
+
+
+@dataclass(frozen=True, slots=True)
+class Plural:
+    """A message with one form for one thing and another for many; `count` names the number."""
+
+    one: str
+    other: str
+    count: str = "n"
+
+
+Entry = str | Plural
+
+
+@dataclass(frozen=True, slots=True)
+class Moment:
+    """A time given to a message, shown as hours and minutes in the reader's time zone."""
+
+    at: float
+
+
+EN: dict[str, Entry] = {
+    # states, as badges show them
+    "state.OK": "OK",
+    "state.WARNING": "WARNING",
+    "state.DEGRADED": "DEGRADED",
+    "state.DOWN": "DOWN",
+    "state.IMPACTED": "IMPACTED",
+    "state.FLAPPING": "FLAPPING",
+    "state.UNKNOWN": "UNKNOWN",
+    "state.BACK": "BACK",
+    "state.PENDING": "PENDING",
+    "state.FAILED": "FAILED",
+    "state.up": "up",
+    "state.down": "down",
+    "state.pending": "pending",
+    "severity.critical": "critical",
+    "severity.warning": "warning",
+    # reasons (the engine's)
+    "reason.no_result": "no result from check {check}",
+    "reason.rule": "{check}: {rule}: {seen}",
+    "reason.rule_text": "{what} ({check}: {rule}: {seen})",
+    "reason.impacted_by": "impacted by {roots}",
+    "reason.flapping": "flapping: too many state changes",
+    # incidents (the engine's)
+    "incident.maintenance": "In a maintenance window: not paged.",
+    "site.mains_lost": "mains lost at {at}, on battery",
+    "site.mains_lost_exhausted": "mains lost at {at}, batteries exhausted",
+    "site.mains_lost_runtime": Plural(
+        "mains lost at {at}, on battery, about {n} minute of runtime left",
+        "mains lost at {at}, on battery, about {n} minutes of runtime left",
+    ),
+    "site.mass_failure": "{n} of {members} components failing",
+    "site.recovering": "recovering, {n} of {members} components still failing",
+    "site.summary": "{name}: {what}; {impacted}",
+    "site.summary_risk": "{name}: {what}; {impacted}, {risk}",
+    "apps.impacted": Plural("{n} application impacted", "{n} applications impacted"),
+    "apps.more_at_risk": "{n} more at risk",
+    "component.summary": "{label} is {state}",
+    "component.summary_apps": "{label} is {state}; {impacted}: {names}",
+    "component.summary_redundancy": "{label} is {state}: running without redundancy",
+    "app.line": "[tier {tier}] {name}: {state}",
+    "app.line_degraded": "[tier {tier}] {name}: {state} - degraded mode: {mode}",
+    "app.degraded": "[tier {tier}] {name}: {mode}",
+    "warning.summary": "{label} is {state}",
+    # page furniture
+    "nav.overview": "Overview",
+    "nav.recovery": "Recovery board",
+    "nav.checks": "Checks",
+    "page.updated": "Updated {at} · refreshes every {seconds} s",
+    "page.degraded_vigie": "Vigie runs degraded, state_dir: {problem}. Detection and paging go on;"
+    " a restart now would lose what is held in memory.",
+    "page.title_status": "Vigie: status",
+    "page.title_incidents": Plural("{n} incident", "{n} incidents"),
+    "count.open_incidents": Plural("open incident", "open incidents"),
+    "count.apps_failing": Plural("application down or impacted", "applications down or impacted"),
+    "count.apps_ok": Plural("application OK", "applications OK"),
+    "count.back": "back after an outage",
+    "h.sites": "Sites",
+    "h.open_incidents": "Open incidents",
+    "h.warnings": "Warnings",
+    "h.apps": "Applications by criticality",
+    "h.failing_checks": "Failing checks",
+    "h.why": "Why",
+    "h.impacted_apps": "Impacted applications ({n})",
+    "h.other_impacted": "Other impacted components ({n})",
+    "h.recovered": "Recovered ({n})",
+    "h.timeline": "Timeline",
+    "h.checks": "Checks",
+    "h.checks_n": "Checks ({n})",
+    "h.depends_on": "Depends on",
+    "h.needed_by": "Needed by",
+    "h.state_changes": "State changes",
+    "h.after_outage": "Applications after an outage",
+    "none.sites": "No site configured.",
+    "none.incidents": "No open incident.",
+    "none.apps": "No application configured.",
+    "none.root": "No failing component left at the root.",
+    "none.impacted": "No application impacted.",
+    "none.recovered": "Nothing has come back yet.",
+    "none.timeline": "No state change recorded since this Vigie started.",
+    "none.checks": "No check feeds this component: its state comes from what it depends on.",
+    "none.nothing": "Nothing.",
+    "none.transitions": "None recorded since this Vigie started.",
+    "none.board": "No application has failed since this Vigie started.",
+    "col.tier": "Tier",
+    "col.application": "Application",
+    "col.state": "State",
+    "col.since": "Since",
+    "col.why_meanwhile": "Why / what to do meanwhile",
+    "col.component": "Component",
+    "col.why": "Why",
+    "col.check": "Check",
+    "col.kind": "Kind",
+    "col.target": "Target",
+    "col.reason": "Reason",
+    "col.meanwhile": "What to do meanwhile",
+    "col.team": "Team",
+    "col.down_since": "Down since",
+    "col.back_at": "Back at",
+    "col.stable_for": "Stable for",
+    "col.time": "Time",
+    "col.change": "Change",
+    "col.metric": "Metric",
+    "col.labels": "Labels",
+    "col.value": "Value",
+    "col.result": "Result",
+    "col.duration": "Duration",
+    "w.root_cause": "Root cause:",
+    "w.failing_first": "failing at the root:",
+    "w.in_site": "in {site}",
+    "w.since": "since {at}",
+    "w.since_cap": "Since",
+    "w.apps_impacted": Plural("application impacted", "applications impacted"),
+    "w.maintenance": "in a maintenance window: not paged",
+    "w.all_apps": "All {n} applications and what to do meanwhile",
+    "w.because": "because {names} failed",
+    "w.incident": "incident",
+    "w.runbook": "runbook",
+    "w.tier": "tier {n}",
+    "w.tier_cap": "Tier {n}",
+    "w.team": "team {team}",
+    "w.severity": "severity {severity}",
+    "w.incident_id": "Incident {id}",
+    "w.meanwhile": "Meanwhile: {mode}",
+    "w.no_degraded": "no degraded mode documented",
+    "w.first_seen": "first seen",
+    "w.mains_lost": "mains lost",
+    "w.all_checks": "All checks",
+    "w.metrics": "metrics",
+    "w.still_down": "still down",
+    "w.back": "back",
+    "w.run_now": "run now",
+    "w.every": "every {seconds} s",
+    "w.last_result": "Last result:",
+    "w.at_in": "at {at} in {seconds} s",
+    "w.samples": "{n} samples",
+    "w.samples_of": "{n} of {total} samples",
+    "w.recent": "Recent results ({n})",
+    "w.needs": "Needs {n} of:",
+    "w.budget": "Detection budget: paged at worst {seconds} s after a fault",
+    "w.budget_target": "(target for tier {tier}: {target} s{over})",
+    "w.budget_over": ", over",
+    "w.budget_terms": "= {interval} s interval + {timeout} s timeout + {for_} s for"
+    " + {confirm} s confirmation + {group_wait} s group_wait, check {check}",
+    "w.budget_of": "of",
+    "w.budget_none": "Detection budget: none (no check can see this component fail).",
+    "w.not_found": "No {what}",
+    "w.incident_missing": "incident {id}",
+    "w.component_missing": "component {id}",
+    "w.hint_resolved": "It may have been resolved: see the recovery board.",
+    "w.hint_topology": "It is not in the configured topology.",
+    "w.title_not_found": "Not found",
+    "w.title_incident": "Incident: {name}",
+    "w.title_checks": "Vigie: checks",
+    "w.title_board": "Recovery board: {back} back, {down} down",
+    "w.health": "health",
+    # durations
+    "d.days": "{d}d {h}h",
+    "d.hours": "{h}h {m:02d}m",
+    "d.minutes": "{m}m {s:02d}s",
+    "d.seconds": "{s}s",
+}
+
+FR: dict[str, Entry] = {
+    "state.OK": "OK",
+    "state.WARNING": "ALERTE",
+    "state.DEGRADED": "DÉGRADÉ",
+    "state.DOWN": "EN PANNE",
+    "state.IMPACTED": "IMPACTÉ",
+    "state.FLAPPING": "INSTABLE",
+    "state.UNKNOWN": "INCONNU",
+    "state.BACK": "RÉTABLI",
+    "state.PENDING": "EN ATTENTE",
+    "state.FAILED": "ÉCHEC",
+    "state.up": "répond",
+    "state.down": "en échec",
+    "state.pending": "en attente",
+    "severity.critical": "critique",
+    "severity.warning": "alerte",
+    "reason.no_result": "aucun résultat du contrôle {check}",
+    "reason.rule": "{check} : {rule} : {seen}",
+    "reason.rule_text": "{what} ({check} : {rule} : {seen})",
+    "reason.impacted_by": "touché par {roots}",
+    "reason.flapping": "instable : trop de changements d'état",
+    "incident.maintenance": "En fenêtre de maintenance : pas d'appel d'astreinte.",
+    "site.mains_lost": "secteur perdu à {at}, sur batterie",
+    "site.mains_lost_exhausted": "secteur perdu à {at}, batteries épuisées",
+    "site.mains_lost_runtime": Plural(
+        "secteur perdu à {at}, sur batterie, environ {n} minute d'autonomie restante",
+        "secteur perdu à {at}, sur batterie, environ {n} minutes d'autonomie restantes",
+    ),
+    "site.mass_failure": Plural(
+        "{n} composant sur {members} en panne", "{n} composants sur {members} en panne"
+    ),
+    "site.recovering": Plural(
+        "rétablissement en cours, {n} composant sur {members} encore en panne",
+        "rétablissement en cours, {n} composants sur {members} encore en panne",
+    ),
+    "site.summary": "{name} : {what} ; {impacted}",
+    "site.summary_risk": "{name} : {what} ; {impacted}, {risk}",
+    "apps.impacted": Plural("{n} application touchée", "{n} applications touchées"),
+    "apps.more_at_risk": Plural("{n} autre menacée", "{n} autres menacées"),
+    "component.summary": "{label} : {state}",
+    "component.summary_apps": "{label} : {state} ; {impacted} : {names}",
+    "component.summary_redundancy": "{label} : {state}, sans redondance",
+    "app.line": "[niveau {tier}] {name} : {state}",
+    "app.line_degraded": "[niveau {tier}] {name} : {state} - mode dégradé : {mode}",
+    "app.degraded": "[niveau {tier}] {name} : {mode}",
+    "warning.summary": "{label} : {state}",
+    "nav.overview": "Vue d'ensemble",
+    "nav.recovery": "Tableau de reprise",
+    "nav.checks": "Contrôles",
+    "page.updated": "Mis à jour {at} · actualisé toutes les {seconds} s",
+    "page.degraded_vigie": "Vigie fonctionne en mode dégradé, state_dir : {problem}. La détection"
+    " et les appels continuent ; un redémarrage maintenant perdrait ce qui est gardé en mémoire.",
+    "page.title_status": "Vigie : état",
+    "page.title_incidents": Plural("{n} incident", "{n} incidents"),
+    "count.open_incidents": Plural("incident en cours", "incidents en cours"),
+    "count.apps_failing": Plural(
+        "application en panne ou touchée", "applications en panne ou touchées"
+    ),
+    "count.apps_ok": Plural("application normale", "applications normales"),
+    "count.back": "rétablies après une panne",
+    "h.sites": "Sites",
+    "h.open_incidents": "Incidents en cours",
+    "h.warnings": "Alertes",
+    "h.apps": "Applications par criticité",
+    "h.failing_checks": "Contrôles en échec",
+    "h.why": "Pourquoi",
+    "h.impacted_apps": "Applications touchées ({n})",
+    "h.other_impacted": "Autres composants touchés ({n})",
+    "h.recovered": "Rétablis ({n})",
+    "h.timeline": "Chronologie",
+    "h.checks": "Contrôles",
+    "h.checks_n": "Contrôles ({n})",
+    "h.depends_on": "Dépend de",
+    "h.needed_by": "Nécessaire à",
+    "h.state_changes": "Changements d'état",
+    "h.after_outage": "Applications après une panne",
+    "none.sites": "Aucun site configuré.",
+    "none.incidents": "Aucun incident en cours.",
+    "none.apps": "Aucune application configurée.",
+    "none.root": "Plus aucun composant en panne à l'origine.",
+    "none.impacted": "Aucune application touchée.",
+    "none.recovered": "Rien n'est encore rétabli.",
+    "none.timeline": "Aucun changement d'état enregistré depuis le démarrage de Vigie.",
+    "none.checks": "Aucun contrôle ne surveille ce composant : son état vient de ce dont il"
+    " dépend.",
+    "none.nothing": "Rien.",
+    "none.transitions": "Aucun depuis le démarrage de Vigie.",
+    "none.board": "Aucune application n'est tombée en panne depuis le démarrage de Vigie.",
+    "col.tier": "Niveau",
+    "col.application": "Application",
+    "col.state": "État",
+    "col.since": "Depuis",
+    "col.why_meanwhile": "Pourquoi / que faire en attendant",
+    "col.component": "Composant",
+    "col.why": "Pourquoi",
+    "col.check": "Contrôle",
+    "col.kind": "Type",
+    "col.target": "Cible",
+    "col.reason": "Raison",
+    "col.meanwhile": "Que faire en attendant",
+    "col.team": "Équipe",
+    "col.down_since": "En panne depuis",
+    "col.back_at": "Rétablie à",
+    "col.stable_for": "Stable depuis",
+    "col.time": "Heure",
+    "col.change": "Changement",
+    "col.metric": "Métrique",
+    "col.labels": "Étiquettes",
+    "col.value": "Valeur",
+    "col.result": "Résultat",
+    "col.duration": "Durée",
+    "w.root_cause": "Cause première :",
+    "w.failing_first": "en panne à l'origine :",
+    "w.in_site": "à {site}",
+    "w.since": "depuis {at}",
+    "w.since_cap": "Depuis",
+    "w.apps_impacted": Plural("application touchée", "applications touchées"),
+    "w.maintenance": "en fenêtre de maintenance : pas d'appel d'astreinte",
+    "w.all_apps": "Les {n} applications et que faire en attendant",
+    "w.because": "à cause de {names}",
+    "w.incident": "incident",
+    "w.runbook": "procédure",
+    "w.tier": "niveau {n}",
+    "w.tier_cap": "Niveau {n}",
+    "w.team": "équipe {team}",
+    "w.severity": "gravité {severity}",
+    "w.incident_id": "Incident {id}",
+    "w.meanwhile": "En attendant : {mode}",
+    "w.no_degraded": "aucun mode dégradé documenté",
+    "w.first_seen": "première observation",
+    "w.mains_lost": "secteur perdu",
+    "w.all_checks": "Tous les contrôles",
+    "w.metrics": "métriques",
+    "w.still_down": "encore en panne",
+    "w.back": "rétablies",
+    "w.run_now": "lancer maintenant",
+    "w.every": "toutes les {seconds} s",
+    "w.last_result": "Dernier résultat :",
+    "w.at_in": "à {at} en {seconds} s",
+    "w.samples": "{n} échantillons",
+    "w.samples_of": "{n} échantillons sur {total}",
+    "w.recent": "Résultats récents ({n})",
+    "w.needs": "Il en faut {n} parmi :",
+    "w.budget": "Délai de détection : appel au pire {seconds} s après une panne",
+    "w.budget_target": "(objectif du niveau {tier} : {target} s{over})",
+    "w.budget_over": ", dépassé",
+    "w.budget_terms": "= intervalle {interval} s + délai {timeout} s + maintien {for_} s"
+    " + confirmation {confirm} s + regroupement {group_wait} s, contrôle {check}",
+    "w.budget_of": "de",
+    "w.budget_none": "Délai de détection : aucun (aucun contrôle ne voit ce composant tomber).",
+    "w.not_found": "Introuvable : {what}",
+    "w.incident_missing": "incident {id}",
+    "w.component_missing": "composant {id}",
+    "w.hint_resolved": "Il est peut-être résolu : voir le tableau de reprise.",
+    "w.hint_topology": "Il n'est pas dans la topologie configurée.",
+    "w.title_not_found": "Introuvable",
+    "w.title_incident": "Incident : {name}",
+    "w.title_checks": "Vigie : contrôles",
+    "w.title_board": "Tableau de reprise : {back} rétablies, {down} en panne",
+    "w.health": "santé",
+    "d.days": "{d} j {h} h",
+    "d.hours": "{h} h {m:02d}",
+    "d.minutes": "{m} min {s:02d} s",
+    "d.seconds": "{s} s",
+}
+
+CATALOGUE: Mapping[Language, Mapping[str, Entry]] = {"en": EN, "fr": FR}
+
+
+def host_zone() -> tzinfo:
+    """Return the host's local time zone (what `timezone:` defaults to)."""
+    zone = datetime.now().astimezone().tzinfo
+    assert zone is not None  # astimezone() always sets one
+    return zone
+
+
+def zone_of(name: str | None) -> tzinfo:
+    """Return the IANA zone of that name, the host's own when None; ValueError when unknown."""
+    if name is None:
+        return host_zone()
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {name!r} (an IANA name, e.g. Europe/Paris)") from exc
+
+
+class Text(str):
+    """A sentence kept translatable: it reads as its English text and renders in any language.
+
+    `own` holds the sentence's own templates by language (a rule's `text:`), used instead of
+    the catalogue's entry for `key`.
+    """
+
+    key: str
+    params: dict[str, object]
+    own: dict[str, str]
+
+    def __new__(cls, key: str, /, own: Mapping[str, str] | None = None, **params: object) -> Text:
+        """Build the sentence `key` with its parameters; its str value is the English text."""
+        own = dict(own or {})
+        self = super().__new__(cls, Speech("en", host_zone()).render(key, own, params))
+        self.key, self.params, self.own = key, dict(params), own
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Copy and pickle as a Text (str's own reduction would lose the id)."""
+        return (_rebuild, (self.key, self.own, self.params))
+
+
+def _rebuild(key: str, own: Mapping[str, str], params: Mapping[str, object]) -> Text:
+    return Text(key, own, **params)
+
+
+def lines(items: tuple[str, ...]) -> Text:
+    """Return lines of text (Text or plain) as one Text joined by newlines."""
+    return Text("lines", items=items)
+
+
+@dataclass(frozen=True, slots=True)
+class Speech:
+    """One reader's language and time zone: renders catalogue messages, Texts, times."""
+
+    language: Language
+    zone: tzinfo = field(default_factory=host_zone)
+
+    def t(self, key: str, /, **params: object) -> str:
+        """Render a catalogue message with its parameters."""
+        return self.render(key, {}, params)
+
+    def render(self, key: str, own: Mapping[str, str], params: Mapping[str, object]) -> str:
+        """Render `key` (or its own templates) in this language; an unknown id reads as itself."""
+        if key == "lines":
+            items = params.get("items", ())
+            return "\n".join(self.say(i) for i in items) if isinstance(items, tuple) else ""
+        template = self._template(key, own, params)
+        values = {name: self._value(v) for name, v in params.items()}
+        try:
+            return template.format_map(values)
+        except (KeyError, IndexError, ValueError, TypeError):
+            return template  # a configured text with a bad placeholder still says something
+
+    def _template(self, key: str, own: Mapping[str, str], params: Mapping[str, object]) -> str:
+        if own:
+            return own.get(self.language) or own.get(DEFAULT_LANGUAGE) or next(iter(own.values()))
+        entry = CATALOGUE[self.language].get(key, EN.get(key, key))
+        if isinstance(entry, str):
+            return entry
+        count = params.get(entry.count)
+        n = count if isinstance(count, int | float) else 2
+        one = n in (0, 1) if self.language == "fr" else n == 1
+        return entry.one if one else entry.other
+
+    def _value(self, value: object) -> object:
+        if isinstance(value, Text):
+            return self.say(value)
+        if isinstance(value, Moment):
+            return self.hour(value.at)
+        return value
+
+    def say(self, text: str) -> str:
+        """Render a Text in this language; a plain string (device text, a name) as it is."""
+        if isinstance(text, Text):
+            return self.render(text.key, text.own, text.params)
+        return text
+
+    def state(self, name: str) -> str:
+        """Return a state's name as badges show it."""
+        return self.t(f"state.{name}")
+
+    def clock(self, ts: float | None) -> str:
+        """Return an epoch time as day, month, time and zone: `02/12 02:47 CET`."""
+        if ts is None or ts <= 0:
+            return "-"
+        return datetime.fromtimestamp(ts, self.zone).strftime("%d/%m %H:%M %Z")
+
+    def hour(self, ts: float) -> str:
+        """Return an epoch time as hours, minutes and zone: `02:47 CET`."""
+        return datetime.fromtimestamp(ts, self.zone).strftime("%H:%M %Z")
+
+    def duration(self, seconds: float | None) -> str:
+        """Return a duration as '3d 4h', '2h 05m', '7m 12s' or '40s' (in French: 3 j 4 h...)."""
+        if seconds is None:
+            return "-"
+        s = max(0, int(seconds))
+        d, s = divmod(s, 86400)
+        h, s = divmod(s, 3600)
+        m, s = divmod(s, 60)
+        if d:
+            return self.t("d.days", d=d, h=h)
+        if h:
+            return self.t("d.hours", h=h, m=m)
+        if m:
+            return self.t("d.minutes", m=m, s=s)
+        return self.t("d.seconds", s=s)
+
+
+_LANGUAGE_RANGE = re.compile(
+    r"^\s*([A-Za-z]{1,8})(?:-[A-Za-z0-9]{1,8})*\s*(?:;\s*q\s*=\s*([\d.]+))?"
+)
+
+
+_SUPPORTED: dict[str, Language] = {lang: lang for lang in LANGUAGES}
+
+
+def negotiate(accept_language: str | None, default: Language) -> Language:
+    """Return the supported language the browser prefers (RFC 9110 q-values), else default."""
+    best: tuple[float, Language] | None = None
+    for i, part in enumerate((accept_language or "")[:1000].split(",")[:32]):
+        match = _LANGUAGE_RANGE.match(part)
+        if match is None:
+            continue
+        try:
+            q = float(match.group(2)) if match.group(2) else 1.0
+        except ValueError:
+            continue
+        lang = _SUPPORTED.get(match.group(1).lower())
+        q -= i * 1e-6  # equal weights: the first named wins
+        if q > 0 and lang is not None and (best is None or q > best[0]):
+            best = (q, lang)
+    return best[1] if best is not None else default
+
+
+def placeholders(template: str) -> set[str]:
+    """Return the names a template's `{placeholders}` use (for the catalogue's own test)."""
+    return {m.group(1) for m in re.finditer(r"\{(\w+)[^{}]*\}", template)}
+
+
+def check_template(template: str, **sample: object) -> str:
+    """Render a configured template with sample values; ValueError naming what is wrong."""
+    try:
+        return template.format_map(sample)
+    except KeyError as exc:
+        allowed = ", ".join(sorted(sample))
+        raise ValueError(f"unknown placeholder {{{exc.args[0]}}} (known: {allowed})") from exc
+    except (IndexError, ValueError, TypeError) as exc:
+        raise ValueError(f"bad placeholder in {template!r}: {exc}") from exc
