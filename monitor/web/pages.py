@@ -22,10 +22,13 @@ import jinja2
 from aiohttp import web
 
 from vigie.core.results import bound_text
+from vigie.monitor.health.history import Transition
 from vigie.monitor.health.model import APPLICATION_KINDS
 from vigie.monitor.health.snapshot import ComponentStatus, Incident, Snapshot
 from vigie.monitor.health.states import State
 from vigie.monitor.health.topology import dependency_members
+from vigie.monitor.health.wording import mains_lost_at
+from vigie.monitor.i18n import Speech, Text, negotiate
 from vigie.monitor.web import api
 from vigie.monitor.web.keys import SOURCE_KEY
 from vigie.monitor.web.readmodel import StatusSource, TopologyView
@@ -77,17 +80,23 @@ class Pages:
             trim_blocks=True,
             lstrip_blocks=True,
         )
-        env.filters["clock"] = clock
-        env.filters["ago"] = duration
+        env.filters["clock"] = _clock
+        env.filters["ago"] = _ago
+        env.filters["state"] = _state
+        env.filters["say"] = _say
+        env.filters["reason"] = _reason
         env.filters["state_class"] = state_class
         env.filters["safe_url"] = safe_url
         env.filters["path"] = lambda value: quote(str(value), safe="")
         return cls(env)
 
-    def render(self, name: str, page: Page, /, **context: Any) -> str:
-        """Render one template: the page's fields are its variables, beside the common ones."""
+    def render(self, name: str, page: Page, /, sp: Speech | None = None, **context: Any) -> str:
+        """Render one template in a reader's language: the page's fields are its variables."""
+        sp = sp or Speech("en")
         data = {f.name: getattr(page, f.name) for f in fields(page)}
-        return self.env.get_template(name).render(refresh=REFRESH_SECONDS, **data, **context)
+        return self.env.get_template(name).render(
+            refresh=REFRESH_SECONDS, sp=sp, t=sp.t, **data, **context
+        )
 
 
 PAGES_KEY: web.AppKey[Pages] = web.AppKey("pages", Pages)
@@ -101,6 +110,45 @@ def clock(ts: float | None) -> str:
     if ts is None or ts <= 0:
         return "-"
     return datetime.fromtimestamp(ts).astimezone().strftime("%d/%m %H:%M:%S")
+
+
+@jinja2.pass_context
+def _clock(ctx: jinja2.runtime.Context, ts: float | None) -> str:
+    """A time in the reader's zone, with the zone: `02/12 02:47 CET`."""
+    speech: Speech = ctx["sp"]
+    return speech.clock(ts)
+
+
+@jinja2.pass_context
+def _ago(ctx: jinja2.runtime.Context, seconds: float | None) -> str:
+    """A duration in the reader's language."""
+    speech: Speech = ctx["sp"]
+    return speech.duration(seconds)
+
+
+@jinja2.pass_context
+def _state(ctx: jinja2.runtime.Context, name: str) -> str:
+    """A state's name in the reader's language (the CSS class keeps the English id)."""
+    speech: Speech = ctx["sp"]
+    return speech.state(name)
+
+
+@jinja2.pass_context
+def _say(ctx: jinja2.runtime.Context, text: str) -> str:
+    """An engine sentence (a Text) in the reader's language; other text as it is, bounded."""
+    speech: Speech = ctx["sp"]
+    return bound_text(speech.say(text))
+
+
+@jinja2.pass_context
+def _reason(ctx: jinja2.runtime.Context, text: str) -> tuple[str, str]:
+    """A reason as (plain words, technical detail shown small): a rule's text first."""
+    speech: Speech = ctx["sp"]
+    if isinstance(text, Text) and text.key == "reason.rule_text":
+        what = text.params["what"]
+        detail = f"{text.params['check']}: {text.params['rule']}: {text.params['seen']}"
+        return bound_text(speech.say(what if isinstance(what, str) else "")), bound_text(detail)
+    return bound_text(speech.say(text)), ""
 
 
 def duration(seconds: float | None) -> str:
@@ -166,6 +214,31 @@ def application_ids(topo: TopologyView) -> list[str]:
     return sorted(apps, key=lambda c: (tier_of(topo, c), name_of(topo, c).lower()))
 
 
+OUTAGE_GAP = 600.0
+"""An OK spell shorter than this inside an outage is a flap of it, not its end (the default
+flap window): a flapping application is down since the outage began, not since its last flap."""
+
+
+def outage_start(
+    transitions: Iterable[Transition], down_since: float | None, gap: float = OUTAGE_GAP
+) -> float | None:
+    """Return when the outage holding `down_since` began, across OK spells shorter than gap."""
+    if down_since is None:
+        return None
+    start: float | None = None
+    ok_since: float | None = None
+    for t in transitions:
+        if t.at > down_since:
+            break
+        if t.state.failing:
+            if start is None or (ok_since is not None and t.at - ok_since >= gap):
+                start = t.at
+            ok_since = None
+        elif ok_since is None and start is not None:
+            ok_since = t.at
+    return down_since if start is None else min(start, down_since)
+
+
 def recovery_rows(source: StatusSource, now: float | None = None) -> list[RecoveryRow]:
     """Each application that failed: state, down since, back at, stable for (API and page)."""
     now = time.time() if now is None else now
@@ -175,6 +248,7 @@ def recovery_rows(source: StatusSource, now: float | None = None) -> list[Recove
     for rec in source.recoveries(application_ids(topo), now):
         status = snap.components.get(rec.component)
         state = status.state if status is not None else rec.state
+        spec = topo.components.get(rec.component)
         rows.append(
             RecoveryRow(
                 id=rec.component,
@@ -182,13 +256,22 @@ def recovery_rows(source: StatusSource, now: float | None = None) -> list[Recove
                 criticality=tier_of(topo, rec.component),
                 state=state.name,
                 back=not state.failing,
-                down_since=rec.down_since,
+                down_since=outage_start(source.transitions(rec.component), rec.down_since),
                 back_at=rec.back_at,
                 stable_for_seconds=None if rec.stable_for is None else round(rec.stable_for, 1),
+                degraded_mode=spec.degraded_mode if spec is not None else "",
             )
         )
-    # still down first (most critical on top), then the most recently back
-    rows.sort(key=lambda r: (r.back, r.criticality if not r.back else -(r.back_at or 0.0)))
+    # still down first, then back; most critical on top in each, then the longest down or the
+    # most recently back
+    rows.sort(
+        key=lambda r: (
+            r.back,
+            r.criticality,
+            -(r.back_at or 0.0) if r.back else (r.down_since or 0.0),
+            r.name.lower(),
+        )
+    )
     return rows
 
 
@@ -401,6 +484,11 @@ def incident_page(source: StatusSource, incident: Incident) -> IncidentPage:
         [*roots, *incident.impacted, *(r.id for r in recovered)],
         incident.started_at - margin,
     )
+    lost_at = mains_lost_at(incident.summary) if incident.site_wide else None
+    if lost_at is not None:
+        name = topo.site_name(incident.site)
+        lost = Change(at=lost_at, id="", name=name, was="", state="DOWN", event="mains_lost")
+        timeline = sorted([lost, *timeline], key=lambda e: (e.at, e.id != ""))
     return IncidentPage(
         now=time.time(),
         incident=incident,
@@ -552,12 +640,21 @@ def checks_page(source: StatusSource) -> ChecksPage:
 # --- handlers --------------------------------------------------------------------------------
 
 
+def reader_speech(request: web.Request, config: Speech) -> Speech:
+    """The config's language and zone, the language overridden by the browser's preference."""
+    language = negotiate(request.headers.get("Accept-Language"), config.language)
+    return config if language == config.language else Speech(language, config.zone)
+
+
 def _html(
     request: web.Request, template: str, page: Page, /, http_status: int = 200
 ) -> web.Response:
     # Every page tells the crisis cell when Vigie itself runs degraded (state_dir unwritable).
-    notice = request.app[SOURCE_KEY].state_dir_problem()
-    text = request.app[PAGES_KEY].render(template, page, vigie_notice=notice)
+    source = request.app[SOURCE_KEY]
+    notice = source.state_dir_problem()
+    text = request.app[PAGES_KEY].render(
+        template, page, reader_speech(request, source.speech()), vigie_notice=notice
+    )
     return web.Response(text=text, status=http_status, content_type="text/html", charset="utf-8")
 
 
@@ -575,8 +672,8 @@ async def incident_handler(request: web.Request) -> web.Response:
             return _html(request, "incident.html", incident_page(source, incident))
     missing = NotFound(
         now=time.time(),
-        what=f"incident {bound_text(wanted, 120)}",
-        hint="It may have been resolved: see the recovery board.",
+        what=Text("w.incident_missing", id=bound_text(wanted, 120)),
+        hint=Text("w.hint_resolved"),
     )
     return _html(request, "notfound.html", missing, http_status=404)
 
@@ -588,8 +685,8 @@ async def component_handler(request: web.Request) -> web.Response:
     if cid not in source.topology().components:
         missing = NotFound(
             now=time.time(),
-            what=f"component {bound_text(cid, 120)}",
-            hint="It is not in the configured topology.",
+            what=Text("w.component_missing", id=bound_text(cid, 120)),
+            hint=Text("w.hint_topology"),
         )
         return _html(request, "notfound.html", missing, http_status=404)
     return _html(request, "component.html", component_page(source, cid))

@@ -21,6 +21,7 @@ from vigie.monitor.health.history import Recovery, Transition
 from vigie.monitor.health.maintenance import MaintenanceSpec, Window
 from vigie.monitor.health.snapshot import Snapshot
 from vigie.monitor.health.topology import ComponentSpec, Dependency, SiteSpec
+from vigie.monitor.i18n import Speech, zone_of
 from vigie.monitor.replicas import ReplicaStatus
 from vigie.monitor.web.views import iso
 from vigie.probes.base import Check
@@ -116,6 +117,9 @@ class StatusSource(Protocol):
     def state_dir_problem(self) -> str | None:
         """One line saying why state cannot be written (Vigie runs degraded), else None."""
 
+    def speech(self) -> Speech:
+        """The config's language and time zone (a page's browser may ask another language)."""
+
     def metrics(self) -> bytes:
         """The /metrics exposition: every check's series and Vigie's own."""
 
@@ -195,6 +199,11 @@ class DaemonReadModel:
         """The state_dir monitor's summary, None without a state_dir or when writes work."""
         monitor = self._daemon.state_dir
         return None if monitor is None else monitor.summary()
+
+    def speech(self) -> Speech:
+        """web.language and timezone of the config in force."""
+        config = self._daemon.loaded.config
+        return Speech(config.web.language, zone_of(config.timezone))
 
     def metrics(self) -> bytes:
         """The exposition rendered now."""

@@ -58,6 +58,7 @@ class RecoveryRow:
     down_since: float | None
     back_at: float | None
     stable_for_seconds: float | None
+    degraded_mode: str = ""
 
     def json(self) -> dict[str, Any]:
         """The row as /api/v1/recovery gives it (ISO 8601 times)."""
@@ -171,6 +172,8 @@ class Change:
     name: str
     was: str
     state: str
+    event: str = ""
+    """A change of no component: `mains_lost` (the site's UPS all went on battery)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from vigie.monitor.health.model import Topology
 from vigie.monitor.health.snapshot import ComponentStatus, ImpactedApp, Incident, Snapshot
 from vigie.monitor.health.states import State
 from vigie.monitor.health.topology import ComponentSpec, SiteSpec
+from vigie.monitor.i18n import Speech
 from vigie.monitor.web import build_app
 from vigie.monitor.web.pages import component_page, incident_page, overview, recovery_rows
 from vigie.monitor.web.readmodel import ProbeRun, TopologyView
@@ -210,6 +211,10 @@ class Hospital:
     def state_dir_problem(self) -> str | None:
         """As the test sets it."""
         return self.problem
+
+    def speech(self) -> Speech:
+        """English in UTC, as a config with web.language unset on a UTC host."""
+        return Speech("en", UTC)
 
     def metrics(self) -> bytes:
         """A one-line exposition."""

@@ -1,0 +1,195 @@
+"""The crisis cell's pages in French: a walk of every page of the demo during the lab's power cut.
+
+The demo config sets `web.language: fr` and `timezone: Europe/Paris`. Every page of a live
+daemon watching the lab (config/demo.yaml) is fetched while the power-cut scenario runs; none may
+show an English sentence of the catalogue (device texts and configured names aside: they are
+not in the catalogue). A browser naming English gets English; the root cause is the same name
+on the overview and the incident page, and the timeline has a "mains lost" entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import re
+from collections.abc import AsyncIterator
+from urllib.parse import quote
+
+import aiohttp
+import pytest
+
+from tests.waiting import wait_for
+from vigie.monitor.demo import Demo, running_demo
+from vigie.monitor.health.states import State
+from vigie.monitor.i18n import EN, FR, Entry, Language, Plural, negotiate, placeholders
+
+SPEED = 40.0
+"""Scenario speed: the batteries run out within about 20 s (as tests/web/screenshot.py)."""
+
+
+def visible(page: str, devices: bool = True) -> str:
+    """Return the visible text of a page: tags dropped, entities decoded, spaces collapsed.
+
+    devices=False drops what devices and probes wrote (class `device`: errors, sample labels).
+    """
+    page = re.sub(r"(?s)<(style|head)\b.*?</\1>", " ", page)
+    if not devices:
+        page = re.sub(r'(?s)<(td|div) class="[^"]*\bdevice\b[^"]*">.*?</\1>', " ", page)
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", page)).split())
+
+
+def _forms(entry: Entry) -> list[str]:
+    return [entry.one, entry.other] if isinstance(entry, Plural) else [entry]
+
+
+def _fragments(template: str) -> list[str]:
+    """The literal words of a template between its placeholders, trimmed of punctuation."""
+    parts = re.split(r"\{[^{}]*\}", template)
+    return [p.strip(" :;,.·()[]=+-→") for p in parts]
+
+
+def english_only() -> dict[str, str]:
+    """English fragments of the catalogue that French never uses, by fragment: their id."""
+    french = {f for entry in FR.values() for form in _forms(entry) for f in _fragments(form)}
+    found: dict[str, str] = {}
+    for key, entry in EN.items():
+        for form in _forms(entry):
+            for frag in _fragments(form):
+                # two letters or fewer ("s", "d h") would match any text; 'OK' reads the same
+                if len(re.sub(r"[^A-Za-z]", "", frag)) > 2 and frag not in french:
+                    found.setdefault(frag, key)
+    return found
+
+
+def untranslated(text: str, fragments: dict[str, str]) -> list[str]:
+    """Return the catalogue ids whose English words appear, as words, in a page's text.
+
+    Words inside paths, ids and URLs (`/metrics`, `srv-down`) are not sentences: skipped.
+    """
+    found: list[str] = []
+    for frag, key in fragments.items():
+        match = re.search(rf"(?<![\w/.-]){re.escape(frag)}(?![\w/.-])", text)
+        if match is not None:
+            around = text[max(0, match.start() - 40) : match.end() + 40]
+            found.append(f"{key}: {frag!r} in {around!r}")
+    return sorted(found)
+
+
+@pytest.fixture
+async def power_cut() -> AsyncIterator[Demo]:
+    """The demo with the power-cut scenario played until Nord's applications are impacted."""
+    async with running_demo("127.0.0.1:0") as demo:
+        await asyncio.wait_for(demo.daemon.scheduler.first_round_done.wait(), 60)
+        demo.controller.start("power-cut", SPEED)
+
+        def apps_hit() -> bool:
+            comps = demo.daemon.health.engine.snapshot.components.values()
+            hit = [c for c in comps if c.kind == "application" and c.state is State.IMPACTED]
+            return len(hit) >= 3 and bool(demo.daemon.health.engine.snapshot.incidents)
+
+        await wait_for(apps_hit, "the power cut reaching the applications", within=120)
+        yield demo
+
+
+async def _get(session: aiohttp.ClientSession, url: str, lang: str | None = None) -> str:
+    headers = {} if lang is None else {"Accept-Language": lang}
+    async with session.get(url, headers=headers) as response:
+        assert response.status == 200, (url, response.status)
+        return await response.text()
+
+
+async def test_every_page_is_french_during_the_power_cut(power_cut: Demo) -> None:
+    """Overview, board, checks, each incident and component page: no English catalogue text."""
+    demo = power_cut
+    snap = demo.daemon.health.engine.snapshot
+    paths = ["/", "/recovery", "/checks"]
+    paths += [f"/incident/{quote(i.id, safe='')}" for i in snap.incidents.values()]
+    paths += [f"/component/{quote(c, safe='')}" for c in demo.daemon.health.engine.topology.order]
+    paths.append("/incident/nowhere")  # the 404 page too
+    fragments = english_only()
+    assert fragments["applications impacted"] == "apps.impacted"  # the list is not empty
+    problems: dict[str, list[str]] = {}
+    async with aiohttp.ClientSession() as session:
+        for path in paths:
+            headers = {"Accept-Language": "fr-FR,fr;q=0.9"}
+            async with session.get(demo.url + path, headers=headers) as response:
+                assert response.status in (200, 404), (path, response.status)
+                page = await response.text()
+            assert '<html lang="fr">' in page, path
+            found = untranslated(visible(page, devices=False), fragments)
+            if found:
+                problems[path] = found
+    assert not problems, problems
+    assert len(paths) > 20  # every component was walked
+
+
+async def test_the_french_overview_and_incident_agree_and_say_mains_lost(power_cut: Demo) -> None:
+    """One root-cause name on both pages, times with their zone, a 'secteur perdu' entry."""
+    demo = power_cut
+    incident = next(i for i in demo.daemon.health.engine.snapshot.incidents.values() if i.site_wide)
+    async with aiohttp.ClientSession() as session:
+        overview = await _get(session, demo.url + "/")  # no Accept-Language: the config's fr
+        page = await _get(session, f"{demo.url}/incident/{quote(incident.id, safe='')}")
+        english = await _get(session, demo.url + "/", "en-GB,en;q=0.8,fr;q=0.5")
+    roots = re.findall(r'class="root-cause">(?:<a [^>]*>)?([^<]+)<', overview)
+    assert roots and re.findall(r'class="root-cause">(?:<a [^>]*>)?([^<]+)<', page)[0] in roots
+    text = visible(overview)
+    assert "Cause première : Datacenter Nord" in text
+    assert re.search(r"secteur perdu à \d\d:\d\d CET", text), text
+    assert re.search(r"applications? touchées?", text)
+    assert "about 0 minutes" not in text and "environ 0 minute" not in text
+    assert re.search(r"Mis à jour \d\d/\d\d \d\d:\d\d CET", text)
+    timeline = visible(page.split("Chronologie", 1)[1])
+    assert "secteur perdu" in timeline and "Datacenter Nord" in timeline
+    # the browser asks for English first: English, same zone
+    assert '<html lang="en">' in english and "Root cause: Datacenter Nord" in visible(english)
+    assert "open incident" in visible(english)
+
+
+async def test_alert_annotations_speak_the_configs_language(power_cut: Demo) -> None:
+    """The alerts the daemon builds for the power cut are in French whatever the browser says."""
+    from vigie.monitor.health.alerts import incident_alert
+    from vigie.monitor.i18n import Speech, zone_of
+
+    demo = power_cut
+    config = demo.daemon.loaded.config
+    speech = Speech(config.web.language, zone_of(config.timezone))
+    incident = next(i for i in demo.daemon.health.engine.snapshot.incidents.values() if i.site_wide)
+    alert = incident_alert(incident, "", speech)
+    assert alert.annotations["summary"].startswith("Datacenter Nord : secteur perdu à ")
+    assert "touchée" in alert.annotations["summary"]
+    assert "[niveau 1]" in alert.annotations["description"]
+
+
+def test_the_catalogue_has_every_message_in_both_languages() -> None:
+    """Same ids, same placeholders, the same plural count; French differs where English reads."""
+    assert EN.keys() == FR.keys()
+    for key, entry in EN.items():
+        french = FR[key]
+        assert isinstance(french, Plural) == isinstance(entry, Plural) or key in (
+            "site.mass_failure",  # French agrees "composant(s)" with the count, English not
+            "site.recovering",
+            "apps.more_at_risk",
+        ), key
+        english = {p for form in _forms(entry) for p in placeholders(form)}
+        assert english == {p for form in _forms(french) for p in placeholders(form)}, key
+
+
+@pytest.mark.parametrize(
+    ("header", "default", "expected"),
+    [
+        (None, "fr", "fr"),
+        ("", "en", "en"),
+        ("en-US,en;q=0.9", "fr", "en"),
+        ("de-DE, fr;q=0.5, en;q=0.4", "en", "fr"),
+        ("de, it", "fr", "fr"),  # nothing supported: the config's
+        ("fr;q=0, en;q=0.1", "fr", "en"),  # q=0 refuses French
+        ("FR-be", "en", "fr"),
+        ("x" * 5000, "fr", "fr"),
+    ],
+)
+def test_accept_language_picks_a_supported_language(
+    header: str | None, default: Language, expected: Language
+) -> None:
+    """The browser's most wanted supported language wins over the config's, else the config's."""
+    assert negotiate(header, default) == expected
