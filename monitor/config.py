@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -638,15 +640,23 @@ def _without(raw: PosDict, drop: Mapping[str, set[int]]) -> tuple[PosDict, dict[
 def _secret_file_warnings(raw: Any, config_dir: Path) -> list[Problem]:
     """Warn about each secret file (`*password_file`, `*key_file`...) other users can read."""
     warnings: list[Problem] = []
+    secret_keys: dict[Any, bool] = {}  # the same few keys come back in every check
 
     def visit(node: Any, loc: Loc, secret: bool) -> None:
+        # Only a secret's strings and the containers that may hold one are visited.
         if isinstance(node, dict):
             for key, value in node.items():
-                key_is_secret = isinstance(key, str) and bool(SECRET_FILE_KEY.search(key))
-                visit(value, (*loc, key), secret or key_is_secret or key == "env_files")
+                key_is_secret = secret_keys.get(key)
+                if key_is_secret is None:
+                    key_is_secret = secret_keys[key] = key == "env_files" or (
+                        isinstance(key, str) and bool(SECRET_FILE_KEY.search(key))
+                    )
+                if secret or key_is_secret or isinstance(value, dict | list):
+                    visit(value, (*loc, key), secret or key_is_secret)
         elif isinstance(node, list):
             for i, value in enumerate(node):
-                visit(value, (*loc, i), secret)
+                if secret or isinstance(value, dict | list):
+                    visit(value, (*loc, i), secret)
         elif secret and isinstance(node, str) and node:
             path = Path(node) if Path(node).is_absolute() else config_dir / node
             try:
@@ -705,6 +715,22 @@ def _web_config_errors(web_file: Path, key: Loc, file: str, raw: Any) -> list[Co
     return []
 
 
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector for a config load, then put it back as it was.
+
+    A load builds hundreds of thousands of containers that all stay alive; the collections
+    their number sets off would find no garbage and cost most of a 20k-check load's time.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def load_config(
     path: Path | str, registry: ProbeRegistry, env: Mapping[str, str] | None = None
 ) -> LoadedConfig:
@@ -713,7 +739,14 @@ def load_config(
     Every mistake is reported once: entries that fail validation are set aside and the rest
     is still planned and checked (references to a refused entry are no error of their own).
     """
-    path = Path(path)
+    with _collector_paused():
+        return _load_config(Path(path), registry, env)
+
+
+def _load_config(
+    path: Path, registry: ProbeRegistry, env: Mapping[str, str] | None
+) -> LoadedConfig:
+    """Load a config (see load_config), the garbage collector paused."""
     file = str(path)
     env = os.environ if env is None else env
     try:
@@ -837,13 +870,18 @@ def _plan(
     """Build the plan, binding each check's settings to its kind's section when it has one."""
     plan: dict[str, Check] = {}
     errors: list[tuple[tuple[int | str, ...], str]] = []
+    # Once per kind, not per check: isinstance of a runtime Protocol inspects its members.
+    sections: dict[str, SectionProbe[Any]] = {
+        probe.kind: probe for probe in registry if isinstance(probe, SectionProbe)
+    }
     for i, item in enumerate(config.checks):
         kind: str = getattr(item, "kind")  # noqa: B009 - set by the dynamic model
         probe = registry[kind]
         settings = getattr(item, kind)
-        if isinstance(probe, SectionProbe):
+        section_probe = sections.get(kind)
+        if section_probe is not None:
             try:
-                settings = probe.bind(settings, getattr(config, kind), config_dir)
+                settings = section_probe.bind(settings, getattr(config, kind), config_dir)
             except ValueError as exc:
                 errors.append((("checks", i, kind), str(exc)))
                 continue

@@ -21,7 +21,7 @@ from __future__ import annotations
 import collections
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -102,11 +102,16 @@ def rules_by_check(plan: Mapping[str, Check], rules: Sequence[RuleSpec]) -> dict
     """Return the rules each check runs: the default, its profile's, the config's."""
     parsed = [(r.rule(), frozenset(r.checks), dict(r.selector)) for r in rules]
     out: dict[str, list[Rule]] = {}
+    sources: dict[type, bool] = {}  # per settings class: a runtime Protocol check is slow
     for cid, check in plan.items():
         labels = dict(check.labels)
         found = [DEFAULT_RULE]
-        if isinstance(check.settings, RuleSource):
-            found.extend(check.settings.health_rules())
+        settings = check.settings
+        is_source = sources.get(type(settings))
+        if is_source is None:
+            is_source = sources[type(settings)] = isinstance(settings, RuleSource)
+        if is_source:
+            found.extend(cast(RuleSource, settings).health_rules())
         found.extend(r for r, ids, sel in parsed if cid in ids or selector_matches(sel, labels))
         out[cid] = found
     return out
