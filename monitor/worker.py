@@ -178,6 +178,14 @@ class Worker:
         ]
         await ready.wait()  # the other workers are known: the first share is the right one
         self._apply_share()
+        shortest = min((c.interval for c in self.loaded.plan.values()), default=None)
+        if shortest is not None and self.settings.worker_ttl > 0.75 * shortest:
+            self.log.warning(
+                "bus_worker_ttl_long",
+                worker_ttl=self.settings.worker_ttl,
+                shortest_interval=shortest,
+                effect="a lost worker's checks may miss more than one run",
+            )
         self.log.info(
             "worker_started",
             servers=self.settings.public_servers(),

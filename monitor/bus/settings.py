@@ -54,7 +54,8 @@ class BusSettings(BaseModel):
         10.0,
         ge=0.5,
         description="A worker whose key was not refreshed for this long is lost: its checks go "
-        "to the others. Keep it at most the shortest check interval (reassigned within two).",
+        "to the others. At most 3/4 of the shortest check interval, its checks are run again "
+        "within two intervals.",
     )
     credentials_file: ConfigPath | None = Field(
         None, description="NATS credentials file (.creds: user JWT and NKey seed), if any."
