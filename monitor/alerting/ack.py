@@ -18,6 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import aiohttp
 from yarl import URL
@@ -26,6 +27,8 @@ from vigie.core.results import bound_text
 from vigie.monitor.alerting.model import Alert, rfc3339
 from vigie.monitor.alerting.sink import DeliveryError, Sink, http_error, transport_error
 
+ACK_COMMENT = "Acknowledged in Vigie"
+"""How an acknowledgement's silence comment starts: how a replica knows its peer's acks."""
 SIGNATURE_BYTES = 12
 """96 bits of HMAC-SHA256: forging one needs 2^96 tries against a rate-limited endpoint."""
 MAX_TOKEN = 300
@@ -142,6 +145,30 @@ class Silences:
                 reasons.append(transport_error(exc, where, self._timeout).reason)
         raise DeliveryError("; ".join(reasons) or "no Alertmanager configured")
 
+    async def active(self) -> list[dict[str, Any]]:
+        """Return the active silences of the cluster (from the first member that answers)."""
+        reasons = []
+        for url in self._urls:
+            where = f"alertmanager {URL(url).origin()!s} silences"
+            try:
+                async with self._session.get(
+                    f"{url}/api/v2/silences",
+                    timeout=aiohttp.ClientTimeout(total=self._timeout),
+                ) as response:
+                    if response.status != 200:
+                        raise await http_error(response, where)
+                    found = await response.json()
+                    return [
+                        s
+                        for s in found
+                        if isinstance(s, dict) and s.get("status", {}).get("state") == "active"
+                    ]
+            except DeliveryError as exc:
+                reasons.append(exc.reason)
+            except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+                reasons.append(transport_error(exc, where, self._timeout).reason)
+        raise DeliveryError("; ".join(reasons) or "no Alertmanager configured")
+
     async def expire(self, silence: str) -> None:
         """Expire a silence; done when one member says so or none knows it (already gone)."""
         reasons = []
@@ -196,3 +223,19 @@ class SilenceFirstSink:
                 await self._expire(silence)
                 self._forget(silence)
         await self.inner.send(alerts, session)
+
+
+def acknowledges(silence: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    """True when a silence is a Vigie acknowledgement of the alert with exactly these labels."""
+    if not str(silence.get("comment", "")).startswith(ACK_COMMENT):
+        return False
+    matchers = silence.get("matchers") or []
+    try:
+        pairs = {
+            (m["name"], m["value"])
+            for m in matchers
+            if not m.get("isRegex") and m.get("isEqual", True)
+        }
+    except (KeyError, TypeError):
+        return False
+    return len(pairs) == len(matchers) and pairs == set(labels.items())

@@ -31,7 +31,13 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from vigie.core.results import bound_text
-from vigie.monitor.alerting.ack import AckTokens, SilenceFirstSink, Silences
+from vigie.monitor.alerting.ack import (
+    ACK_COMMENT,
+    AckTokens,
+    SilenceFirstSink,
+    Silences,
+    acknowledges,
+)
 from vigie.monitor.alerting.alertmanager import AlertmanagerSink
 from vigie.monitor.alerting.dispatcher import AlertDispatcher
 from vigie.monitor.alerting.httpsink import (
@@ -494,13 +500,24 @@ class Escalations:
         claim = self._tokens.check(token)
         return self.get(claim.escalation), claim.receiver
 
-    def acknowledge(self, eid: int, by: str, via: str) -> Escalation:
-        """Acknowledge an escalation: stop its levels, record who and when, mirror a silence."""
+    def acknowledge(self, eid: int, by: str, via: str, *, silence: str | None = None) -> Escalation:
+        """Acknowledge an escalation: stop its levels, record who and when, mirror a silence.
+
+        With `silence` (a peer's acknowledgement read from Alertmanager), that silence is the
+        mirror: none is created.
+        """
         esc = self.get(eid)
         if esc.acknowledged or not esc.open:
             return esc
         now = self._clock()
-        done = replace(esc, acked_by=bound_text(by, 100), acked_at=now, ack_via=via, due=None)
+        done = replace(
+            esc,
+            acked_by=bound_text(by, 100),
+            acked_at=now,
+            ack_via=via,
+            due=None,
+            silence=silence or esc.silence,
+        )
         done = done.event(now, "acknowledged", f"{by} ({via})")
         self._store(done)
         self.metrics.ack_seconds.labels(team=esc.team).observe(max(0.0, now - esc.opened))
@@ -521,6 +538,25 @@ class Escalations:
         if not found:
             raise UnknownEscalation(alert_key)
         return [self.acknowledge(e.id, by, via) for e in found]
+
+    async def _read_peer_acks(self) -> None:
+        """Take acknowledgements made on another replica, read back as Alertmanager silences."""
+        if not self._silences.enabled:
+            return
+        waiting = [e for e in self.all(open_only=True) if not e.acknowledged]
+        if not waiting:
+            return
+        try:
+            silences = await self._silences.active()
+        except Exception as exc:  # Alertmanager down: the local state goes on alone
+            self._log.debug("ack_silences_unreadable", error=bound_text(str(exc)))
+            return
+        for esc in waiting:
+            for silence in silences:
+                if acknowledges(silence, esc.labels):
+                    by = str(silence.get("createdBy") or "alertmanager")
+                    self.acknowledge(esc.id, by, "alertmanager", silence=str(silence.get("id")))
+                    break
 
     async def _mirror_silences(self) -> None:
         """Create the silence of each acknowledged open escalation; expire orphans."""
@@ -543,7 +579,7 @@ class Escalations:
                 silence = await self._silences.create(
                     esc.labels,
                     author=esc.acked_by or "vigie",
-                    comment=f"Acknowledged in Vigie ({esc.ack_via}): {esc.summary}",
+                    comment=f"{ACK_COMMENT} ({esc.ack_via}): {esc.summary}",
                     until=until,
                 )
             except Exception as exc:  # retried next tick; the escalation is stopped anyway
@@ -579,6 +615,7 @@ class Escalations:
             try:
                 for oncall in self._oncall_of.values():
                     await oncall.refresh(self._session)
+                await self._read_peer_acks()  # before advancing: a peer's ack stops the level
                 self.advance()
                 await self._mirror_silences()
                 self._prune()

@@ -221,6 +221,8 @@ async def test_restart_mid_escalation_neither_repeats_nor_skips(
         paged = incident(s)
         s.escalations.sync([paged])
         await wait_for(lambda: len(gateway.sms()) == 1, "the level-1 SMS")
+        # Delivered and acknowledged by the outbox (a send cut by the stop would be re-sent).
+        await wait_for(lambda: sum(s.dispatcher.queued().values()) == 0, "queue drained")
     clock.advance(5 * 60)
     async with stack(make, path, session, clock, free_port()) as s:
         s.escalations.sync([paged])  # the incident is still there after the restart
@@ -250,6 +252,9 @@ async def test_pages_queued_before_a_restart_are_delivered_once(
         await wait_for(lambda: len(gateway.requests) >= 1, "a refused attempt")
         # The level failed: level 2 goes at once, its SMS refused too, the webhook delivered.
         await wait_for(lambda: pages(receiver, "firing"), "level 2 at once")
+        await wait_for(
+            lambda: s.dispatcher.queued().get("webhook:switchboard", 0) == 0, "webhook acked"
+        )
     gateway.status = 200
     gateway.requests.clear()  # count what is delivered from now on
     async with stack(make, path, session, clock, free_port()) as s:
@@ -395,6 +400,7 @@ async def test_resolve_after_a_sink_left_the_config(
         s.escalations.sync([paged])
         clock.advance(10 * 60)
         await wait_for(lambda: gateway.to(BOB) and pages(receiver, "firing"), "level 2")
+        await wait_for(lambda: sum(s.dispatcher.queued().values()) == 0, "queue drained")
 
     def without_webhook(web_url: str) -> AlertingSettings:
         data = make(web_url).model_dump(mode="json", by_alias=True)
@@ -448,3 +454,48 @@ async def test_escalations_page_and_team_figures(
                 "median_time_to_acknowledge": 120,
             }
         }
+
+
+async def test_an_ack_made_on_a_peer_is_read_back_from_alertmanager(
+    tmp_path: Path,
+    *,
+    gateway: Gateway,
+    receiver: Receiver,
+    key_file: Path,
+    session: aiohttp.ClientSession,
+    alertmanager: Alertmanager,
+) -> None:
+    """Another replica's acknowledgement (its silence) stops the levels here too."""
+    from datetime import UTC, datetime, timedelta
+
+    from vigie.monitor.alerting.ack import ACK_COMMENT, Silences
+
+    clock = Clock(T0)
+    make = settings_factory(gateway, receiver, key_file, [alertmanager.url])
+    async with stack(make, tmp_path / "outbox.sqlite", session, clock, free_port()) as s:
+        paged = incident(s)
+        s.escalations.sync([paged])
+        await wait_for(lambda: gateway.to(ALICE), "the level-1 SMS")
+        # Not an acknowledgement: a silence without Vigie's comment (a maintenance, say).
+        peer = Silences([alertmanager.url], session)
+        until = datetime.now(UTC) + timedelta(hours=1)
+        await peer.create(paged.alert.labels, author="x", comment="maintenance", until=until)
+        silence = await peer.create(
+            paged.alert.labels,
+            author="martin",
+            comment=f"{ACK_COMMENT} (link): Power lost",
+            until=until,
+        )
+        await wait_for(lambda: s.escalations.all()[0].acknowledged, "the peer's ack taken")
+        [esc] = s.escalations.all()
+        assert (esc.acked_by, esc.ack_via, esc.silence) == ("martin", "alertmanager", silence)
+        clock.advance(20 * 60)
+        assert s.escalations.advance() == 0
+        s.dispatcher.sync([])
+        s.escalations.sync([])
+        # The resolve is posted once the acknowledgement's silence expired (the maintenance
+        # silence is not Vigie's: it stays).
+        await wait_for(lambda: sum(s.dispatcher.queued().values()) == 0, "the resolve posted")
+        async with session.get(f"{alertmanager.url}/api/v2/silence/{silence}") as response:
+            assert (await response.json())["status"]["state"] == "expired"
+    assert gateway.to(BOB) == []
