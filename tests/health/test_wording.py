@@ -135,3 +135,20 @@ def test_application_line_gives_the_degraded_mode() -> None:
     assert wording.application_line(app(1, "paper")) == (
         "[tier 1] App 1: IMPACTED - degraded mode: paper"
     )
+
+
+def test_every_shipped_profile_rule_says_itself_in_plain_words() -> None:
+    """Each rule of config/profiles carries an en and an fr text that renders with units."""
+    from pathlib import Path
+
+    from vigie.core.rules import text_values
+    from vigie.probes.snmp.profiles.model import load_profile_file
+
+    profiles = sorted((Path(__file__).resolve().parents[2] / "config" / "profiles").glob("*.yaml"))
+    rules = [(p.name, r) for p in profiles for r in load_profile_file(p).rules]
+    assert len(rules) > 40
+    for name, rule in rules:
+        assert set(rule.text) == {"en", "fr"}, (name, rule.name)
+        for template in rule.text.values():
+            said = template.format(**text_values(112.70466414969448, 3.0))
+            assert "112.70" not in said, (name, rule.name, said)  # rounded, when it is said
