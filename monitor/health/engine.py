@@ -21,6 +21,7 @@ import structlog
 
 from vigie.core.results import ProbeResult, Sample
 from vigie.core.rules import DEFAULT_RULE, Rule
+from vigie.core.window import Window
 from vigie.monitor.exposition import result_samples
 from vigie.monitor.health import wording
 from vigie.monitor.health.incidents import (
@@ -42,6 +43,7 @@ from vigie.monitor.health.topology import (
     dependency_members,
     selector_matches,
 )
+from vigie.monitor.i18n import zone_of
 from vigie.probes.base import Check, RuleSource
 
 __all__ = [
@@ -72,7 +74,11 @@ RUNTIME = "ups_battery_runtime_seconds"
 
 @dataclass(slots=True)
 class RuleTracker:
-    """One rule on one check: pending (`for`), active, clearing (`clear_for`)."""
+    """One rule on one check: pending (`for`), active, clearing (`clear_for`).
+
+    A rule with `rate()`/`increase()` keeps its conditions' bounded windows here (one per
+    rule and check); one with `time()` or a schedule knows when time alone changes it (`due`).
+    """
 
     rule: Rule
     active: bool = False
@@ -82,20 +88,37 @@ class RuleTracker:
     clear_holds: bool = False
     seen: str = ""
     active_since: float = 0.0
+    due: float = math.inf
+    memory: Window | None = None
+    clear_memory: Window | None = None
 
-    def observe(self, samples: Sequence[Sample], now: float) -> None:
-        """Evaluate the rule on a new result, then advance its timers."""
-        holds, seen = self.rule.condition.evaluate(samples)
+    def __post_init__(self) -> None:
+        self.memory = self.rule.condition.memory()
+        self.clear_memory = self.rule.clear.memory() if self.rule.clear is not None else None
+
+    def observe(self, samples: Sequence[Sample], now: float, *, record: bool = True) -> None:
+        """Evaluate the rule on a new result (or again at its due time), then advance timers."""
+        rule = self.rule
+        holds, seen = rule.condition.evaluate(samples, now, self.memory, record=record)
         self.holds = bool(holds)
         if holds is not None:
             self.seen = seen
-        if self.rule.clear is not None:
-            clear, clear_seen = self.rule.clear.evaluate(samples)
+        if rule.clear is not None:
+            clear, clear_seen = rule.clear.evaluate(samples, now, self.clear_memory, record=record)
             self.clear_holds = bool(clear)
             if self.active and clear is not None and not clear:
                 self.seen = seen if holds else clear_seen
         else:
             self.clear_holds = not self.holds
+        self.due = min(
+            rule.condition.due(samples, now, self.memory),
+            rule.clear.due(samples, now, self.clear_memory) if rule.clear else math.inf,
+            rule.active.next_change(now) if rule.active is not None else math.inf,
+        )
+        if not rule.applies(now):  # off schedule: neither holding nor active
+            self.holds, self.clear_holds = False, True
+            self.active, self.pending_since, self.clearing_since = False, None, None
+            return
         self.advance(now)
 
     def advance(self, now: float) -> None:
@@ -145,6 +168,7 @@ class CheckHealth:
                 t.clearing_since,
                 t.active_since,
                 t.seen if t.active else "",
+                t.due,
             )
             for t in self.trackers
         )
@@ -165,6 +189,9 @@ class CheckHealth:
         reasons: list[str] = []
         until = last + stale_after
         for tracker in self.trackers:
+            if tracker.due <= now:  # time() or a schedule: judged again on the last samples
+                tracker.observe(self.samples, now, record=False)
+            until = min(until, tracker.due)
             if tracker.pending_since is not None or tracker.clearing_since is not None:
                 tracker.advance(now)  # never starts a timer that was not running before
                 if tracker.pending_since is not None:
@@ -849,6 +876,11 @@ class HealthConfig(Protocol):
         """The health model's settings."""
         ...
 
+    @property
+    def timezone(self) -> str | None:
+        """IANA zone the rules' schedules are read in; None: the host's."""
+        ...
+
 
 def _profile_rules(check: Check) -> list[Rule]:
     """Rules the probe brings with the check's settings (an SNMP profile's, Redfish's)."""
@@ -886,5 +918,7 @@ def build_engine(
 
 
 def rules_of(config: HealthConfig) -> list[tuple[Rule, Sequence[str], Mapping[str, str]]]:
-    """Return the config's rules with the checks and selector they apply to."""
-    return [(r.rule(), tuple(r.checks), dict(r.selector)) for r in config.rules]
+    """Return the config's rules with the checks and selector they apply to (schedules in the
+    config's time zone)."""
+    zone = zone_of(config.timezone)
+    return [(r.rule(zone), tuple(r.checks), dict(r.selector)) for r in config.rules]

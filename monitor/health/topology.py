@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import UTC, tzinfo
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
@@ -10,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 from vigie.core.durations import Duration
 from vigie.core.expr import parse_condition
 from vigie.core.rules import Rule, Severity, TextLanguage, rule_text
+from vigie.core.schedule import parse_schedule
 
 Ident = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]
 
@@ -102,7 +104,22 @@ class RuleSpec(_Strict):
         "language, with {value} and {threshold}, e.g. 'latency {value:.0f} x its usual level'.",
     )
 
+    active: str | None = Field(
+        None,
+        description="When the rule applies, in the config's `timezone:`: 'HH:MM-HH:MM',"
+        " optionally after days ('Mon-Fri 07:00-20:00', 'Sat,Sun 09:00-12:00'); a window"
+        " ending before it starts runs over midnight. Outside it the rule neither holds nor"
+        " stays active (a silence normal at night). Default: always.",
+    )
+
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("active")
+    @classmethod
+    def _schedule(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_schedule(value, UTC)  # the syntax; the zone is the config's
+        return value
 
     @field_validator("text")
     @classmethod
@@ -119,8 +136,8 @@ class RuleSpec(_Strict):
             parse_condition(value)
         return value
 
-    def rule(self) -> Rule:
-        """Return the parsed rule the engine runs."""
+    def rule(self, zone: tzinfo = UTC) -> Rule:
+        """Return the parsed rule the engine runs, its schedule read in zone."""
         return Rule.parse(
             self.name,
             self.expr,
@@ -129,6 +146,8 @@ class RuleSpec(_Strict):
             clear_expr=self.clear_expr,
             clear_for=self.clear_for or 0.0,
             text=rule_text(self.text),
+            active=self.active,
+            zone=zone,
         )
 
 
