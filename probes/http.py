@@ -22,6 +22,7 @@ from yarl import URL
 from vigie.core.results import ProbeResult, Sample, bound_text
 from vigie.core.secrets import ConfigPath, resolve_secret_field
 from vigie.probes.base import Check, ProbeContext
+from vigie.probes.extract import ExtractError, ExtractSpec, extract
 from vigie.probes.tls import (
     Regex,
     SslContextCache,
@@ -37,6 +38,8 @@ from vigie.probes.tls import (
 __all__ = ["BasicAuthSettings", "HttpProbe", "HttpSettings", "HttpTiming", "make_session"]
 
 USER_AGENT = "Vigie/0.1"
+_PARSE_INLINE = 64 * 1024
+"""Answers up to this size are extracted on the event loop; larger ones in a thread."""
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _CHUNK = 64 * 1024
 
@@ -336,6 +339,15 @@ class HttpSettings(BaseModel):
     bearer_token_file: ConfigPath | None = Field(
         None, description="File holding the bearer token, read once at load."
     )
+    extract: list[ExtractSpec] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Values read from a JSON or XML answer into samples (counters for rate()"
+        " and increase() rules), e.g. [{name: mirth_channel_received_total, json:"
+        " '$.list.channelStatistics[*].received', labels: {channel:"
+        " '$.list.channelStatistics[*].channelId'}, type: counter}]. An answer that does not"
+        " give them fails the check, saying which.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -453,6 +465,13 @@ async def _read_body(resp: aiohttp.ClientResponse, limit: int) -> tuple[bytes, b
         chunks.append(chunk)
         size += len(chunk)
     return b"".join(chunks), resp.content.at_eof()
+
+
+async def _extract(specs: list[ExtractSpec], body: bytes, charset: str | None) -> list[Sample]:
+    """Read the extractions; a large answer is parsed in a thread, off the event loop."""
+    if len(body) > _PARSE_INLINE:
+        return await asyncio.to_thread(extract, specs, body, charset)
+    return extract(specs, body, charset)
 
 
 def _version(resp: aiohttp.ClientResponse) -> str:
@@ -593,9 +612,19 @@ class HttpProbe:
                 settings.fail_if_body_not_matches_regexp,
             )
             regex_failed = error is not None
+        extracted: list[Sample] = []
+        if error is None and settings.extract:
+            if not complete:
+                error = f"answer over max_body_bytes ({settings.max_body_bytes}): not extracted"
+            else:
+                try:
+                    extracted = await _extract(settings.extract, body, resp.charset)
+                except ExtractError as exc:
+                    error = str(exc)
 
         phases = timing.phases()
         samples = _phase_samples(phases, timing.total())
+        samples += extracted
         samples += [
             _gauge("probe_http_status_code", resp.status, "Status code of the final response."),
             _gauge(
