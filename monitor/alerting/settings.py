@@ -503,6 +503,8 @@ class AlertingSettings(_Strict):
         http = [h.sink_name for h in self.http_sinks]
         if len(set(http)) != len(http):
             raise ValueError("two http_sinks have the same name")
+        if self.oncall is not None and self.oncall.ack is not None and not self.external_url:
+            raise ValueError("oncall.ack needs external_url: the links in pages point to it")
         if self.oncall is not None:
             sinks = set(names) | set(http) | {s for s in [self.smtp and self.smtp.sink_name] if s}
             for policy in self.oncall.policies:

@@ -207,6 +207,7 @@ def test_check_warns_when_a_level_depends_on_one_site(tmp_path: Path) -> None:
     config.write_text(
         f"state_dir: {tmp_path / 'state'}\n"
         "alerting:\n"
+        "  external_url: http://vigie.example.org\n"
         "  smtp: {host: relay.nord, port: 25, starttls: false, from: v@h.fr, to: [d@h.fr],"
         " site: nord}\n"
         "  http_sinks:\n"
@@ -252,3 +253,13 @@ def test_the_documented_hospital_example_is_valid(tmp_path: Path) -> None:
     assert settings.oncall is not None
     assert [p.team for p in settings.oncall.policies] == ["dsi", "*"]
     assert settings.oncall.policies[0].delays(1) == [0.0, 300.0, 600.0]
+
+
+def test_ack_links_need_external_url(tmp_path: Path) -> None:
+    """Acknowledgement links without external_url would point nowhere: a config error."""
+    from vigie.monitor.alerting.settings import AlertingSettings
+
+    key = tmp_path / "ack.key"
+    key.write_text("k" * 40)
+    with pytest.raises(ValueError, match=r"oncall\.ack needs external_url"):
+        AlertingSettings.model_validate({"oncall": {"ack": {"secret_file": str(key)}}})
