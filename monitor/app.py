@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from vigie.core.results import bound_text
 from vigie.core.yamlpos import ConfigErrors
 from vigie.monitor.alerting import AlertDispatcher, Outbox, build_sinks
+from vigie.monitor.alerting.ack import Silences
 from vigie.monitor.alerting.escalation import Escalations, escalations_for
 from vigie.monitor.bus.consumer import BusConsumer
 from vigie.monitor.config import LoadedConfig, load_config
@@ -37,7 +38,7 @@ from vigie.monitor.health.runner import HealthRunner, HealthRunnerMetrics
 from vigie.monitor.i18n import Speech, zone_of
 from vigie.monitor.ondemand import OnDemandGate, OnDemandMetrics
 from vigie.monitor.probe_state import ProbeStateFile
-from vigie.monitor.replicas import ReplicaSet
+from vigie.monitor.replicas import MaintenanceMirror, ReplicaSet
 from vigie.monitor.runtime_metrics import register_runtime_collectors
 from vigie.monitor.scheduler import Scheduler, SchedulerMetrics
 from vigie.monitor.statedir import StateDirMonitor
@@ -154,6 +155,7 @@ class Daemon:
                 self.alerts,
                 url=alerting.external_url or "",
                 speech=Speech(config.web.language, zone_of(config.timezone)),
+                replica_hold=config.replicas.lost_hold if config.replicas is not None else 0.0,
             )
         self._alert_task: asyncio.Task[None] | None = None
         self.health = HealthRunner(
@@ -166,6 +168,18 @@ class Daemon:
             metrics=HealthRunnerMetrics(self.own_registry),
         )
         self.store.subscribe(self.health.on_result)
+        # Maintenance windows of either replica, shared as Alertmanager silences.
+        self.maintenance_mirror: MaintenanceMirror | None = None
+        self._mirror_task: asyncio.Task[None] | None = None
+        if config.replicas is not None and alerting is not None and alerting.alertmanagers:
+            self.maintenance_mirror = MaintenanceMirror(
+                Silences(alerting.alertmanagers, session, alerting.timeout),
+                lambda: self.health.maintenance,
+                lambda: set(self.health.engine.topology.sites),
+                config.replicas.instance,
+                on_change=self.health.wake,
+                logger=self.log,
+            )
         # State changes for the status page's timelines and the recovery board, kept in the
         # state_dir when there is one, so a restart mid-recovery does not lose them.
         self._state = persist
@@ -263,6 +277,10 @@ class Daemon:
             self._state_retry_task = asyncio.create_task(self._retry_state(), name="state-retry")
         if self.alerts is not None:
             self._alert_task = asyncio.create_task(self.alerts.run(), name="alerting")
+        if self.maintenance_mirror is not None and self.replicas is not None:
+            self._mirror_task = asyncio.create_task(
+                self.maintenance_mirror.run(self.replicas.settings.interval), name="maintenance"
+            )
         if self.escalations is not None:
             self._escalation_task = asyncio.create_task(self.escalations.run(), name="escalation")
         self.health.start()
@@ -413,6 +431,12 @@ class Daemon:
             if isinstance(probe, Closing):
                 await probe.close()
         await self.health.stop()
+        if self._mirror_task is not None:
+            self._mirror_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._mirror_task
+        if self.maintenance_mirror is not None:
+            await self.maintenance_mirror.close()
         if self.escalations is not None:
             self.escalations.stop()
         if self._escalation_task is not None:

@@ -12,18 +12,24 @@ is not).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal
 
+import structlog
 from prometheus_client import CollectorRegistry, Gauge
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from vigie.core.durations import Duration
-from vigie.core.results import ProbeResult
+from vigie.core.results import ProbeResult, bound_text
 from vigie.core.secrets import ConfigPath
 from vigie.core.yamlpos import PosDict, PosList
+from vigie.monitor.alerting.ack import Silences
+from vigie.monitor.alerting.sink import DeliveryError
+from vigie.monitor.health.maintenance import MaintenanceBook, Window
 
 CHECK_PREFIX = "vigie-"
 """A member's check and component are `vigie-<name>` (its peers' view of it)."""
@@ -73,6 +79,11 @@ class ReplicaSettings(_Strict):
         60.0,
         description="After a replica starts, a peer that never answered it is not judged"
         " (replicas started together come up seconds apart).",
+    )
+    lost_hold: Duration | Literal[0] = Field(
+        60.0,
+        description="A replica lost on its own is paged after this long, so that a site"
+        " failure seen meanwhile includes it (`...; Vigie Nord lost`) instead.",
     )
     handoff: Duration = Field(
         60.0,
@@ -347,3 +358,124 @@ class ReplicaSet:
             now=now,
             members=members,
         )
+
+
+# --- maintenance windows shared through Alertmanager ---------------------------------------
+
+MAINTENANCE_COMMENT = "Vigie maintenance window"
+"""How a maintenance window's silence comment starts: how a replica knows its peer's windows."""
+PULLED = "alertmanager"
+"""The source of a window a replica learnt from a peer's silence."""
+
+
+class MaintenanceMirror:
+    """Maintenance windows opened on one replica hold the others' pages too.
+
+    A window opened through a replica's API is posted as an Alertmanager silence on its
+    target (`site=` or `component=`), with its reason as comment and the replica as author;
+    the cluster shares it, so Alertmanager holds the pages of both replicas at once. Each
+    replica also reads the cluster's active Vigie silences every `every` seconds and adds
+    the windows it lacks to its own book, so its direct sinks (webhook, mail) hold too.
+    """
+
+    def __init__(
+        self,
+        silences: Silences,
+        book: Callable[[], MaintenanceBook],
+        sites: Callable[[], set[str]],
+        instance: str,
+        *,
+        on_change: Callable[[], None] = lambda: None,
+        logger: Any = None,
+    ) -> None:
+        self._silences = silences
+        self._book = book
+        self._sites = sites
+        self._instance = instance
+        self._on_change = on_change
+        self._log = logger if logger is not None else structlog.get_logger()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def opened(self, win: Window) -> None:
+        """A window was opened here: post its silence in the background (logged if it fails)."""
+        task = asyncio.get_running_loop().create_task(self.publish(win))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def publish(self, win: Window) -> None:
+        """Post the window as a silence of the cluster."""
+        label = "site" if win.target in self._sites() else "component"
+        try:
+            silence = await self._silences.create(
+                {label: win.target},
+                author=f"vigie {self._instance}",
+                comment=f"{MAINTENANCE_COMMENT}: {win.target}: {win.reason}",
+                until=datetime.fromtimestamp(win.end, UTC),
+            )
+        except DeliveryError as exc:
+            self._log.warning("maintenance_silence_failed", target=win.target, error=exc.reason)
+            return
+        self._log.info("maintenance_silence_created", target=win.target, silence=silence)
+
+    async def pull(self) -> int:
+        """Add the windows of the cluster's Vigie silences this replica lacks; return how many."""
+        try:
+            found = await self._silences.active()
+        except DeliveryError as exc:
+            self._log.warning("maintenance_silences_unread", error=exc.reason)
+            return 0
+        book = self._book()
+        known = {(w.target, round(w.end)) for w in book.windows}
+        added = 0
+        for silence in found:
+            win = _window_of(silence)
+            if win is None or (win.target, round(win.end)) in known:
+                continue
+            book.windows.append(win)
+            known.add((win.target, round(win.end)))
+            added += 1
+            self._log.info("maintenance_from_peer", target=win.target, reason=win.reason)
+        if added:
+            self._on_change()
+        return added
+
+    async def run(self, every: float) -> None:
+        """Pull every `every` seconds until cancelled."""
+        while True:
+            await self.pull()
+            await asyncio.sleep(every)
+
+    async def close(self) -> None:
+        """Wait for the silences being posted (a window opened just before a stop)."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _window_of(silence: dict[str, Any]) -> Window | None:
+    """Return the maintenance window a Vigie silence stands for, None for any other silence."""
+    comment = silence.get("comment")
+    matchers = silence.get("matchers")
+    if not isinstance(comment, str) or not comment.startswith(f"{MAINTENANCE_COMMENT}: "):
+        return None
+    if not isinstance(matchers, list) or len(matchers) != 1 or not isinstance(matchers[0], dict):
+        return None
+    matcher = matchers[0]
+    if matcher.get("name") not in ("site", "component") or matcher.get("isRegex"):
+        return None
+    target = matcher.get("value")
+    try:
+        start = datetime.fromisoformat(str(silence["startsAt"]).replace("Z", "+00:00"))
+        end = datetime.fromisoformat(str(silence["endsAt"]).replace("Z", "+00:00"))
+    except (KeyError, ValueError):
+        return None
+    if not isinstance(target, str) or not target:
+        return None
+    _, _, rest = comment.partition(": ")
+    reason = rest.partition(": ")[2]
+    return Window(
+        target=bound_text(target, 200),
+        start=start.timestamp(),
+        end=end.timestamp(),
+        reason=bound_text(reason, 500),
+        source=PULLED,
+    )

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -94,10 +95,20 @@ class AlertSync(Protocol):
 class IncidentNotifier:
     """Turns each health snapshot into the set of firing alerts."""
 
-    def __init__(self, target: AlertSync, *, url: str = "", speech: Speech = ENGLISH) -> None:
+    def __init__(
+        self,
+        target: AlertSync,
+        *,
+        url: str = "",
+        speech: Speech = ENGLISH,
+        replica_hold: float = 0.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._target = target
         self._url = url
         self._speech = speech  # the config's language: the cell reads pages as it pages
+        self._replica_hold = replica_hold
+        self._clock = clock
 
     def alerts(self, snapshot: Snapshot) -> list[Alert]:
         """Return the alerts a snapshot calls for."""
@@ -109,11 +120,24 @@ class IncidentNotifier:
                 continue  # a maintenance window holds new pages; the state is still shown
             if not incident.confirmed and alert.key not in firing:
                 continue  # held until its dependencies' checks speak: maybe not the root
+            if alert.key not in firing and self._replica_held(snapshot, incident):
+                continue  # a lost replica waits: if its site fell, the site incident names it
             wanted.append(alert)
         wanted.extend(
             warning_alert(s, self._url, self._speech) for s in snapshot.warnings.values()
         )
         return wanted
+
+    def _replica_held(self, snapshot: Snapshot, incident: Incident) -> bool:
+        """Whether this is a lost Vigie replica's own incident, younger than replica_hold."""
+        if not self._replica_hold or incident.site_wide:
+            return False
+        status = snapshot.components.get(incident.component)
+        return (
+            status is not None
+            and status.kind == "monitor"
+            and self._clock() - incident.started_at < self._replica_hold
+        )
 
     def update(self, snapshot: Snapshot) -> None:
         """Fire new or changed alerts and resolve those whose incident is over."""

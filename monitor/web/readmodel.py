@@ -225,6 +225,8 @@ class DaemonReadModel:
         win = daemon.health.maintenance.add(spec)
         daemon.log.info("maintenance_added", target=win.target, end=iso(win.end), reason=win.reason)
         daemon.health.wake()
+        if daemon.maintenance_mirror is not None:  # replicas: the other holds its pages too
+            daemon.maintenance_mirror.opened(win)
         return win
 
     async def reload(self) -> list[str]:

@@ -134,6 +134,7 @@ def ha_config(targets: str, ports: dict[str, int], ams: list[str], hook: str) ->
             "max_heartbeat_age": "5s",
             "handoff": "4s",
             "startup_grace": "15s",
+            "lost_hold": "3s",
         },
         "alerting": {
             "alertmanagers": ams,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -139,3 +140,46 @@ async def test_replica_restarting_mid_incident_sends_the_same_alert(pair: Pair) 
     held = await pair.held(SITE)
     assert len(held) == 2, held
     assert len(pair.am_notifications(SITE, "firing")) == 1
+
+
+async def test_maintenance_opened_on_one_replica_holds_the_others_pages(pair: Pair) -> None:
+    """A window opened on Nord's API becomes an Alertmanager silence, which the cluster shares
+    and Bellevue reads into its own book: Nord's datacenter then fails with no page from
+    either replica, through Alertmanager or the webhook."""
+    nord, bellevue = pair.replicas["nord"], pair.replicas["bellevue"]
+    end = (datetime.now(UTC) + timedelta(minutes=10)).isoformat()
+    window = {"target": "nord", "end": end, "reason": "UPS replacement"}
+    async with pair.session.post(f"{nord.url}/api/v1/maintenance", json=window) as response:
+        assert response.status == 201, await response.text()
+
+    async def shared() -> bool:
+        async with pair.session.get(f"{bellevue.url}/api/v1/maintenance") as response:
+            windows = await response.json()
+        return any(
+            w["target"] == "nord"
+            and w["source"] == "alertmanager"
+            and w["reason"] == "UPS replacement"
+            for w in windows
+        )
+
+    await wait_for(shared, "Bellevue to take the window from the cluster's silences", 30)
+    for am in pair.ams:  # posted to one member, gossiped to the other
+        async with pair.session.get(f"{am.url}/api/v2/silences") as response:
+            silences = await response.json()
+        assert any(
+            s["status"]["state"] == "active" and s["createdBy"] == "vigie nord" for s in silences
+        ), silences
+
+    pair.targets.down.add("nord")
+
+    async def in_maintenance(replica: Replica) -> bool:
+        async with pair.session.get(f"{replica.url}/api/v1/incidents") as response:
+            incidents = await response.json()
+        return any(i["site"] == "nord" and i["maintenance"] for i in incidents)
+
+    for replica in (nord, bellevue):
+        await wait_for(partial(in_maintenance, replica), f"{replica.name}'s held incident", 30)
+    await quiet(pair)
+    assert pair.am_notifications(SITE, "firing") == []
+    assert pair.direct(SITE, "firing") == []
+    assert fired(nord, SITE) == fired(bellevue, SITE) == 0

@@ -13,6 +13,7 @@ import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,18 +23,22 @@ import yaml
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from tests.alerting.conftest import make_alert
+from tests.alerting.conftest import Alertmanager, alertmanager, alertmanagers, make_alert, receiver
 from tests.alerting.test_dispatcher import FAST, RecordingSink
 from tests.waiting import wait_for
 from vigie.core.results import ProbeResult
 from vigie.core.yamlpos import ConfigErrors
 from vigie.monitor.alerting import AlertDispatcher, AlertingSettings, Outbox
+from vigie.monitor.alerting.ack import Silences
 from vigie.monitor.config import load_config
-from vigie.monitor.replicas import ReplicaSet, ReplicaSettings
+from vigie.monitor.health.maintenance import MaintenanceBook, MaintenanceSpec
+from vigie.monitor.replicas import MaintenanceMirror, ReplicaSet, ReplicaSettings
 from vigie.probes import default_registry
 from vigie.probes.base import Check, ProbeContext
 from vigie.probes.http import make_session
 from vigie.probes.vigie_peer import VigiePeerProbe, VigiePeerSettings
+
+__all__ = ["alertmanager", "alertmanagers", "receiver"]  # fixtures
 
 MEMBERS = [
     {"name": "nord", "url": "http://127.0.0.1:9401", "site": "nord"},
@@ -332,3 +337,47 @@ async def test_a_replica_not_sending_leaves_direct_sinks_to_its_peer(tmp_path: P
         await task
         outbox.close()
         await session.close()
+
+
+# --- maintenance windows through Alertmanager's silences -------------------------------------
+
+
+async def test_windows_travel_as_silences_and_other_silences_are_left_alone(
+    alertmanager: Alertmanager,
+) -> None:
+    """A window published by one replica comes back into another's book from a real
+    Alertmanager, once; an operator's own silence (or an acknowledgement) is no window."""
+    async with make_session() as session:
+        silences = Silences([alertmanager.url], session)
+        sites = {"nord", "bellevue"}
+        nord_book, bellevue_book = MaintenanceBook(), MaintenanceBook()
+        woken: list[str] = []
+        nord = MaintenanceMirror(silences, lambda: nord_book, lambda: sites, "nord")
+        bellevue = MaintenanceMirror(
+            silences,
+            lambda: bellevue_book,
+            lambda: sites,
+            "bellevue",
+            on_change=lambda: woken.append("x"),
+        )
+        end = datetime.now(UTC) + timedelta(hours=1)
+        win = nord_book.add(MaintenanceSpec(target="nord", end=end, reason="UPS: swap"))
+        await nord.publish(win)
+        await silences.create(
+            {"alertname": "VigieIncident", "site": "nord"},
+            author="alice",
+            comment="looking into it",
+            until=end,
+        )
+        assert await bellevue.pull() == 1
+        assert await bellevue.pull() == 0  # known now
+        assert await nord.pull() == 0  # its own window
+        [got] = bellevue_book.windows
+        assert (got.target, got.reason, got.source) == ("nord", "UPS: swap", "alertmanager")
+        assert abs(got.end - end.timestamp()) < 1
+        assert bellevue_book.active(time.time()) == {"nord": "UPS: swap"}
+        assert woken == ["x"]
+        component = nord_book.add(MaintenanceSpec(target="srv-1", end=end))
+        await nord.publish(component)
+        held = [s for s in await silences.active() if s["createdBy"] == "vigie nord"]
+        assert sorted(m["name"] for s in held for m in s["matchers"]) == ["component", "site"]
