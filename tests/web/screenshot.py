@@ -2,7 +2,8 @@
 
 Run with `make screenshot` (or `python -m tests.web.screenshot [OUT.png]`): it starts the demo
 (lab/ and the daemon on config/demo.yaml), plays `power-cut` time-compressed until Nord's
-applications are down, and has headless chromium photograph the overview at 1280x900.
+applications are down, and has headless chromium photograph the overview at 1280x900, as the
+crisis cell reads it: in French (the demo's web.language, the browser asking for French too).
 """
 
 from __future__ import annotations
@@ -38,7 +39,13 @@ async def screenshot(out: Path, path: str = "/", size: str = "1280,900") -> None
             await asyncio.sleep(0.5)
         else:
             raise SystemExit("the power cut never reached the applications")
-        await chromium(binary, f"--screenshot={out}", f"--window-size={size}", demo.url + path)
+        await chromium(
+            binary,
+            "--accept-lang=fr-FR,fr",
+            f"--screenshot={out}",
+            f"--window-size={size}",
+            demo.url + path,
+        )
 
 
 def check_written(out: Path) -> None:

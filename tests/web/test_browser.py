@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import re
 from pathlib import Path
+from urllib.parse import quote
 
 from tests.conftest import require_binary
 from tests.snmp_peers import Snmpsim
@@ -53,3 +54,28 @@ async def test_chromium_shows_the_power_cut_and_never_runs_device_text(
     assert f"descr={EVIL}" in visible(component)
     assert "<script" not in component.lower() and "<script" not in overview.lower()
     assert shot.read_bytes().startswith(PNG_MAGIC) and shot.stat().st_size > 20_000
+
+
+async def test_chromium_reads_the_power_cut_in_french(tmp_path: Path) -> None:
+    """web.language fr, Europe/Paris: a French browser gets French; an English one, English."""
+    binary = require_binary(CHROMIUM, "chromium")
+    french = {"web": {"listen": "127.0.0.1:0", "language": "fr"}, "timezone": "Europe/Paris"}
+    async with running_hospital(tmp_path, extra=french) as (daemon, targets):
+        await power_cut(daemon, targets)
+        base = f"http://127.0.0.1:{daemon.listen_port}"
+        incident = next(iter(daemon.health.engine.snapshot.incidents.values())).id
+        overview = await chromium(binary, "--accept-lang=fr-FR,fr", "--dump-dom", f"{base}/")
+        page = await chromium(
+            binary, "--accept-lang=fr-FR,fr", "--dump-dom", f"{base}/incident/{quote(incident)}"
+        )
+        english = await chromium(binary, "--accept-lang=en-US,en", "--dump-dom", f"{base}/")
+    text = visible(overview)
+    assert '<html lang="fr">' in overview
+    assert re.search(r"Datacenter Nord : secteur perdu à \d\d:\d\d CET", text), text
+    assert "20 applications touchées" in text and "Cause première : Datacenter Nord" in text
+    assert "EN PANNE Datacenter Nord" in text and "OK Datacenter Bellevue" in text
+    assert re.search(r"Mis à jour \d\d/\d\d \d\d:\d\d CET", text)
+    timeline = visible(page).split("Chronologie", 1)[1]
+    assert "secteur perdu" in timeline
+    assert "Datacenter Nord: mains lost at" in visible(english)
+    assert "<script" not in overview.lower()
