@@ -499,3 +499,35 @@ async def test_an_ack_made_on_a_peer_is_read_back_from_alertmanager(
         async with session.get(f"{alertmanager.url}/api/v2/silence/{silence}") as response:
             assert (await response.json())["status"]["state"] == "expired"
     assert gateway.to(BOB) == []
+
+
+async def test_escalation_goes_on_in_memory_while_the_file_refuses_writes(
+    tmp_path: Path,
+    gateway: Gateway,
+    receiver: Receiver,
+    key_file: Path,
+    session: aiohttp.ClientSession,
+) -> None:
+    """A locked outbox file: pages and escalation state carry on in memory, then are written."""
+    import sqlite3
+
+    clock = Clock(T0)
+    make = settings_factory(gateway, receiver, key_file)
+    path = tmp_path / "outbox.sqlite"
+    async with stack(make, path, session, clock, free_port()) as s:
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")  # another writer holds the file: ours are refused
+        try:
+            s.escalations.sync([incident(s)])
+            await wait_for(lambda: gateway.to(ALICE), "the level-1 SMS from memory")
+            assert s.outbox.in_memory
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        assert s.outbox.flush()
+        on_disk = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+        try:
+            [(data,)] = on_disk.execute("SELECT data FROM escalation").fetchall()
+        finally:
+            on_disk.close()
+        assert '"level": 0' in data and '"team": "dsi"' in data
