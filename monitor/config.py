@@ -515,7 +515,7 @@ DROPPABLE = frozenset(
 """Top-level settings that, when refused, are left at their defaults so the rest is checked:
 none is referred to by name elsewhere (unlike snmp auths or modules), so no error cascades."""
 
-SECRET_FILE_KEY = re.compile(r"(?:password|token|community|passphrase|key)_file$")
+SECRET_FILE_KEY = re.compile(r"(?:password|token|community|passphrase|key|secret)_files?$")
 """Config keys naming a file that holds a secret (passwords, tokens, private keys)."""
 
 Loc = tuple[int | str, ...]

@@ -263,3 +263,33 @@ def test_ack_links_need_external_url(tmp_path: Path) -> None:
     key.write_text("k" * 40)
     with pytest.raises(ValueError, match=r"oncall\.ack needs external_url"):
         AlertingSettings.model_validate({"oncall": {"ack": {"secret_file": str(key)}}})
+
+
+def test_readable_ack_key_and_sms_secret_are_warned(tmp_path: Path) -> None:
+    """The ack key and an HTTP sink's secret files get the readable-by-others warning."""
+    from vigie.monitor.config import load_config
+    from vigie.probes import default_registry
+
+    key, api = tmp_path / "ack.key", tmp_path / "sms.key"
+    key.write_text("k" * 40)
+    api.write_text("api-secret")
+    key.chmod(0o644)
+    api.chmod(0o604)
+    config = tmp_path / "vigie.yaml"
+    config.write_text(
+        f"state_dir: {tmp_path / 'state'}\n"
+        "alerting:\n"
+        "  external_url: http://vigie.example.org\n"
+        "  http_sinks:\n"
+        "    - {name: sms, url: 'http://gw/send', body: '{{ message }}',"
+        f" secret_files: {{key: {api}}}}}\n"
+        "  oncall:\n"
+        f"    ack: {{secret_file: {key}}}\n"
+        "checks:\n  - {id: a, kind: tcp, target: '127.0.0.1:1'}\n"
+    )
+    loaded = load_config(config, default_registry(), env={})
+    found = sorted(str(w) for w in loaded.warnings if "can be read by other users" in str(w))
+    assert len(found) == 2
+    assert "alerting.oncall.ack.secret_file" in found[1]
+    assert "alerting.http_sinks[0].secret_files.key" in found[0]
+    assert "api-secret" not in str(loaded.warnings)
