@@ -185,7 +185,7 @@ def render(res: SoakResults) -> str:
             "",
             "| Goal | Measured | Met |",
             "| --- | --- | --- |",
-            f"| RSS growth < {GROWTH_GOAL:.0%} after the warm-up ({res.warmup_minutes:g} min)"
+            f"| RSS growth < {GROWTH_GOAL:.0%} after the warm-up ({res.warmup_minutes:.1f} min)"
             f" | {res.rss_at_warmup() / 1024:.1f} → {res.samples[-1][1] / 1024:.1f} MiB:"
             f" {growth:+.1%} | {met} |",
             "",
