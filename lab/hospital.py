@@ -25,6 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from vigie.lab.bmc import NORMAL_INLET_CELSIUS, Bmc, BmcServer
+from vigie.lab.feed import SILENCE, Feed, MllpEngine, feed_routes
 from vigie.lab.san_host import PATHS, SanHostSsh
 from vigie.lab.snmp_agent import Device, SnmpAgent, read_snmprec, start_agent
 
@@ -246,6 +247,13 @@ class Lab:
     _udp: asyncio.DatagramTransport | None = None
     _runner: web.AppRunner | None = None
     _smtp: asyncio.Server | None = None
+    feed: Feed = field(default_factory=Feed)
+    """The lab-results HL7 feed: its counter (the engine's REST API) grows while the lab sends."""
+    feed_window: float = SILENCE
+    """Seconds of silence config/demo.yaml's lab_feed_silent rule waits: 30 minutes, divided
+    by the demo's --speed (VIGIE_LAB_FEED_WINDOW)."""
+    hl7_port: int = 0
+    _mllp: MllpEngine | None = None
 
     def __post_init__(self) -> None:
         for spec in SNMP_DEVICES:
@@ -277,6 +285,10 @@ class Lab:
         self.http_port = self._runner.addresses[0][1]
         self._smtp = await asyncio.start_server(self._smtp_session, self.host, self.smtp_port)
         self.smtp_port = self._smtp.sockets[0].getsockname()[1]
+        self._mllp = MllpEngine(self.host)
+        await self._mllp.start(self.hl7_port)
+        self.hl7_port = self._mllp.port
+        self.feed.set_sending(True, self.clock())
         for server, bmc in self.bmcs.items():
             self._bmc_servers[server] = BmcServer(bmc, self.bmc_password, self.host)
             await self._bmc_servers[server].start()
@@ -294,6 +306,8 @@ class Lab:
             await self._ssh.stop()
         if self._own_ssh_dir and self.ssh_dir is not None:
             shutil.rmtree(self.ssh_dir, ignore_errors=True)
+        if self._mllp is not None:
+            await self._mllp.stop()
         if self._smtp is not None:
             self._smtp.close()
             await self._smtp.wait_closed()
@@ -322,6 +336,8 @@ class Lab:
             "VIGIE_LAB_BMC_PASSWORD": self.bmc_password,
             "VIGIE_LAB_SSH": f"{self.host}:{self.ssh_port}",
             "VIGIE_LAB_SSH_DIR": str(self.ssh_dir or ""),
+            "VIGIE_LAB_HL7": f"{self.host}:{self.hl7_port}",
+            "VIGIE_LAB_FEED_WINDOW": f"{self.feed_window:g}s",
             **{bmc_env(s): f"{self.host}:{self.bmc_ports.get(s, 0)}" for s in SERVERS},
         }
 
@@ -352,6 +368,7 @@ class Lab:
         for server in self.failed_paths:
             self.failed_paths[server] = 0
         self._power_lost_at.clear()
+        self.feed.set_sending(True, self.clock())
         self.note("reset")
 
     def ups_ids(self, site: str) -> list[str]:
@@ -455,6 +472,10 @@ class Lab:
             raise ValueError(f"{server}: failed paths must be 0 to {PATHS}, got {failed}")
         self.failed_paths[server] = failed
 
+    def set_feed(self, sending: bool) -> None:
+        """Start or stop the lab's result messages (the engine and its ports stay up)."""
+        self.feed.set_sending(sending, self.clock())
+
     def power_off_site(self, site: str) -> None:
         """Batteries exhausted: the site's servers, SAN arrays and PDUs go dark."""
         for server, server_site in SERVERS.items():
@@ -493,6 +514,11 @@ class Lab:
             },
             "bmcs": {n: asdict(b) for n, b in self.bmcs.items()},
             "failed_paths": dict(self.failed_paths),
+            "feed": {
+                "sending": self.feed.sending,
+                "received": self.feed.received(now),
+                "hl7_port": self.hl7_port,
+            },
             "events": [asdict(e) for e in self.events[-50:]],
         }
 
@@ -613,10 +639,12 @@ class Lab:
                 )
             elif "paths_failed" in body:
                 self.set_failed_paths(str(body.get("host")), int(body["paths_failed"]))
+            elif "feed" in body:
+                self.set_feed(bool(body["feed"]))
             elif "san" in body:
                 self.set_san_latency(str(body["san"]), float(body.get("latency", 0.002)))
             else:
-                raise ValueError("expected one of: service, mains, server, paths_failed, san")
+                raise ValueError("expected one of: service, mains, server, paths_failed, feed, san")
         except (ValueError, KeyError, TypeError) as exc:
             raise web.HTTPBadRequest(text=f"fault: {exc}\n") from None
         self.note(f"fault {json.dumps(body)[:200]}")
@@ -628,6 +656,7 @@ class Lab:
         app.router.add_get("/srv/{name}/health", self._health)
         app.router.add_get("/app/{name}/health", self._health)
         app.router.add_get("/fhir/R4/{what:metadata|Patient}", self._fhir)
+        feed_routes(app, self.feed, self.clock)
         app.router.add_get("/lab/state", self._control_state)
         app.router.add_post("/lab/scenario/{name}", self._control_scenario)
         app.router.add_post("/lab/reset", self._control_reset)

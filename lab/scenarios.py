@@ -283,11 +283,32 @@ def recovery() -> Scenario:
     return Scenario("recovery", recovery.__doc__ or "", tuple(steps))
 
 
+# --------------------------------------------------------------------------- silent lab feed
+
+
+def lab_feed_silent() -> Scenario:
+    """The lab's results stop flowing at 10:00; every server, port and health page stays up."""
+    return Scenario(
+        "lab-feed-silent",
+        lab_feed_silent.__doc__ or "",
+        (
+            Step(
+                0,
+                "10:00 the lab's analysers stop sending results: the interface engine, its"
+                " MLLP port and every health page stay up",
+                lambda lab, _: lab.set_feed(False),
+                fault=True,
+            ),
+        ),
+    )
+
+
 SCENARIOS: dict[str, Callable[[], Scenario]] = {
     "power-cut": power_cut,
     "san-degradation": san_degradation,
     "server-crash": server_crash,
     "recovery": recovery,
+    "lab-feed-silent": lab_feed_silent,
 }
 
 

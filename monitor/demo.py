@@ -24,6 +24,7 @@ import structlog
 
 from vigie.core.shipped import shipped
 from vigie.core.yamlpos import ConfigErrors
+from vigie.lab.feed import SILENCE as FEED_WINDOW
 from vigie.lab.hospital import Lab
 from vigie.lab.scenarios import SCENARIOS, ScenarioController
 from vigie.lab.sms_gateway import SmsGateway
@@ -83,12 +84,14 @@ class Demo:
 
 
 @contextlib.asynccontextmanager
-async def running_demo(listen: str) -> AsyncIterator[Demo]:
+async def running_demo(listen: str, speed: float = 1.0) -> AsyncIterator[Demo]:
     """Start the lab and the daemon on config/demo.yaml; stop both on exit.
+
+    speed compresses the lab feed's silence window (30 minutes at speed 1) as scenarios do.
 
     Raises ConfigErrors when the demo config does not load.
     """
-    lab = Lab()
+    lab = Lab(feed_window=FEED_WINDOW / speed)
     await lab.start()
     sms = SmsGateway()
     await sms.start()
@@ -130,7 +133,7 @@ async def run_demo(listen: str, scenario: str | None = None, speed: float = 1.0)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     try:
-        async with running_demo(listen) as demo:
+        async with running_demo(listen, speed) as demo:
             url, lab = demo.url, demo.lab
             print(
                 f"\nVigie demo: a simulated hospital (2 datacenters, UPSes, PDUs, Isilon SAN"

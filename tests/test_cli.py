@@ -31,9 +31,9 @@ def test_check_prints_summary(
         monkeypatch.delenv(name)
     assert main(["check", str(ROOT / "config" / "vigie.example.yaml")]) == 0
     captured = capsys.readouterr()
-    assert "OK, 9 checks, 9 components" in captured.out
-    assert "  fhir: 1\n  http: 3\n  smtp: 2\n  snmp: 2\n  tcp: 1\n" in captured.out
-    assert "  bellevue: 2\n  nord-salle-1: 7\n" in captured.out
+    assert "OK, 10 checks, 9 components" in captured.out
+    assert "  fhir: 1\n  http: 4\n  smtp: 2\n  snmp: 2\n  tcp: 1\n" in captured.out
+    assert "  bellevue: 2\n  nord-salle-1: 8\n" in captured.out
     assert "environment variable" not in captured.err and "error" not in captured.err
 
 

@@ -67,8 +67,8 @@ def test_example_config_plans_checks_with_defaults_modules_and_overrides() -> No
     loaded = load_config(ROOT / "config" / "vigie.example.yaml", default_registry(), env={})
     assert not [w for w in loaded.warnings if "feeds no" in w.message or "no checks" in w.message]
     plan = loaded.plan
-    assert loaded.checks_by_kind() == {"fhir": 1, "http": 3, "smtp": 2, "snmp": 2, "tcp": 1}
-    assert loaded.sites() == {"bellevue": 2, "nord-salle-1": 7}
+    assert loaded.checks_by_kind() == {"fhir": 1, "http": 4, "smtp": 2, "snmp": 2, "tcp": 1}
+    assert loaded.sites() == {"bellevue": 2, "nord-salle-1": 8}
     labo = plan["labo-api"]
     assert labo.interval == 15.0
     assert labo.timeout == 5.0  # from the module
