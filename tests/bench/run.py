@@ -98,6 +98,7 @@ SECTIONS: dict[str, str] = {
     "page_latency": "tests.bench.page_latency:run",
     "health_property": "tests.bench.health:run_property",
     "hung": "tests.bench.hung:run",
+    "protocols": "tests.bench.protocols:run",
 }
 
 # Sections shown first, before the micro-benchmark: the whole daemon is the headline.
