@@ -391,6 +391,17 @@ class HealthEngine:
         # UPS's runtime left): a result awaited there asks for an evaluation, recomputing none.
         return check_id in self._awaited
 
+    def window_points(self) -> int:
+        """Return the points the rules' rate()/increase() windows hold (the memory they cost:
+        at most 64 series x 259 points per rule and check, about 100 bytes a point)."""
+        return sum(
+            window.size()
+            for health in self.checks.values()
+            for tracker in health.trackers
+            for window in (tracker.memory, tracker.clear_memory)
+            if window is not None
+        )
+
     def samples_of(self, component: str) -> list[Sample]:
         """Return the latest samples of every check of a component."""
         out: list[Sample] = []

@@ -133,6 +133,8 @@ def test_silent_feed_pages_by_day_and_keeps_quiet_at_night_across_dst(tmp_path: 
         pair.feed("lab", Sample(COUNTER, count, (), "counter"))
         pair.feed("portal", Sample(EXPIRY, start + 365 * 86400))
         assert pair.at(now).components["lab-feed"].state is State.OK
+    # a night of one result a minute: the window held 30 minutes of points, no more
+    assert 30 <= pair.inc.window_points() <= 33
     morning = utc("2026-10-25T06:00:00")
     assert pair.at(morning - 1).components["lab-feed"].state is State.OK
     assert pair.at(morning + 1).components["lab-feed"].state is State.DEGRADED  # 07:00 Paris
