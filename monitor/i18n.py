@@ -9,6 +9,9 @@ and time zone: pages get one per request, the alerting one from the config.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -91,6 +94,9 @@ EN: dict[str, Entry] = {
     "page.updated": "Updated {at} · refreshes every {seconds} s",
     "page.degraded_vigie": "Vigie runs degraded, state_dir: {problem}. Detection and paging go on;"
     " a restart now would lose what is held in memory.",
+    "page.replica": "Answered by {name}",
+    "page.peer_alive": "{name} alive",
+    "page.peer_lost": "{name} lost",
     "page.title_status": "Vigie: status",
     "page.title_incidents": Plural("{n} incident", "{n} incidents"),
     "count.open_incidents": Plural("open incident", "open incidents"),
@@ -255,6 +261,9 @@ FR: dict[str, Entry] = {
     "page.updated": "Mis à jour {at} · actualisé toutes les {seconds} s",
     "page.degraded_vigie": "Vigie fonctionne en mode dégradé, state_dir : {problem}. La détection"
     " et les appels continuent ; un redémarrage maintenant perdrait ce qui est gardé en mémoire.",
+    "page.replica": "Réponse de {name}",
+    "page.peer_alive": "{name} en vie",
+    "page.peer_lost": "{name} perdue",
     "page.title_status": "Vigie : état",
     "page.title_incidents": Plural("{n} incident", "{n} incidents"),
     "count.open_incidents": Plural("incident en cours", "incidents en cours"),
@@ -372,8 +381,19 @@ FR: dict[str, Entry] = {
 CATALOGUE: Mapping[Language, Mapping[str, Entry]] = {"en": EN, "fr": FR}
 
 
+@functools.cache
 def host_zone() -> tzinfo:
-    """Return the host's local time zone (what `timezone:` defaults to)."""
+    """Return the host's local time zone (what `timezone:` defaults to), read once.
+
+    The IANA zone of $TZ or of /etc/localtime when there is one, so summer time is followed;
+    else the fixed offset the host has now.
+    """
+    names = [os.environ.get("TZ", "").removeprefix(":")]
+    with contextlib.suppress(OSError):
+        names.append(os.path.realpath("/etc/localtime").partition("zoneinfo/")[2])
+    for name in filter(None, names):
+        with contextlib.suppress(ZoneInfoNotFoundError, ValueError):
+            return ZoneInfo(name)
     zone = datetime.now().astimezone().tzinfo
     assert zone is not None  # astimezone() always sets one
     return zone

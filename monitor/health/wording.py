@@ -7,6 +7,7 @@ English, and the pages and alerts render it in French or English.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Sequence
 
@@ -55,7 +56,13 @@ def rule_active(check_id: str, rule: Rule | str, seen: str) -> Text:
 
 def impacted_by(roots: Iterable[str]) -> Text:
     """A component failing because of what it depends on."""
-    return Text("reason.impacted_by", roots=", ".join(sorted(roots)))
+    return _impacted_by(", ".join(sorted(roots)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _impacted_by(roots: str) -> Text:
+    """One Text per set of roots: a site's thousand impacted components share a few."""
+    return Text("reason.impacted_by", roots=roots)
 
 
 def mains_lost(lost_at: float, runtime: float | None) -> Text:
