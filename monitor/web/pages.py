@@ -649,11 +649,16 @@ def reader_speech(request: web.Request, config: Speech) -> Speech:
 def _html(
     request: web.Request, template: str, page: Page, /, http_status: int = 200
 ) -> web.Response:
-    # Every page tells the crisis cell when Vigie itself runs degraded (state_dir unwritable).
+    # Every page tells the crisis cell when Vigie itself runs degraded (state_dir unwritable),
+    # and, with replicas, which one answers and whether it sees its peers alive.
     source = request.app[SOURCE_KEY]
     notice = source.state_dir_problem()
     text = request.app[PAGES_KEY].render(
-        template, page, reader_speech(request, source.speech()), vigie_notice=notice
+        template,
+        page,
+        reader_speech(request, source.speech()),
+        vigie_notice=notice,
+        replica=source.replica(),
     )
     return web.Response(text=text, status=http_status, content_type="text/html", charset="utf-8")
 

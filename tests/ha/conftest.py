@@ -232,6 +232,12 @@ class Pair:
         except aiohttp.ClientError:
             return None
 
+    async def page(self, name: str) -> str:
+        """A replica's status page (the overview), as HTML."""
+        async with self.session.get(f"{self.replicas[name].url}/") as response:
+            assert response.status == 200
+            return await response.text()
+
     async def sees_alive(self, name: str, peer: str, alive: bool = True) -> bool:
         """Whether replica `name` answers and sees `peer` alive (or dead)."""
         status = await self.replica_status(name)

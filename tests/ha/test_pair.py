@@ -80,10 +80,13 @@ async def test_sender_killed_mid_incident_survivor_resolves(pair: Pair) -> None:
     await wait_for(
         lambda: pair.replicas["nord"].events("alert_left_to_peer"), "Nord to leave the page", 30
     )
+    assert "Vigie Bellevue alive" in await pair.page("nord")
     pair.replicas["bellevue"].kill()
     await wait_for(
         lambda: pair.sees_alive("nord", "bellevue", alive=False), "Nord to see Bellevue dead"
     )
+    page = await pair.page("nord")  # the status page says who answers and who is lost
+    assert "Answered by Vigie Nord" in page and "Vigie Bellevue lost" in page
     await wait_for(lambda: pair.am_notifications(LOST, "firing"), "Bellevue's loss paged", 30)
     pair.targets.down.clear()
     await wait_for(lambda: pair.am_notifications(SITE, "resolved"), "the resolve", 30)
