@@ -186,3 +186,20 @@ async def test_maintenance_opened_on_one_replica_holds_the_others_pages(pair: Pa
     assert pair.am_notifications(SITE, "firing") == []
     assert pair.direct(SITE, "firing") == []
     assert fired(nord, SITE) == fired(bellevue, SITE) == 0
+
+
+async def test_both_alertmanagers_down_then_one_back_the_page_is_not_lost(pair: Pair) -> None:
+    """One Alertmanager member stopped, then the other: the site fails meanwhile, both
+    replicas keep the page in their outboxes, and it is notified once when one member is back."""
+    am0, am1 = pair.ams
+    await am1.stop()
+    await am0.stop()
+    pair.targets.down.add("nord")
+    for name, replica in pair.replicas.items():
+        await wait_for(partial(fired, replica, SITE), f"{name} to fire the site incident", 30)
+    assert pair.am_notifications(SITE, "firing") == []
+    await am0.start(pair.session)
+    await wait_for(lambda: pair.am_notifications(SITE, "firing"), "the page after the outage", 30)
+    await wait_for(lambda: am0.settled(pair.session), "the member to flush twice", 30)
+    assert len(pair.am_notifications(SITE, "firing")) == 1
+    assert len([a for a in await am0.alerts(pair.session) if a["labels"]["alertname"] == SITE]) == 1
