@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from vigie.core.results import ProbeResult, Sample
@@ -105,13 +106,22 @@ def test_certificate_expiry_falls_due_without_a_new_result(tmp_path: Path) -> No
     assert any("- now" in reason for reason in status.reasons)
 
 
-def test_silent_feed_pages_by_day_and_keeps_quiet_at_night_across_dst(tmp_path: Path) -> None:
-    """A flat counter is a silence 07:00-20:00 Paris only; the October change moves UTC hours.
-
-    24 October 2026 20:00 in Paris is 18:00 UTC (summer time); 25 October 07:00 is 06:00 UTC
-    (winter time): the rule stops and starts there, on timers, results or none.
-    """
-    start = utc("2026-10-24T17:00:00")  # 19:00 in Paris
+@pytest.mark.parametrize(
+    ("evening", "morning"),
+    [
+        # 28 March 2026 20:00 in Paris is 19:00 UTC (winter); 29 March 07:00 is 05:00 UTC
+        ("2026-03-28T19:00:00", "2026-03-29T05:00:00"),
+        # 24 October 2026 20:00 in Paris is 18:00 UTC (summer); 25 October 07:00 is 06:00 UTC
+        ("2026-10-24T18:00:00", "2026-10-25T06:00:00"),
+    ],
+)
+def test_silent_feed_pages_by_day_and_keeps_quiet_at_night_across_dst(
+    tmp_path: Path, evening: str, morning: str
+) -> None:
+    """A flat counter is a silence 07:00-20:00 Paris only; the night's change moves UTC hours:
+    the rule stops and starts at 20:00 and 07:00 local, on timers, results or none."""
+    end = utc(evening)
+    start = end - 3600  # 19:00 in Paris
     pair = Pair(tmp_path, start)
     count = 0.0
     for minute in range(60):  # the feed sends for 10 minutes, then nothing
@@ -123,11 +133,10 @@ def test_silent_feed_pages_by_day_and_keeps_quiet_at_night_across_dst(tmp_path: 
         want = State.DEGRADED if minute >= 39 else State.OK  # flat from minute 9 on
         assert snap.components["lab-feed"].state is want, minute
     assert snap.components["lab-feed"].reasons
-    end = utc("2026-10-24T18:00:00")
     assert pair.at(end - 1).components["lab-feed"].state is State.DEGRADED
     assert pair.at(end + 1).components["lab-feed"].state is State.OK  # 20:00: no result since
     now = pair.clock.now
-    while now < utc("2026-10-25T06:00:00") - 60:  # the night: silence is normal
+    while now < utc(morning) - 60:  # the night: silence is normal
         now += 60
         pair.clock.now = now
         pair.feed("lab", Sample(COUNTER, count, (), "counter"))
@@ -135,6 +144,6 @@ def test_silent_feed_pages_by_day_and_keeps_quiet_at_night_across_dst(tmp_path: 
         assert pair.at(now).components["lab-feed"].state is State.OK
     # a night of one result a minute: the window held 30 minutes of points, no more
     assert 30 <= pair.inc.window_points() <= 33
-    morning = utc("2026-10-25T06:00:00")
-    assert pair.at(morning - 1).components["lab-feed"].state is State.OK
-    assert pair.at(morning + 1).components["lab-feed"].state is State.DEGRADED  # 07:00 Paris
+    start_day = utc(morning)
+    assert pair.at(start_day - 1).components["lab-feed"].state is State.OK
+    assert pair.at(start_day + 1).components["lab-feed"].state is State.DEGRADED  # 07:00 Paris
