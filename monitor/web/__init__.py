@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from vigie.core.results import bound_text
-from vigie.monitor.exposition import CONTENT_TYPE
+from vigie.monitor.exposition import CONTENT_TYPE, metrics_response
 from vigie.monitor.web import api, pages
 from vigie.monitor.web.keys import SOURCE_KEY
 from vigie.monitor.web.readmodel import StatusSource
@@ -27,10 +27,9 @@ def build_app(source: StatusSource) -> web.Application:
     return app
 
 
-async def metrics(request: web.Request) -> web.Response:
-    """Serve every check's series and the daemon's own metrics."""
-    body = request.app[SOURCE_KEY].metrics()
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+async def metrics(request: web.Request) -> web.StreamResponse:
+    """Serve every check's series and the daemon's own metrics: gzip when asked, `?shard=i&of=n`."""
+    return await metrics_response(request, request.app[SOURCE_KEY].metrics())
 
 
 def _degraded(request: web.Request) -> str:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from vigie.core.results import ProbeResult
 from vigie.monitor.bus.consumer import BusStatus
-from vigie.monitor.exposition import check_labels, label_text, result_samples
+from vigie.monitor.exposition import MetricsPage, check_labels, label_text, result_samples
 from vigie.monitor.health.budget import Budgets
 from vigie.monitor.health.history import Recovery, Transition
 from vigie.monitor.health.maintenance import MaintenanceSpec, Window
@@ -120,8 +120,8 @@ class StatusSource(Protocol):
     def speech(self) -> Speech:
         """The config's language and time zone (a page's browser may ask another language)."""
 
-    def metrics(self) -> bytes:
-        """The /metrics exposition: every check's series and Vigie's own."""
+    def metrics(self) -> MetricsPage:
+        """The /metrics exposition: every check's series and Vigie's own, streamed by shard."""
 
     def replica(self) -> ReplicaStatus | None:
         """Which replica answers and how it sees its peers; None without `replicas:`."""
@@ -205,9 +205,9 @@ class DaemonReadModel:
         config = self._daemon.loaded.config
         return Speech(config.web.language, zone_of(config.timezone))
 
-    def metrics(self) -> bytes:
-        """The exposition rendered now."""
-        return self._daemon.exposition.render()
+    def metrics(self) -> MetricsPage:
+        """The daemon's exposition."""
+        return self._daemon.exposition
 
     def replica(self) -> ReplicaStatus | None:
         """The replica set's view now, None when this Vigie runs alone."""

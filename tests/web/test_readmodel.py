@@ -20,6 +20,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from vigie.core.results import ProbeResult, Sample
+from vigie.monitor.exposition import Shard
 from vigie.monitor.health.budget import Budget, Budgets
 from vigie.monitor.health.history import Recovery, StateHistory, Transition
 from vigie.monitor.health.maintenance import MaintenanceBook, MaintenanceSpec, Window
@@ -123,6 +124,14 @@ def _snapshot(at: float) -> Snapshot:
     return Snapshot(at, comps, {"site:nord": incident}, sites, {"app-mail": mail})
 
 
+class OneLine:
+    """A /metrics page of one line (the whole page for every shard)."""
+
+    async def stream(self, shard: Shard | None = None) -> AsyncIterator[bytes]:
+        """Yield the line."""
+        yield b'probe_success{check="chk-dpi"} 0\n'
+
+
 class Hospital:
     """A StatusSource written by hand: fixed health, one check, recorded operator actions."""
 
@@ -216,9 +225,9 @@ class Hospital:
         """English in UTC, as a config with web.language unset on a UTC host."""
         return Speech("en", UTC)
 
-    def metrics(self) -> bytes:
+    def metrics(self) -> OneLine:
         """A one-line exposition."""
-        return b'probe_success{check="chk-dpi"} 0\n'
+        return OneLine()
 
     def replica(self) -> None:
         """This hospital's Vigie runs alone."""
