@@ -654,6 +654,8 @@ class HealthEngine:
                 return None
             lost_at.extend(t.active_since for t in active)
             runtimes.extend(s.value for s in self.samples_of(comp) if s.name == RUNTIME)
+        if not runtimes and all(components[c].state.failing for c in ups):
+            runtimes.append(0.0)  # every UPS down or silent on battery: no runtime to count on
         return (
             min(lost_at) if lost_at else components[ups[0]].since,
             min(runtimes) if runtimes else None,

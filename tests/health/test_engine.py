@@ -121,6 +121,20 @@ def test_san_failure_spares_redundant_applications(engine: HealthEngine) -> None
     assert snap.components["app-dpi-30"].state is State.OK  # any_of: a Bellevue server is up
 
 
+def test_a_site_whose_ups_all_fell_silent_on_battery_has_no_runtime_left(
+    engine: HealthEngine, clock: Clock
+) -> None:
+    """Both UPS stop answering during the cut: 'batteries exhausted', no stale or 0 minutes."""
+    nord_ups = {"ups-nord-1", "ups-nord-2"}
+    feed_all(engine, set(), ups=ups_result(True, 660), ups_ids=nord_ups)
+    assert "about 11 minutes of runtime left" in engine.evaluate().incidents["site:nord"].summary
+    clock.now += 600
+    feed_all(engine, nord_ups)  # their cards are dark: failed polls, no battery samples
+    summary = engine.evaluate().incidents["site:nord"].summary
+    assert summary.startswith("Datacenter Nord: mains lost at "), summary
+    assert "batteries exhausted" in summary and "runtime left" not in summary, summary
+
+
 def test_redundancy_loss_is_a_warning(engine: HealthEngine) -> None:
     """One UPS of an A/B pair down: dependents stay OK, a warning says redundancy is lost."""
     feed_all(engine, {"ups-bellevue-1"})
