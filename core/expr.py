@@ -109,15 +109,25 @@ class Condition:
         False: a re-evaluation at a timer) and is None until the window is covered.
         """
         compare = _OPS[self.op]
-        values = self._values(samples, now, memory, record)
-        if isinstance(values, str):
-            return None, values
         seen: tuple[float, Labels] | None = None
-        for labels, value in values:
-            left = self.sign * value + self.clock * now + self.offset
-            seen = (left, labels)
-            if compare(left, self.threshold):
-                return True, self.describe(left, labels)
+        extra = self.clock * now + self.offset
+        if not self.function:  # the hot path: every result of every check, no list built
+            for sample in samples:
+                if sample.name != self.metric or not self._labels_match(sample.labels):
+                    continue
+                left = self.sign * sample.value + extra
+                seen = (left, sample.labels)
+                if compare(left, self.threshold):
+                    return True, self.describe(left, sample.labels)
+        else:
+            values = self._values(samples, now, memory, record)
+            if isinstance(values, str):
+                return None, values
+            for labels, value in values:
+                left = self.sign * value + extra
+                seen = (left, labels)
+                if compare(left, self.threshold):
+                    return True, self.describe(left, labels)
         if seen is None:
             return None, f"{self.metric} absent"
         return False, self.describe(*seen)

@@ -85,6 +85,15 @@ class Rule:
     """When the rule applies (e.g. 07:00-20:00 in the config's zone); None: always. Outside
     it the rule neither holds nor stays active."""
 
+    @property
+    def timed(self) -> bool:
+        """True when time alone may change the rule: time() in a condition, or a schedule."""
+        return bool(
+            self.active is not None
+            or self.condition.clock
+            or (self.clear is not None and self.clear.clock)
+        )
+
     def applies(self, now: float) -> bool:
         """True when the rule's schedule (if any) includes the epoch time now."""
         return self.active is None or self.active.active(now)

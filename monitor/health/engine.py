@@ -110,12 +110,13 @@ class RuleTracker:
                 self.seen = seen if holds else clear_seen
         else:
             self.clear_holds = not self.holds
-        self.due = min(
-            rule.condition.due(samples, now, self.memory),
-            rule.clear.due(samples, now, self.clear_memory) if rule.clear else math.inf,
-            rule.active.next_change(now) if rule.active is not None else math.inf,
-        )
-        if not rule.applies(now):  # off schedule: neither holding nor active
+        if rule.timed:
+            self.due = min(
+                rule.condition.due(samples, now, self.memory),
+                rule.clear.due(samples, now, self.clear_memory) if rule.clear else math.inf,
+                rule.active.next_change(now) if rule.active is not None else math.inf,
+            )
+        if rule.active is not None and not rule.active.active(now):  # off schedule
             self.holds, self.clear_holds = False, True
             self.active, self.pending_since, self.clearing_since = False, None, None
             return
