@@ -3,6 +3,7 @@ result, and the incremental evaluation still equals a full recompute at every st
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -147,3 +148,25 @@ def test_silent_feed_pages_by_day_and_keeps_quiet_at_night_across_dst(
     start_day = utc(morning)
     assert pair.at(start_day - 1).components["lab-feed"].state is State.OK
     assert pair.at(start_day + 1).components["lab-feed"].state is State.DEGRADED  # 07:00 Paris
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_days_incremental_equals_full(tmp_path: Path, seed: int) -> None:
+    """Random results and silences over days and a DST night: both engines always agree."""
+    rng = random.Random(seed)
+    now = utc("2026-03-27T12:00:00")
+    pair = Pair(tmp_path, now)
+    count, expiry = 0.0, now + 30 * 86400 + rng.choice((60.0, 3600.0, 86400.0))
+    states: set[State] = set()
+    for _ in range(400):
+        now += rng.choice((1.0, 30.0, 60.0, 60.0, 600.0, 3600.0))
+        pair.clock.now = now
+        if rng.random() < 0.8:  # sometimes nothing comes: timers and staleness decide
+            count += rng.choice((0.0, 0.0, 1.0, 5.0)) if rng.random() < 0.95 else -count
+            pair.feed("lab", Sample(COUNTER, count, (), "counter"))  # -count: a reset
+        if rng.random() < 0.5:
+            expiry += rng.choice((0.0, 0.0, 86400.0, -86400.0))
+            pair.feed("portal", Sample(EXPIRY, expiry))
+        snap = pair.at(now)
+        states |= {c.state for c in snap.components.values()}
+    assert {State.OK, State.DEGRADED} <= states  # the schedule and the window both played
