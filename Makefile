@@ -8,6 +8,7 @@ PYTHON ?= python3
 
 help:
 	@echo "make demo   the simulated hospital watched by Vigie: prints the URLs (Ctrl-C stops)"
+	@echo "            DEMO_ARGS='--ha --scenario power-cut --speed 10': two replicas, Nord's falls"
 	@echo "make test   create .venv, install test peers (when root) and run the tests"
 	@echo "make bench  run the benchmarks and write docs/benchmarks.md"
 	@echo "make soak   10k checks for 30 minutes with flapping targets: RSS growth (tests/bench/out/soak.md)"
@@ -25,7 +26,7 @@ $(STAMP): pyproject.toml | $(PY)
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/vigie demo
+	$(VENV)/bin/vigie demo $(DEMO_ARGS)
 
 peers:
 	bash tests/peers.sh

@@ -101,6 +101,11 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--speed", type=float, default=1.0, help="time compression of the scenario (e.g. 10)"
     )
+    demo.add_argument(
+        "--ha",
+        action="store_true",
+        help="two replicas, one per lab datacenter (docs/ha.md): a power cut takes Nord's down",
+    )
     return parser
 
 
@@ -380,7 +385,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from vigie.monitor.demo import run_demo
 
         configure_logging("info")
-        return asyncio.run(run_demo(args.listen, scenario=args.scenario, speed=args.speed))
+        return asyncio.run(
+            run_demo(args.listen, scenario=args.scenario, speed=args.speed, ha=args.ha)
+        )
     return 2
 
 

@@ -5,6 +5,10 @@ on free loopback ports, config/demo.yaml takes them from environment variables, 
 daemon keeps its state in a temporary directory. No Alertmanager: incidents show on the
 status page and the JSON API, and page the on-call through the lab's SMS gateway, whose page
 lists the SMS it received (with the acknowledgement link).
+
+With `--ha`, two replicas watch the lab on one config (docs/ha.md), Vigie Nord in Datacenter
+Nord and Vigie Bellevue in Datacenter Bellevue; when the lab's Nord loses power, the Nord
+replica goes down with it, and Bellevue pages the power cut, naming the lost replica.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import structlog
 from vigie.core.shipped import shipped
 from vigie.core.yamlpos import ConfigErrors
 from vigie.lab.feed import SILENCE as FEED_WINDOW
-from vigie.lab.hospital import Lab
+from vigie.lab.hospital import SERVERS, Lab
 from vigie.lab.scenarios import SCENARIOS, ScenarioController
 from vigie.lab.sms_gateway import SmsGateway
 from vigie.monitor.app import Daemon
@@ -81,6 +85,89 @@ class Demo:
     url: str
     sms: SmsGateway | None = None
     """The lab's SMS gateway: its /sms page lists the pages the on-call received."""
+    replicas: dict[str, str] | None = None
+    """With --ha: each replica's URL by name (daemon and url are Bellevue's, the survivor)."""
+
+
+HA_NAMES = ("bellevue", "nord")
+"""The demo's replicas, one per lab datacenter; Bellevue sends the SMS while it lives."""
+
+
+def ha_config(listens: dict[str, str], directory: Path) -> Path:
+    """Write config/demo.yaml with a `replicas:` block for the two demo replicas."""
+    members = "".join(
+        f'    - {{name: {name}, url: "http://{listens[name]}", site: {name}}}\n'
+        for name in HA_NAMES
+    )
+    path = directory / "demo-ha.yaml"
+    path.write_text(
+        DEMO_CONFIG.read_text(encoding="utf-8")
+        + "\nreplicas:\n  instance: ${VIGIE_INSTANCE}\n  members:\n"
+        + members
+        + "  interval: 5s\n  timeout: 2s\n  handoff: 20s\n  lost_hold: 30s\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def nord_dark(lab: Lab) -> bool:
+    """Whether the lab's Datacenter Nord lost power (its servers' BMCs are silent)."""
+    return all(not bmc.answering for name, bmc in lab.bmcs.items() if SERVERS.get(name) == "nord")
+
+
+async def _fall_with_nord(lab: Lab, daemons: dict[str, Daemon]) -> None:
+    """Stop the Nord replica when its datacenter loses power, as its host would (it leaves
+    `daemons`, so the demo's end does not stop it twice)."""
+    while True:  # the lab has no event to wait on: look twice a second
+        if nord_dark(lab):
+            break
+        await asyncio.sleep(0.5)
+    print("Datacenter Nord is dark: Vigie Nord goes down with it.", file=sys.stderr, flush=True)
+    await asyncio.shield(daemons.pop("nord").stop())
+
+
+@contextlib.asynccontextmanager
+async def running_ha_demo(listen: str, speed: float = 1.0) -> AsyncIterator[Demo]:
+    """Start the lab and two replicas (listen and the next free port); stop all on exit."""
+    lab = Lab(feed_window=FEED_WINDOW / speed)
+    await lab.start()
+    sms = SmsGateway()
+    await sms.start()
+    controller = ScenarioController(lab)
+    daemons: dict[str, Daemon] = {}
+    try:
+        with tempfile.TemporaryDirectory(prefix="vigie-demo-ha-") as tmp:
+            first = _listen_address(listen)
+            host = first.rpartition(":")[0]
+            listens = {"bellevue": first, "nord": _listen_address(f"{host}:0")}
+            config = ha_config(listens, Path(tmp))
+            registry = default_registry()
+            async with make_session() as session:
+                for name in HA_NAMES:
+                    env = {
+                        **demo_env(lab, Path(tmp) / name, listens[name], sms.url),
+                        "VIGIE_INSTANCE": name,
+                    }
+                    loaded = load_config(config, registry, env=env)
+                    daemons[name] = Daemon(
+                        loaded, registry, session, env=env, logger=structlog.get_logger(name)
+                    )
+                    await daemons[name].start()
+                watcher = asyncio.create_task(_fall_with_nord(lab, daemons))
+                try:
+                    urls = {n: f"http://{listens[n]}" for n in HA_NAMES}
+                    yield Demo(lab, daemons["bellevue"], controller, urls["bellevue"], sms, urls)
+                finally:
+                    watcher.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await watcher
+                    await controller.stop()
+                    for daemon in daemons.values():
+                        await daemon.stop()
+    finally:
+        await controller.stop()
+        await sms.stop()
+        await lab.stop()
 
 
 @contextlib.asynccontextmanager
@@ -117,7 +204,9 @@ async def running_demo(listen: str, speed: float = 1.0) -> AsyncIterator[Demo]:
         await lab.stop()
 
 
-async def run_demo(listen: str, scenario: str | None = None, speed: float = 1.0) -> int:
+async def run_demo(
+    listen: str, scenario: str | None = None, speed: float = 1.0, ha: bool = False
+) -> int:
     """Start the lab and the daemon, print the URLs, play the scenario, stop all on Ctrl-C."""
     if scenario is not None and scenario not in SCENARIOS:
         print(
@@ -133,8 +222,17 @@ async def run_demo(listen: str, scenario: str | None = None, speed: float = 1.0)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     try:
-        async with running_demo(listen, speed) as demo:
+        start = running_ha_demo if ha else running_demo
+        async with start(listen, speed) as demo:
             url, lab = demo.url, demo.lab
+            if demo.replicas is not None:
+                print(
+                    "\nTwo replicas (docs/ha.md): "
+                    + ", ".join(f"Vigie {n.capitalize()} {u}/" for n, u in demo.replicas.items())
+                    + "; the URLs below are Bellevue's, the one that survives a power cut.",
+                    file=sys.stderr,
+                    flush=True,
+                )
             print(
                 f"\nVigie demo: a simulated hospital (2 datacenters, UPSes, PDUs, Isilon SAN"
                 f" arrays, servers with Redfish BMCs and sshd, 6 clinical applications)"
