@@ -240,6 +240,25 @@ def _executor() -> ThreadPoolExecutor:
     return _workers
 
 
+def _line_chunks(
+    per_check: dict[str, bytes], members: tuple[list[str], set[str]] | None
+) -> Iterator[list[bytes]]:
+    """Yield a family's lines (of the shard's checks, members) PIECE_LINES checks at a time."""
+    if members is None:
+        values = iter(per_check.values())
+        while lines := list(islice(values, PIECE_LINES)):
+            yield lines
+    elif len(per_check) <= len(members[0]):  # walk the family, keep the shard's checks
+        items, ids = iter(per_check.items()), members[1]
+        while pairs := list(islice(items, PIECE_LINES)):
+            yield [text for cid, text in pairs if cid in ids]
+    else:  # walk the shard's checks, take those the family has
+        order = members[0]
+        for start in range(0, len(order), PIECE_LINES):
+            ids_here = order[start : start + PIECE_LINES]
+            yield [text for cid in ids_here if (text := per_check.get(cid)) is not None]
+
+
 class Exposition:
     """Holds rendered lines per family and per check; renders the page, or a shard, on scrape."""
 
@@ -372,30 +391,23 @@ class Exposition:
     def pieces(self, shard: Shard | None = None) -> Iterator[bytes]:
         """Yield the probe families of the page (or of a shard): headers, then lines in pieces.
 
-        Each family is copied when the walk starts (a dict copy, not a render), so results that
-        arrive between two pieces neither break the walk nor mix two instants in one page.
+        Each piece looks at no more than PIECE_LINES checks (an empty piece, b"", when none of
+        them is in the shard, so the caller still gets a turn). Each family is copied when the
+        walk reaches it (a dict copy, well under a millisecond at 20k checks, not a render),
+        so results that arrive between two pieces neither break the walk nor mix two instants
+        within a family.
         """
-        families = [
-            (name, self._families[name], dict(per_check))
-            for name, per_check in self._lines.items()
-            if per_check
-        ]
+        families = [(name, self._families[name], live) for name, live in self._lines.items()]
         members = None if shard is None else self._members(shard)
-        for name, fam, per_check in families:
-            lines: Iterator[bytes]
-            if members is None:
-                lines = iter(per_check.values())
-            elif len(per_check) <= len(members[0]):
-                lines = (text for cid, text in per_check.items() if cid in members[1])
-            else:
-                lines = (text for cid in members[0] if (text := per_check.get(cid)) is not None)
-            piece = list(islice(lines, PIECE_LINES))
-            if not piece:
-                continue
-            yield f"# HELP {name} {escape_help(fam.help)}\n# TYPE {name} {fam.type}\n".encode()
-            while piece:
-                yield b"".join(piece)
-                piece = list(islice(lines, PIECE_LINES))
+        for name, fam, live in families:
+            header: bytes | None = (
+                f"# HELP {name} {escape_help(fam.help)}\n# TYPE {name} {fam.type}\n".encode()
+            )
+            for lines in _line_chunks(live.copy(), members):
+                if lines and header is not None:
+                    yield header
+                    header = None
+                yield b"".join(lines)
 
     async def stream(self, shard: Shard | None = None) -> AsyncIterator[bytes]:
         """Yield the page (or a shard) in batches of about BATCH_BYTES, never holding the loop.

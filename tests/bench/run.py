@@ -99,6 +99,7 @@ SECTIONS: dict[str, str] = {
     "health_property": "tests.bench.health:run_property",
     "hung": "tests.bench.hung:run",
     "protocols": "tests.bench.protocols:run",
+    "metrics_scale": "tests.bench.metrics_scale:run",
 }
 
 # Sections shown first, before the micro-benchmark: the whole daemon is the headline.
