@@ -577,8 +577,9 @@ def render(results: list[WholeResults]) -> str:
         p = r.params
         lines.append(
             f"| Whole daemon CPU per HTTP probe ≤ {CPU_GOAL}x blackbox_exporter's ({p.checks}"
-            f" checks, {r.components} components, {p.rate:.0f} probes/s) |"
-            f" {r.ms_per_probe:.3f} ms vs {r.blackbox.ms_per_probe:.3f} ms:"
+            f" checks, {r.components} components, {p.rate:.0f} probes/s"
+            + (", `reuse_connections`, blackbox on fresh connections" if p.reuse else "")
+            + f") | {r.ms_per_probe:.3f} ms vs {r.blackbox.ms_per_probe:.3f} ms:"
             f" {r.ratio_blackbox:.2f}x | {_met(r.ratio_blackbox <= CPU_GOAL)} |"
         )
         if p.pin:
