@@ -16,7 +16,7 @@ import math
 import re
 import time
 import zlib
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
@@ -274,7 +274,8 @@ class Exposition:
         self._label_texts: dict[str, dict[tuple[tuple[str, str], ...], str]] = {}
         self._shard_keys: dict[str, int] = {}
         # Per (of, index): the ids of the checks in that shard, in plan order; reset by set_labels.
-        self._shard_members: dict[tuple[int, int], tuple[list[str], set[str]]] = {}
+        self._shard_members: dict[int, list[tuple[list[str], set[str]]]] = {}
+        self._generation = 0  # set_labels calls: a split made across one is not kept
 
     def set_labels(self, labels_by_check: Mapping[str, Iterable[tuple[str, str]]]) -> None:
         """Set each check's identifying labels; checks no longer listed are dropped."""
@@ -289,6 +290,7 @@ class Exposition:
             if cid not in self._shard_keys:
                 self._shard_keys[cid] = shard_key(cid)
         self._shard_members.clear()
+        self._generation += 1
 
     def update(self, check_id: str, result: ProbeResult | None) -> None:
         """Render a check's new result, or drop its series when result is None."""
@@ -377,16 +379,35 @@ class Exposition:
         """Return the daemon's own registry rendered; safe to call from a worker thread."""
         return render_registry(self._own)
 
-    def _members(self, shard: Shard) -> tuple[list[str], set[str]]:
-        """Return the ids of the checks in a shard, as a list in plan order and as a set."""
-        key = (shard.of, shard.index)
-        found = self._shard_members.get(key)
-        if found is None:
-            if len(self._shard_members) >= 64:  # callers choose `of`: keep the memo small
+    def _split(self, of: int) -> Generator[bytes, None, list[tuple[list[str], set[str]]]]:
+        """Sort the checks into `of` shards (ids in plan order, and as a set), memoised per `of`.
+
+        Done a few thousand checks a step, each step yielding b"" (a turn for the loop), so
+        the first scrape of a large page's shards holds nothing long either.
+        """
+        found = self._shard_members.get(of)
+        if found is not None:
+            return found
+        generation, keys = self._generation, self._shard_keys
+        ids = list(keys)
+        buckets: list[list[str]] = [[] for _ in range(of)]
+        step = 5 * PIECE_LINES
+        for start in range(0, len(ids), step):
+            for cid in ids[start : start + step]:
+                key = keys.get(cid)
+                if key is not None:
+                    buckets[key % of].append(cid)
+            yield b""
+        split = []
+        for bucket in buckets:
+            split.append((bucket, set(bucket)))
+            if len(bucket) > step:
+                yield b""
+        if generation == self._generation:
+            if len(self._shard_members) >= 16:  # callers choose `of`: keep the memo small
                 self._shard_members.clear()
-            ids = [c for c, k in self._shard_keys.items() if k % shard.of == shard.index]
-            found = self._shard_members[key] = (ids, set(ids))
-        return found
+            self._shard_members[of] = split
+        return split
 
     def pieces(self, shard: Shard | None = None) -> Iterator[bytes]:
         """Yield the probe families of the page (or of a shard): headers, then lines in pieces.
@@ -398,7 +419,9 @@ class Exposition:
         within a family.
         """
         families = [(name, self._families[name], live) for name, live in self._lines.items()]
-        members = None if shard is None else self._members(shard)
+        members = None
+        if shard is not None:
+            members = (yield from self._split(shard.of))[shard.index]
         for name, fam, live in families:
             header: bytes | None = (
                 f"# HELP {name} {escape_help(fam.help)}\n# TYPE {name} {fam.type}\n".encode()
