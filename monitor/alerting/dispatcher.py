@@ -30,6 +30,9 @@ WATCHDOG_NAME = "VigieWatchdog"
 INSTANCE = "vigie_instance"
 """The annotation naming the Vigie that sent an alert (a label only on per-instance alerts)."""
 
+OWN_PREFIX = "vigie:"
+"""Keys of Vigie's alerts about itself (its state_dir, its bus): labelled with the instance."""
+
 Sender = Callable[[], bool]
 """Whether this Vigie sends to direct sinks now (monitor.replicas: the first replica alive)."""
 
@@ -212,6 +215,8 @@ class AlertDispatcher:
         events: list[tuple[str, Alert]] = []
         for given in fired:
             alert = given.with_labels(extra) if extra else given
+            if alert.key.startswith(OWN_PREFIX):  # one replica's own trouble: its own alert
+                alert = alert.with_labels({INSTANCE: instance})
             if alert.annotations.get(INSTANCE) != instance:
                 alert = replace(alert, annotations={**alert.annotations, INSTANCE: instance})
             old = self._active.get(alert.key)

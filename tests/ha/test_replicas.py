@@ -381,3 +381,33 @@ async def test_windows_travel_as_silences_and_other_silences_are_left_alone(
         await nord.publish(component)
         held = [s for s in await silences.active() if s["createdBy"] == "vigie nord"]
         assert sorted(m["name"] for s in held for m in s["matchers"]) == ["component", "site"]
+
+
+async def test_only_vigies_own_alerts_name_the_instance_in_their_labels(tmp_path: Path) -> None:
+    """An incident's labels are the same on every replica; Vigie's own trouble (a `vigie:*`
+    key, e.g. its state_dir) is one replica's, so its labels name it. Both get the annotation."""
+    am = RecordingSink("am", refresh=True)
+    outbox = Outbox(tmp_path / "o.sqlite")
+    session = make_session()
+    dispatcher = AlertDispatcher(
+        AlertingSettings.model_validate({**FAST, "watchdog": False, "vigie_instance": "nord"}),
+        outbox,
+        [am],
+        session,
+        CollectorRegistry(),
+        logger=structlog.get_logger(),
+    )
+    task = asyncio.create_task(dispatcher.run())
+    try:
+        dispatcher.fire(make_alert(key="incident"))
+        dispatcher.fire(make_alert(key="vigie:state_dir", alertname="VigieStateDir"))
+        await wait_for(lambda: len({a.key for b in am.batches for a in b}) == 2, "both alerts")
+        sent = {a.key: a for b in am.batches for a in b}
+        assert "vigie_instance" not in sent["incident"].labels
+        assert sent["vigie:state_dir"].labels["vigie_instance"] == "nord"
+        assert {a.annotations["vigie_instance"] for a in sent.values()} == {"nord"}
+    finally:
+        await dispatcher.stop()
+        await task
+        outbox.close()
+        await session.close()
