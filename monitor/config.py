@@ -42,7 +42,7 @@ from vigie.monitor.health.maintenance import MaintenanceSpec
 from vigie.monitor.health.topology import ComponentSpec, HealthSettings, RuleSpec, SiteSpec
 from vigie.monitor.health.validate import validate_topology
 from vigie.monitor.i18n import DEFAULT_LANGUAGE, Language, zone_of
-from vigie.monitor.replicas import ReplicaSettings, expand_raw
+from vigie.monitor.replicas import ReplicaSettings, expand_raw, replica_warnings
 from vigie.probes.base import Check, ProbeRegistry, SectionProbe
 from vigie.probes.traps import TrapProbe
 
@@ -831,6 +831,7 @@ def _load_config(
     budgets = budgets_of(config, plan)
     topo_warnings += over_target(budgets, config.components)
     topo_warnings += _secret_file_warnings(raw, path.parent)
+    topo_warnings += replica_warnings(config.replicas, config.alerting)
     topo_warnings += single_site_levels(config.alerting) if config.alerting else []
     warnings = _one_per_mistake(located(topo_warnings))
     return LoadedConfig(

@@ -28,6 +28,7 @@ from vigie.core.results import ProbeResult, bound_text
 from vigie.core.secrets import ConfigPath
 from vigie.core.yamlpos import PosDict, PosList
 from vigie.monitor.alerting.ack import Silences
+from vigie.monitor.alerting.settings import AlertingSettings
 from vigie.monitor.alerting.sink import DeliveryError
 from vigie.monitor.health.maintenance import MaintenanceBook, Window
 
@@ -123,6 +124,42 @@ class ReplicaSettings(_Strict):
     def stale_after(self) -> float:
         """How old a peer's last successful probe may be for it to count as alive."""
         return 2 * self.interval + self.timeout
+
+
+def replica_warnings(
+    settings: ReplicaSettings | None, alerting: AlertingSettings | None
+) -> list[tuple[tuple[str | int, ...], str]]:
+    """What `vigie check` warns about a replicas block: where pages could double or be lost."""
+    if settings is None:
+        return []
+    out: list[tuple[tuple[str | int, ...], str]] = []
+    sites = {m.site for m in settings.members}
+    if len(sites) == 1:
+        out.append(
+            (
+                ("replicas", "members"),
+                f"every replica runs in site {sites.pop()!r}: losing it loses them all",
+            )
+        )
+    if alerting is None:
+        return out
+    if not alerting.alertmanagers:
+        out.append(
+            (
+                ("alerting",),
+                "replicas without an Alertmanager: their pages are deduplicated only by the"
+                " sender rule, and a partition doubles every one (docs/ha.md)",
+            )
+        )
+    if "vigie_instance" in alerting.model_fields_set:
+        out.append(
+            (
+                ("alerting", "vigie_instance"),
+                "with replicas, vigie_instance is the same on every replica (one config):"
+                " leave it unset, it defaults to replicas.instance",
+            )
+        )
+    return out
 
 
 def check_id(name: str) -> str:

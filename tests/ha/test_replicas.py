@@ -411,3 +411,33 @@ async def test_only_vigies_own_alerts_name_the_instance_in_their_labels(tmp_path
         await task
         outbox.close()
         await session.close()
+
+
+def test_vigie_check_warns_where_pages_could_double_or_be_lost(tmp_path: Path) -> None:
+    """Both replicas in one site, no Alertmanager, a vigie_instance shared by both: warned."""
+    path = tmp_path / "vigie.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "sites": [{"id": "nord"}],
+                "state_dir": str(tmp_path),
+                "replicas": {
+                    "instance": "nord",
+                    "members": [MEMBERS[0], {**MEMBERS[1], "site": "nord"}],
+                },
+                "alerting": {
+                    "webhooks": [{"url": "http://127.0.0.1:9/hook"}],
+                    "vigie_instance": "vigie",
+                },
+            }
+        )
+    )
+    loaded = load_config(path, default_registry(), env={})
+    warned = [w.message for w in loaded.warnings]
+    assert "every replica runs in site 'nord': losing it loses them all" in warned
+    assert any(w.startswith("replicas without an Alertmanager") for w in warned), warned
+    assert any(w.startswith("with replicas, vigie_instance") for w in warned), warned
+    healthy = load_config(
+        write_config(tmp_path, {"instance": "nord", "members": MEMBERS}), default_registry(), env={}
+    )
+    assert healthy.warnings == []
