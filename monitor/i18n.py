@@ -422,14 +422,20 @@ class Text(str):
 
     def __new__(cls, key: str, /, own: Mapping[str, str] | None = None, **params: object) -> Text:
         """Build the sentence `key` with its parameters; its str value is the English text."""
-        own = dict(own or {})
-        self = super().__new__(cls, Speech("en", host_zone()).render(key, own, params))
-        self.key, self.params, self.own = key, dict(params), own
+        own = dict(own) if own else {}
+        self = super().__new__(cls, _english().render(key, own, params))
+        self.key, self.params, self.own = key, params, own
         return self
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Copy and pickle as a Text (str's own reduction would lose the id)."""
         return (_rebuild, (self.key, self.own, self.params))
+
+
+@functools.cache
+def _english() -> Speech:
+    """The rendering every Text's own value is: English in the host's zone (made once)."""
+    return Speech("en", host_zone())
 
 
 def _rebuild(key: str, own: Mapping[str, str], params: Mapping[str, object]) -> Text:
@@ -477,6 +483,8 @@ class Speech:
 
     def _value(self, value: object) -> object:
         if isinstance(value, Text):
+            if self.language == "en" and self.zone is host_zone():
+                return str.__str__(value)  # its value is this very rendering: no second pass
             return self.say(value)
         if isinstance(value, Moment):
             return self.hour(value.at)
