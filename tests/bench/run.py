@@ -100,6 +100,7 @@ SECTIONS: dict[str, str] = {
     "hung": "tests.bench.hung:run",
     "protocols": "tests.bench.protocols:run",
     "metrics_scale": "tests.bench.metrics_scale:run",
+    "bus": "tests.bench.bus:run",
 }
 
 # Sections shown first, before the micro-benchmark: the whole daemon is the headline.
