@@ -24,6 +24,7 @@ from vigie.core.yamlpos import ConfigErrors
 from vigie.monitor.alerting import AlertDispatcher, Outbox, build_sinks
 from vigie.monitor.alerting.ack import Silences
 from vigie.monitor.alerting.escalation import Escalations, escalations_for
+from vigie.monitor.audit import AuditLog, annotate
 from vigie.monitor.bus.consumer import BusConsumer
 from vigie.monitor.config import LoadedConfig, load_config
 from vigie.monitor.exposition import Exposition, check_labels
@@ -191,6 +192,11 @@ class Daemon:
         )
         self._probe_state_task: asyncio.Task[None] | None = None
         self.history = StateHistory(restored=persist.load_history(50) if persist else None)
+        # Operator actions (who, what, when, from where) and incident updates.
+        self.audit = AuditLog(
+            config.state_dir / "audit.sqlite" if config.state_dir else None,
+            report=self.state_dir,
+        )
         self.own_registry.register(HealthCollector(lambda: self.health.engine.snapshot))
         # Detection budgets follow the config in force (recomputed by load_config on reload).
         self.own_registry.register(BudgetCollector(lambda: self.loaded.budget()))  # noqa: PLW0108
@@ -240,7 +246,8 @@ class Daemon:
             # Vigie's own incidents (state_dir unwritable) are paged like the others.
             own = self.state_dir.alerts() if self.state_dir is not None else []
             own += self.bus.alerts() if self.bus is not None else []  # lost workers
-            self.alerts.sync([*self._notifier.alerts(snapshot), *own])
+            # An incident's newest update (operators) rides on its alert as annotations.
+            self.alerts.sync([*annotate(self._notifier.alerts(snapshot), self.audit), *own])
             if self.escalations is not None:
                 self.escalations.observe(snapshot, self.alerts.active())
 
@@ -254,6 +261,7 @@ class Daemon:
                 self._outbox.flush()
             if self._state is not None:
                 self._state.flush()
+            self.audit.flush()
             if self._probe_state is not None:
                 await self._probe_state.save(self.registry)
             self.health.wake()  # publish now: the self-incident resolves without waiting
@@ -305,6 +313,14 @@ class Daemon:
             ack.add_routes(app, self.escalations)  # the link in pages, the operators' API
         if web_config is not None:
             webconfig.apply(app, web_config, self.log)
+        from vigie.monitor.web import operators  # roles, after web.yml's auth says who
+
+        operators.install(
+            app,
+            operators.Operations(
+                operators.Roles(self.loaded.config.web.roles), self.audit, self.health.wake
+            ),
+        )
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         host, port = self.loaded.config.web.host_port()
@@ -445,6 +461,7 @@ class Daemon:
             await self.alerts.stop()
         if self._alert_task is not None:
             await self._alert_task
+        self.audit.close()
         if self._outbox is not None:
             self._outbox.close()  # writes what it holds in memory, if the file takes it now
         if self._watchdog is not None:

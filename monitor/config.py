@@ -95,6 +95,10 @@ def split_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
+Role = Literal["viewer", "operator"]
+"""What a web user may do: read (viewer), or read and act (operator)."""
+
+
 class WebSettings(_Strict):
     """The HTTP server for /metrics, health endpoints and the probe debug page."""
 
@@ -107,6 +111,14 @@ class WebSettings(_Strict):
         DEFAULT_LANGUAGE,
         description="Language of the pages (a browser's Accept-Language naming another supported"
         " one wins) and of alert annotations: en or fr.",
+    )
+    roles: dict[str, Role] | None = Field(
+        None,
+        description="Who may act: a basic-auth user name (web.yml's basic_auth_users) or a client"
+        " certificate's subject ('CN=cellule-crise' or the whole 'O=CHU,CN=cellule-crise') mapped"
+        " to viewer (pages and read API) or operator (maintenance, incident updates,"
+        " acknowledgements, reload). Anyone authenticated and not listed is a viewer. Unset:"
+        " no roles, whoever reaches the web may act (as before roles existed).",
     )
 
     def host_port(self) -> tuple[str, int]:

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from vigie.core.results import bound_text
 from vigie.monitor.exposition import CONTENT_TYPE, metrics_response
-from vigie.monitor.web import api, pages
+from vigie.monitor.web import api, operators, pages
 from vigie.monitor.web.keys import SOURCE_KEY
 from vigie.monitor.web.readmodel import StatusSource
 
@@ -73,6 +73,7 @@ async def workers(request: web.Request) -> web.Response:
 async def reload(request: web.Request) -> web.Response:
     """Reload the config file; on error keep the old config and list every error."""
     errors = await request.app[SOURCE_KEY].reload()
+    operators.record(request, "reload", "config", "failed" if errors else "applied")
     if errors:
         return web.Response(status=500, text="Reload failed:\n" + "\n".join(errors) + "\n")
     return web.Response(text="Reloaded.\n")

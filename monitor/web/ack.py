@@ -22,6 +22,7 @@ from vigie.core.results import bound_text
 from vigie.core.sanitise import sanitise
 from vigie.monitor.alerting.ack import BadToken
 from vigie.monitor.alerting.escalation import Escalation, Escalations, UnknownEscalation
+from vigie.monitor.web import operators
 
 ESCALATIONS_KEY: web.AppKey[Escalations] = web.AppKey("escalations")
 MAX_BODY = 4096
@@ -116,6 +117,7 @@ async def ack_post(request: web.Request) -> web.Response:
         reason = exc.args[0] if isinstance(exc, BadToken) else "unknown incident"
         return _html("Lien invalide", f'<p class="bad">{html.escape(str(reason))}</p>', 403)
     done = escalations.acknowledge(esc.id, receiver, "link")
+    operators.record_link(request, receiver, esc.alert_key, done.summary)
     return _html("Incident", f"<p>{html.escape(done.summary)}</p>" + _state(done))
 
 
@@ -151,6 +153,7 @@ async def api_acknowledge(request: web.Request) -> web.Response:
         done = escalations.acknowledge_incident(body["incident"], by, "api")
     except UnknownEscalation:
         return web.json_response({"error": "no open escalation for this incident"}, status=404)
+    operators.record(request, "acknowledge", body["incident"], f"as {by}")
     return web.json_response([escalation_json(e) for e in done])
 
 

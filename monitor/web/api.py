@@ -13,6 +13,7 @@ from vigie.core.results import bound_text
 from vigie.monitor.health.budget import Budgets, budget_json
 from vigie.monitor.health.maintenance import MaintenanceSpec, Window
 from vigie.monitor.health.snapshot import ComponentStatus, Incident, Snapshot
+from vigie.monitor.web import operators
 from vigie.monitor.web.keys import SOURCE_KEY
 from vigie.monitor.web.readmodel import StatusSource
 from vigie.monitor.web.views import CheckRow, SiteRow, iso
@@ -167,7 +168,10 @@ async def maintenance_add(request: web.Request) -> web.Response:
         return web.json_response(
             {"error": f"unknown component or site {spec.target!r}"}, status=404
         )
-    return web.json_response(window_json(source.add_maintenance(spec)), status=201)
+    window = source.add_maintenance(spec)
+    detail = f"until {iso(window.end)}: {window.reason}"
+    operators.record(request, "maintenance", window.target, detail)
+    return web.json_response(window_json(window), status=201)
 
 
 def add_routes(app: web.Application) -> None:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 import jinja2
@@ -31,6 +31,7 @@ from vigie.monitor.health.wording import mains_lost_at
 from vigie.monitor.i18n import Speech, Text, negotiate
 from vigie.monitor.web import api
 from vigie.monitor.web.keys import SOURCE_KEY
+from vigie.monitor.web.operators import incident_updates, latest_updates, may_operate
 from vigie.monitor.web.readmodel import StatusSource, TopologyView
 from vigie.monitor.web.views import (
     AppRow,
@@ -57,6 +58,9 @@ from vigie.monitor.web.views import (
     TransitionRow,
     WarningRow,
 )
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 REFRESH_SECONDS = 10
 MAX_SAMPLES = 60
@@ -90,7 +94,14 @@ class Pages:
         env.filters["path"] = lambda value: quote(str(value), safe="")
         return cls(env)
 
-    def render(self, name: str, page: Page, /, sp: Speech | None = None, **context: Any) -> str:
+    def render(
+        self,
+        name: str,
+        page: Page | DataclassInstance,
+        /,
+        sp: Speech | None = None,
+        **context: Any,
+    ) -> str:
         """Render one template in a reader's language: the page's fields are its variables."""
         sp = sp or Speech("en")
         data = {f.name: getattr(page, f.name) for f in fields(page)}
@@ -647,10 +658,17 @@ def reader_speech(request: web.Request, config: Speech) -> Speech:
 
 
 def _html(
-    request: web.Request, template: str, page: Page, /, http_status: int = 200
+    request: web.Request,
+    template: str,
+    page: Page | DataclassInstance,
+    /,
+    http_status: int = 200,
+    **context: Any,
 ) -> web.Response:
     # Every page tells the crisis cell when Vigie itself runs degraded (state_dir unwritable),
-    # and, with replicas, which one answers and whether it sees its peers alive.
+    # and, with replicas, which one answers and whether it sees its peers alive. Forms for
+    # operator actions are shown to operators only (can_operate); open incidents' latest
+    # updates (posted by operators) show wherever the incident does.
     source = request.app[SOURCE_KEY]
     notice = source.state_dir_problem()
     text = request.app[PAGES_KEY].render(
@@ -659,8 +677,15 @@ def _html(
         reader_speech(request, source.speech()),
         vigie_notice=notice,
         replica=source.replica(),
+        can_operate=may_operate(request),
+        updates=latest_updates(request),
+        **context,
     )
     return web.Response(text=text, status=http_status, content_type="text/html", charset="utf-8")
+
+
+page_response = _html
+"""Render a page (other modules' pages too: the audit page) as every page is rendered."""
 
 
 async def overview_page(request: web.Request) -> web.Response:
@@ -674,7 +699,12 @@ async def incident_handler(request: web.Request) -> web.Response:
     wanted = request.match_info["id"]
     for incident in source.snapshot().incidents.values():
         if incident.id == wanted:
-            return _html(request, "incident.html", incident_page(source, incident))
+            return _html(
+                request,
+                "incident.html",
+                incident_page(source, incident),
+                incident_updates=incident_updates(request, incident.id),
+            )
     missing = NotFound(
         now=time.time(),
         what=Text("w.incident_missing", id=bound_text(wanted, 120)),

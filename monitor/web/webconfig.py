@@ -26,6 +26,7 @@ from aiohttp import web
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from vigie.core.results import bound_text
+from vigie.monitor.web.operators import USER_KEY
 
 ClientAuth = Literal[
     "NoClientCert",
@@ -240,6 +241,7 @@ class BasicAuth:
                 text="Unauthorized\n",
                 headers={"WWW-Authenticate": 'Basic realm="Vigie", charset="UTF-8"'},
             )
+        request[USER_KEY] = user  # who acts, for roles and the audit log (web.operators)
         return await handler(request)
 
 
