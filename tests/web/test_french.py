@@ -102,14 +102,20 @@ async def test_every_page_is_french_during_the_power_cut(power_cut: Demo) -> Non
     """Overview, board, checks, each incident and component page: no English catalogue text."""
     demo = power_cut
     snap = demo.daemon.health.engine.snapshot
-    paths = ["/", "/recovery", "/checks"]
+    paths = ["/", "/recovery", "/checks", "/archive"]
     paths += [f"/incident/{quote(i.id, safe='')}" for i in snap.incidents.values()]
     paths += [f"/component/{quote(c, safe='')}" for c in demo.daemon.health.engine.topology.order]
     paths.append("/incident/nowhere")  # the 404 page too
+    first = quote(next(iter(snap.incidents.values())).id, safe="")
+    paths += ["/audit", f"/incident/{first}/update"]  # the audit log, an update's form
     fragments = english_only()
     assert fragments["applications impacted"] == "apps.impacted"  # the list is not empty
     problems: dict[str, list[str]] = {}
     async with aiohttp.ClientSession() as session:
+        update = {"text": "La DSI rétablit le courant", "expected_recovery": "16:00"}
+        url = f"{demo.url}/api/v1/incidents/{first}/updates"
+        async with session.post(url, json=update) as response:  # shown on the pages walked
+            assert response.status == 201
         for path in paths:
             headers = {"Accept-Language": "fr-FR,fr;q=0.9"}
             async with session.get(demo.url + path, headers=headers) as response:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import sqlite3
 import ssl
-from datetime import UTC, datetime, timedelta
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -21,15 +21,20 @@ import aiohttp
 import bcrypt
 import pytest
 import trustme
+import yaml
 from prometheus_client import CollectorRegistry
 
 from tests.alerting.conftest import (
     Alertmanager,
     AlertmanagerFactory,
+    Receiver,
     alertmanagers,
     receiver,
     session,
 )
+from tests.alerting.oncall_fixtures import Gateway
+from tests.alerting.test_oncall_daemon import ALICE as ONCALL
+from tests.alerting.test_oncall_daemon import LINK, daemon_config, gateway, running, targets
 from tests.waiting import wait_for
 from tests.web.outage import Targets, running_hospital
 from tests.web.test_webconfig import basic
@@ -37,7 +42,7 @@ from vigie.monitor.app import Daemon
 from vigie.monitor.audit import AuditLog
 from vigie.monitor.statedir import StateDirMonitor
 
-__all__ = ["alertmanagers", "receiver", "session"]
+__all__ = ["alertmanagers", "gateway", "receiver", "session", "targets"]
 
 PASSWORD = "Cellule-de-crise-2026"
 HASH = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
@@ -277,3 +282,35 @@ def test_an_unwritable_state_dir_keeps_actions_in_memory_and_writes_them_back(
         ("reload", ""),
     ]
     again.close()
+
+
+async def test_a_paged_link_acknowledges_as_its_receiver_and_is_audited(
+    *,
+    tmp_path: Path,
+    targets: Targets,
+    gateway: Gateway,
+    receiver: Receiver,
+    session: aiohttp.ClientSession,
+) -> None:
+    """With roles on, the SMS link (its own authority) still acknowledges, recorded as the
+    receiver it was sent to; the operators' API refuses the anonymous viewer."""
+    path = daemon_config(tmp_path, targets.base, gateway, receiver, "30s")
+    config = yaml.safe_load(path.read_text())
+    config["web"]["roles"] = {"cellule": "operator"}
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    async with running(path) as daemon:
+        targets.down = {"dpi"}
+        await wait_for(lambda: gateway.to(ONCALL), "the level-1 SMS")
+        match = LINK.search(gateway.to(ONCALL)[0])
+        assert match is not None
+        base = f"http://127.0.0.1:{daemon.listen_port}"
+        async with session.post(f"{base}/api/v1/acknowledgements", json={"incident": "x"}) as r:
+            assert r.status == 403
+        async with session.post(match.group(1)) as r:
+            assert r.status == 200
+        async with session.get(f"{base}/api/v1/audit") as r:
+            actions = await r.json()
+    assert [(a["action"], a["who"], a["role"], a["via"]) for a in actions] == [
+        ("acknowledge", "alice", "receiver", "link")
+    ]
+    assert actions[0]["target"].startswith("component:dpi")
