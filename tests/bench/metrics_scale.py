@@ -23,6 +23,7 @@ import http.client
 import json
 import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -120,21 +121,39 @@ def http_samples() -> tuple[Sample, ...]:
 
 
 def scrape(url: str, encoding: str, count: int) -> list[Scrape]:
-    """GET url count times with the given Accept-Encoding, reading the body as sent."""
-    parts = urllib.parse.urlsplit(url)
-    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    """GET url count times with the given Accept-Encoding, the body read as sent.
+
+    With curl (its own process, C all the way) when there is one, so the figure is the
+    server's and not a Python client's; with http.client otherwise.
+    """
     out = []
+    curl = shutil.which("curl")
     for _ in range(count):
-        conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=60)
-        start, began = time.time(), time.perf_counter()
-        conn.request("GET", path, headers={"Accept-Encoding": encoding})
-        resp = conn.getresponse()
-        first = time.perf_counter() - began
-        body = resp.read()
-        out.append(Scrape(start, first, time.perf_counter() - began, len(body)))
-        conn.close()
+        start = time.time()
+        if curl is not None:
+            fmt = "%{time_starttransfer} %{time_total} %{size_download}"
+            cmd = [curl, "-s", "-o", "/dev/null", "-H", f"Accept-Encoding: {encoding}", "-w", fmt]
+            done = subprocess.run([*cmd, url], capture_output=True, text=True, check=True)
+            first, total, size = done.stdout.split()
+            out.append(Scrape(start, float(first), float(total), int(float(size))))
+        else:
+            out.append(_scrape_http_client(url, encoding, start))
         time.sleep(0.2)  # the server idles between scrapes, as between Prometheus's
     return out
+
+
+def _scrape_http_client(url: str, encoding: str, start: float) -> Scrape:
+    """GET url once with http.client."""
+    parts = urllib.parse.urlsplit(url)
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=60)
+    began = time.perf_counter()
+    conn.request("GET", path, headers={"Accept-Encoding": encoding})
+    resp = conn.getresponse()
+    first = time.perf_counter() - began
+    body = resp.read()
+    conn.close()
+    return Scrape(start, first, time.perf_counter() - began, len(body))
 
 
 # --- the server side -------------------------------------------------------------------------
@@ -321,7 +340,7 @@ def render(res: Results, quick: bool) -> str:
         "start and imports included). /metrics: the daemon built from that config (not "
         "started: no probe runs), every check given an HTTP-shaped result, health evaluated; "
         "served by the daemon's web app with the bench process pinned to CPU 0, scraped "
-        f"{count} times per row by a client process pinned to the other CPU. 'loop held' is "
+        f"{count} times per row by curl from a process pinned to the other CPU. 'loop held' is "
         "the longest event-loop callback that ended while a scrape was in flight (the daemon "
         "has nothing else to do here: it is the page's own cost), in wall time (what a task "
         "waiting on the loop sees: other processes on the CPU and the GIL held by the worker "
