@@ -173,6 +173,11 @@ class HealthSettings(_Strict):
         description="Longest hold of a new incident whose root has dependencies, until their"
         " checks report after it began (a dependent failing just before its cause); 0: no hold.",
     )
+    archive_retention: Duration = Field(
+        400 * 86400.0,
+        description="How long closed incidents (the archive) and every state change (the"
+        " availability figures) are kept in state_dir/archive.sqlite.",
+    )
     page_within: dict[Tier, Duration] = Field(
         default_factory=lambda: dict(DEFAULT_PAGE_WITHIN),
         description="Target per application tier (1 to 4) for the detection budget, the worst"

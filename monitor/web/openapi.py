@@ -170,6 +170,98 @@ SCHEMAS: dict[str, Any] = {
         ),
         "additionalProperties": False,
     },
+    "ArchivedIncident": _obj(
+        [
+            "id",
+            "key",
+            "severity",
+            "summary",
+            "root_cause",
+            "root_name",
+            "site",
+            "started_at",
+            "closed_at",
+            "duration_seconds",
+            "applications",
+            "impacted",
+            "timeline",
+            "paging",
+        ],
+        {
+            "id": {"type": "string"},
+            "key": {"type": "string"},
+            "severity": {"type": "string", "enum": ["critical", "warning"]},
+            "summary": {"type": "string"},
+            "root_cause": {"type": "string"},
+            "root_name": {"type": "string"},
+            "site": {"type": "string"},
+            "site_name": {"type": "string"},
+            "site_wide": {"type": "boolean"},
+            "maintenance": {"type": "boolean"},
+            "started_at": _TIME,
+            "closed_at": _TIME,
+            "duration_seconds": {"type": "number"},
+            "applications": {
+                "type": "array",
+                "items": _obj(
+                    ["id", "name", "criticality"],
+                    {
+                        "id": {"type": "string"},
+                        "name": {"type": "string"},
+                        "criticality": {"type": "integer"},
+                        "degraded_mode": {"type": "string"},
+                        "team": {"type": "string"},
+                    },
+                ),
+            },
+            "impacted": {"type": "array", "items": {"type": "string"}},
+            "timeline": {
+                "type": "array",
+                "items": _obj(
+                    ["at", "component", "state"],
+                    {
+                        "at": _TIME,
+                        "component": {"type": "string", "description": "'' for a site event"},
+                        "name": {"type": "string"},
+                        "was": {"type": "string", "nullable": True},
+                        "state": _STATE,
+                        "event": {"type": "string", "description": "mains_lost"},
+                    },
+                ),
+            },
+            "paging": {
+                "type": "array",
+                "description": "each team's escalation: who was paged, who acknowledged",
+                "items": _obj(
+                    ["team", "opened", "paged"],
+                    {
+                        "team": {"type": "string"},
+                        "opened": _TIME,
+                        "paged": {"type": "array", "items": {"type": "object"}},
+                        "acknowledged_by": {"type": "string", "nullable": True},
+                        "acknowledged_at": _NULLABLE_TIME,
+                        "acknowledged_via": {"type": "string", "nullable": True},
+                        "resolved_at": _NULLABLE_TIME,
+                        "events": {"type": "array", "items": {"type": "object"}},
+                    },
+                ),
+            },
+        },
+    ),
+    "Archive": _obj(
+        ["enabled", "incidents", "truncated", "kept", "size_bytes", "retention_days"],
+        {
+            "enabled": {"type": "boolean", "description": "false without a state_dir"},
+            "incidents": {
+                "type": "array",
+                "items": {"$ref": "#/components/schemas/ArchivedIncident"},
+            },
+            "truncated": {"type": "boolean", "description": "more matched than listed (500)"},
+            "kept": {"type": "integer"},
+            "size_bytes": {"type": "integer"},
+            "retention_days": {"type": "number"},
+        },
+    ),
     "Recovery": _obj(
         [
             "id",
@@ -267,6 +359,37 @@ def document() -> dict[str, Any]:
             "/api/v1/recovery": _list(
                 "Recovery", "List applications that failed, still down first, then back"
             ),
+            "/api/v1/archive": {
+                "get": {
+                    "summary": "List closed incidents with their timeline, newest first",
+                    "parameters": [
+                        {
+                            "name": name,
+                            "in": "query",
+                            "required": False,
+                            "description": text,
+                            "schema": {"type": "string"},
+                        }
+                        for name, text in (
+                            ("from", "first day (YYYY-MM-DD, in the config's time zone)"),
+                            ("to", "last day, included"),
+                            ("application", "an application's id"),
+                            ("id", "one incident's id"),
+                        )
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "OK",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Archive"}
+                                }
+                            },
+                        },
+                        "400": _error("A date that is not YYYY-MM-DD"),
+                    },
+                }
+            },
             "/api/v1/openapi.json": {
                 "get": {
                     "summary": "This document",

@@ -694,7 +694,7 @@ async def overview_page(request: web.Request) -> web.Response:
 
 
 async def incident_handler(request: web.Request) -> web.Response:
-    """Serve one open incident; a closed one points to the recovery board."""
+    """Serve one open incident; a closed one shows its archived record (404 if not kept)."""
     source = request.app[SOURCE_KEY]
     wanted = request.match_info["id"]
     for incident in source.snapshot().incidents.values():
@@ -705,6 +705,11 @@ async def incident_handler(request: web.Request) -> web.Response:
                 incident_page(source, incident),
                 incident_updates=incident_updates(request, incident.id),
             )
+    from vigie.monitor.web.archive import archived_response  # it renders with this module
+
+    archived = archived_response(request, wanted)
+    if archived is not None:
+        return archived
     missing = NotFound(
         now=time.time(),
         what=Text("w.incident_missing", id=bound_text(wanted, 120)),

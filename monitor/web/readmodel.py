@@ -1,10 +1,10 @@
 """The read model of the web: the one narrow interface the pages and the JSON API read.
 
 `StatusSource` names everything the web shows (health snapshot, topology, checks and their
-results, state history, detection budgets, maintenance windows, state_dir health) and the few
-operator actions it performs (open a maintenance window, reload, run a check now). The daemon
-implements it through `DaemonReadModel`; a test implements it by hand to build pages with no
-daemon at all.
+results, state history, detection budgets, maintenance windows, the incident archive, state_dir
+health) and the few operator actions it performs (open a maintenance window, reload, run a
+check now). The daemon implements it through `DaemonReadModel`; a test implements it by hand
+to build pages with no daemon at all.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 from vigie.core.results import ProbeResult
 from vigie.monitor.bus.consumer import BusStatus
 from vigie.monitor.exposition import MetricsPage, check_labels, label_text, result_samples
+from vigie.monitor.health.archive import IncidentArchive
 from vigie.monitor.health.budget import Budgets
 from vigie.monitor.health.history import Recovery, Transition
 from vigie.monitor.health.maintenance import MaintenanceSpec, Window
@@ -98,6 +99,9 @@ class StatusSource(Protocol):
     def maintenance_windows(self) -> Sequence[Window]:
         """Maintenance windows, from the config and from the API."""
 
+    def archive(self) -> IncidentArchive | None:
+        """Closed incidents and every state change kept; None without a state_dir."""
+
     # --- checks -------------------------------------------------------------------------------
 
     def plan(self) -> Mapping[str, Check]:
@@ -178,6 +182,10 @@ class DaemonReadModel:
     def maintenance_windows(self) -> Sequence[Window]:
         """The maintenance book's windows."""
         return list(self._daemon.health.maintenance.windows)
+
+    def archive(self) -> IncidentArchive | None:
+        """The daemon's incident archive (state_dir/archive.sqlite)."""
+        return self._daemon.archive
 
     def plan(self) -> Mapping[str, Check]:
         """The scheduler's plan."""

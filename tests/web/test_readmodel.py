@@ -201,6 +201,10 @@ class Hospital:
         """The book's windows."""
         return self.book.windows
 
+    def archive(self) -> None:
+        """No state_dir: nothing archived."""
+        return None
+
     def plan(self) -> Mapping[str, Check]:
         """One check."""
         return {self.check.id: self.check}
