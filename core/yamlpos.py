@@ -97,6 +97,10 @@ def _construct_map(loader: _Loader, node: yaml.MappingNode) -> Iterator[PosDict]
     yield data
     loader.flatten_mapping(node)
     for key_node, value_node in node.value:
+        if not isinstance(key_node, yaml.ScalarNode):  # `{a: 1}: x`: unhashable, and no name
+            loader.problems.append((_mark(key_node), "a mapping or a list cannot be a key"))
+            loader.tainted.update((_mark(key_node), data.mark))  # what follows from it: one error
+            continue
         key = loader.construct_object(key_node, deep=True)
         if key in data:
             loader.problems.append((_mark(key_node), f"duplicate key {key!r}"))
@@ -211,6 +215,8 @@ class _Builder:
         loader.flatten_mapping(node)
         scalar = yaml.ScalarNode
         for key_node, value_node in node.value:  # a plain string is taken in place: most are
+            if not isinstance(key_node, scalar):
+                raise _Disagree  # a collection as a key: PyYAML's path reports it
             key = (
                 key_node.value
                 if key_node.tag == _STR

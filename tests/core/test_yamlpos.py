@@ -58,3 +58,13 @@ def test_config_error_text_names_file_line_field() -> None:
     """The one-line form an operator reads."""
     error = ConfigError("vigie.yaml", 12, 5, "checks[3].interval", "must be a duration")
     assert str(error) == "vigie.yaml:12:5: checks[3].interval: must be a duration"
+
+
+@pytest.mark.parametrize(
+    "text", ["{a: 1}: x\n", "? [1, 2]\n: x\nok: 1\n", "a:\n  ? {b: c}\n  : d\n"]
+)
+def test_a_collection_as_a_key_is_an_error_not_a_crash(text: str) -> None:
+    """A mapping or list used as a key is named with its place, never a TypeError."""
+    with pytest.raises(ConfigErrors) as caught:
+        load_yaml(text, "f.yaml", {})
+    assert [e.message for e in caught.value.errors] == ["a mapping or a list cannot be a key"]

@@ -9,6 +9,7 @@ annotation of the incident's alert.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import ssl
 from collections.abc import AsyncIterator
@@ -35,8 +36,9 @@ from tests.alerting.conftest import (
 from tests.alerting.oncall_fixtures import Gateway
 from tests.alerting.test_oncall_daemon import ALICE as ONCALL
 from tests.alerting.test_oncall_daemon import LINK, daemon_config, gateway, running, targets
+from tests.conftest import require_binary
 from tests.waiting import wait_for
-from tests.web.outage import Targets, running_hospital
+from tests.web.outage import CHROMIUM, Targets, chromium, running_hospital
 from tests.web.test_webconfig import basic
 from vigie.monitor.app import Daemon
 from vigie.monitor.audit import AuditLog
@@ -314,3 +316,28 @@ async def test_a_paged_link_acknowledges_as_its_receiver_and_is_audited(
         ("acknowledge", "alice", "receiver", "link")
     ]
     assert actions[0]["target"].startswith("component:dpi")
+
+
+async def test_chromium_shows_the_update_form_to_an_operator_only(
+    cell: tuple[Daemon, Targets],
+) -> None:
+    """Headless chromium logged in as bob (viewer) sees no update link and is refused the
+    form; as alice (operator) it reads the link and the form."""
+    binary = require_binary(CHROMIUM, "chromium")
+    daemon, targets = cell
+    targets.down = {"srv-00"}
+    await wait_for(lambda: open_incident(daemon) is not None, "srv-00's incident")
+    iid = quote(open_incident(daemon) or "", safe="")
+
+    def url(user: str, path: str) -> str:
+        return f"http://{user}:{quote(PASSWORD, safe='')}@127.0.0.1:{daemon.listen_port}{path}"
+
+    link = re.compile(r'href="/incident/[^"]+/update"')
+    viewer = await chromium(binary, "--dump-dom", url("bob", f"/incident/{iid}"))
+    assert "srv-00" in viewer and not link.search(viewer)
+    refused = await chromium(binary, "--dump-dom", url("bob", f"/incident/{iid}/update"))
+    assert "<textarea" not in refused and "operator role" in refused
+    operator = await chromium(binary, "--dump-dom", url("alice", f"/incident/{iid}"))
+    assert link.search(operator), re.findall(r'href="[^"]*"', operator)
+    form = await chromium(binary, "--dump-dom", url("alice", f"/incident/{iid}/update"))
+    assert "<textarea" in form and 'method="post"' in form
