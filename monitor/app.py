@@ -29,6 +29,7 @@ from vigie.monitor.bus.consumer import BusConsumer
 from vigie.monitor.config import LoadedConfig, load_config
 from vigie.monitor.exposition import Exposition, check_labels
 from vigie.monitor.health.alerts import IncidentNotifier
+from vigie.monitor.health.archive import Closings, IncidentArchive, archived_incident
 from vigie.monitor.health.budget import BudgetCollector
 from vigie.monitor.health.engine import Snapshot, build_engine, rules_of
 from vigie.monitor.health.history import StateHistory
@@ -36,6 +37,7 @@ from vigie.monitor.health.maintenance import MaintenanceBook
 from vigie.monitor.health.metrics import HealthCollector
 from vigie.monitor.health.persist import HealthStateStore
 from vigie.monitor.health.runner import HealthRunner, HealthRunnerMetrics
+from vigie.monitor.health.states import State
 from vigie.monitor.i18n import Speech, zone_of
 from vigie.monitor.ondemand import OnDemandGate, OnDemandMetrics
 from vigie.monitor.probe_state import ProbeStateFile
@@ -192,6 +194,17 @@ class Daemon:
         )
         self._probe_state_task: asyncio.Task[None] | None = None
         self.history = StateHistory(restored=persist.load_history(50) if persist else None)
+        # Closed incidents with their timeline, and every state change (availability figures).
+        self.archive: IncidentArchive | None = (
+            IncidentArchive(
+                config.state_dir / "archive.sqlite",
+                config.health.archive_retention,
+                report=self.state_dir,
+            )
+            if config.state_dir
+            else None
+        )
+        self._closings = Closings()
         # Operator actions (who, what, when, from where) and incident updates.
         self.audit = AuditLog(
             config.state_dir / "audit.sqlite" if config.state_dir else None,
@@ -250,6 +263,28 @@ class Daemon:
             self.alerts.sync([*annotate(self._notifier.alerts(snapshot), self.audit), *own])
             if self.escalations is not None:
                 self.escalations.observe(snapshot, self.alerts.active())
+        self._archive(snapshot, changes.added)
+
+    def _archive(self, snapshot: Snapshot, added: list[tuple[str, float, State]]) -> None:
+        """Keep the state changes, and each incident that closed with this snapshot."""
+        closed = self._closings.observe(snapshot.incidents)
+        if self.archive is None:
+            return
+        try:
+            self.archive.record_changes(added)
+            escalations = self.escalations.all() if closed and self.escalations else []
+            for incident in closed:
+                record = archived_incident(
+                    incident,
+                    snapshot.at or time.time(),
+                    self.health.engine.topology,
+                    self.history.transitions,
+                    escalations,
+                )
+                self.archive.add(record)
+                self.log.info("incident_archived", incident=record.id, seconds=record.duration)
+        except sqlite3.Error as exc:  # a full disk must not stop the health loop
+            self.log.warning("archive_save_failed", error=str(exc))
 
     async def _retry_state(self) -> None:
         """While a store holds state it could not write, try writing it every few seconds."""
@@ -261,6 +296,8 @@ class Daemon:
                 self._outbox.flush()
             if self._state is not None:
                 self._state.flush()
+            if self.archive is not None:
+                self.archive.flush()
             self.audit.flush()
             if self._probe_state is not None:
                 await self._probe_state.save(self.registry)
@@ -465,6 +502,8 @@ class Daemon:
         if self._alert_task is not None:
             await self._alert_task
         self.audit.close()
+        if self.archive is not None:
+            self.archive.close()
         if self._outbox is not None:
             self._outbox.close()  # writes what it holds in memory, if the file takes it now
         if self._watchdog is not None:
