@@ -203,11 +203,12 @@ class AuditLog:
 
     def flush(self) -> bool:
         """Write every pending action, oldest first; True when the file holds them all."""
-        if self.path is None or not self._pending:
+        if self.path is None or not (self._pending or self._failing):
             return True
         try:
-            if self._db is None:
+            if self._db is None:  # it could not be opened at start: what it held shows now
                 self._db = self._open(self.path)
+                self._kept = (self._load(self._db) + self._kept)[-KEEP:]
             with _transaction(self._db) as db:
                 db.executemany(
                     "INSERT INTO action (at, who, role, via, remote, action, target, detail,"

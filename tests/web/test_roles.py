@@ -270,6 +270,8 @@ def test_an_unwritable_state_dir_keeps_actions_in_memory_and_writes_them_back(
     )
     assert [a.action for a in log.recent()] == ["maintenance", "reload"]
     assert log.pending == 2
+    idle_monitor = StateDirMonitor(state, CollectorRegistry())
+    idle = AuditLog(state / "idle.sqlite", report=idle_monitor)  # nothing recorded on it
     summary = monitor.summary()
     assert summary is not None and "audit.sqlite" in summary
     assert not log.flush()
@@ -277,6 +279,9 @@ def test_an_unwritable_state_dir_keeps_actions_in_memory_and_writes_them_back(
     state.mkdir()
     assert log.flush()
     assert log.pending == 0 and monitor.summary() is None
+    assert idle_monitor.summary() is not None and idle.flush()  # the start's failure clears too
+    assert idle_monitor.summary() is None
+    idle.close()
     log.close()
     again = AuditLog(state / "audit.sqlite")
     assert [(a.action, a.target) for a in again.recent()] == [
