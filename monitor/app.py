@@ -151,7 +151,10 @@ class Daemon:
                 logger=self.log,
                 sender=None if self.replicas is None else self.replicas.is_sender,
                 handoff=config.replicas.handoff if config.replicas is not None else 60.0,
+                peer_resolved=None if self.replicas is None else self.replicas.peer_resolved,
             )
+            if self.replicas is not None:  # served on /-/replica: the peers hold keep-alives
+                self.replicas.resolved = self.alerts.recently_resolved
             if self.escalations is not None:
                 self.escalations.attach(self.alerts)
             self._notifier = IncidentNotifier(

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -31,6 +31,7 @@ from vigie.monitor.alerting.ack import Silences
 from vigie.monitor.alerting.settings import AlertingSettings
 from vigie.monitor.alerting.sink import DeliveryError
 from vigie.monitor.health.maintenance import MaintenanceBook, Window
+from vigie.probes.vigie_peer import RESOLVED
 
 CHECK_PREFIX = "vigie-"
 """A member's check and component are `vigie-<name>` (its peers' view of it)."""
@@ -269,6 +270,8 @@ class ReplicaStatus:
     heartbeat: float
     now: float
     members: tuple[MemberStatus, ...]
+    resolved: Mapping[str, float] = field(default_factory=dict)
+    """Alerts this replica resolved lately (key -> time): its peers hold their keep-alives."""
 
     def to_json(self) -> dict[str, Any]:
         """The /-/replica answer (probes.vigie_peer reads instance, heartbeat, now, sender)."""
@@ -292,6 +295,7 @@ class ReplicaStatus:
                 }
                 for m in self.members
             ],
+            "resolved": dict(self.resolved),
         }
 
 
@@ -309,6 +313,8 @@ class ReplicaSet:
         self.settings = settings
         self._latest = latest
         self._clock = clock
+        self.resolved: Callable[[], Mapping[str, float]] = dict
+        """This replica's recent resolves (the dispatcher's), served to its peers."""
         self.heartbeat = clock()
         self._heartbeat = Gauge(
             "vigie_replica_heartbeat_timestamp_seconds",
@@ -379,6 +385,20 @@ class ReplicaSet:
         self._sender.set(sender)
         return sender
 
+    def peer_resolved(self) -> dict[str, float]:
+        """The alerts live peers resolved lately (key -> latest time), from their last probe."""
+        now = self._clock()
+        out: dict[str, float] = {}
+        for m in self.settings.members:
+            if m.name == self.settings.instance or not self._member(m.name, now).alive:
+                continue
+            result = self._latest(check_id(m.name))
+            for sample in result.samples if result is not None else ():
+                if sample.name == RESOLVED and sample.labels:
+                    key = sample.labels[0][1]
+                    out[key] = max(out.get(key, 0.0), sample.value)
+        return out
+
     def status(self) -> ReplicaStatus:
         """This replica's view now, for /-/replica, the API and the status page."""
         now = self._clock()
@@ -394,6 +414,7 @@ class ReplicaSet:
             heartbeat=self.heartbeat,
             now=now,
             members=members,
+            resolved=self.resolved(),
         )
 
 

@@ -36,6 +36,11 @@ REPLICA_PATH = "/-/replica"
 """Where a Vigie serves who it is and its heartbeat, as JSON (monitor.replicas builds it)."""
 MAX_BODY_BYTES = 64 * 1024
 """A replica's answer is a few hundred bytes: anything larger is not a Vigie's."""
+MAX_RESOLVED = 100
+"""Alerts a peer resolved lately, kept as samples: the most recent ones, at most."""
+RESOLVED = "vigie_peer_resolved_timestamp_seconds"
+"""One sample per alert the peer resolved lately (label `alert`: its key): monitor.replicas
+holds this replica's keep-alives of them, which would re-fire them at Alertmanager."""
 
 
 class VigiePeerSettings(BaseModel):
@@ -153,6 +158,7 @@ class VigiePeerProbe:
             name = str(data["instance"])
             age = float(data["now"]) - float(data["heartbeat"])
             sender = bool(data.get("sender", False))
+            resolved = _resolved(data.get("resolved"))
         except (ValueError, KeyError, TypeError) as exc:
             return _fail(f"{REPLICA_PATH}: not a replica's answer ({type(exc).__name__})", samples)
         shown = sanitise(name, 64)
@@ -164,6 +170,15 @@ class VigiePeerProbe:
                 "Age of the peer's last health evaluation, on the peer's clock.",
             ),
             _gauge("vigie_peer_sender", sender, "Whether the peer sends to direct sinks."),
+            *(
+                Sample(
+                    RESOLVED,
+                    at,
+                    (("alert", key),),
+                    help="When the peer resolved each alert lately (its key in `alert`).",
+                )
+                for key, at in resolved
+            ),
         ]
         if settings.instance is not None and name != settings.instance:
             return _fail(f"replica {shown!r} answered, expected {settings.instance!r}", samples)
@@ -173,6 +188,16 @@ class VigiePeerProbe:
                 samples,
             )
         return ProbeResult(success=True, samples=tuple(samples))
+
+
+def _resolved(data: object) -> list[tuple[str, float]]:
+    """The peer's recent resolves (key -> wall time), the latest MAX_RESOLVED, keys bounded."""
+    if data is None:
+        return []
+    if not isinstance(data, dict):
+        raise TypeError("resolved is not a mapping")
+    found = [(sanitise(str(k), 200), float(v)) for k, v in data.items()]
+    return sorted(found, key=lambda kv: kv[1])[-MAX_RESOLVED:]
 
 
 def _fail(reason: str, samples: list[Sample]) -> ProbeResult:

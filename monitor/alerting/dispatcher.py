@@ -35,6 +35,10 @@ OWN_PREFIX = "vigie:"
 
 Sender = Callable[[], bool]
 """Whether this Vigie sends to direct sinks now (monitor.replicas: the first replica alive)."""
+PeerResolved = Callable[[], Mapping[str, float]]
+"""Alert keys another replica resolved lately, with the wall time of each resolve."""
+RESOLVED_KEPT = 1000
+"""Recent resolves remembered for the peers (keys and times), at most."""
 
 
 def watchdog_alert(instance: str, at: datetime) -> Alert:
@@ -113,6 +117,7 @@ class AlertDispatcher:
         send_guard: float = 300.0,
         sender: Sender | None = None,
         handoff: float = 60.0,
+        peer_resolved: PeerResolved | None = None,
     ) -> None:
         names = [sink.name for sink in sinks]
         if len(set(names)) != len(names):
@@ -127,6 +132,8 @@ class AlertDispatcher:
         self._send_guard = send_guard
         self._sender = sender
         self._handoff = handoff
+        self._peer_resolved = peer_resolved
+        self._resolved: dict[str, float] = {}  # key -> when this Vigie resolved it (wall)
         self._metrics = AlertingMetrics(registry)
         self._wake = {name: asyncio.Event() for name in names}
         self._tasks: list[asyncio.Task[None]] = []
@@ -179,8 +186,11 @@ class AlertDispatcher:
     def _entries(self, alert: Alert, change: bool) -> list[Entry]:
         """Queue a state change for every sink, an update only for the refreshed ones.
 
-        A routed sink (an SMS gateway used by escalation policies) gets only its pages.
+        A routed sink (an SMS gateway used by escalation policies) gets only its pages. An
+        update of an alert a peer replica just resolved is not sent: it would re-fire it.
         """
+        if not change and self._peer_held(alert):
+            return []
         return [
             Entry(sink.name, alert, sink.delivery)
             for sink in self._sinks
@@ -188,6 +198,28 @@ class AlertDispatcher:
             and (sink.refresh or alert.key != WATCHDOG_KEY)
             and not getattr(sink, "routed", False)
         ]
+
+    def _peer_held(self, alert: Alert) -> bool:
+        """Whether a peer replica resolved this firing alert less than `handoff` ago.
+
+        The replicas see a recovery up to a check interval apart: the slower one's keep-alive
+        or update in between would re-fire at Alertmanager what the other just resolved. It
+        is held instead, for `handoff` at most (a peer wrong about a recovery delays a page,
+        never loses it); its own resolve goes out as usual.
+        """
+        if self._peer_resolved is None or alert.ends_at is not None:
+            return False
+        at = self._peer_resolved().get(alert.key)
+        return (
+            at is not None
+            and at >= alert.starts_at.timestamp()
+            and self._clock() - at < self._handoff
+        )
+
+    def recently_resolved(self) -> dict[str, float]:
+        """The alerts this Vigie resolved in the last `handoff` seconds, with their times."""
+        now = self._clock()
+        return {k: at for k, at in self._resolved.items() if now - at < self._handoff}
 
     def page(
         self, entries: Sequence[Entry], also: Callable[[sqlite3.Connection], object] | None = None
@@ -243,6 +275,10 @@ class AlertDispatcher:
             deactivate.append(key)
             entries += self._entries(old.resolved(at), change=True)
             events.append(("alert_resolved", old))
+            self._resolved[key] = at.timestamp()
+        if len(self._resolved) > RESOLVED_KEPT:  # keep the latest
+            latest = sorted(self._resolved.items(), key=lambda kv: kv[1])[-RESOLVED_KEPT:]
+            self._resolved = dict(latest)
         if not activate and not deactivate:
             return
         self._outbox.record(entries, activate=activate, deactivate=deactivate, now=self._clock())
@@ -318,6 +354,7 @@ class AlertDispatcher:
             for sink in self._sinks
             if sink.refresh
             for alert in self._active.values()
+            if not self._peer_held(alert)
         ]
         if not entries:
             return

@@ -26,9 +26,9 @@ from prometheus_client import CollectorRegistry
 from tests.alerting.conftest import Alertmanager, alertmanager, alertmanagers, make_alert, receiver
 from tests.alerting.test_dispatcher import FAST, RecordingSink
 from tests.waiting import wait_for
-from vigie.core.results import ProbeResult
+from vigie.core.results import ProbeResult, Sample
 from vigie.core.yamlpos import ConfigErrors
-from vigie.monitor.alerting import AlertDispatcher, AlertingSettings, Outbox
+from vigie.monitor.alerting import Alert, AlertDispatcher, AlertingSettings, Outbox
 from vigie.monitor.alerting.ack import Silences
 from vigie.monitor.config import load_config
 from vigie.monitor.health.maintenance import MaintenanceBook, MaintenanceSpec
@@ -441,3 +441,89 @@ def test_vigie_check_warns_where_pages_could_double_or_be_lost(tmp_path: Path) -
         write_config(tmp_path, {"instance": "nord", "members": MEMBERS}), default_registry(), env={}
     )
     assert healthy.warnings == []
+
+
+# --- a peer's resolve holds this replica's keep-alives -----------------------------------------
+
+
+async def test_a_peers_recent_resolves_become_samples(peer: Peer) -> None:
+    """The resolves a peer lists on /-/replica come back as samples, one per alert key."""
+    peer.replica = {
+        "instance": "nord",
+        "heartbeat": 100.0,
+        "now": 101.0,
+        "resolved": {"site:nord/critical": 99.5, "component:ups/warning": 98.0},
+    }
+    result = await run(VigiePeerProbe(), peer.url)
+    assert result.success, result.error
+    resolved = {
+        dict(s.labels)["alert"]: s.value
+        for s in result.samples
+        if s.name == "vigie_peer_resolved_timestamp_seconds"
+    }
+    assert resolved == {"site:nord/critical": 99.5, "component:ups/warning": 98.0}
+    peer.replica = {**peer.replica, "resolved": ["not", "a", "mapping"]}
+    assert not (await run(VigiePeerProbe(), peer.url)).success
+
+
+def test_peer_resolves_are_read_from_live_peers_only() -> None:
+    """The replica set gathers the resolves of the peers it sees alive, not of dead ones."""
+    results, now = Results(), [1000.0]
+    nord = replica_set("nord", results, now)
+    resolved = Sample(
+        "vigie_peer_resolved_timestamp_seconds", 995.0, (("alert", "site:nord/critical"),)
+    )
+    results.latest["vigie-bellevue"] = ProbeResult(
+        success=True, samples=(resolved,), timestamp=999.0
+    )
+    assert nord.peer_resolved() == {"site:nord/critical": 995.0}
+    results.latest["vigie-bellevue"] = ProbeResult(
+        success=False, samples=(resolved,), error="refused", timestamp=999.0
+    )
+    assert nord.peer_resolved() == {}
+
+
+async def test_a_peers_resolve_holds_keep_alives_and_updates_for_handoff(tmp_path: Path) -> None:
+    """While a peer's resolve of a firing alert is younger than handoff, this replica sends
+    Alertmanager neither keep-alives nor updates of it (they would re-fire it); its own
+    resolve still goes out, and a later firing one after handoff is sent again."""
+    am = RecordingSink("am", refresh=True)
+    outbox = Outbox(tmp_path / "o.sqlite")
+    session = make_session()
+    clock = [time.time()]
+    peer: dict[str, float] = {}
+    dispatcher = AlertDispatcher(
+        AlertingSettings.model_validate({**FAST, "watchdog": False, "resend_interval": 0.1}),
+        outbox,
+        [am],
+        session,
+        CollectorRegistry(),
+        logger=structlog.get_logger(),
+        clock=lambda: clock[0],
+        handoff=30.0,
+        peer_resolved=lambda: peer,
+    )
+    task = asyncio.create_task(dispatcher.run())
+    try:
+        alert = make_alert(key="a")
+        alert = Alert(alert.key, alert.labels, alert.annotations, starts_at=datetime.now(UTC))
+        dispatcher.fire(alert)
+        await wait_for(lambda: len(am.sent()) >= 2, "the fire and a keep-alive")
+        clock[0] = time.time()
+        peer["a"] = clock[0]  # the peer resolved it, after it started
+        await asyncio.sleep(0.3)  # keep-alives due every 0.1 s
+        sent = len(am.sent())
+        dispatcher.fire(Alert(alert.key, alert.labels, {"summary": "worse"}, alert.starts_at))
+        await asyncio.sleep(0.5)
+        assert len(am.sent()) == sent, am.sent()[sent:]  # no keep-alive, no update
+        clock[0] += 31  # handoff passed: the peer may be wrong, page again
+        await wait_for(lambda: len(am.sent()) > sent, "keep-alives again after handoff")
+        clock[0] -= 31
+        dispatcher.resolve("a")
+        await wait_for(lambda: ("a", "resolved") in am.sent(), "its own resolve")
+        assert dispatcher.recently_resolved().keys() == {"a"}
+    finally:
+        await dispatcher.stop()
+        await task
+        outbox.close()
+        await session.close()
