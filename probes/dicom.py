@@ -2,16 +2,24 @@
 
 A PACS whose port is open but whose application entity refuses associations is down for its
 users; this probe says so, with the rejection decoded (result, source and reason, PS3.8 9.3.4).
-pynetdicom's API is blocking: it runs in a worker thread, every one of its timeouts bounded by
-the check's timeout, so a thread left behind by a cancelled run ends on its own soon after.
+pynetdicom's API is blocking: it runs in a worker thread, every one of its waits bounded by what
+is left of the run's deadline, so a thread left behind by a cancelled run ends on its own soon
+after; the cancelled run aborts its association at once, so the archive's slot is freed.
+
+One connection per run, the association's own: an archive counts every accepted connection
+against its association limit until it sends an A-ASSOCIATE-RQ or its ARTIM/ACSE timer fires
+(30 s in pynetdicom), so a bare TCP connect before the association would hold a slot for
+nothing. Why a connection failed is asked by a second plain connect only after it failed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import socket
 import ssl
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,6 +32,8 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID
 from pydicom.valuerep import validate_value
 from pynetdicom import AE, evt
+from pynetdicom.association import Association
+from pynetdicom.transport import AddressInformation, AssociationSocket
 
 from vigie.core.hostport import HostPortTarget, split_host_port
 from vigie.core.results import ProbeResult, Sample, bound_text
@@ -45,6 +55,8 @@ _SUCCESS = 0x0000
 _PENDING = (0xFF00, 0xFF01)
 
 _JOIN_SECONDS = 2.0
+# The least a wait is given once the deadline is near: a release or abort still gets its answer.
+_FLOOR_SECONDS = 0.2
 _WORKERS = 32
 _ACCEPTED_HELP = "1 if the application entity accepted the association, else 0."
 _RESULTS = {1: "permanent", 2: "transient"}
@@ -146,8 +158,94 @@ class _Outcome:
     find_seconds: float | None = None
     find_matches: int | None = None
     accepted: bool = False
+    connect_failed_after: float | None = None
     error: str | None = None
     phases: list[tuple[str, float]] = field(default_factory=list)
+
+
+class _Session:
+    """One run's association, shared by its worker thread and the event loop so either ends it."""
+
+    def __init__(self, budget: float) -> None:
+        """Start the run's deadline now; no association yet."""
+        self.budget = budget
+        self.deadline = time.monotonic() + budget
+        self._lock = threading.Lock()
+        self._assoc: Association | None = None
+        self._open = False
+        self._stopped = False
+        self._sockets: list[socket.socket] = []
+
+    @property
+    def stopped(self) -> bool:
+        """Return True once the event loop gave up on the run (cancelled)."""
+        return self._stopped
+
+    def left(self) -> float:
+        """Return the seconds left before the deadline, at least the floor a wait needs."""
+        return max(self.deadline - time.monotonic(), _FLOOR_SECONDS)
+
+    def created(self, assoc: Association, sock: socket.socket | None) -> None:
+        """Keep the association and its socket before it connects (the worker's thread)."""
+        with self._lock:
+            self._assoc = assoc
+            if sock is not None:
+                self._sockets.append(sock)
+
+    def opened(self, assoc: Association, sock: socket.socket | None) -> None:
+        """Note the connection is up (pynetdicom's thread); shut it if the run was stopped."""
+        with self._lock:
+            self._assoc, self._open = assoc, True
+            if sock is not None:
+                self._sockets.append(sock)
+            stopped = self._stopped
+        if stopped and sock is not None:
+            _shutdown(sock)
+
+    def stop(self) -> None:
+        """Abort the association now, from any thread, without waiting (a cancelled run)."""
+        with self._lock:
+            self._stopped = True
+            assoc = self._assoc if self._open else None
+        if assoc is not None and not (assoc.is_released or assoc.is_aborted or assoc.is_rejected):
+            assoc.abort(block=False)
+
+    def close(self) -> None:
+        """Close every socket of the run (pynetdicom skips close() when shutdown() fails)."""
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            sock.close()
+
+
+def _shutdown(sock: socket.socket) -> None:
+    """Shut a socket both ways so the peer sees the close; ignore one not connected."""
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+class _ProbeAE(AE):
+    """pynetdicom's AE, handing each association and its socket to the run's session.
+
+    Overrides AE._create_socket (pynetdicom 3.0's seam between associate() and the connect):
+    the socket of a refused connect is otherwise dropped unclosed by pynetdicom.
+    """
+
+    def __init__(self, ae_title: str, session: _Session) -> None:
+        """Make the AE with our title for one run's session."""
+        super().__init__(ae_title=ae_title)
+        self._session = session
+
+    def _create_socket(
+        self,
+        assoc: Association,
+        address: AddressInformation,
+        tls_args: tuple[ssl.SSLContext, str] | None,
+    ) -> AssociationSocket:
+        """Create the association's socket as pynetdicom does, and give it to the session."""
+        sock = super()._create_socket(assoc, address, tls_args)
+        self._session.created(assoc, sock.socket)
+        return sock
 
 
 def _status_of(dataset: Any) -> int | None:
@@ -160,37 +258,43 @@ def _run_blocking(
     settings: DicomSettings,
     host: str,
     port: int,
-    budget: float,
+    session: _Session,
     tls_args: tuple[ssl.SSLContext, str] | None,
 ) -> _Outcome:
-    """Associate, C-ECHO, maybe C-FIND, release; blocking, meant for a worker thread."""
+    """Associate, C-ECHO, maybe C-FIND, release (abort on any failure); for a worker thread."""
     out = _Outcome()
-    ae = AE(ae_title=settings.calling_ae_title)
+    if session.stopped:  # cancelled while queued for a worker
+        out.error = "cancelled"
+        return out
+    ae = _ProbeAE(settings.calling_ae_title, session)
     ae.add_requested_context(VERIFICATION)
     if settings.find:
         ae.add_requested_context(STUDY_ROOT_FIND)
-    ae.connection_timeout = ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = budget
+    ae.connection_timeout = ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = session.left()
     start = time.monotonic()
-
-    sockets: list[socket.socket] = []
 
     def opened(event: Any) -> None:
         """Note when the TCP (and TLS) connection is up, and keep its socket to close it."""
         out.connected_after = time.monotonic() - start
         raw = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
-        if isinstance(raw, socket.socket):
-            sockets.append(raw)
+        session.opened(event.assoc, raw if isinstance(raw, socket.socket) else None)
 
-    assoc = ae.associate(
-        host,
-        port,
-        ae_title=settings.called_ae_title,
-        tls_args=tls_args,
-        evt_handlers=[(evt.EVT_CONN_OPEN, opened)],
-    )
+    try:
+        assoc = ae.associate(
+            host,
+            port,
+            ae_title=settings.called_ae_title,
+            tls_args=tls_args,
+            evt_handlers=[(evt.EVT_CONN_OPEN, opened)],
+        )
+    except socket.gaierror as exc:  # pynetdicom resolves the name before connecting
+        out.error = f"DNS: cannot resolve {host!r}: {exc.strerror}"
+        session.close()
+        return out
     try:
         took = time.monotonic() - start
         if out.connected_after is None:
+            out.connect_failed_after = took
             out.error = "connect"
             return out
         out.phases.append(("connect", out.connected_after))
@@ -203,8 +307,10 @@ def _run_blocking(
             )
             return out
         if not assoc.is_established:
-            if took >= budget * 0.95:
-                out.error = f"no answer to the association request within {budget:.2g}s"
+            if session.stopped:
+                out.error = "cancelled"
+            elif took >= session.budget * 0.95:
+                out.error = f"no answer to the association request within {session.budget:.2g}s"
             elif assoc.accepted_contexts == [] and assoc.acceptor.primitive is not None:
                 out.error = "association accepted but every service proposed was refused"
             else:
@@ -214,31 +320,43 @@ def _run_blocking(
         out.associated_after = took
         out.phases.append(("associate", took - out.connected_after))
         try:
-            out.error = _exchange(settings, assoc, out)
+            out.error = _exchange(settings, assoc, out, session)
         except Exception as exc:  # pynetdicom or pydicom on a peer's bad answer: report it
             out.error = f"protocol error: {type(exc).__name__}: {sanitise(str(exc), 200)}"
+        if out.error is None and session.stopped:
+            out.error = "cancelled"
         return out
     finally:
-        if assoc.is_established:
-            if out.error is None:
-                assoc.release()
-            else:
-                assoc.abort()
-        # pynetdicom skips close() when shutdown() fails (a peer that already reset): close the
-        # socket once its threads are done, so no descriptor is left to the garbage collector.
-        if assoc.is_alive():
-            assoc.join(_JOIN_SECONDS)
-        for sock in sockets:
-            sock.close()
+        _end(assoc, session, released=out.error is None)
 
 
-def _exchange(settings: DicomSettings, assoc: Any, out: _Outcome) -> str | None:
+def _end(assoc: Association, session: _Session, released: bool) -> None:
+    """Release (on success) or abort the association, wait for its threads, close its sockets."""
+    assoc.acse_timeout = session.left()
+    if assoc.is_established:
+        if released:
+            assoc.release()
+        else:
+            assoc.abort()
+    if session.stopped:
+        # The event loop's abort did not wait: wait here for the A-ABORT to go out and the
+        # state machine to stop (bounded by the ACSE timeout just set).
+        assoc.kill()
+    if assoc.is_alive():
+        assoc.join(_JOIN_SECONDS)
+    session.close()
+
+
+def _exchange(
+    settings: DicomSettings, assoc: Association, out: _Outcome, session: _Session
+) -> str | None:
     """Run the C-ECHO, then the C-FIND if asked, on an established association."""
     accepted = {str(cx.abstract_syntax) for cx in assoc.accepted_contexts}
     if VERIFICATION not in accepted:
         return "the archive refused the Verification service (C-ECHO)"
     if settings.find and STUDY_ROOT_FIND not in accepted:
         return "the archive refused the Study Root Query/Retrieve FIND service (C-FIND)"
+    assoc.dimse_timeout = session.left()
     echo_start = time.monotonic()
     out.echo_status = _status_of(assoc.send_c_echo())
     out.echo_seconds = time.monotonic() - echo_start
@@ -247,11 +365,17 @@ def _exchange(settings: DicomSettings, assoc: Any, out: _Outcome) -> str | None:
         return "no C-ECHO response (timeout, abort or invalid answer)"
     if out.echo_status != _SUCCESS:
         return f"C-ECHO status 0x{out.echo_status:04X}"
-    return _find(settings, assoc, out) if settings.find else None
+    return _find(settings, assoc, out, session) if settings.find else None
 
 
-def _find(settings: DicomSettings, assoc: Any, out: _Outcome) -> str | None:
-    """Run the study-level C-FIND on an established association; return a failure or None."""
+def _find(
+    settings: DicomSettings, assoc: Association, out: _Outcome, session: _Session
+) -> str | None:
+    """Run the study-level C-FIND on an established association; return a failure or None.
+
+    Every wait for a response gets what is left of the deadline, and an archive still sending
+    matches at the deadline is aborted: the run never outlives its budget by more than a wait.
+    """
     query = Dataset()
     query.QueryRetrieveLevel = "STUDY"
     query.StudyInstanceUID = ""
@@ -260,6 +384,8 @@ def _find(settings: DicomSettings, assoc: Any, out: _Outcome) -> str | None:
     start = time.monotonic()
     matches = 0
     final: int | None = None
+    late = False
+    assoc.dimse_timeout = session.left()
     for status, _identifier in assoc.send_c_find(query, STUDY_ROOT_FIND):
         code = _status_of(status)
         if code in _PENDING:
@@ -268,12 +394,19 @@ def _find(settings: DicomSettings, assoc: Any, out: _Outcome) -> str | None:
                 final = _SUCCESS
                 assoc.abort()
                 break
+            if time.monotonic() >= session.deadline or session.stopped:
+                late = True
+                assoc.abort()
+                break
+            assoc.dimse_timeout = session.left()
             continue
         final = code
         break
     out.find_seconds = time.monotonic() - start
     out.find_matches = matches
     out.phases.append(("find", out.find_seconds))
+    if late:
+        return f"C-FIND not finished within {session.budget:.2g}s ({matches} match(es) so far)"
     if final is None:
         return "no C-FIND response (timeout, abort or invalid answer)"
     if final != _SUCCESS:
@@ -321,26 +454,19 @@ class DicomProbe(HostPortTarget):
             calling=settings.calling_ae_title,
             called=settings.called_ae_title,
         )
-        # A bare TCP connect first: it names why a closed or unreachable port fails (pynetdicom
-        # only logs it, and leaks the socket of a refused connect), then closes at once.
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        why = await _connect_reason(check.target, host, port, budget)
-        if why is not None:
-            ctx.log("dicom_failed", error=why)
-            return ProbeResult(
-                success=False,
-                error=bound_text(why),
-                samples=(_gauge("dicom_association_accepted", 0.0, _ACCEPTED_HELP),),
-            )
-        budget -= loop.time() - start
-        out = await loop.run_in_executor(
-            self._workers, _run_blocking, settings, host, port, budget, tls_args
+        session = _Session(budget)
+        future = asyncio.get_running_loop().run_in_executor(
+            self._workers, _run_blocking, settings, host, port, session, tls_args
         )
-        if out.error == "connect" and tls_args is not None:
-            out.error = await _tls_reason(host, port, tls_args, budget)
-        elif out.error == "connect":
-            out.error = f"connect to {check.target} failed on the second connection"
+        try:
+            out = await future
+        except asyncio.CancelledError:
+            # The thread cannot be cancelled: abort its association now so the archive frees
+            # the slot; the thread then ends on its own waits, each bounded by the deadline.
+            session.stop()
+            raise
+        if out.error == "connect":
+            out.error = await _connect_failure(check.target, tls_args, session, out)
         samples = [
             _gauge("dicom_association_accepted", 1.0 if out.accepted else 0.0, _ACCEPTED_HELP)
         ]
@@ -387,6 +513,27 @@ class DicomProbe(HostPortTarget):
         return ProbeResult(success=True, samples=tuple(samples), phases=tuple(out.phases))
 
 
+async def _connect_failure(
+    target: str,
+    tls_args: tuple[ssl.SSLContext, str] | None,
+    session: _Session,
+    out: _Outcome,
+) -> str:
+    """Say why pynetdicom could not connect (it only logs why): connect again, plainly or TLS.
+
+    A timeout is said without trying again (the budget is spent); a second connection that
+    succeeds is closed at once and said to have succeeded.
+    """
+    if (out.connect_failed_after or 0.0) >= session.budget * 0.95:
+        return f"connect to {target} failed: timeout after {session.budget:.3g}s"
+    left = max(session.deadline - time.monotonic(), 0.1)
+    host, port = split_host_port(target)
+    if tls_args is not None:
+        return await _tls_reason(target, host, port, tls_args, left)
+    why = await _connect_reason(target, host, port, left)
+    return why or f"connect to {target} failed once (a second attempt succeeded)"
+
+
 async def _connect_reason(target: str, host: str, port: int, budget: float) -> str | None:
     """Open and close a TCP connection; return why it fails, or None when it connects."""
     try:
@@ -403,7 +550,7 @@ async def _connect_reason(target: str, host: str, port: int, budget: float) -> s
 
 
 async def _tls_reason(
-    host: str, port: int, tls_args: tuple[ssl.SSLContext, str], budget: float
+    target: str, host: str, port: int, tls_args: tuple[ssl.SSLContext, str], budget: float
 ) -> str:
     """Connect again with TLS (pynetdicom only logs why its handshake failed); return why."""
     try:
@@ -415,6 +562,8 @@ async def _tls_reason(
         return "TLS: handshake timeout"
     except ssl.SSLError as exc:
         return describe_ssl_error(exc)
+    except (ConnectionRefusedError, socket.gaierror) as exc:  # before any handshake
+        return f"connect to {target} failed: {os_error_reason(exc)}"
     except OSError as exc:
         return f"TLS handshake failed: {os_error_reason(exc)}"
     writer.transport.abort()

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import ssl
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 from pydantic import ValidationError
 from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
+from pynetdicom.transport import ThreadedAssociationServer
 
 from tests.probes.conftest import Pki, make_check, refused_port, sample, serve_tcp
 from tests.waiting import wait_for
@@ -31,10 +33,16 @@ STUDIES = 3
 
 @dataclasses.dataclass
 class Archive:
-    """A pynetdicom SCP: its port and the C-FIND queries it received."""
+    """A pynetdicom SCP: its port, its server and the C-FIND queries it received."""
 
     port: int
+    server: ThreadedAssociationServer | None = None
     queries: list[Dataset] = dataclasses.field(default_factory=list)
+
+    def active(self) -> int:
+        """Return how many associations the SCP holds now (its own count, for its limit)."""
+        assert self.server is not None
+        return len(self.server.active_associations)
 
 
 @contextmanager
@@ -43,10 +51,13 @@ def archive(
     ssl_context: ssl.SSLContext | None = None,
     require_calling: tuple[str, ...] = ("VIGIE",),
     services: tuple[str, ...] = (VERIFICATION, STUDY_ROOT_FIND),
+    drip: threading.Event | None = None,
 ) -> Iterator[Archive]:
     """Run pynetdicom's SCP as AE "PACS" on a free port: called AE title required, callers listed.
 
-    It answers C-ECHO, and a study-level C-FIND with STUDIES matches then find_status.
+    It answers C-ECHO, and a study-level C-FIND with STUDIES matches then find_status; with
+    drip, it instead sends a match every 50 ms until drip is set or the association ends.
+    Its association limit is pynetdicom's default (10).
     """
     ae = AE(ae_title="PACS")
     for service in services:
@@ -58,6 +69,10 @@ def archive(
     def on_find(event: Any) -> Iterator[tuple[int, Dataset | None]]:
         """Yield STUDIES study matches, then the final status."""
         state.queries.append(event.identifier)
+        if drip is not None:
+            while not drip.wait(0.05) and event.assoc.dul.is_alive():
+                yield 0xFF00, event.identifier
+            return
         for n in range(STUDIES):
             match = Dataset()
             match.QueryRetrieveLevel = "STUDY"
@@ -72,10 +87,12 @@ def archive(
         evt_handlers=[(evt.EVT_C_FIND, on_find)],
     )
     assert server is not None
-    state.port = server.server_address[1]
+    state.port, state.server = server.server_address[1], server
     try:
         yield state
     finally:
+        if drip is not None:
+            drip.set()
         server.shutdown()
 
 
@@ -319,3 +336,67 @@ def test_settings_rejected(settings: dict[str, Any], error: str) -> None:
     """Bad settings are refused at load time naming what is wrong."""
     with pytest.raises(ValidationError, match=error):
         DicomSettings.model_validate(settings)
+
+
+async def test_thirty_runs_in_a_row(probe: DicomProbe, ctx: ProbeContext) -> None:
+    """30 runs in a row against an SCP limited to 10 associations all succeed: none lingers.
+
+    The probe used to open a bare TCP connection before its association, which pynetdicom's
+    SCP counted against its limit until its ACSE timeout (30 s): the 9th run was rejected.
+    """
+    with archive() as pacs:
+        check = make_check(probe, f"127.0.0.1:{pacs.port}", called_ae_title="PACS")
+        for n in range(30):
+            result = await probe(check, ctx)
+            assert result.success, f"run {n + 1}: {result.error}"
+        await wait_for(lambda: pacs.active() == 0, "the SCP to hold no association")
+
+
+async def test_timed_out_find_aborts_at_once(probe: DicomProbe, ctx: ProbeContext) -> None:
+    """A run the scheduler's timeout cancels during a C-FIND aborts its association at once.
+
+    The timeout scope is the scheduler's (asyncio.timeout), fired once the C-FIND is under way:
+    the SCP must drop to 0 associations well before the probe's own deadline (54 s).
+    """
+    drip = threading.Event()
+    scopes: list[asyncio.Timeout] = []
+    with archive(drip=drip) as pacs:
+        target = f"127.0.0.1:{pacs.port}"
+        check = make_check(probe, target, called_ae_title="PACS", find=True)
+        check = dataclasses.replace(check, timeout=60.0)
+
+        async def scheduled() -> None:
+            """Run the check inside a timeout scope, as the scheduler does."""
+            async with asyncio.timeout(None) as scope:
+                scopes.append(scope)
+                await probe(check, ctx)
+
+        task = asyncio.create_task(scheduled())
+        await wait_for(lambda: pacs.queries, "the C-FIND to reach the SCP")
+        scopes[0].reschedule(asyncio.get_running_loop().time())
+        with pytest.raises(TimeoutError):
+            await task
+        await wait_for(lambda: pacs.active() == 0, "the SCP to see the abort", within=10)
+        # The probe still works after it: the slot and a worker thread are free again.
+        result = await probe(make_check(probe, target, called_ae_title="PACS"), ctx)
+    assert result.success, result.error
+
+
+async def test_endless_find_bounded_by_deadline(probe: DicomProbe, ctx: ProbeContext) -> None:
+    """An archive sending matches without end is aborted at the run's deadline, and says so."""
+    drip = threading.Event()
+    with archive(drip=drip) as pacs:
+        check = make_check(probe, f"127.0.0.1:{pacs.port}", called_ae_title="PACS", find=True)
+        result = await probe(dataclasses.replace(check, timeout=2.0), ctx)
+        await wait_for(lambda: pacs.active() == 0, "the SCP to see the abort", within=10)
+    assert result.error is not None
+    assert result.error.startswith("C-FIND not finished within 1.8s ("), result.error
+    assert sample(result, "dicom_find_matches") > 0
+
+
+async def test_unknown_host(probe: DicomProbe, ctx: ProbeContext) -> None:
+    """A name that does not resolve fails naming DNS (pynetdicom resolves it, the probe says so)."""
+    result = await probe(make_check(probe, "no-such-host.invalid:104"), ctx)
+    assert result.error is not None
+    assert result.error.startswith("DNS: cannot resolve 'no-such-host.invalid'"), result.error
+    assert sample(result, "dicom_association_accepted") == 0
