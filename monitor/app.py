@@ -30,6 +30,7 @@ from vigie.monitor.config import LoadedConfig, load_config
 from vigie.monitor.exposition import Exposition, check_labels
 from vigie.monitor.health.alerts import IncidentNotifier
 from vigie.monitor.health.archive import Closings, IncidentArchive, archived_incident
+from vigie.monitor.health.availability import DownTime
 from vigie.monitor.health.budget import BudgetCollector
 from vigie.monitor.health.engine import Snapshot, build_engine, rules_of
 from vigie.monitor.health.history import StateHistory
@@ -37,7 +38,6 @@ from vigie.monitor.health.maintenance import MaintenanceBook
 from vigie.monitor.health.metrics import HealthCollector
 from vigie.monitor.health.persist import HealthStateStore
 from vigie.monitor.health.runner import HealthRunner, HealthRunnerMetrics
-from vigie.monitor.health.states import State
 from vigie.monitor.i18n import Speech, zone_of
 from vigie.monitor.ondemand import OnDemandGate, OnDemandMetrics
 from vigie.monitor.probe_state import ProbeStateFile
@@ -208,6 +208,9 @@ class Daemon:
             else None
         )
         self._closings = Closings()
+        # Down time per component (availability): vigie_component_down_seconds_total.
+        self.downtime = DownTime()
+        self.own_registry.register(self.downtime)
         # Operator actions (who, what, when, from where) and incident updates.
         self.audit = AuditLog(
             config.state_dir / "audit.sqlite" if config.state_dir else None,
@@ -266,15 +269,16 @@ class Daemon:
             self.alerts.sync([*annotate(self._notifier.alerts(snapshot), self.audit), *own])
             if self.escalations is not None:
                 self.escalations.observe(snapshot, self.alerts.active())
-        self._archive(snapshot, changes.added)
+        self._archive(snapshot)
 
-    def _archive(self, snapshot: Snapshot, added: list[tuple[str, float, State]]) -> None:
-        """Keep the state changes, and each incident that closed with this snapshot."""
+    def _archive(self, snapshot: Snapshot) -> None:
+        """Count down time; keep state and maintenance changes, and each incident that closed."""
         closed = self._closings.observe(snapshot.incidents)
+        changes = self.downtime.observe(snapshot)
         if self.archive is None:
             return
         try:
-            self.archive.record_changes(added)
+            self.archive.record_changes(changes)
             escalations = self.escalations.all() if closed and self.escalations else []
             for incident in closed:
                 record = archived_incident(

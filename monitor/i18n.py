@@ -263,6 +263,19 @@ EN: dict[str, Entry] = {
     "a.no_paging": "Nobody was paged for this incident.",
     "a.no_timeline": "No state change recorded.",
     "w.hint_archive": "The archive does not hold it (closed incidents are kept from their close).",
+    # availability (web.availability)
+    "nav.availability": "Availability",
+    "av.title": "Availability",
+    "av.day": "Last 24 h",
+    "av.week": "Last 7 days",
+    "av.month": "Last 30 days",
+    "av.tiers": "By tier",
+    "av.apps": "By application",
+    "av.note": "Down: failing (down, impacted, flapping, degraded). Time in a maintenance window"
+    " and time Vigie did not know the state are left out.",
+    "av.down": "down {d}",
+    "av.maint": "maintenance {d}",
+    "av.disabled": "No state_dir: no history is kept, so no availability.",
 }
 
 FR: dict[str, Entry] = {
@@ -487,6 +500,19 @@ FR: dict[str, Entry] = {
     "a.no_paging": "Personne n'a été appelé pour cet incident.",
     "a.no_timeline": "Aucun changement d'état enregistré.",
     "w.hint_archive": "L'archive ne le contient pas (un incident est archivé à sa clôture).",
+    # disponibilité (web.availability)
+    "nav.availability": "Disponibilité",
+    "av.title": "Disponibilité",
+    "av.day": "Dernières 24 h",
+    "av.week": "7 derniers jours",
+    "av.month": "30 derniers jours",
+    "av.tiers": "Par niveau",
+    "av.apps": "Par application",
+    "av.note": "Indisponible : en panne, touchée, instable ou dégradée. Le temps en fenêtre de"
+    " maintenance et celui où Vigie ignorait l'état sont exclus.",
+    "av.down": "indisponible {d}",
+    "av.maint": "maintenance {d}",
+    "av.disabled": "Pas de state_dir : aucun historique conservé, donc pas de disponibilité.",
 }
 
 CATALOGUE: Mapping[Language, Mapping[str, Entry]] = {"en": EN, "fr": FR}

@@ -44,9 +44,23 @@ CREATE TABLE IF NOT EXISTS archive (
     apps TEXT NOT NULL, data TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS archive_by_start ON archive (started_at);
-CREATE TABLE IF NOT EXISTS changes (id TEXT NOT NULL, at REAL NOT NULL, state INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS changes (
+    id TEXT NOT NULL, at REAL NOT NULL, state INTEGER NOT NULL, maint INTEGER NOT NULL DEFAULT 0
+);
 CREATE INDEX IF NOT EXISTS changes_by_id ON changes (id, at);
 """
+
+Change = tuple[str, float, State, bool]
+"""(component, at, state, in a maintenance window) from then on."""
+
+
+@dataclass(frozen=True, slots=True)
+class Spell:
+    """A component's state from `at` on, and whether a maintenance window covered it."""
+
+    at: float
+    state: State
+    maintenance: bool = False
 
 
 # --- translatable texts as JSON ---------------------------------------------------------------
@@ -319,7 +333,7 @@ class IncidentArchive:
         self._report = report
         self._clock = clock
         self._records: list[ArchivedIncident] = []
-        self._changes: list[tuple[str, float, State]] = []
+        self._changes: list[Change] = []
         self._pruned = 0.0
         self.failing = False
         """True while something asked for is not on disk."""
@@ -334,6 +348,8 @@ class IncidentArchive:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(_SCHEMA)
+            with contextlib.suppress(sqlite3.OperationalError):  # a file of the first version
+                db.execute("ALTER TABLE changes ADD COLUMN maint INTEGER NOT NULL DEFAULT 0")
         except Exception as exc:
             if db is not None:
                 db.close()
@@ -356,8 +372,8 @@ class IncidentArchive:
         del self._records[:-MAX_PENDING_RECORDS]
         self._write()
 
-    def record_changes(self, added: Sequence[tuple[str, float, State]]) -> None:
-        """Keep state changes (component, at, state) for the availability figures."""
+    def record_changes(self, added: Sequence[Change]) -> None:
+        """Keep changes (component, at, state, maintenance) for the availability figures."""
         if not added:
             return
         self._changes.extend(added)
@@ -397,8 +413,8 @@ class IncidentArchive:
                     ],
                 )
                 db.executemany(
-                    "INSERT INTO changes VALUES (?, ?, ?)",
-                    [(cid, at, int(state)) for cid, at, state in self._changes],
+                    "INSERT INTO changes VALUES (?, ?, ?, ?)",
+                    [(cid, at, int(st), int(m)) for cid, at, st, m in self._changes],
                 )
                 if prune:
                     cutoff = now - self.retention
@@ -497,19 +513,22 @@ class IncidentArchive:
                 found[r.id] = r
         return sorted(found.values(), key=lambda r: -r.started_at)[:limit]
 
-    def changes(self, component: str, since: float, until: float) -> list[Transition]:
-        """A component's changes in [since, until), with the last one before since first."""
-        rows = self._query(
-            "SELECT at, state FROM (SELECT at, state, rowid FROM changes WHERE id = ? AND at < ?"
-            " ORDER BY at DESC, rowid DESC LIMIT 1) UNION ALL SELECT at, state FROM (SELECT at,"
-            " state, rowid FROM changes WHERE id = ? AND at >= ? AND at < ? ORDER BY at, rowid)",
+    def changes(self, component: str, since: float, until: float) -> list[Spell]:
+        """A component's spells begun in [since, until), the one in force at since first."""
+        rows: list[tuple[Any, ...]] = self._query(
+            "SELECT at, state, maint FROM (SELECT at, state, maint, rowid FROM changes WHERE id = ?"
+            " AND at < ? ORDER BY at DESC, rowid DESC LIMIT 1) UNION ALL SELECT at, state, maint"
+            " FROM (SELECT at, state, maint, rowid FROM changes WHERE id = ? AND at >= ? AND"
+            " at < ? ORDER BY at, rowid)",
             (component, since, component, since, until),
         )
-        rows += [(at, int(st)) for cid, at, st in self._changes if cid == component and at < until]
-        out: list[Transition] = []
-        for at, state in sorted(rows, key=lambda r: r[0]):
+        rows += [(at, int(st), m) for cid, at, st, m in self._changes if cid == component]
+        out: list[Spell] = []
+        for at, state, maint in sorted(rows, key=lambda r: float(r[0])):
+            if float(at) >= until:
+                continue
             with contextlib.suppress(ValueError):  # a state this version does not know
-                out.append(Transition(float(at), State(state)))
+                out.append(Spell(float(at), State(state), bool(maint)))
         before = [t for t in out if t.at < since]
         return [*before[-1:], *(t for t in out if t.at >= since)]
 

@@ -124,7 +124,7 @@ def _search(
     return found[:MAX_ROWS], len(found) > MAX_ROWS
 
 
-def _query(request: web.Request) -> dict[str, str]:
+def query_of(request: web.Request) -> dict[str, str]:
     return {k: bound_text(request.query.get(k, ""), 120) for k in ("from", "to", "application")}
 
 
@@ -221,7 +221,7 @@ def record_json(r: ArchivedIncident) -> dict[str, Any]:
     }
 
 
-def _render(request: web.Request, template: str, page: Any, status: int = 200) -> web.Response:
+def render(request: web.Request, template: str, page: Any, status: int = 200) -> web.Response:
     """Render like every status page: reader's language, Vigie's own notice, replica line."""
     source = request.app[SOURCE_KEY]
     sp = reader_speech(request, source.speech())
@@ -255,7 +255,7 @@ def archived_response(request: web.Request, incident_id: str) -> web.Response | 
     """The archived record's page for a closed incident's id, None when it was not kept."""
     archive = request.app[SOURCE_KEY].archive()
     record = None if archive is None else archive.get(incident_id)
-    return None if record is None else _render(request, "archived.html", _view(request, record))
+    return None if record is None else render(request, "archived.html", _view(request, record))
 
 
 async def archive_page(request: web.Request) -> web.Response:
@@ -263,8 +263,8 @@ async def archive_page(request: web.Request) -> web.Response:
     source = request.app[SOURCE_KEY]
     topo = source.topology()
     choices = [Choice(c, name_of(topo, c)) for c in application_ids(topo)]
-    page = archive_list(source.archive(), _query(request), source.speech().zone, choices)
-    return _render(request, "archive.html", page)
+    page = archive_list(source.archive(), query_of(request), source.speech().zone, choices)
+    return render(request, "archive.html", page)
 
 
 async def archived_page(request: web.Request) -> web.Response:
@@ -277,7 +277,7 @@ async def archived_page(request: web.Request) -> web.Response:
         what=Text("w.incident_missing", id=bound_text(request.match_info["id"], 120)),
         hint=Text("w.hint_archive"),
     )
-    return _render(request, "notfound.html", missing, status=404)
+    return render(request, "notfound.html", missing, status=404)
 
 
 async def archive_api(request: web.Request) -> web.Response:
@@ -293,7 +293,7 @@ async def archive_api(request: web.Request) -> web.Response:
             found = [] if record is None else [record]
         else:
             try:
-                found, more = _search(archive, _query(request), source.speech().zone)
+                found, more = _search(archive, query_of(request), source.speech().zone)
             except BadQuery as exc:
                 return web.json_response({"error": str(exc)}, status=400)
     return web.json_response(

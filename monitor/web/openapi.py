@@ -248,6 +248,49 @@ SCHEMAS: dict[str, Any] = {
             },
         },
     ),
+    "Availability": _obj(
+        ["enabled", "since", "until", "applications", "tiers"],
+        {
+            "enabled": {"type": "boolean", "description": "false without a state_dir"},
+            "since": _TIME,
+            "until": _TIME,
+            "applications": {
+                "type": "array",
+                "items": _obj(
+                    ["id", "name", "criticality", "availability", "down_seconds"],
+                    {
+                        "id": {"type": "string"},
+                        "name": {"type": "string"},
+                        "criticality": {"type": "integer", "description": "5: no tier set"},
+                        "availability": {
+                            "type": "number",
+                            "nullable": True,
+                            "description": "share of observed time not failing (null: none)",
+                        },
+                        "down_seconds": {"type": "number"},
+                        "maintenance_seconds": {"type": "number"},
+                        "observed_seconds": {
+                            "type": "number",
+                            "description": "known and outside maintenance windows",
+                        },
+                    },
+                ),
+            },
+            "tiers": {
+                "type": "array",
+                "items": _obj(
+                    ["tier", "availability", "down_seconds"],
+                    {
+                        "tier": {"type": "integer"},
+                        "availability": {"type": "number", "nullable": True},
+                        "down_seconds": {"type": "number"},
+                        "maintenance_seconds": {"type": "number"},
+                        "observed_seconds": {"type": "number"},
+                    },
+                ),
+            },
+        },
+    ),
     "Archive": _obj(
         ["enabled", "incidents", "truncated", "kept", "size_bytes", "retention_days"],
         {
@@ -383,6 +426,36 @@ def document() -> dict[str, Any]:
                             "content": {
                                 "application/json": {
                                     "schema": {"$ref": "#/components/schemas/Archive"}
+                                }
+                            },
+                        },
+                        "400": _error("A date that is not YYYY-MM-DD"),
+                    },
+                }
+            },
+            "/api/v1/availability": {
+                "get": {
+                    "summary": "Availability per application and tier, maintenance left out",
+                    "parameters": [
+                        {
+                            "name": name,
+                            "in": "query",
+                            "required": False,
+                            "description": text,
+                            "schema": {"type": "string"},
+                        }
+                        for name, text in (
+                            ("range", "day, week (default) or month, ending now"),
+                            ("from", "first day (YYYY-MM-DD, in the config's time zone)"),
+                            ("to", "last day, included"),
+                        )
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "OK",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Availability"}
                                 }
                             },
                         },

@@ -12,6 +12,7 @@ from vigie.monitor.health.archive import (
     ArchivedIncident,
     Closings,
     IncidentArchive,
+    Spell,
     archived_incident,
 )
 from vigie.monitor.health.history import Transition
@@ -152,13 +153,15 @@ def test_retention_drops_old_incidents_and_keeps_each_state_at_the_cutoff(tmp_pa
     now = [T0]
     archive = IncidentArchive(tmp_path / "a.sqlite", retention=30 * DAY, clock=lambda: now[0])
     archive.add(record(T0))
-    archive.record_changes([("srv-1", T0, State.DOWN), ("srv-1", T0 + 3600, State.OK)])
+    archive.record_changes(
+        [("srv-1", T0, State.DOWN, False), ("srv-1", T0 + 3600, State.OK, False)]
+    )
     now[0] = T0 + 40 * DAY
-    archive.record_changes([("srv-1", now[0], State.DOWN)])  # a write prunes (hourly at most)
+    archive.record_changes([("srv-1", now[0], State.DOWN, True)])  # a write prunes (hourly)
     assert archive.search() == []
     assert archive.changes("srv-1", T0 + 35 * DAY, now[0] + 1) == [
-        Transition(T0 + 3600, State.OK),
-        Transition(now[0], State.DOWN),
+        Spell(T0 + 3600, State.OK),
+        Spell(now[0], State.DOWN, maintenance=True),
     ]
     assert [t.at for t in archive.changes("srv-1", 0, now[0] + 1)] == [
         T0 + 3600,

@@ -105,7 +105,7 @@ async def test_every_api_route_is_documented_and_responses_match(tmp_path: Path)
             assert value, f"{path} is empty during the power cut: nothing validated"
             validate(doc, response_schema(doc, path, "get", "200"), value, path)
             checked += 1
-        assert checked == 7
+        assert checked == 8
         url = f"http://127.0.0.1:{daemon.listen_port}/api/v1/maintenance"
         async with aiohttp.ClientSession() as s:
             async with s.post(url, json={"target": "srv-00", "end": end, "reason": "fw"}) as r:
