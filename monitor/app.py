@@ -357,9 +357,9 @@ class Daemon:
             ack.add_routes(app, self.escalations)  # the link in pages, the operators' API
         if web_config is not None:
             webconfig.apply(app, web_config, self.log)
-        from vigie.monitor.web import operators  # roles, after web.yml's auth says who
+        from vigie.monitor.web import operators  # roles: web.yml's auth says who
 
-        operators.install(
+        operators.configure(
             app,
             operators.Operations(
                 operators.Roles(self.loaded.config.web.roles), self.audit, self.health.wake

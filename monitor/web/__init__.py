@@ -26,6 +26,7 @@ def build_app(source: StatusSource) -> web.Application:
     app.router.add_post("/-/reload", reload)
     app.router.add_get("/probe", probe)
     api.add_routes(app)
+    operators.add_routes(app)  # roles on every change, /audit, incident updates
     return app
 
 

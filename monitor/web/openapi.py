@@ -328,6 +328,48 @@ SCHEMAS: dict[str, Any] = {
         },
     ),
     "Error": _obj(["error"], {"error": {"type": "string"}}),
+    "AuditAction": _obj(
+        ["at", "who", "role", "via", "remote", "action", "target", "detail", "expected_recovery"],
+        {
+            "at": _TIME,
+            "who": {"type": "string", "description": "user, certificate subject or receiver"},
+            "role": {"type": "string", "enum": ["operator", "viewer", "receiver"]},
+            "via": {
+                "type": "string",
+                "enum": ["basic_auth", "certificate", "link", "anonymous"],
+            },
+            "remote": {"type": "string", "description": "client address"},
+            "action": {
+                "type": "string",
+                "enum": ["maintenance", "reload", "acknowledge", "incident_update"],
+            },
+            "target": {"type": "string"},
+            "detail": {"type": "string"},
+            "expected_recovery": _NULLABLE_TIME,
+        },
+    ),
+    "IncidentUpdate": _obj(
+        ["incident", "at", "by", "text", "expected_recovery"],
+        {
+            "incident": {"type": "string"},
+            "at": _TIME,
+            "by": {"type": "string"},
+            "text": {"type": "string"},
+            "expected_recovery": _NULLABLE_TIME,
+        },
+    ),
+    "IncidentUpdateRequest": _obj(
+        ["text"],
+        {
+            "text": {"type": "string", "maxLength": 500},
+            "expected_recovery": {
+                "type": "string",
+                "nullable": True,
+                "description": "HH:MM (today, or tomorrow if past, in the config's time zone)"
+                " or ISO 8601",
+            },
+        },
+    ),
 }
 
 
@@ -384,6 +426,34 @@ def document() -> dict[str, Any]:
             "413": _error("Body too large"),
         },
     }
+    updates = _list("IncidentUpdate", "List an incident's updates, newest first")
+    incident_id = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
+    updates["get"]["parameters"] = incident_id
+    updates["post"] = {
+        "parameters": incident_id,
+        "summary": "Post an update on an open incident (operator role): shown on the pages and"
+        " sent to Alertmanager as annotations of its alert",
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {"$ref": "#/components/schemas/IncidentUpdateRequest"}
+                }
+            },
+        },
+        "responses": {
+            "201": {
+                "description": "Posted",
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/IncidentUpdate"}}
+                },
+            },
+            "400": _error("Invalid body (no text, too long, bad time)"),
+            "403": _error("Needs the operator role"),
+            "404": _error("No open incident with this id"),
+            "413": _error("Body too large"),
+        },
+    }
     return {
         "openapi": "3.0.3",
         "info": {
@@ -433,6 +503,10 @@ def document() -> dict[str, Any]:
                     },
                 }
             },
+            "/api/v1/audit": _list(
+                "AuditAction", "List operator actions, newest first (?limit=, default 500)"
+            ),
+            "/api/v1/incidents/{id}/updates": updates,
             "/api/v1/availability": {
                 "get": {
                     "summary": "Availability per application and tier, maintenance left out",

@@ -361,9 +361,12 @@ async def audit_page(request: web.Request) -> web.Response:
     return page_response(request, "audit.html", page)
 
 
-def install(app: web.Application, ops: Operations) -> None:
-    """Check roles on every change, and add the audit and incident-update routes."""
-    app[OPS_KEY] = ops
+def add_routes(app: web.Application) -> None:
+    """Check roles on every change; add the audit and incident-update routes.
+
+    Until configure() gives the daemon's, there are no roles and the log is in memory only.
+    """
+    app[OPS_KEY] = Operations(Roles(), AuditLog(None))
     app.middlewares.append(require_operator)
     app.router.add_get("/audit", audit_page)
     app.router.add_get("/api/v1/audit", api_audit)
@@ -371,3 +374,8 @@ def install(app: web.Application, ops: Operations) -> None:
     app.router.add_post("/api/v1/incidents/{id}/updates", api_post_update)
     app.router.add_get("/incident/{id}/update", form_page)
     app.router.add_post("/incident/{id}/updates", form_post_update)
+
+
+def configure(app: web.Application, ops: Operations) -> None:
+    """Give the application the daemon's roles, audit log and update hook (before it starts)."""
+    app[OPS_KEY] = ops

@@ -245,21 +245,25 @@ class BasicAuth:
         return await handler(request)
 
 
-def headers_middleware(headers: dict[str, str]) -> Callable[..., Awaitable[web.StreamResponse]]:
-    """Return a middleware adding http_server_config.headers to every response."""
+def add_headers(app: web.Application, headers: dict[str, str]) -> None:
+    """Add http_server_config.headers to every response, streamed ones (/metrics) included.
 
-    @web.middleware
-    async def add_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
-        response = await handler(request)
+    On response prepare, not in a middleware: a streamed response has sent its headers
+    before a middleware sees it.
+    """
+
+    async def on_prepare(_: web.Request, response: web.StreamResponse) -> None:
         response.headers.update(headers)
-        return response
 
-    return add_headers
+    app.on_response_prepare.append(on_prepare)
 
 
 def apply(app: web.Application, config: WebConfig, logger: Any = None) -> None:
-    """Put the web.yml's basic auth and headers in front of every route of app."""
+    """Put the web.yml's basic auth and headers in front of every route of app.
+
+    In front of the app's own middlewares: the roles check (web.operators) reads the user.
+    """
     if config.http_server_config.headers:
-        app.middlewares.append(headers_middleware(dict(config.http_server_config.headers)))
+        add_headers(app, dict(config.http_server_config.headers))
     if config.basic_auth_users:
-        app.middlewares.append(BasicAuth(dict(config.basic_auth_users), logger).middleware)
+        app.middlewares.insert(0, BasicAuth(dict(config.basic_auth_users), logger).middleware)

@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
@@ -95,17 +96,24 @@ async def test_every_api_route_is_documented_and_responses_match(tmp_path: Path)
         }
         documented = {(p, m) for p, ops in doc["paths"].items() for m in ops}
         assert routes == documented
+        # an operator's update on the power cut: the audit log and the updates are not empty
+        incident = quote(next(iter(daemon.health.engine.snapshot.incidents.values())).id, safe="")
+        post = f"http://127.0.0.1:{daemon.listen_port}/api/v1/incidents/{incident}/updates"
+        async with aiohttp.ClientSession() as s, s.post(post, json={"text": "on it"}) as r:
+            assert r.status == 201
+            posted = await r.json()
+        validate(doc, response_schema(doc, "/api/v1/incidents/{id}/updates", "post", "201"), posted)
         checked = 0
         for path, method in sorted(routes):
             if method != "get" or path.endswith("openapi.json"):
                 continue
-            status, body = await fetch(daemon, path)
+            status, body = await fetch(daemon, path.replace("{id}", incident))
             assert status == 200, path
             value = json.loads(body)
             assert value, f"{path} is empty during the power cut: nothing validated"
             validate(doc, response_schema(doc, path, "get", "200"), value, path)
             checked += 1
-        assert checked == 8
+        assert checked == 10
         url = f"http://127.0.0.1:{daemon.listen_port}/api/v1/maintenance"
         async with aiohttp.ClientSession() as s:
             async with s.post(url, json={"target": "srv-00", "end": end, "reason": "fw"}) as r:
