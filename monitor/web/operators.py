@@ -7,8 +7,9 @@ windows, incident updates, acknowledgements made on the page or the API, reload)
 viewer. Without `web.roles`, there are no roles: whoever reaches the web may act, as before.
 Every request that changes something (any method but GET/HEAD/OPTIONS) needs the operator role
 (one middleware: no route can forget it), except the signed acknowledgement links of pages
-(/ack/), whose token is their own authority. Every operator action goes in the audit log with
-who, what, when and from where.
+(/ack/), whose token is their own authority; a change whose Origin is another site is refused
+(a browser's saved password must not let another page act). Every operator action goes in
+the audit log with who, what, when and from where.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -172,6 +174,10 @@ async def require_operator(request: web.Request, handler: Handler) -> web.Stream
     """Answer 403 naming the role needed to any change (not GET) from someone not an operator."""
     if request.method in SAFE_METHODS or request.path.startswith("/ack/"):
         return await handler(request)
+    origin = request.headers.get("Origin")
+    if origin is not None and urlsplit(origin).netloc != request.host:
+        # a page of another site posting with the browser's saved credentials (CSRF)
+        return web.Response(status=403, text="Forbidden: a request from another site.\n")
     p = principal(request)
     if p.operator:
         return await handler(request)

@@ -130,7 +130,10 @@ async def test_a_viewer_reads_an_operator_acts_and_the_update_reaches_alertmanag
             assert r.status == 403
         async with s.post(f"{base}/api/v1/maintenance", json=window) as r:
             assert r.status == 401  # no credentials at all: web.yml's auth answers first
-        # the operator
+        # the operator, though not from another site's page (the browser's saved password)
+        evil = {**ALICE, "Origin": "http://intranet.example"}
+        async with s.post(f"{base}/api/v1/maintenance", json=window, headers=evil) as r:
+            assert r.status == 403 and "another site" in await r.text()
         async with s.get(page, headers=ALICE) as r:
             assert "/update" in await r.text()
         async with s.get(page + "/update", headers=ALICE) as r:
