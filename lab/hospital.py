@@ -3,6 +3,8 @@
 One UDP port serves every SNMP device (the community picks it), one aiohttp server serves every
 server's and application's health page by path, the DPI's FHIR API under /fhir/R4/ and the
 control surface under /lab/, and one TCP port answers like the mail relay (banner, EHLO, QUIT).
+The PACS archive answers DICOM associations (pynetdicom's SCP in a thread, lab/pacs.py); the
+directory's domain controllers serve the `chu.lab` DNS zone and LDAP (lab/directory.py).
 Each server's BMC serves Redfish on its own port (lab/bmc.py), and one SSH port answers
 `multipathd show maps json` for every server, the user name picking it (lab/san_host.py).
 Faults are injected through the methods of `Lab` (the scenarios use them) or over HTTP
@@ -25,7 +27,9 @@ from typing import Any
 from aiohttp import web
 
 from vigie.lab.bmc import NORMAL_INLET_CELSIUS, Bmc, BmcServer
+from vigie.lab.directory import DNS_FAULTS, LDAP_FAULTS, DnsResponder, LdapResponder
 from vigie.lab.feed import SILENCE, Feed, MllpEngine, feed_routes
+from vigie.lab.pacs import PACS_FAULTS, PacsScp
 from vigie.lab.san_host import PATHS, SanHostSsh
 from vigie.lab.snmp_agent import Device, SnmpAgent, read_snmprec, start_agent
 
@@ -130,8 +134,10 @@ SERVERS = {  # server -> site
     "srv-rdv": "nord",
     "srv-pacs": "nord",
     "srv-mail-1": "nord",
+    "srv-ad-1": "nord",
     "srv-mail-2": "bellevue",
     "srv-intranet": "bellevue",
+    "srv-ad-2": "bellevue",
 }
 APPS = {  # application -> server it runs on (mail runs on both mail servers)
     "dpi": ("srv-dpi",),
@@ -140,8 +146,28 @@ APPS = {  # application -> server it runs on (mail runs on both mail servers)
     "pacs": ("srv-pacs",),
     "mail": ("srv-mail-1", "srv-mail-2"),
     "intranet": ("srv-intranet",),
+    "annuaire": ("srv-ad-1", "srv-ad-2"),  # the directory (LDAP and DNS): one DC per datacenter
 }
 NORMAL_RUNTIME_MINUTES = 34
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A protocol port of an application: what it does with the application down or dark."""
+
+    app: str
+    faults: tuple[str, ...]
+    down: str  # its fault while the application is down (its servers on)
+    dark: str  # its fault while every server of the application is powered off
+
+
+PROTOCOLS = {
+    "dicom": Protocol("pacs", PACS_FAULTS, down="rejected", dark="closed"),
+    "dns": Protocol("annuaire", DNS_FAULTS, down="SERVFAIL", dark="silent"),
+    "ldap": Protocol("annuaire", LDAP_FAULTS, down="unavailable", dark="closed"),
+}
+"""The PACS's DICOM port and the directory's DNS and LDAP: each can be faulted on its own
+(`POST /lab/fault {"protocol": "dns", "fault": "REFUSED"}`) and follows its application."""
 
 
 def bmc_env(server: str) -> str:
@@ -254,6 +280,16 @@ class Lab:
     by the demo's --speed (VIGIE_LAB_FEED_WINDOW)."""
     hl7_port: int = 0
     _mllp: MllpEngine | None = None
+    dicom_port: int = 0
+    dns_port: int = 0
+    ldap_port: int = 0
+    ldap_password: str = field(default_factory=lambda: secrets.token_urlsafe(16))
+    """The directory's monitoring account's password (random, per lab run)."""
+    protocol_faults: dict[str, str] = field(default_factory=dict)
+    """A fault set on a protocol port itself (PROTOCOLS), whatever its application's state."""
+    _pacs: PacsScp | None = None
+    _dns: DnsResponder | None = None
+    _ldap: LdapResponder | None = None
 
     def __post_init__(self) -> None:
         for spec in SNMP_DEVICES:
@@ -275,7 +311,7 @@ class Lab:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Bind the SNMP, HTTP and SMTP ports (free ports unless set)."""
+        """Bind every port: SNMP, HTTP, SMTP, MLLP, BMCs, SSH, DICOM, DNS, LDAP (free if unset)."""
         self._udp, self._agent = await start_agent(self.devices.values(), self.host, self.snmp_port)
         self.snmp_port = self._udp.get_extra_info("sockname")[1]
         self._runner = web.AppRunner(self.web_app(), access_log=None, shutdown_timeout=1.0)
@@ -297,9 +333,26 @@ class Lab:
         await self._ssh.start(self.ssh_port)
         self.ssh_port = self._ssh.port
         self.write_ssh_files()
+        self._pacs = PacsScp(lambda: self.protocol_state("dicom"), self.host)
+        await asyncio.to_thread(self._pacs.start, self.dicom_port)
+        self.dicom_port = self._pacs.port
+        self._dns = DnsResponder(lambda: self.protocol_state("dns"), self.host)
+        await self._dns.start(self.dns_port)
+        self.dns_port = self._dns.port
+        self._ldap = LdapResponder(
+            lambda: self.protocol_state("ldap"), self.ldap_password, self.host
+        )
+        await self._ldap.start(self.ldap_port)
+        self.ldap_port = self._ldap.port
 
     async def stop(self) -> None:
         """Close every port it opened."""
+        if self._pacs is not None:
+            await asyncio.to_thread(self._pacs.stop)
+        if self._dns is not None:
+            await self._dns.stop()
+        if self._ldap is not None:
+            await self._ldap.stop()
         for bmc_server in self._bmc_servers.values():
             await bmc_server.stop()
         if self._ssh is not None:
@@ -338,6 +391,10 @@ class Lab:
             "VIGIE_LAB_SSH_DIR": str(self.ssh_dir or ""),
             "VIGIE_LAB_HL7": f"{self.host}:{self.hl7_port}",
             "VIGIE_LAB_FEED_WINDOW": f"{self.feed_window:g}s",
+            "VIGIE_LAB_DICOM": f"{self.host}:{self.dicom_port}",
+            "VIGIE_LAB_DNS": f"{self.host}:{self.dns_port}",
+            "VIGIE_LAB_LDAP": f"{self.host}:{self.ldap_port}",
+            "VIGIE_LAB_LDAP_PASSWORD": self.ldap_password,
             **{bmc_env(s): f"{self.host}:{self.bmc_ports.get(s, 0)}" for s in SERVERS},
         }
 
@@ -368,6 +425,7 @@ class Lab:
         for server in self.failed_paths:
             self.failed_paths[server] = 0
         self._power_lost_at.clear()
+        self.protocol_faults.clear()
         self.feed.set_sending(True, self.clock())
         self.note("reset")
 
@@ -476,6 +534,32 @@ class Lab:
         """Start or stop the lab's result messages (the engine and its ports stay up)."""
         self.feed.set_sending(sending, self.clock())
 
+    def set_protocol(self, name: str, fault: str) -> None:
+        """Fault a protocol port on its own (see PROTOCOLS), or clear it with ""."""
+        protocol = PROTOCOLS.get(name)
+        if protocol is None:
+            raise KeyError(f"unknown protocol {name!r}; known: {', '.join(PROTOCOLS)}")
+        if fault and fault not in protocol.faults:
+            raise ValueError(f"{name}: fault must be one of {', '.join(protocol.faults)} or ''")
+        if fault:
+            self.protocol_faults[name] = fault
+        else:
+            self.protocol_faults.pop(name, None)
+
+    def protocol_state(self, name: str) -> str:
+        """Return a protocol port's fault now ("" healthy): its own, or its application's.
+
+        A powered-off server answers nothing; an application down on a live server refuses.
+        """
+        protocol = PROTOCOLS[name]
+        if name in self.protocol_faults:
+            return self.protocol_faults[name]
+        if not any(self.bmcs[s].powered_on for s in APPS[protocol.app]):
+            return protocol.dark
+        if not self.services[protocol.app].healthy(self.clock()):
+            return protocol.down
+        return ""
+
     def power_off_site(self, site: str) -> None:
         """Batteries exhausted: the site's servers, SAN arrays and PDUs go dark."""
         for server, server_site in SERVERS.items():
@@ -504,7 +588,11 @@ class Lab:
                 "smtp": self.smtp_port,
                 "bmc": dict(self.bmc_ports),
                 "ssh": self.ssh_port,
+                "dicom": self.dicom_port,
+                "dns": self.dns_port,
+                "ldap": self.ldap_port,
             },
+            "protocols": {name: self.protocol_state(name) for name in PROTOCOLS},
             "services": {
                 n: {**asdict(s), "healthy": s.healthy(now)} for n, s in self.services.items()
             },
@@ -639,12 +727,16 @@ class Lab:
                 )
             elif "paths_failed" in body:
                 self.set_failed_paths(str(body.get("host")), int(body["paths_failed"]))
+            elif "protocol" in body:
+                self.set_protocol(str(body["protocol"]), str(body.get("fault", "")))
             elif "feed" in body:
                 self.set_feed(bool(body["feed"]))
             elif "san" in body:
                 self.set_san_latency(str(body["san"]), float(body.get("latency", 0.002)))
             else:
-                raise ValueError("expected one of: service, mains, server, paths_failed, feed, san")
+                raise ValueError(
+                    "expected one of: service, mains, server, paths_failed, protocol, feed, san"
+                )
         except (ValueError, KeyError, TypeError) as exc:
             raise web.HTTPBadRequest(text=f"fault: {exc}\n") from None
         self.note(f"fault {json.dumps(body)[:200]}")

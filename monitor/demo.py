@@ -1,10 +1,10 @@
 """`vigie demo`: the simulated hospital (lab/) and the daemon watching it, until Ctrl-C.
 
-Needs nothing but the Python package: the lab's SNMP agent, web services and mail banner run
-on free loopback ports, config/demo.yaml takes them from environment variables, and the
-daemon keeps its state in a temporary directory. No Alertmanager: incidents show on the
-status page and the JSON API, and page the on-call through the lab's SMS gateway, whose page
-lists the SMS it received (with the acknowledgement link).
+Needs nothing but the Python package: the lab's SNMP agent, web services, mail banner, DICOM
+archive, DNS and LDAP run on free loopback ports, config/demo.yaml takes them from environment
+variables, and the daemon keeps its state in a temporary directory. No Alertmanager: incidents
+show on the status page and the JSON API, and page the on-call through the lab's SMS gateway,
+whose page lists the SMS it received (with the acknowledgement link).
 
 With `--ha`, two replicas watch the lab on one config (docs/ha.md), Vigie Nord in Datacenter
 Nord and Vigie Bellevue in Datacenter Bellevue; when the lab's Nord loses power, the Nord
@@ -235,8 +235,8 @@ async def run_demo(
                 )
             print(
                 f"\nVigie demo: a simulated hospital (2 datacenters, UPSes, PDUs, Isilon SAN"
-                f" arrays, servers with Redfish BMCs and sshd, 6 clinical applications)"
-                f" watched by Vigie.\n"
+                f" arrays, servers with Redfish BMCs and sshd, 6 clinical applications, a DICOM"
+                f" PACS, the directory's DNS and LDAP) watched by Vigie.\n"
                 f"  Status:    {url}/\n"
                 f"  Metrics:   {url}/metrics\n"
                 f"  Incidents: {url}/api/v1/incidents\n"

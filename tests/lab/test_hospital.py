@@ -155,11 +155,14 @@ async def test_control_endpoint_starts_scenarios_and_applies_faults(
 def test_demo_config_loads_and_passes_vigie_check(tmp_path: Path) -> None:
     """config/demo.yaml loads with the lab's variables, and `vigie check` accepts it."""
     lab = Lab(http_port=8081, snmp_port=1161, smtp_port=2525, ssh_port=2222, hl7_port=2575)
+    lab.dicom_port, lab.dns_port, lab.ldap_port = 11112, 5353, 3389  # not bound: only written
     lab.write_ssh_files(tmp_path)
     env = demo_env(lab, tmp_path, "127.0.0.1:0")
     loaded = load_config(DEMO_CONFIG, default_registry(), env=env)
     kinds = {c.kind for c in loaded.plan.values()}
-    assert kinds == {"fhir", "hl7", "http", "redfish", "smtp", "snmp", "ssh"}
+    assert kinds == set(
+        ["dicom", "dns", "fhir", "hl7", "http", "ldap", "redfish", "smtp", "snmp", "ssh"]
+    )
     assert loaded.warnings == []
     apps = [c for c in loaded.config.components if c.kind == "application"]
     assert all(a.degraded_mode and a.runbook_url and a.criticality for a in apps)
@@ -172,4 +175,4 @@ def test_demo_config_loads_and_passes_vigie_check(tmp_path: Path) -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "32 checks, 20 components" in proc.stdout
+    assert "39 checks, 23 components" in proc.stdout
