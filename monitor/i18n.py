@@ -276,6 +276,20 @@ EN: dict[str, Entry] = {
     "av.down": "down {d}",
     "av.maint": "maintenance {d}",
     "av.disabled": "No state_dir: no history is kept, so no availability.",
+    # the post-incident report (web.report)
+    "r.title": "Post-incident report: {name}",
+    "r.report": "Post-incident report",
+    "r.start": "Start",
+    "r.end": "End",
+    "r.still_open": "still open",
+    "r.first_failure": "First failure seen",
+    "r.to_detect": "Time to detect (first failure seen to incident)",
+    "r.to_page": "Time to page",
+    "r.to_acknowledge": "Time to acknowledge",
+    "r.to_recover": "Time to recover",
+    "r.actions": "Operator actions",
+    "r.no_actions": "No operator action recorded during the incident.",
+    "r.print": "Print this page for a PDF.",
 }
 
 FR: dict[str, Entry] = {
@@ -513,6 +527,20 @@ FR: dict[str, Entry] = {
     "av.down": "indisponible {d}",
     "av.maint": "maintenance {d}",
     "av.disabled": "Pas de state_dir : aucun historique conservé, donc pas de disponibilité.",
+    # le rapport post-incident (web.report)
+    "r.title": "Rapport post-incident : {name}",
+    "r.report": "Rapport post-incident",
+    "r.start": "Début",
+    "r.end": "Fin",
+    "r.still_open": "toujours en cours",
+    "r.first_failure": "Première panne observée",
+    "r.to_detect": "Délai de détection (de la première panne à l'incident)",
+    "r.to_page": "Délai d'appel d'astreinte",
+    "r.to_acknowledge": "Délai de prise en compte",
+    "r.to_recover": "Délai de rétablissement",
+    "r.actions": "Actions des opérateurs",
+    "r.no_actions": "Aucune action d'opérateur enregistrée pendant l'incident.",
+    "r.print": "Imprimer cette page pour obtenir un PDF.",
 }
 
 CATALOGUE: Mapping[Language, Mapping[str, Entry]] = {"en": EN, "fr": FR}

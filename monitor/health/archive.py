@@ -17,15 +17,15 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from vigie.core.results import bound_text
 from vigie.monitor.alerting.escalation import Escalation
 from vigie.monitor.alerting.outbox import WriteReport, write_failure
 from vigie.monitor.health.history import Transition
-from vigie.monitor.health.model import Topology
 from vigie.monitor.health.snapshot import Incident
 from vigie.monitor.health.states import State
+from vigie.monitor.health.topology import ComponentSpec
 from vigie.monitor.health.wording import mains_lost_at
 from vigie.monitor.i18n import Moment, Text
 
@@ -220,7 +220,18 @@ class ArchivedIncident:
         )
 
 
-def _name(topology: Topology, cid: str) -> str:
+class Names(Protocol):
+    """What a record needs of the topology: component specs and site names."""
+
+    @property
+    def components(self) -> Mapping[str, ComponentSpec]:
+        """Components by id."""
+
+    def site_name(self, site: str) -> str:
+        """A site's human name, or its id."""
+
+
+def _name(topology: Names, cid: str) -> str:
     spec = topology.components.get(cid)
     return spec.name if spec is not None and spec.name else cid
 
@@ -228,7 +239,7 @@ def _name(topology: Topology, cid: str) -> str:
 def archived_incident(
     incident: Incident,
     closed_at: float,
-    topology: Topology,
+    topology: Names,
     transitions: Callable[[str], Sequence[Transition]],
     escalations: Iterable[Escalation] = (),
 ) -> ArchivedIncident:

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from vigie.core.results import bound_text
 from vigie.monitor.exposition import CONTENT_TYPE, metrics_response
-from vigie.monitor.web import api, archive, availability, operators, pages
+from vigie.monitor.web import api, archive, availability, operators, pages, report
 from vigie.monitor.web.keys import SOURCE_KEY
 from vigie.monitor.web.readmodel import StatusSource
 
@@ -18,6 +18,7 @@ def build_app(source: StatusSource) -> web.Application:
     pages.add_routes(app)  # "/" is the status page; the plain checks list moved to /checks
     archive.add_routes(app)  # closed incidents: /archive, /archive/<id>, /api/v1/archive
     availability.add_routes(app)  # /availability, /api/v1/availability
+    report.add_routes(app)  # /incident/<id>/report and report.md
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/-/healthy", healthy)
     app.router.add_get("/-/ready", ready)

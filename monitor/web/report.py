@@ -1,0 +1,206 @@
+"""The post-incident report: Markdown (/incident/<id>/report.md) and a printable page
+(/incident/<id>/report), for an open incident or an archived one.
+
+What the crisis cell's review needs, from what Vigie knew: root cause, the timeline, each
+impacted application with its tier, its outage (first failure seen to back, from the state
+changes) and its degraded mode, the times to detect (first failure seen to incident), to page,
+to acknowledge and to recover, who was paged, and the operator actions (the audit log) during
+the incident. No PDF: neither fpdf2 nor WeasyPrint is installed; the page prints as one.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from vigie.monitor.audit import Action
+from vigie.monitor.health.archive import ArchivedIncident, archived_incident
+from vigie.monitor.health.states import State
+from vigie.monitor.i18n import Speech
+from vigie.monitor.web.archive import render
+from vigie.monitor.web.keys import SOURCE_KEY
+from vigie.monitor.web.operators import OPS_KEY
+from vigie.monitor.web.pages import reader_speech
+
+MAX_ACTIONS = 200
+
+
+@dataclass(frozen=True, slots=True)
+class AppOutage:
+    """An impacted application: tier, when it fell and came back, how long, its degraded mode."""
+
+    id: str
+    name: str
+    criticality: int
+    down_at: float | None
+    back_at: float | None
+    seconds: float | None
+    degraded_mode: str
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """A post-incident report's facts (times are epoch seconds, durations seconds)."""
+
+    now: float
+    record: ArchivedIncident
+    closed: bool
+    first_failure: float
+    to_detect: float
+    to_page: float | None
+    to_acknowledge: float | None
+    to_recover: float | None
+    apps: tuple[AppOutage, ...]
+    actions: tuple[Action, ...]
+
+
+def outages(record: ArchivedIncident) -> list[AppOutage]:
+    """Each application's outage from the timeline: its first failure to its last return."""
+    out = []
+    for app in sorted(record.applications, key=lambda a: (a.criticality, a.name.lower())):
+        down_at: float | None = None
+        back_at: float | None = None
+        for change in record.timeline:
+            if change.id != app.id:
+                continue
+            if State[change.state].failing:
+                down_at = change.at if down_at is None else down_at
+                back_at = None
+            elif down_at is not None:
+                back_at = change.at
+        seconds = None if down_at is None or back_at is None else back_at - down_at
+        out.append(
+            AppOutage(
+                app.id, app.name, app.criticality, down_at, back_at, seconds, app.degraded_mode
+            )
+        )
+    return out
+
+
+def build(record: ArchivedIncident, closed: bool, actions: list[Action]) -> Report:
+    """Compute the report's figures from an incident's record and the audit log's actions."""
+    failures = [c.at for c in record.timeline if c.state != "OK" and State[c.state].failing]
+    first = min([*failures, record.started_at])
+    paged = [p.opened for p in record.paging]
+    acked = [p.acked_at for p in record.paging if p.acked_at is not None]
+    return Report(
+        now=time.time(),
+        record=record,
+        closed=closed,
+        first_failure=first,
+        to_detect=record.started_at - first,
+        to_page=min(paged) - record.started_at if paged else None,
+        to_acknowledge=min(acked) - record.started_at if acked else None,
+        to_recover=record.duration if closed else None,
+        apps=tuple(outages(record)),
+        actions=tuple(
+            a for a in actions if record.started_at - 300 <= a.at <= record.closed_at + 300
+        )[:MAX_ACTIONS],
+    )
+
+
+def markdown(report: Report, sp: Speech) -> str:
+    """The report as Markdown, in the reader's language."""
+    r, t = report.record, sp.t
+    lines = [
+        f"# {t('r.title', name=r.root_name)}",
+        "",
+        f"**{sp.say(r.summary)}**",
+        "",
+        f"- {t('w.root_cause')} {r.root_name}" + (f" ({r.site_name})" if r.site_name else ""),
+        f"- {t('r.start')}: {sp.clock(r.started_at)}",
+        f"- {t('r.end')}: {sp.clock(r.closed_at) if report.closed else t('r.still_open')}",
+        f"- {t('r.first_failure')}: {sp.clock(report.first_failure)}",
+        f"- {t('r.to_detect')}: {sp.duration(report.to_detect)}",
+        f"- {t('r.to_page')}: {sp.duration(report.to_page)}",
+        f"- {t('r.to_acknowledge')}: {sp.duration(report.to_acknowledge)}",
+        f"- {t('r.to_recover')}: {sp.duration(report.to_recover)}",
+        f"- {t('w.incident_id', id=r.id)}",
+        "",
+        f"## {t('h.impacted_apps', n=len(report.apps))}",
+        "",
+        f"| {t('col.tier')} | {t('col.application')} | {t('col.down_since')} | "
+        f"{t('col.back_at')} | {t('col.duration')} | {t('col.meanwhile')} |",
+        "|---|---|---|---|---|---|",
+    ]
+    for a in report.apps:
+        lines.append(
+            f"| {a.criticality} | {_cell(a.name)} | {sp.clock(a.down_at)} | {sp.clock(a.back_at)}"
+            f" | {sp.duration(a.seconds)} | {_cell(a.degraded_mode) or '-'} |"
+        )
+    lines += ["", f"## {t('a.paging')}", ""]
+    for p in r.paging:
+        who = ", ".join(f"{c} ({s})" for s, c in p.paged) or "-"
+        ack = (
+            t("a.acked", by=p.acked_by or "?", at=sp.clock(p.acked_at), via=p.ack_via or "?")
+            if p.acked_at
+            else t("a.not_acked")
+        )
+        lines.append(f"- {p.team}: {t('a.paged_to')} {who}. {ack}")
+    if not r.paging:
+        lines.append(t("a.no_paging"))
+    lines += ["", f"## {t('r.actions')}", ""]
+    for action in report.actions:
+        lines.append(
+            f"- {sp.clock(action.at)} {_cell(action.who)} ({action.role}): {action.action}"
+            f" {_cell(action.target)} {_cell(action.detail)}".rstrip()
+        )
+    if not report.actions:
+        lines.append(t("r.no_actions"))
+    lines += ["", f"## {t('h.timeline')}", ""]
+    for c in r.timeline:
+        if c.event == "mains_lost":
+            lines.append(f"- {sp.clock(c.at)} {c.name}: {t('w.mains_lost')}")
+        else:
+            was = sp.state(c.was) if c.was else t("w.first_seen")
+            lines.append(f"- {sp.clock(c.at)} {c.name}: {was} → {sp.state(c.state)}")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(text: str) -> str:
+    """Text safe in a Markdown table cell or list line (no pipe, no newline)."""
+    return " ".join(str(text).replace("|", "/").split())[:300]
+
+
+def _find(request: web.Request) -> tuple[ArchivedIncident, bool] | None:
+    """The incident asked for: open (its record as of now) or archived; None if neither."""
+    source = request.app[SOURCE_KEY]
+    wanted = request.match_info["id"]
+    for incident in source.snapshot().incidents.values():
+        if incident.id == wanted:
+            now = source.snapshot().at or time.time()
+            return archived_incident(incident, now, source.topology(), source.transitions), False
+    archive = source.archive()
+    record = None if archive is None else archive.get(wanted)
+    return None if record is None else (record, True)
+
+
+def _actions(request: web.Request) -> list[Action]:
+    ops = request.app.get(OPS_KEY)
+    return [] if ops is None else list(reversed(ops.audit.recent(5000)))
+
+
+async def report_page(request: web.Request) -> web.Response:
+    """Serve the printable report of an incident (404 when neither open nor archived)."""
+    found = _find(request)
+    if found is None:
+        raise web.HTTPNotFound(text="no such incident, open or archived\n")
+    return render(request, "report.html", build(found[0], found[1], _actions(request)))
+
+
+async def report_markdown(request: web.Request) -> web.Response:
+    """Serve the report as Markdown (text/markdown), in the reader's language."""
+    found = _find(request)
+    if found is None:
+        raise web.HTTPNotFound(text="no such incident, open or archived\n")
+    sp = reader_speech(request, request.app[SOURCE_KEY].speech())
+    text = markdown(build(found[0], found[1], _actions(request)), sp)
+    return web.Response(text=text, content_type="text/markdown", charset="utf-8")
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the report's routes."""
+    app.router.add_get("/incident/{id}/report", report_page)
+    app.router.add_get("/incident/{id}/report.md", report_markdown)
