@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from vigie.core.results import bound_text
 from vigie.monitor.alerting.model import Alert
 
-STORES = ("outbox", "health", "probes", "audit")
+STORES = ("outbox", "health", "probes", "audit", "archive")
 """The stores kept in state_dir, as the `store` label names them."""
 
 SELF_INCIDENT_KEY = "vigie:state_dir"
@@ -177,7 +177,8 @@ class StateDirMonitor:
         registry = registry if registry is not None else CollectorRegistry()
         self.failures = Counter(
             "vigie_state_write_failures",
-            "Failed writes of state in state_dir, by store (outbox, health, probes, audit).",
+            "Failed writes of state in state_dir, by store (outbox, health, probes, audit,"
+            " archive).",
             ["store"],
             registry=registry,
         )

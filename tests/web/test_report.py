@@ -4,14 +4,19 @@ served for an open and for an archived incident by a live daemon."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from urllib.parse import quote
 
+import aiohttp
+
 from tests.health.test_archive import T0, escalation, incident, topology
 from tests.waiting import wait_for
 from tests.web.outage import all_ok, fetch, running_hospital
+from tests.web.test_french import SPEED
 from vigie.monitor.audit import Action
+from vigie.monitor.demo import running_demo
 from vigie.monitor.health.archive import archived_incident
 from vigie.monitor.health.history import Transition
 from vigie.monitor.health.states import State
@@ -87,3 +92,42 @@ async def test_reports_of_an_open_and_an_archived_incident_are_served(tmp_path: 
         assert "Time to recover:" in text and "Time to recover: -" not in text
         status, _ = await fetch(daemon, "/incident/nothing@20200101T000000Z/report.md")
         assert status == 404
+
+
+async def test_the_lab_power_cut_report_follows_the_scenario() -> None:
+    """The demo's power cut (speed 40): the report's times sit where the script puts them."""
+    async with running_demo("127.0.0.1:0") as demo:
+        await asyncio.wait_for(demo.daemon.scheduler.first_round_done.wait(), 60)
+        run = demo.controller.start("power-cut", SPEED)
+
+        def nord_apps_down() -> bool:
+            incident = demo.daemon.health.engine.snapshot.incidents.get("site:nord")
+            return incident is not None and len(incident.applications) >= 3
+
+        await wait_for(nord_apps_down, "Nord's applications in the site incident", within=120)
+        assert run.fault_at is not None
+        exhausted = next(at for at, what in run.applied if what.startswith("batteries exhausted"))
+        daemon = demo.daemon
+        incident = daemon.health.engine.snapshot.incidents["site:nord"]
+        record = archived_incident(
+            incident,
+            daemon.health.engine.snapshot.at,
+            daemon.health.engine.topology,
+            daemon.history.transitions,
+        )
+        report = build(record, False, [])
+        # nothing failed before the mains were lost; the incident opened at once (mains lost)
+        assert report.first_failure >= run.fault_at - 1
+        mains = [c.at for c in record.timeline if c.event == "mains_lost"]
+        assert len(mains) == 1 and run.fault_at - 1 <= mains[0] <= exhausted
+        # each application fell once its servers lost power, not before
+        fallen = [a for a in report.apps if a.down_at is not None]
+        assert fallen and all(a.down_at >= exhausted - 1 for a in fallen)  # type: ignore[operator]
+        assert [a.criticality for a in report.apps] == sorted(a.criticality for a in report.apps)
+        async with aiohttp.ClientSession() as s:
+            url = f"{demo.url}/incident/{quote(incident.id, safe='')}/report.md"
+            async with s.get(url) as resp:
+                assert resp.status == 200
+                text = await resp.text()
+        assert "secteur perdu" in text and "toujours en cours" in text  # the demo speaks French
+        assert all(f"| {a.name} |" in text for a in report.apps)
