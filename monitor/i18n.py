@@ -290,6 +290,7 @@ EN: dict[str, Entry] = {
     "r.actions": "Operator actions",
     "r.no_actions": "No operator action recorded during the incident.",
     "r.print": "Print this page for a PDF.",
+    "r.availability": "Availability (30 days)",
 }
 
 FR: dict[str, Entry] = {
@@ -541,6 +542,7 @@ FR: dict[str, Entry] = {
     "r.actions": "Actions des opérateurs",
     "r.no_actions": "Aucune action d'opérateur enregistrée pendant l'incident.",
     "r.print": "Imprimer cette page pour obtenir un PDF.",
+    "r.availability": "Disponibilité (30 jours)",
 }
 
 CATALOGUE: Mapping[Language, Mapping[str, Entry]] = {"en": EN, "fr": FR}

@@ -3,20 +3,23 @@
 
 What the crisis cell's review needs, from what Vigie knew: root cause, the timeline, each
 impacted application with its tier, its outage (first failure seen to back, from the state
-changes) and its degraded mode, the times to detect (first failure seen to incident), to page,
-to acknowledge and to recover, who was paged, and the operator actions (the audit log) during
-the incident. No PDF: neither fpdf2 nor WeasyPrint is installed; the page prints as one.
+changes), its availability over the 30 days up to the end and its degraded mode, the times to
+detect (first failure seen to incident), to page, to acknowledge and to recover, who was
+paged, and the operator actions (the audit log) during the incident. No PDF: neither fpdf2
+nor WeasyPrint is installed; the page prints as one.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from aiohttp import web
 
 from vigie.monitor.audit import Action
 from vigie.monitor.health.archive import ArchivedIncident, archived_incident
+from vigie.monitor.health.availability import figures
 from vigie.monitor.health.states import State
 from vigie.monitor.i18n import Speech
 from vigie.monitor.web.archive import render
@@ -38,6 +41,8 @@ class AppOutage:
     back_at: float | None
     seconds: float | None
     degraded_mode: str
+    availability: float | None = None
+    """Over the 30 days up to the incident's end (None without kept history)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +61,12 @@ class Report:
     actions: tuple[Action, ...]
 
 
-def outages(record: ArchivedIncident) -> list[AppOutage]:
+AVAILABILITY_DAYS = 30
+
+
+def outages(
+    record: ArchivedIncident, availability: Mapping[str, float | None] | None = None
+) -> list[AppOutage]:
     """Each application's outage from the timeline: its first failure to its last return."""
     out = []
     for app in sorted(record.applications, key=lambda a: (a.criticality, a.name.lower())):
@@ -71,16 +81,30 @@ def outages(record: ArchivedIncident) -> list[AppOutage]:
             elif down_at is not None:
                 back_at = change.at
         seconds = None if down_at is None or back_at is None else back_at - down_at
+        share = (availability or {}).get(app.id)
         out.append(
             AppOutage(
-                app.id, app.name, app.criticality, down_at, back_at, seconds, app.degraded_mode
+                app.id,
+                app.name,
+                app.criticality,
+                down_at,
+                back_at,
+                seconds,
+                app.degraded_mode,
+                share,
             )
         )
     return out
 
 
-def build(record: ArchivedIncident, closed: bool, actions: list[Action]) -> Report:
-    """Compute the report's figures from an incident's record and the audit log's actions."""
+def build(
+    record: ArchivedIncident,
+    closed: bool,
+    actions: list[Action],
+    availability: Mapping[str, float | None] | None = None,
+) -> Report:
+    """Compute the report's figures from an incident's record, the audit log's actions and
+    each application's availability (monitor.health.availability) when history is kept."""
     failures = [c.at for c in record.timeline if c.state != "OK" and State[c.state].failing]
     first = min([*failures, record.started_at])
     paged = [p.opened for p in record.paging]
@@ -94,7 +118,7 @@ def build(record: ArchivedIncident, closed: bool, actions: list[Action]) -> Repo
         to_page=min(paged) - record.started_at if paged else None,
         to_acknowledge=min(acked) - record.started_at if acked else None,
         to_recover=record.duration if closed else None,
-        apps=tuple(outages(record)),
+        apps=tuple(outages(record, availability)),
         actions=tuple(
             a for a in actions if record.started_at - 300 <= a.at <= record.closed_at + 300
         )[:MAX_ACTIONS],
@@ -122,13 +146,15 @@ def markdown(report: Report, sp: Speech) -> str:
         f"## {t('h.impacted_apps', n=len(report.apps))}",
         "",
         f"| {t('col.tier')} | {t('col.application')} | {t('col.down_since')} | "
-        f"{t('col.back_at')} | {t('col.duration')} | {t('col.meanwhile')} |",
-        "|---|---|---|---|---|---|",
+        f"{t('col.back_at')} | {t('col.duration')} | {t('r.availability')} | "
+        f"{t('col.meanwhile')} |",
+        "|---|---|---|---|---|---|---|",
     ]
     for a in report.apps:
         lines.append(
             f"| {a.criticality} | {_cell(a.name)} | {sp.clock(a.down_at)} | {sp.clock(a.back_at)}"
-            f" | {sp.duration(a.seconds)} | {_cell(a.degraded_mode) or '-'} |"
+            f" | {sp.duration(a.seconds)} | {percent(a.availability, sp)}"
+            f" | {_cell(a.degraded_mode) or '-'} |"
         )
     lines += ["", f"## {t('a.paging')}", ""]
     for p in r.paging:
@@ -159,6 +185,14 @@ def markdown(report: Report, sp: Speech) -> str:
     return "\n".join(lines) + "\n"
 
 
+def percent(share: float | None, sp: Speech) -> str:
+    """A share as a percentage with 3 decimals (`99.952 %`; a comma in French), '-' if None."""
+    if share is None:
+        return "-"
+    text = f"{share * 100:.3f} %"
+    return text.replace(".", ",") if sp.language == "fr" else text
+
+
 def _cell(text: str) -> str:
     """Text safe in a Markdown table cell or list line (no pipe, no newline)."""
     return " ".join(str(text).replace("|", "/").split())[:300]
@@ -177,6 +211,19 @@ def _find(request: web.Request) -> tuple[ArchivedIncident, bool] | None:
     return None if record is None else (record, True)
 
 
+def _availability(request: web.Request, record: ArchivedIncident) -> dict[str, float | None]:
+    """Each impacted application's availability over the 30 days up to the incident's end."""
+    archive = request.app[SOURCE_KEY].archive()
+    if archive is None:
+        return {}
+    until = record.closed_at
+    since = until - AVAILABILITY_DAYS * 86400.0
+    return {
+        a.id: figures(archive.changes(a.id, since, until), since, until).availability
+        for a in record.applications
+    }
+
+
 def _actions(request: web.Request) -> list[Action]:
     ops = request.app.get(OPS_KEY)
     return [] if ops is None else list(reversed(ops.audit.recent(5000)))
@@ -187,7 +234,9 @@ async def report_page(request: web.Request) -> web.Response:
     found = _find(request)
     if found is None:
         raise web.HTTPNotFound(text="no such incident, open or archived\n")
-    return render(request, "report.html", build(found[0], found[1], _actions(request)))
+    record, closed = found
+    report = build(record, closed, _actions(request), _availability(request, record))
+    return render(request, "report.html", report)
 
 
 async def report_markdown(request: web.Request) -> web.Response:
@@ -196,7 +245,8 @@ async def report_markdown(request: web.Request) -> web.Response:
     if found is None:
         raise web.HTTPNotFound(text="no such incident, open or archived\n")
     sp = reader_speech(request, request.app[SOURCE_KEY].speech())
-    text = markdown(build(found[0], found[1], _actions(request)), sp)
+    record, closed = found
+    text = markdown(build(record, closed, _actions(request), _availability(request, record)), sp)
     return web.Response(text=text, content_type="text/markdown", charset="utf-8")
 
 

@@ -46,7 +46,7 @@ def test_the_figures_follow_the_script() -> None:
     )
     update = Action(T0 + 900, "cellule", "operator", "basic_auth", "", "update", record.id, "ok")
     before = Action(T0 - 7200, "x", "operator", "basic_auth", "", "reload", "config", "")
-    report = build(record, True, [before, update])
+    report = build(record, True, [before, update], {"app-dpi": 0.99952})
     assert report.first_failure == T0 - 40
     assert (report.to_detect, report.to_page, report.to_acknowledge, report.to_recover) == (
         40,
@@ -60,7 +60,8 @@ def test_the_figures_follow_the_script() -> None:
     assert report.actions == (update,)  # the reload two hours before is not the incident's
     text = markdown(report, Speech("fr"))
     assert "# Rapport post-incident : Serveur 1" in text
-    assert "| 1 | Dossier patient |" in text and "| 50 min 20 s | Dossiers papier |" in text
+    assert "| 1 | Dossier patient |" in text
+    assert "| 50 min 20 s | 99,952 % | Dossiers papier |" in text  # 30 days' availability
     assert "Délai de prise en compte: 5 min 00 s" in text
     assert "Pris en compte par Dr Martin" in text
 
@@ -90,6 +91,7 @@ async def test_reports_of_an_open_and_an_archived_incident_are_served(tmp_path: 
         status, text = await fetch(daemon, f"/incident/{iid}/report.md")
         assert status == 200 and text.startswith("# Post-incident report: srv-12")
         assert "Time to recover:" in text and "Time to recover: -" not in text
+        assert "Availability (30 days)" in text and " 100.000 % |" not in text  # it was down
         status, _ = await fetch(daemon, "/incident/nothing@20200101T000000Z/report.md")
         assert status == 404
 
