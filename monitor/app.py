@@ -286,7 +286,11 @@ class Daemon:
                     snapshot.at or time.time(),
                     self.health.engine.topology,
                     self.history.transitions,
-                    escalations,
+                    escalations=escalations,
+                    updates=[
+                        (a.at, a.who, a.detail, a.expected)
+                        for a in self.audit.updates(incident.id)
+                    ],
                 )
                 self.archive.add(record)
                 self.log.info("incident_archived", incident=record.id, seconds=record.duration)

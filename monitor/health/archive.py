@@ -172,6 +172,8 @@ class ArchivedIncident:
     impacted: tuple[str, ...]
     timeline: tuple[ArchivedChange, ...]
     paging: tuple[ArchivedPaging, ...] = field(default=())
+    updates: tuple[tuple[float, str, str, float | None], ...] = field(default=())
+    """The crisis cell's posted updates, oldest first: (at, by, text, expected recovery)."""
 
     @property
     def duration(self) -> float:
@@ -217,6 +219,10 @@ class ArchivedIncident:
                 )
                 for p in d.get("paging", ())
             ),
+            updates=tuple(
+                (float(at), str(by), str(text), None if eta is None else float(eta))
+                for at, by, text, eta in d.get("updates", ())
+            ),
         )
 
 
@@ -241,7 +247,9 @@ def archived_incident(
     closed_at: float,
     topology: Names,
     transitions: Callable[[str], Sequence[Transition]],
+    *,
     escalations: Iterable[Escalation] = (),
+    updates: Iterable[tuple[float, str, str, float | None]] = (),
 ) -> ArchivedIncident:
     """Build the record of an incident that just closed from what the daemon knows now."""
     since = incident.started_at - MARGIN
@@ -294,6 +302,10 @@ def archived_incident(
         impacted=incident.impacted,
         timeline=tuple(timeline),
         paging=paging,
+        updates=tuple(
+            (at, bound_text(by, 200), bound_text(text, 600), eta)
+            for at, by, text, eta in sorted(updates, key=lambda u: u[0])
+        ),
     )
 
 

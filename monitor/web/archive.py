@@ -218,6 +218,15 @@ def record_json(r: ArchivedIncident) -> dict[str, Any]:
             }
             for p in r.paging
         ],
+        "updates": [
+            {
+                "at": iso(at),
+                "by": by,
+                "text": text,
+                "expected_recovery": None if eta is None else iso(eta),
+            }
+            for at, by, text, eta in r.updates
+        ],
     }
 
 

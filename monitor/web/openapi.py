@@ -229,6 +229,19 @@ SCHEMAS: dict[str, Any] = {
                     },
                 ),
             },
+            "updates": {
+                "type": "array",
+                "description": "the crisis cell's posted updates, oldest first",
+                "items": _obj(
+                    ["at", "by", "text", "expected_recovery"],
+                    {
+                        "at": _TIME,
+                        "by": {"type": "string"},
+                        "text": {"type": "string"},
+                        "expected_recovery": _NULLABLE_TIME,
+                    },
+                ),
+            },
             "paging": {
                 "type": "array",
                 "description": "each team's escalation: who was paged, who acknowledged",

@@ -107,7 +107,8 @@ def record(started: float = T0, app: str = "app-dpi") -> ArchivedIncident:
         started + 3600,
         topology(),
         lambda cid: HISTORY.get(cid, []),
-        [escalation()],
+        escalations=[escalation()],
+        updates=[(T0 + 600, "cellule", "La DSI redémarre le serveur", T0 + 3000)],
     )
 
 
@@ -130,6 +131,7 @@ def test_a_closed_incident_keeps_its_timeline_and_who_was_paged(tmp_path: Path) 
     assert got.applications[0].degraded_mode == "Dossiers papier"
     assert got.paging[0].paged == (("sms", "+33600000001"),)
     assert (got.paging[0].acked_by, got.paging[0].ack_via) == ("Dr Martin", "link")
+    assert got.updates == ((T0 + 600, "cellule", "La DSI redémarre le serveur", T0 + 3000),)
     # the summary renders in French from the archive as it did live
     assert Speech("fr").say(got.summary) == Speech("fr").say(rec.summary)
     assert Speech("fr").say(got.summary) != str(got.summary)

@@ -10,6 +10,8 @@ from pathlib import Path
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
+import aiohttp
+
 from tests.waiting import wait_for
 from tests.web.outage import all_ok, fetch, running_hospital
 from vigie.monitor.app import Daemon
@@ -38,6 +40,9 @@ async def test_a_closed_incident_is_archived_and_survives_a_restart(tmp_path: Pa
         incident = daemon.health.engine.snapshot.incidents["component:srv-12"]
         status, _ = await fetch(daemon, f"/incident/{quote(incident.id)}")
         assert status == 200
+        url = f"http://127.0.0.1:{daemon.listen_port}/api/v1/incidents/{quote(incident.id)}/updates"
+        async with aiohttp.ClientSession() as s, s.post(url, json={"text": "IT restarts it"}) as r:
+            assert r.status == 201  # no roles configured: anyone may post
         targets.down = set()
         ids: list[str] = []
 
@@ -57,6 +62,7 @@ async def test_a_closed_incident_is_archived_and_survives_a_restart(tmp_path: Pa
         states = [(e["component"], e["state"]) for e in record["timeline"]]
         assert ("srv-12", "DOWN") in states and ("srv-12", "OK") in states
         assert record["duration_seconds"] > 0
+        assert [u["text"] for u in record["updates"]] == ["IT restarts it"]
 
     async with running_hospital(tmp_path, extra=extra) as (daemon, _):
         assert await _archived_ids(daemon) == ids  # kept across the restart

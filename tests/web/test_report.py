@@ -42,7 +42,11 @@ HISTORY = {
 def test_the_figures_follow_the_script() -> None:
     """Detect 40 s, page 60 s, acknowledge 300 s, recover 1 h; the app down 50 min 20 s."""
     record = archived_incident(
-        incident(T0), T0 + 3600, topology(), lambda c: HISTORY.get(c, []), [escalation()]
+        incident(T0),
+        T0 + 3600,
+        topology(),
+        lambda c: HISTORY.get(c, []),
+        escalations=[escalation()],
     )
     update = Action(T0 + 900, "cellule", "operator", "basic_auth", "", "update", record.id, "ok")
     before = Action(T0 - 7200, "x", "operator", "basic_auth", "", "reload", "config", "")
