@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import collections
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -32,7 +32,7 @@ from vigie.monitor.i18n import Speech, Text, negotiate
 from vigie.monitor.web import api
 from vigie.monitor.web.keys import SOURCE_KEY
 from vigie.monitor.web.operators import incident_updates, latest_updates, may_operate
-from vigie.monitor.web.readmodel import StatusSource, TopologyView
+from vigie.monitor.web.readmodel import Paging, StatusSource, TopologyView
 from vigie.monitor.web.views import (
     AppRow,
     BudgetView,
@@ -332,7 +332,10 @@ def _root_name(topo: TopologyView, incident: Incident) -> str:
     return name_of(topo, incident.root_cause)
 
 
-def _incident_card(topo: TopologyView, snap: Snapshot, i: Incident) -> IncidentCard:
+def _incident_card(
+    topo: TopologyView, snap: Snapshot, i: Incident, paging: Mapping[str, Paging]
+) -> IncidentCard:
+    paged = paging.get(i.key)
     return IncidentCard(
         id=i.id,
         severity=i.severity,
@@ -346,6 +349,9 @@ def _incident_card(topo: TopologyView, snap: Snapshot, i: Incident) -> IncidentC
             for c in root_components(snap, i)
         ),
         applications=i.applications,
+        paged=paged is not None,
+        acked_by=paged.acked_by if paged else None,
+        acked_at=paged.acked_at if paged else None,
     )
 
 
@@ -353,6 +359,7 @@ def overview(source: StatusSource) -> Overview:
     """What the crisis cell sees first: sites, open incidents, applications, failing checks."""
     snap = source.snapshot()
     topo = source.topology()
+    paging = source.paging()
     sites = site_rows(source)
     sites.sort(key=lambda s: (topo.datacenter(s.id), s.parent is not None, s.id))
     apps = [
@@ -366,7 +373,7 @@ def overview(source: StatusSource) -> Overview:
         now=time.time(),
         evaluated=snap.at,
         sites=tuple(sites),
-        incidents=tuple(_incident_card(topo, snap, i) for i in ordered_incidents(snap)),
+        incidents=tuple(_incident_card(topo, snap, i, paging) for i in ordered_incidents(snap)),
         apps=tuple(apps),
         apps_down=sum(1 for a in apps if a.failing),
         warnings=tuple(

@@ -70,6 +70,14 @@ class ProbeRun:
     metrics: str
 
 
+@dataclass(frozen=True, slots=True)
+class Paging:
+    """How an open incident's on-call escalation stands: acknowledged (by whom, when) or not."""
+
+    acked_by: str | None = None
+    acked_at: float | None = None
+
+
 class StatusSource(Protocol):
     """Everything the status pages and /api/v1 read, and the operator actions they perform."""
 
@@ -132,6 +140,9 @@ class StatusSource(Protocol):
 
     def workers(self) -> BusStatus | None:
         """The probe workers on NATS and their health; None without `bus:`."""
+
+    def paging(self) -> Mapping[str, Paging]:
+        """Open incidents under on-call escalation, by incident key; empty without `oncall`."""
 
     # --- operator actions ---------------------------------------------------------------------
 
@@ -226,6 +237,19 @@ class DaemonReadModel:
         """The bus consumer's view now, None when this Vigie runs its checks itself."""
         bus = self._daemon.bus
         return None if bus is None else bus.status()
+
+    def paging(self) -> Mapping[str, Paging]:
+        """The open escalations by incident key (an alert key is `<incident key>/<severity>`);
+        an incident paged to several teams counts as acknowledged once one team did."""
+        escalations = self._daemon.escalations
+        found: dict[str, Paging] = {}
+        for esc in escalations.all(open_only=True) if escalations is not None else ():
+            key = esc.alert_key.rpartition("/")[0] or esc.alert_key
+            if esc.acknowledged and found.get(key, Paging()).acked_at is None:
+                found[key] = Paging(esc.acked_by, esc.acked_at)
+            else:
+                found.setdefault(key, Paging())
+        return found
 
     def add_maintenance(self, spec: MaintenanceSpec) -> Window:
         """Add the window to the book, log it and wake the health loop."""

@@ -126,6 +126,10 @@ class IncidentCard:
     site_name: str
     causes: tuple[ComponentRef, ...]
     applications: tuple[ImpactedApp, ...]
+    paged: bool = False
+    """On-call escalation runs for it (alerting.oncall)."""
+    acked_by: str | None = None
+    acked_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -174,10 +174,15 @@ async def test_ack_link_through_the_daemon_stops_the_next_level(
         await wait_for(lambda: gateway.to(ALICE), "the level-1 SMS")
         match = LINK.search(gateway.to(ALICE)[0])
         assert match is not None
+        base = f"http://127.0.0.1:{daemon.listen_port}"
+        async with session.get(f"{base}/") as response:  # the overview: paged, nobody yet
+            assert 'class="unacked"' in await response.text()
         async with session.post(match.group(1)) as response:
             assert response.status == 200
             assert "Pris en compte par alice" in await response.text()
-        base = f"http://127.0.0.1:{daemon.listen_port}"
+        async with session.get(f"{base}/") as response:
+            overview = await response.text()
+        assert 'class="unacked"' not in overview and "acknowledged by alice" in overview
         async with session.get(f"{base}/api/v1/escalations") as response:
             [esc] = await response.json()
         assert esc["acknowledged_by"] == "alice" and esc["level"] == 1

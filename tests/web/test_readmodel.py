@@ -31,7 +31,7 @@ from vigie.monitor.health.topology import ComponentSpec, SiteSpec
 from vigie.monitor.i18n import Speech
 from vigie.monitor.web import build_app
 from vigie.monitor.web.pages import component_page, incident_page, overview, recovery_rows
-from vigie.monitor.web.readmodel import ProbeRun, TopologyView
+from vigie.monitor.web.readmodel import Paging, ProbeRun, TopologyView
 from vigie.monitor.web.views import ComponentRef, DepGroup
 from vigie.probes.base import Check
 
@@ -167,6 +167,7 @@ class Hospital:
         self.reloads = 0
         self.reload_errors: list[str] = []
         self.first_round_done = False
+        self.acked = Paging()
 
     def snapshot(self) -> Snapshot:
         """The fixed power-cut snapshot."""
@@ -241,6 +242,10 @@ class Hospital:
         """It runs its checks itself."""
         return None
 
+    def paging(self) -> Mapping[str, Paging]:
+        """The power cut is paged; as the test sets who acknowledged it."""
+        return {"site:nord": self.acked}
+
     def add_maintenance(self, spec: MaintenanceSpec) -> Window:
         """Into the real MaintenanceBook."""
         return self.book.add(spec)
@@ -309,6 +314,19 @@ def test_overview_and_incident_page_are_built_from_the_read_model_alone() -> Non
     ]
     rows = recovery_rows(source, T0 + 60)
     assert [(r.id, r.back, r.down_since) for r in rows] == [("app-dpi", False, T0)]
+
+
+async def test_overview_says_whether_on_call_acknowledged(served: tuple[Hospital, str]) -> None:
+    """A paged incident nobody acknowledged stands out in red; once acknowledged, who and when."""
+    source, url = served
+    (card,) = overview(source).incidents
+    assert card.paged and card.acked_by is None
+    status, html = await _get(url + "/")
+    assert status == 200 and 'class="unacked">paged, not acknowledged yet<' in html
+    source.acked = Paging("Dr. Martin <script>", T0 + 120)
+    status, html = await _get(url + "/")
+    assert "unacked" not in html.split("<h2>", 2)[-1]
+    assert "acknowledged by Dr. Martin &lt;script&gt; at" in html
 
 
 @pytest.fixture
