@@ -190,12 +190,13 @@ async def test_running_daemon_shows_its_own_cost(vigie: str) -> None:
     await promtool_check(promtool, page)
 
 
-def dashboard_query(title: str) -> str:
-    """Return the first query of the shipped Grafana dashboard's panel with that title."""
+def dashboard_query(title: str, instance: str) -> str:
+    """Return the first query of the shipped Grafana dashboard's panel with that title, its
+    `$instance` variable set as Grafana sets it when that Vigie is selected."""
     board = json.loads(DASHBOARD.read_text())
     panel = next(p for p in board["panels"] if p["title"] == title)
     query: str = panel["targets"][0]["expr"]
-    return query
+    return query.replace("$instance", instance)
 
 
 async def test_prometheus_computes_cpu_per_probe_from_the_dashboard(
@@ -218,8 +219,9 @@ async def test_prometheus_computes_cpu_per_probe_from_the_dashboard(
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )
-    per_probe = dashboard_query("CPU seconds per probe")
-    per_second = dashboard_query("Probes per second")
+    instance = vigie.removeprefix("http://")
+    per_probe = dashboard_query("CPU seconds per probe", instance)
+    per_second = dashboard_query("Probes per second", instance)
     base = f"http://127.0.0.1:{port}"
     results: dict[str, list[dict[str, Any]]] = {}
     try:
