@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from vigie.core.results import bound_text
 from vigie.core.sanitise import sanitise
 from vigie.monitor.alerting.model import Alert
+from vigie.monitor.alerting.outbox import open_store
 
 STORE = "audit"
 KEEP = 5000
@@ -138,17 +139,7 @@ class AuditLog:
 
     @staticmethod
     def _open(path: Path) -> sqlite3.Connection:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(path, isolation_level=None)
-        try:
-            db.execute("PRAGMA busy_timeout=200")
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(_SCHEMA)
-        except BaseException:
-            db.close()
-            raise
-        return db
+        return open_store(path, _SCHEMA)
 
     @staticmethod
     def _load(db: sqlite3.Connection) -> list[Action]:

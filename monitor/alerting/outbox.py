@@ -60,6 +60,26 @@ def write_failure(exc: BaseException) -> bool:
     )
 
 
+def open_store(path: Path, schema: str, synchronous: str = "NORMAL") -> sqlite3.Connection:
+    """Open (creating it and its folder) one of the state dir's SQLite files, WAL, with schema.
+
+    The one way Vigie's stores (outbox, health, archive, audit) open their file; a failure
+    closes what was opened and raises for the caller to judge (write_failure tells a full or
+    read-only disk from a bug).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute("PRAGMA busy_timeout=200")
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={synchronous}")
+        db.executescript(schema)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
 SCHEMA_VERSION = 1
 
 _SCHEMA = """

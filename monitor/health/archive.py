@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from vigie.core.results import bound_text
 from vigie.monitor.alerting.escalation import Escalation
-from vigie.monitor.alerting.outbox import WriteReport, write_failure
+from vigie.monitor.alerting.outbox import WriteReport, open_store, write_failure
 from vigie.monitor.health.history import Transition
 from vigie.monitor.health.snapshot import Incident
 from vigie.monitor.health.states import State
@@ -365,12 +365,7 @@ class IncidentArchive:
     def _try_open(self) -> sqlite3.Connection | None:
         db: sqlite3.Connection | None = None
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, isolation_level=None)
-            db.execute("PRAGMA busy_timeout=200")
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(_SCHEMA)
+            db = open_store(self.path, _SCHEMA)
             with contextlib.suppress(sqlite3.OperationalError):  # a file of the first version
                 db.execute("ALTER TABLE changes ADD COLUMN maint INTEGER NOT NULL DEFAULT 0")
         except Exception as exc:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from vigie.monitor.alerting.outbox import WriteReport, write_failure
+from vigie.monitor.alerting.outbox import WriteReport, open_store, write_failure
 from vigie.monitor.health.states import State
 
 _SCHEMA = """
@@ -54,22 +54,13 @@ class HealthStateStore:
 
     def _try_open(self) -> sqlite3.Connection | None:
         """Open (creating) the file; on a refusal report it and return None."""
-        db: sqlite3.Connection | None = None
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, isolation_level=None)
-            db.execute("PRAGMA busy_timeout=200")
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(_SCHEMA)
+            return open_store(self.path, _SCHEMA)
         except Exception as exc:
-            if db is not None:
-                db.close()
             if not write_failure(exc):
                 raise
             self._failed(exc)
             return None
-        return db
 
     def _failed(self, exc: BaseException) -> None:
         self.failing = True
