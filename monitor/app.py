@@ -26,7 +26,7 @@ from vigie.monitor.alerting.ack import Silences
 from vigie.monitor.alerting.escalation import Escalations, escalations_for
 from vigie.monitor.audit import AuditLog, annotate
 from vigie.monitor.bus.consumer import BusConsumer
-from vigie.monitor.config import LoadedConfig, load_config
+from vigie.monitor.config import LoadedConfig, load_config, load_config_logged
 from vigie.monitor.exposition import Exposition, check_labels
 from vigie.monitor.health.alerts import IncidentNotifier
 from vigie.monitor.health.archive import Closings, IncidentArchive, archived_incident
@@ -534,11 +534,8 @@ async def run_daemon(
 
     env = os.environ if env is None else env
     log = structlog.get_logger()
-    try:
-        loaded = load_config(config_path, registry, env)
-    except ConfigErrors as exc:
-        for error in exc.errors:
-            log.error("config_invalid", error=str(error))
+    loaded = load_config_logged(config_path, registry, env, log)
+    if loaded is None:
         return 1
     for warning in loaded.warnings:  # what `vigie check` warns about, in the journal too
         log.warning("config_warning", warning=str(warning))

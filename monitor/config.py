@@ -755,6 +755,19 @@ def load_config(
         return _load_config(Path(path), registry, env)
 
 
+def load_config_logged(
+    path: str | Path, registry: ProbeRegistry, env: Mapping[str, str], log: Any
+) -> LoadedConfig | None:
+    """Load the config for a process start (`vigie run`, `vigie worker`): every error logged as
+    `config_invalid`, None when there is one."""
+    try:
+        return load_config(path, registry, env)
+    except ConfigErrors as exc:
+        for error in exc.errors:
+            log.error("config_invalid", error=str(error))
+        return None
+
+
 def _load_config(
     path: Path, registry: ProbeRegistry, env: Mapping[str, str] | None
 ) -> LoadedConfig:

@@ -32,7 +32,7 @@ from vigie.monitor.bus.codec import encode, subject_token
 from vigie.monitor.bus.link import connect_until, members_bucket, watch_members
 from vigie.monitor.bus.members import Change, Membership, owner
 from vigie.monitor.bus.settings import WORKER_NAME, BusSettings
-from vigie.monitor.config import LoadedConfig, load_config
+from vigie.monitor.config import LoadedConfig, load_config, load_config_logged
 from vigie.monitor.scheduler import Scheduler, SchedulerMetrics
 from vigie.monitor.store import ResultStore
 from vigie.probes.base import Check, Closing, ProbeRegistry
@@ -236,11 +236,8 @@ async def run_worker(
 
     env = os.environ if env is None else env
     log = structlog.get_logger()
-    try:
-        loaded = load_config(config_path, registry, env)
-    except ConfigErrors as exc:
-        for error in exc.errors:
-            log.error("config_invalid", error=str(error))
+    loaded = load_config_logged(config_path, registry, env, log)
+    if loaded is None:
         return 1
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
