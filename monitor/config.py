@@ -858,6 +858,9 @@ def _load_config(
     topo_warnings += _secret_file_warnings(raw, path.parent)
     topo_warnings += replica_warnings(config.replicas, config.alerting)
     topo_warnings += single_site_levels(config.alerting) if config.alerting else []
+    from vigie.monitor.web.webconfig import role_warnings  # lazy, as above: web needs config
+
+    topo_warnings += role_warnings(config.web.roles, web_file)
     warnings = _one_per_mistake(located(topo_warnings))
     return LoadedConfig(
         path=path,

@@ -267,3 +267,43 @@ def apply(app: web.Application, config: WebConfig, logger: Any = None) -> None:
         add_headers(app, dict(config.http_server_config.headers))
     if config.basic_auth_users:
         app.middlewares.insert(0, BasicAuth(dict(config.basic_auth_users), logger).middleware)
+
+
+def role_warnings(
+    roles: dict[str, str] | None, web_file: Path | None
+) -> list[tuple[tuple[int | str, ...], str]]:
+    """Name `web.roles` mappings that nobody can match: a role set with no way to log in.
+
+    Without basic auth or client certificates every visitor is an anonymous viewer, so a
+    `roles:` block silently leaves nobody able to act (maintenance, updates, reload).
+    """
+    if roles is None:
+        return []
+    where: tuple[int | str, ...] = ("web", "roles")
+    problems: list[tuple[tuple[int | str, ...], str]] = []
+    if not any(role == "operator" for role in roles.values()):
+        problems.append((where, "no user or certificate has the operator role: nobody can act"))
+    config: WebConfig | None = None
+    if web_file is not None:
+        try:
+            config = load_web_config(web_file)
+        except WebConfigError:
+            return problems  # reported as an error of its own
+    users = set(config.basic_auth_users) if config is not None else set()
+    tls = config.tls_server_config if config is not None else None
+    certificates = tls is not None and tls.client_auth_type != "NoClientCert"
+    if not users and not certificates:
+        problems.append(
+            (
+                where,
+                "web.roles is set but web.config_file asks for neither basic_auth_users nor"
+                " client certificates: every visitor is an anonymous viewer and nobody can act",
+            )
+        )
+        return problems
+    for name in roles:
+        if name in users or (certificates and "=" in name):
+            continue
+        how = "basic_auth_users" + (" nor a certificate subject (CN=...)" if certificates else "")
+        problems.append(((*where, name), f"{name!r} is not in web.yml's {how}: it never matches"))
+    return problems

@@ -208,6 +208,44 @@ def test_config_check_reads_the_web_yml(tmp_path: Path) -> None:
     assert "plain" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("web_yml", "roles", "expected"),
+    [
+        (
+            None,
+            "{alice: operator}",
+            [
+                "web.roles: web.roles is set but web.config_file asks for neither basic_auth_users"
+                " nor client certificates: every visitor is an anonymous viewer and nobody can act"
+            ],
+        ),
+        (
+            f"basic_auth_users: {{alice: '{HASH}'}}\n",
+            "{alice: viewer, bob: operator}",
+            ["web.roles.bob: 'bob' is not in web.yml's basic_auth_users: it never matches"],
+        ),
+        (
+            f"basic_auth_users: {{alice: '{HASH}'}}\n",
+            "{alice: viewer}",
+            ["web.roles: no user or certificate has the operator role: nobody can act"],
+        ),
+        (f"basic_auth_users: {{alice: '{HASH}'}}\n", "{alice: operator}", []),
+    ],
+)
+def test_roles_nobody_can_match_are_warned(
+    tmp_path: Path, web_yml: str | None, roles: str, expected: list[str]
+) -> None:
+    """`vigie check` warns when web.roles leaves nobody able to act or names an unknown user."""
+    web = "web: {listen: '127.0.0.1:0', roles: " + roles
+    if web_yml is not None:
+        (tmp_path / "web.yml").write_text(web_yml)
+        web += ", config_file: web.yml"
+    config = tmp_path / "vigie.yaml"
+    config.write_text(web + "}\nchecks: []\n")
+    loaded = load_config(config, ProbeRegistry([HttpProbe()]), env={})
+    assert [f"{w.path}: {w.message}" for w in loaded.warnings] == expected
+
+
 async def test_daemon_refuses_to_start_with_a_bad_web_yml(tmp_path: Path) -> None:
     """Daemon.start fails before serving when web.config_file went bad after the load."""
     (tmp_path / "web.yml").write_text(f"basic_auth_users: {{alice: '{HASH}'}}\n")
