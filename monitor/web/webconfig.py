@@ -16,7 +16,7 @@ import hashlib
 import hmac
 import re
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -270,7 +270,7 @@ def apply(app: web.Application, config: WebConfig, logger: Any = None) -> None:
 
 
 def role_warnings(
-    roles: dict[str, str] | None, web_file: Path | None
+    roles: Mapping[str, str] | None, web_file: Path | None
 ) -> list[tuple[tuple[int | str, ...], str]]:
     """Name `web.roles` mappings that nobody can match: a role set with no way to log in.
 
