@@ -170,7 +170,8 @@ def markdown(report: Report, sp: Speech) -> str:
     lines += ["", f"## {t('r.actions')}", ""]
     for action in report.actions:
         lines.append(
-            f"- {sp.clock(action.at)} {_cell(action.who)} ({action.role}): {action.action}"
+            f"- {sp.clock(action.at)} {_cell(action.who)} ({t('role.' + action.role)}):"
+            f" {t('action.' + action.action)}"
             f" {_cell(action.target)} {_cell(action.detail)}".rstrip()
         )
     if not report.actions:
