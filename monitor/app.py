@@ -41,7 +41,7 @@ from vigie.monitor.health.runner import HealthRunner, HealthRunnerMetrics
 from vigie.monitor.i18n import Speech, zone_of
 from vigie.monitor.ondemand import OnDemandGate, OnDemandMetrics
 from vigie.monitor.probe_state import ProbeStateFile
-from vigie.monitor.replicas import MaintenanceMirror, ReplicaSet
+from vigie.monitor.replicas import MaintenanceMirror, ReplicaSet, UpdateFeed, peer_settings
 from vigie.monitor.runtime_metrics import register_runtime_collectors
 from vigie.monitor.scheduler import Scheduler, SchedulerMetrics
 from vigie.monitor.statedir import StateDirMonitor
@@ -169,7 +169,12 @@ class Daemon:
             self.scheduler.first_round_done,
             publish=self._publish,
             persist=persist,
-            maintenance=MaintenanceBook(config.maintenance),
+            # windows opened by operators survive a restart (state_dir/maintenance.sqlite)
+            maintenance=MaintenanceBook(
+                config.maintenance,
+                path=config.state_dir / "maintenance.sqlite" if config.state_dir else None,
+                report=self.state_dir,
+            ),
             logger=self.log,
             metrics=HealthRunnerMetrics(self.own_registry),
         )
@@ -216,6 +221,19 @@ class Daemon:
             config.state_dir / "audit.sqlite" if config.state_dir else None,
             report=self.state_dir,
         )
+        # With replicas: the incident updates posted on a peer, pulled into this audit log.
+        self.update_feed: UpdateFeed | None = None
+        self._feed_task: asyncio.Task[None] | None = None
+        if config.replicas is not None:
+            self.update_feed = UpdateFeed(
+                config.replicas,
+                self.audit,
+                session,
+                peer_settings(lambda: self.loaded.plan),
+                lambda: {i.key: i.id for i in self.health.engine.snapshot.incidents.values()},
+                on_change=self.health.wake,
+                logger=self.log,
+            )
         self.own_registry.register(HealthCollector(lambda: self.health.engine.snapshot))
         # Detection budgets follow the config in force (recomputed by load_config on reload).
         self.own_registry.register(BudgetCollector(lambda: self.loaded.budget()))  # noqa: PLW0108
@@ -310,6 +328,7 @@ class Daemon:
             if self.archive is not None:
                 self.archive.flush()
             self.audit.flush()
+            self.health.maintenance.flush()
             if self._probe_state is not None:
                 await self._probe_state.save(self.registry)
             self.health.wake()  # publish now: the self-incident resolves without waiting
@@ -336,6 +355,10 @@ class Daemon:
         if self.maintenance_mirror is not None and self.replicas is not None:
             self._mirror_task = asyncio.create_task(
                 self.maintenance_mirror.run(self.replicas.settings.interval), name="maintenance"
+            )
+        if self.update_feed is not None and self.replicas is not None:
+            self._feed_task = asyncio.create_task(
+                self.update_feed.run(self.replicas.settings.interval), name="update-feed"
             )
         if self.escalations is not None:
             self._escalation_task = asyncio.create_task(self.escalations.run(), name="escalation")
@@ -504,6 +527,11 @@ class Daemon:
                 await self._mirror_task
         if self.maintenance_mirror is not None:
             await self.maintenance_mirror.close()
+        if self._feed_task is not None:
+            self._feed_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._feed_task
+        self.health.maintenance.close()
         if self.escalations is not None:
             self.escalations.stop()
         if self._escalation_task is not None:

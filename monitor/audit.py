@@ -34,6 +34,8 @@ MAX_TEXT = 500
 """An incident update is a short sentence: "IT is restoring the lab link, expected 16:00"."""
 
 UPDATE = "incident_update"
+REPLICA_VIA = "replica "
+"""How an update posted on a peer replica was known here: `replica <name>` (pulled from it)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS action (
@@ -231,21 +233,73 @@ class AuditLog:
                 self._report.ok(STORE)
         return True
 
+    def adopt_update(
+        self,
+        *,
+        at: float,
+        who: str,
+        role: str,
+        replica: str,
+        remote: str,
+        incident: str,
+        text: str,
+        expected: float | None,
+    ) -> Action | None:
+        """Keep an incident update posted on a peer replica, as it was posted there (its time,
+        its author), via `replica <name>`; None when this log holds it already."""
+        entry = Action(
+            at=at,
+            who=sanitise(who)[:MAX_WHO] or "-",
+            role=sanitise(role)[:20],
+            via=f"{REPLICA_VIA}{sanitise(replica)[:40]}",
+            remote=bound_text(remote, 100),
+            action=UPDATE,
+            target=bound_text(sanitise(incident), MAX_WHO),
+            detail=bound_text(sanitise(text), MAX_TEXT),
+            expected=expected,
+        )
+        same = (entry.target, entry.at, entry.who, entry.detail)
+        if any((a.target, a.at, a.who, a.detail) == same for a in self._kept if a.action == UPDATE):
+            return None
+        self._kept.append(entry)
+        if len(self._kept) > KEEP:
+            del self._kept[: len(self._kept) - KEEP]
+        if self.path is not None:
+            self._pending.append(entry)
+            self.flush()
+        return entry
+
+    def local_updates(self, since: float, limit: int) -> list[Action]:
+        """Updates posted on this replica at or after `since`, oldest first (what peers pull)."""
+        found = [
+            a
+            for a in self._kept
+            if a.action == UPDATE and a.at >= since and not a.via.startswith(REPLICA_VIA)
+        ]
+        return sorted(found, key=_update_order)[:limit]
+
     def recent(self, limit: int = 500) -> list[Action]:
         """The latest actions, newest first (written or still pending)."""
         return list(reversed(self._kept[-limit:])) if limit > 0 else []
 
     def updates(self, incident: str) -> list[Action]:
-        """The updates posted on an incident, newest first."""
-        return [a for a in reversed(self._kept) if a.action == UPDATE and a.target == incident]
+        """The updates posted on an incident (here or on a peer replica), newest first."""
+        found = [a for a in self._kept if a.action == UPDATE and a.target == incident]
+        return sorted(found, key=_update_order, reverse=True)
 
     def latest_updates(self, incidents: Sequence[str]) -> dict[str, Action]:
-        """The newest update of each of these incidents that has one."""
+        """The newest update of each of these incidents that has one.
+
+        Newest by the time it was posted, not by when this log learnt it: a replica that
+        pulls its peer's update late still annotates the alert as its peer does.
+        """
         wanted = set(incidents)
         out: dict[str, Action] = {}
-        for a in reversed(self._kept):
-            if a.action == UPDATE and a.target in wanted and a.target not in out:
-                out[a.target] = a
+        for a in self._kept:
+            if a.action == UPDATE and a.target in wanted:
+                held = out.get(a.target)
+                if held is None or _update_order(a) > _update_order(held):
+                    out[a.target] = a
         return out
 
     def close(self) -> None:
@@ -254,6 +308,12 @@ class AuditLog:
         if self._db is not None:
             self._db.close()
             self._db = None
+
+
+def _update_order(a: Action) -> tuple[float, str, str]:
+    """Updates sort by when they were posted; equal times by author and text (the same order
+    on every replica)."""
+    return (a.at, a.who, a.detail)
 
 
 @contextlib.contextmanager

@@ -120,6 +120,12 @@ class WebSettings(_Strict):
         " acknowledgements, reload). Anyone authenticated and not listed is a viewer. Unset:"
         " no roles, whoever reaches the web may act (as before roles existed).",
     )
+    # operator state (maintenance windows): the longest window an operator may open
+    maintenance_max: Duration = Field(
+        86400.0,
+        description="Longest maintenance window an operator may open through the API or the"
+        " page (refused with 400 naming it); windows in the config file are not limited.",
+    )
 
     def host_port(self) -> tuple[str, int]:
         """Return the host and port to bind."""

@@ -13,25 +13,34 @@ is not).
 from __future__ import annotations
 
 import asyncio
+import json
+import math
+import re
+import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import aiohttp
 import structlog
 from prometheus_client import CollectorRegistry, Gauge
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from vigie.core.durations import Duration
 from vigie.core.results import ProbeResult, bound_text
+from vigie.core.sanitise import sanitise
 from vigie.core.secrets import ConfigPath
 from vigie.core.yamlpos import PosDict, PosList
 from vigie.monitor.alerting.ack import Silences
 from vigie.monitor.alerting.settings import AlertingSettings
 from vigie.monitor.alerting.sink import DeliveryError
+from vigie.monitor.audit import AuditLog
 from vigie.monitor.health.maintenance import MaintenanceBook, Window
-from vigie.probes.vigie_peer import RESOLVED
+from vigie.probes.base import Check
+from vigie.probes.tls import SslContextCache
+from vigie.probes.vigie_peer import RESOLVED, VigiePeerSettings
 
 CHECK_PREFIX = "vigie-"
 """A member's check and component are `vigie-<name>` (its peers' view of it)."""
@@ -424,16 +433,25 @@ MAINTENANCE_COMMENT = "Vigie maintenance window"
 """How a maintenance window's silence comment starts: how a replica knows its peer's windows."""
 PULLED = "alertmanager"
 """The source of a window a replica learnt from a peer's silence."""
+ENDED_BY_PEER = "a peer replica (its silence was expired)"
+"""Who ended a window whose silence left the cluster: the replica that ended it knows who."""
+END_MARGIN = 5.0
+"""A window this close to its end is left to end by itself (its silence expires at its end)."""
+_SILENCE_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 
 
 class MaintenanceMirror:
-    """Maintenance windows opened on one replica hold the others' pages too.
+    """Maintenance windows opened or ended on one replica hold or release the others' pages.
 
     A window opened through a replica's API is posted as an Alertmanager silence on its
     target (`site=` or `component=`), with its reason as comment and the replica as author;
-    the cluster shares it, so Alertmanager holds the pages of both replicas at once. Each
-    replica also reads the cluster's active Vigie silences every `every` seconds and adds
-    the windows it lacks to its own book, so its direct sinks (webhook, mail) hold too.
+    the window keeps the silence's id. The cluster shares the silence, so Alertmanager holds
+    the pages of both replicas at once. Ending the window early expires its silence. Each
+    replica reads the cluster's current Vigie silences every `every` seconds: it adds the
+    windows it lacks to its own book (so its direct sinks hold too), ends the windows whose
+    silence has left the cluster (ended on a peer), expires again the silence of a window it
+    ended if the cluster still holds it, and posts again a window whose silence could not be
+    created. A failed read changes nothing.
     """
 
     def __init__(
@@ -445,6 +463,7 @@ class MaintenanceMirror:
         *,
         on_change: Callable[[], None] = lambda: None,
         logger: Any = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._silences = silences
         self._book = book
@@ -452,16 +471,29 @@ class MaintenanceMirror:
         self._instance = instance
         self._on_change = on_change
         self._log = logger if logger is not None else structlog.get_logger()
+        self._clock = clock
         self._tasks: set[asyncio.Task[None]] = set()
+        self._creating: set[str] = set()
+        """Windows whose silence is being created: never judged by a pull meanwhile."""
 
-    def opened(self, win: Window) -> None:
-        """A window was opened here: post its silence in the background (logged if it fails)."""
-        task = asyncio.get_running_loop().create_task(self.publish(win))
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def opened(self, win: Window) -> None:
+        """A window was opened here: post its silence in the background (logged if it fails)."""
+        self._creating.add(win.id)
+        self._background(self.publish(win))
+
+    def ended(self, win: Window) -> None:
+        """A window was ended early here: expire its silence in the background."""
+        if win.silence is not None:
+            self._background(self._expire(win))
+
     async def publish(self, win: Window) -> None:
-        """Post the window as a silence of the cluster."""
+        """Post the window as a silence of the cluster; the window keeps the silence's id."""
+        self._creating.add(win.id)
         label = "site" if win.target in self._sites() else "component"
         try:
             silence = await self._silences.create(
@@ -469,33 +501,80 @@ class MaintenanceMirror:
                 author=f"vigie {self._instance}",
                 comment=f"{MAINTENANCE_COMMENT}: {win.target}: {win.reason}",
                 until=datetime.fromtimestamp(win.end, UTC),
+                since=datetime.fromtimestamp(win.start, UTC),
             )
         except DeliveryError as exc:
             self._log.warning("maintenance_silence_failed", target=win.target, error=exc.reason)
             return
+        finally:
+            self._creating.discard(win.id)
         self._log.info("maintenance_silence_created", target=win.target, silence=silence)
+        kept = self._book().set_silence(win.id, silence)
+        if kept is not None and kept.ended_early:  # ended while its silence was being made
+            await self._expire(kept)
+
+    async def _expire(self, win: Window) -> None:
+        """Expire a window's silence (logged; the next pull tries again if it fails)."""
+        if win.silence is None:
+            return
+        try:
+            await self._silences.expire(win.silence)
+        except DeliveryError as exc:
+            self._log.warning("maintenance_silence_unexpired", target=win.target, error=exc.reason)
+            return
+        self._log.info("maintenance_silence_expired", target=win.target, silence=win.silence)
 
     async def pull(self) -> int:
-        """Add the windows of the cluster's Vigie silences this replica lacks; return how many."""
+        """Bring the book in line with the cluster's Vigie silences; return how many changed."""
+        # Only windows whose silence existed before the read are judged by it: one created
+        # while the read was under way is not in its answer.
+        settled = {
+            w.id: w.silence
+            for w in self._book().windows
+            if w.silence is not None and w.id not in self._creating
+        }
         try:
-            found = await self._silences.active()
+            found = await self._silences.active(pending=True)
         except DeliveryError as exc:
             self._log.warning("maintenance_silences_unread", error=exc.reason)
             return 0
         book = self._book()
-        known = {(w.target, round(w.end)) for w in book.windows}
-        added = 0
-        for silence in found:
-            win = _window_of(silence)
-            if win is None or (win.target, round(win.end)) in known:
+        now = self._clock()
+        live = {str(s.get("id")) for s in found}
+        changed = 0
+        for win in book.windows:
+            if win.source == "config" or win.id in self._creating:
                 continue
-            book.windows.append(win)
-            known.add((win.target, round(win.end)))
-            added += 1
-            self._log.info("maintenance_from_peer", target=win.target, reason=win.reason)
-        if added:
+            if win.silence is None:
+                if win.source == "api":  # its silence could not be created: try again
+                    self.opened(win)
+                continue
+            if settled.get(win.id) != win.silence:
+                continue
+            if win.silence not in live and win.end > now + END_MARGIN:
+                book.end(win.id, ENDED_BY_PEER)
+                changed += 1
+                self._log.info("maintenance_ended_by_peer", target=win.target, window=win.id)
+        for sid in book.silences_of_ended() & live:  # its expiry failed: again
+            self._background(self._expire_id(sid))
+        known = book.silences()
+        posting = {(w.target, round(w.end)) for w in book.windows if w.silence is None}
+        for silence in found:
+            peer = _window_of(silence)
+            if peer is None or peer.silence in known or (peer.target, round(peer.end)) in posting:
+                continue
+            book.adopt(peer)
+            changed += 1
+            self._log.info("maintenance_from_peer", target=peer.target, reason=peer.reason)
+        if changed:
             self._on_change()
-        return added
+        return changed
+
+    async def _expire_id(self, silence: str) -> None:
+        try:
+            await self._silences.expire(silence)
+        except DeliveryError as exc:
+            self._log.warning("maintenance_silence_unexpired", silence=silence, error=exc.reason)
 
     async def run(self, every: float) -> None:
         """Pull every `every` seconds until cancelled."""
@@ -504,7 +583,7 @@ class MaintenanceMirror:
             await asyncio.sleep(every)
 
     async def close(self) -> None:
-        """Wait for the silences being posted (a window opened just before a stop)."""
+        """Wait for the silences being posted or expired (a window changed just before a stop)."""
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
@@ -513,6 +592,9 @@ def _window_of(silence: dict[str, Any]) -> Window | None:
     """Return the maintenance window a Vigie silence stands for, None for any other silence."""
     comment = silence.get("comment")
     matchers = silence.get("matchers")
+    sid = silence.get("id")
+    if not isinstance(sid, str) or not _SILENCE_ID.match(sid):
+        return None
     if not isinstance(comment, str) or not comment.startswith(f"{MAINTENANCE_COMMENT}: "):
         return None
     if not isinstance(matchers, list) or len(matchers) != 1 or not isinstance(matchers[0], dict):
@@ -536,4 +618,211 @@ def _window_of(silence: dict[str, Any]) -> Window | None:
         end=end.timestamp(),
         reason=bound_text(reason, 500),
         source=PULLED,
+        author=bound_text(sanitise(str(silence.get("createdBy") or "")), 100),
+        silence=sid,
     )
+
+
+# --- incident updates forwarded between replicas --------------------------------------------
+
+UPDATES_PATH = "/-/replica/updates"
+"""Where a replica serves the incident updates posted on it (same auth as /-/replica)."""
+MAX_UPDATES = 100
+"""Updates in one answer, at most: a peer asks again from the last one it got."""
+MAX_UPDATES_BODY = 256 * 1024
+MAX_PAGES = 10
+"""Answers read from one peer per pull, at most (a replica catching up after a restart)."""
+
+
+def updates_answer(audit: AuditLog, since: float, keys: Mapping[str, str]) -> dict[str, Any]:
+    """The /-/replica/updates answer: updates posted here at or after `since`, oldest first.
+
+    Each names its incident by id and, while it is open, by key: the peer's incident of the
+    same key may carry another id (its start seen a check interval apart).
+    """
+    found = audit.local_updates(since, MAX_UPDATES)
+    return {
+        "updates": [
+            {
+                "incident": a.target,
+                "key": keys.get(a.target),
+                "at": a.at,
+                "who": a.who,
+                "role": a.role,
+                "text": a.detail,
+                "expected": a.expected,
+            }
+            for a in found
+        ],
+        "more": len(found) >= MAX_UPDATES,
+    }
+
+
+PeerSettings = Callable[[str], VigiePeerSettings | None]
+"""The settings (auth, TLS) of the `vigie` check watching a member: how to reach it."""
+
+
+def peer_settings(plan: Callable[[], Mapping[str, Check[Any]]]) -> PeerSettings:
+    """Read a member's auth and TLS from the plan in force (its `vigie-<name>` check)."""
+
+    def of(name: str) -> VigiePeerSettings | None:
+        check = plan().get(check_id(name))
+        settings = None if check is None else check.settings
+        return settings if isinstance(settings, VigiePeerSettings) else None
+
+    return of
+
+
+class UpdateFeed:
+    """Pulls the incident updates posted on each peer replica into this replica's audit log.
+
+    Every `interval`, each peer is asked for its updates since the last one this replica got
+    from it (all it keeps, after a restart); those this log lacks (same incident, time,
+    author and text) are kept as posted there, via `replica <name>`. Both replicas then show
+    the same updates and annotate the incident's alert identically (the newest by its time).
+    A peer that does not answer is asked again next time: a partition or a restart catches up.
+    """
+
+    def __init__(
+        self,
+        settings: ReplicaSettings,
+        audit: AuditLog,
+        session: aiohttp.ClientSession,
+        peer: PeerSettings,
+        incidents: Callable[[], Mapping[str, str]],
+        *,
+        on_change: Callable[[], None] = lambda: None,
+        logger: Any = None,
+    ) -> None:
+        self._settings = settings
+        self._audit = audit
+        self._session = session
+        self._peer = peer
+        self._incidents = incidents
+        """This replica's open incidents: key -> id."""
+        self._on_change = on_change
+        self._log = logger if logger is not None else structlog.get_logger()
+        self._since: dict[str, float] = {}
+        self._ssl = SslContextCache()
+
+    async def pull(self) -> int:
+        """Ask every peer once; return how many updates this log lacked."""
+        added = 0
+        for member in self._settings.members:
+            if member.name == self._settings.instance:
+                continue
+            try:
+                added += await self._pull_from(member)
+            except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+                self._log.debug(
+                    "updates_unread", replica=member.name, error=bound_text(repr(exc), 300)
+                )
+        if added:
+            self._on_change()
+        return added
+
+    async def _pull_from(self, member: ReplicaMember) -> int:
+        added = 0
+        for _ in range(MAX_PAGES):
+            since = self._since.get(member.name, 0.0)
+            body = await self._get(member, since)
+            updates, more = _updates_of(body)
+            incidents = self._incidents()
+            for u in updates:
+                local = incidents.get(u.key, u.incident) if u.key else u.incident
+                kept = self._audit.adopt_update(
+                    at=u.at,
+                    who=u.who,
+                    role=u.role,
+                    replica=member.name,
+                    remote=member.url,
+                    incident=local,
+                    text=u.text,
+                    expected=u.expected,
+                )
+                if kept is not None:
+                    added += 1
+                    self._log.info("update_from_peer", replica=member.name, incident=local)
+                self._since[member.name] = max(self._since.get(member.name, 0.0), u.at)
+            if not more or not updates:
+                break
+        return added
+
+    async def _get(self, member: ReplicaMember, since: float) -> bytes:
+        """GET a peer's updates (its vigie check's auth and TLS), at most MAX_UPDATES_BODY."""
+        settings = self._peer(member.name)
+        auth = None
+        sslctx: ssl.SSLContext | None = None
+        server_name = None
+        if settings is not None:
+            if settings.username is not None and settings.password is not None:
+                auth = aiohttp.BasicAuth(settings.username, settings.password.get_secret_value())
+            sslctx = self._ssl.get(settings.tls)
+            server_name = settings.tls.server_name
+        async with self._session.get(
+            f"{member.url}{UPDATES_PATH}",
+            params={"since": repr(since)},
+            auth=auth,
+            ssl=sslctx if sslctx is not None else True,
+            server_hostname=server_name,
+            allow_redirects=False,
+            timeout=aiohttp.ClientTimeout(total=self._settings.timeout),
+        ) as response:
+            if response.status != 200:
+                raise ValueError(f"{UPDATES_PATH} answered HTTP {response.status}")
+            body = await response.content.read(MAX_UPDATES_BODY + 1)
+        if len(body) > MAX_UPDATES_BODY:
+            raise ValueError(f"{UPDATES_PATH} answer larger than {MAX_UPDATES_BODY} bytes")
+        return body
+
+    async def run(self, every: float) -> None:
+        """Pull every `every` seconds until cancelled."""
+        while True:
+            await self.pull()
+            await asyncio.sleep(every)
+
+
+@dataclass(frozen=True, slots=True)
+class PeerUpdate:
+    """One update as a peer served it, checked and bounded."""
+
+    incident: str
+    key: str | None
+    at: float
+    who: str
+    role: str
+    text: str
+    expected: float | None
+
+
+def _updates_of(body: bytes) -> tuple[list[PeerUpdate], bool]:
+    """Read a peer's answer (untrusted): the well-formed updates, at most MAX_UPDATES."""
+    data = json.loads(body)
+    if not isinstance(data, dict) or not isinstance(data.get("updates"), list):
+        raise ValueError(f"{UPDATES_PATH}: not a replica's answer")
+    out: list[PeerUpdate] = []
+    for item in data["updates"][:MAX_UPDATES]:
+        if not isinstance(item, dict):
+            continue
+        at, expected = item.get("at"), item.get("expected")
+        incident, key, text = item.get("incident"), item.get("key"), item.get("text")
+        if not (isinstance(at, int | float) and math.isfinite(at) and at > 0):
+            continue
+        if expected is not None and not (
+            isinstance(expected, int | float) and math.isfinite(expected)
+        ):
+            expected = None
+        if not isinstance(incident, str) or not incident or not isinstance(text, str) or not text:
+            continue
+        out.append(
+            PeerUpdate(
+                incident=bound_text(sanitise(incident), 200),
+                key=bound_text(sanitise(key), 200) if isinstance(key, str) and key else None,
+                at=float(at),
+                who=sanitise(str(item.get("who") or "-"))[:200],
+                role="operator" if item.get("role") == "operator" else "viewer",
+                text=bound_text(sanitise(text), 500),
+                expected=None if expected is None else float(expected),
+            )
+        )
+    return out, data.get("more") is True

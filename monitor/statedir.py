@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from vigie.core.results import bound_text
 from vigie.monitor.alerting.model import Alert
 
-STORES = ("outbox", "health", "probes", "audit", "archive")
+STORES = ("outbox", "health", "probes", "audit", "archive", "maintenance")
 """The stores kept in state_dir, as the `store` label names them."""
 
 SELF_INCIDENT_KEY = "vigie:state_dir"

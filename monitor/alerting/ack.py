@@ -110,9 +110,16 @@ class Silences:
         return bool(self._urls)
 
     async def create(
-        self, labels: Mapping[str, str], *, author: str, comment: str, until: datetime
+        self,
+        labels: Mapping[str, str],
+        *,
+        author: str,
+        comment: str,
+        until: datetime,
+        since: datetime | None = None,
     ) -> str:
-        """Silence the alert with exactly these labels until `until`; return the silence id.
+        """Silence the alert with exactly these labels from `since` (default now) until
+        `until`; return the silence id.
 
         Posted to the first member that accepts it: the cluster shares it with the others.
         """
@@ -121,7 +128,7 @@ class Silences:
                 {"name": k, "value": v, "isRegex": False, "isEqual": True}
                 for k, v in sorted(labels.items())
             ],
-            "startsAt": rfc3339(datetime.now(UTC)),
+            "startsAt": rfc3339(max(since, datetime.now(UTC)) if since else datetime.now(UTC)),
             "endsAt": rfc3339(until),
             "createdBy": bound_text(author, 100),
             "comment": bound_text(comment, 500),
@@ -145,8 +152,12 @@ class Silences:
                 reasons.append(transport_error(exc, where, self._timeout).reason)
         raise DeliveryError("; ".join(reasons) or "no Alertmanager configured")
 
-    async def active(self) -> list[dict[str, Any]]:
-        """Return the active silences of the cluster (from the first member that answers)."""
+    async def active(self, *, pending: bool = False) -> list[dict[str, Any]]:
+        """Return the active silences of the cluster (from the first member that answers).
+
+        With pending, those not started yet too (a maintenance window opened for later).
+        """
+        states = ("active", "pending") if pending else ("active",)
         reasons = []
         for url in self._urls:
             where = f"alertmanager {URL(url).origin()!s} silences"
@@ -158,10 +169,14 @@ class Silences:
                     if response.status != 200:
                         raise await http_error(response, where)
                     found = await response.json()
+                    if not isinstance(found, list):
+                        raise ValueError("the silences answer is not a list")
                     return [
                         s
                         for s in found
-                        if isinstance(s, dict) and s.get("status", {}).get("state") == "active"
+                        if isinstance(s, dict)
+                        and isinstance(s.get("status"), dict)
+                        and s["status"].get("state") in states
                     ]
             except DeliveryError as exc:
                 reasons.append(exc.reason)

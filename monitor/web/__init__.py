@@ -23,6 +23,7 @@ def build_app(source: StatusSource) -> web.Application:
     app.router.add_get("/-/healthy", healthy)
     app.router.add_get("/-/ready", ready)
     app.router.add_get("/-/replica", replica)
+    app.router.add_get("/-/replica/updates", replica_updates)  # incident updates, for peers
     app.router.add_get("/-/workers", workers)
     app.router.add_post("/-/reload", reload)
     app.router.add_get("/probe", probe)
@@ -64,6 +65,26 @@ async def replica(request: web.Request) -> web.Response:
     if status is None:
         return web.Response(status=404, text="Not a replica: no `replicas:` in the config.\n")
     return web.json_response(status.to_json())
+
+
+async def replica_updates(request: web.Request) -> web.Response:
+    """Answer the incident updates posted on this replica since `?since=` (epoch seconds),
+    oldest first, for its peers to pull (404 when Vigie runs alone)."""
+    import math
+
+    from vigie.monitor.replicas import updates_answer
+
+    source = request.app[SOURCE_KEY]
+    if source.replica() is None:
+        return web.Response(status=404, text="Not a replica: no `replicas:` in the config.\n")
+    try:
+        since = float(request.query.get("since", "0")[:40])
+    except ValueError:
+        since = math.nan
+    if not math.isfinite(since):
+        return web.Response(status=400, text="since: epoch seconds\n")
+    keys = {i.id: i.key for i in source.snapshot().incidents.values()}
+    return web.json_response(updates_answer(request.app[operators.OPS_KEY].audit, since, keys))
 
 
 async def workers(request: web.Request) -> web.Response:

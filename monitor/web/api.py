@@ -1,4 +1,8 @@
-"""JSON API under /api/v1: sites, components, incidents, checks, maintenance windows."""
+"""JSON API under /api/v1: sites, components, incidents, checks, maintenance windows.
+
+The maintenance routes: GET lists open windows, POST opens one (its author: the sender;
+at most web.maintenance_max long), DELETE /api/v1/maintenance/{id} ends one early.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +15,11 @@ from pydantic import ValidationError
 
 from vigie.core.results import bound_text
 from vigie.monitor.health.budget import Budgets, budget_json
-from vigie.monitor.health.maintenance import MaintenanceSpec, Window
+from vigie.monitor.health.maintenance import MaintenanceSpec, NotEndable, Window
 from vigie.monitor.health.snapshot import ComponentStatus, Incident, Snapshot
-from vigie.monitor.web import operators
+from vigie.monitor.web import maintenance, operators
 from vigie.monitor.web.keys import SOURCE_KEY
+from vigie.monitor.web.maintenance import end_window
 from vigie.monitor.web.readmodel import StatusSource
 from vigie.monitor.web.views import CheckRow, SiteRow, iso
 
@@ -114,13 +119,19 @@ def check_rows(source: StatusSource) -> list[CheckRow]:
 
 
 def window_json(w: Window) -> dict[str, Any]:
-    """Serialise a maintenance window."""
+    """Serialise a maintenance window: who opened it, and who ended it early, when."""
     return {
+        "id": w.id,
         "target": w.target,
         "start": iso(w.start),
         "end": iso(w.end),
         "reason": w.reason,
         "source": w.source,
+        "author": w.author,
+        "silence": w.silence,
+        "ended_early": None
+        if w.ended_at is None
+        else {"at": iso(w.ended_at), "by": w.ended_by or ""},
     }
 
 
@@ -168,10 +179,24 @@ async def maintenance_add(request: web.Request) -> web.Response:
         return web.json_response(
             {"error": f"unknown component or site {spec.target!r}"}, status=404
         )
-    window = source.add_maintenance(spec)
-    detail = f"until {iso(window.end)}: {window.reason}"
+    try:
+        window = source.add_maintenance(spec, operators.principal(request).who)
+    except ValueError as exc:  # longer than web.maintenance_max, or already over
+        return web.json_response({"error": bound_text(str(exc))}, status=400)
+    detail = f"{window.id} until {iso(window.end)}: {window.reason}"
     operators.record(request, "maintenance", window.target, detail)
     return web.json_response(window_json(window), status=201)
+
+
+async def maintenance_end(request: web.Request) -> web.Response:
+    """End an open window now (operator role): its pages resume at once, who is recorded."""
+    try:
+        window = end_window(request, request.match_info["id"])
+    except NotEndable as exc:
+        return web.json_response({"error": str(exc)}, status=409)
+    if window is None:
+        return web.json_response({"error": "no open maintenance window with this id"}, status=404)
+    return web.json_response(window_json(window))
 
 
 def add_routes(app: web.Application) -> None:
@@ -182,6 +207,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/checks", checks)
     app.router.add_get("/api/v1/maintenance", maintenance_list)
     app.router.add_post("/api/v1/maintenance", maintenance_add)
+    app.router.add_delete("/api/v1/maintenance/{id}", maintenance_end)
+    maintenance.add_routes(app)  # the /maintenance page and its end buttons
     app.router.add_get("/api/v1/openapi.json", openapi_document)
 
 

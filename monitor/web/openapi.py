@@ -149,13 +149,24 @@ SCHEMAS: dict[str, Any] = {
         },
     ),
     "MaintenanceWindow": _obj(
-        ["target", "start", "end", "reason", "source"],
+        ["id", "target", "start", "end", "reason", "source", "author", "silence", "ended_early"],
         {
+            "id": {"type": "string", "description": "what DELETE takes; config-<n> for the file's"},
             "target": {"type": "string"},
             "start": _TIME,
             "end": _TIME,
             "reason": {"type": "string"},
-            "source": {"type": "string"},
+            "source": {"type": "string", "enum": ["config", "api", "alertmanager"]},
+            "author": {"type": "string", "description": "who opened it"},
+            "silence": {
+                "type": "string",
+                "nullable": True,
+                "description": "its Alertmanager silence (replicas)",
+            },
+            "ended_early": {
+                **_obj(["at", "by"], {"at": _TIME, "by": {"type": "string"}}),
+                "nullable": True,
+            },
         },
     ),
     "MaintenanceRequest": {
@@ -349,12 +360,19 @@ SCHEMAS: dict[str, Any] = {
             "role": {"type": "string", "enum": ["operator", "viewer", "receiver"]},
             "via": {
                 "type": "string",
-                "enum": ["basic_auth", "certificate", "link", "anonymous"],
+                "description": "basic_auth, certificate, link, anonymous, or `replica <name>`"
+                " (an update posted on a peer replica)",
             },
             "remote": {"type": "string", "description": "client address"},
             "action": {
                 "type": "string",
-                "enum": ["maintenance", "reload", "acknowledge", "incident_update"],
+                "enum": [
+                    "maintenance",
+                    "maintenance_end",
+                    "reload",
+                    "acknowledge",
+                    "incident_update",
+                ],
             },
             "target": {"type": "string"},
             "detail": {"type": "string"},
@@ -434,10 +452,31 @@ def document() -> dict[str, Any]:
                     }
                 },
             },
-            "400": _error("Invalid body"),
+            "400": _error("Invalid body, or longer than web.maintenance_max"),
+            "403": _error("Needs the operator role"),
             "404": _error("Unknown component or site"),
             "413": _error("Body too large"),
         },
+    }
+    window_id = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
+    end_window = {
+        "delete": {
+            "parameters": window_id,
+            "summary": "End a maintenance window now (operator role): its pages resume at once",
+            "responses": {
+                "200": {
+                    "description": "Ended",
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": "#/components/schemas/MaintenanceWindow"}
+                        }
+                    },
+                },
+                "403": _error("Needs the operator role"),
+                "404": _error("No open window with this id"),
+                "409": _error("A window from the config file (end it there)"),
+            },
+        }
     }
     updates = _list("IncidentUpdate", "List an incident's updates, newest first")
     incident_id = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
@@ -482,6 +521,7 @@ def document() -> dict[str, Any]:
             "/api/v1/incidents": _list("Incident", "List open incidents, most severe first"),
             "/api/v1/checks": _list("Check", "List checks with their last result"),
             "/api/v1/maintenance": maintenance,
+            "/api/v1/maintenance/{id}": end_window,
             "/api/v1/recovery": _list(
                 "Recovery", "List applications that failed, still down first, then back"
             ),

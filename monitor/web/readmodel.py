@@ -2,9 +2,9 @@
 
 `StatusSource` names everything the web shows (health snapshot, topology, checks and their
 results, state history, detection budgets, maintenance windows, the incident archive, state_dir
-health) and the few operator actions it performs (open a maintenance window, reload, run a
-check now). The daemon implements it through `DaemonReadModel`; a test implements it by hand
-to build pages with no daemon at all.
+health) and the few operator actions it performs (open or end a maintenance window, reload,
+run a check now). The daemon implements it through `DaemonReadModel`; a test implements it by
+hand to build pages with no daemon at all.
 """
 
 from __future__ import annotations
@@ -146,8 +146,20 @@ class StatusSource(Protocol):
 
     # --- operator actions ---------------------------------------------------------------------
 
-    def add_maintenance(self, spec: MaintenanceSpec) -> Window:
-        """Open a maintenance window (its target is known) and re-evaluate health at once."""
+    def add_maintenance(self, spec: MaintenanceSpec, author: str) -> Window:
+        """Open a maintenance window (its target is known) and re-evaluate health at once.
+
+        ValueError (maintenance.TooLong) when it is longer than web.maintenance_max.
+        """
+
+    def end_maintenance(self, window_id: str, who: str) -> Window | None:
+        """End an open window early and re-evaluate health at once; None when none is open.
+
+        maintenance.NotEndable for a window from the config file.
+        """
+
+    def finished_maintenance(self) -> Sequence[Window]:
+        """The last windows that finished (ended early or past their end), latest first."""
 
     async def reload(self) -> list[str]:
         """Reload the config file; return its errors (none: applied)."""
@@ -251,15 +263,39 @@ class DaemonReadModel:
                 found.setdefault(key, Paging())
         return found
 
-    def add_maintenance(self, spec: MaintenanceSpec) -> Window:
-        """Add the window to the book, log it and wake the health loop."""
+    def add_maintenance(self, spec: MaintenanceSpec, author: str) -> Window:
+        """Add the window to the book (kept in state_dir), log it and wake the health loop."""
         daemon = self._daemon
-        win = daemon.health.maintenance.add(spec)
-        daemon.log.info("maintenance_added", target=win.target, end=iso(win.end), reason=win.reason)
+        longest = daemon.loaded.config.web.maintenance_max
+        win = daemon.health.maintenance.add(spec, author=author, longest=longest)
+        daemon.log.info(
+            "maintenance_added",
+            window=win.id,
+            target=win.target,
+            end=iso(win.end),
+            reason=win.reason,
+            author=win.author,
+        )
         daemon.health.wake()
         if daemon.maintenance_mirror is not None:  # replicas: the other holds its pages too
             daemon.maintenance_mirror.opened(win)
         return win
+
+    def end_maintenance(self, window_id: str, who: str) -> Window | None:
+        """End the window in the book, log it, wake the health loop (pages resume at once)."""
+        daemon = self._daemon
+        win = daemon.health.maintenance.end(window_id, who)
+        if win is None:
+            return None
+        daemon.log.info("maintenance_ended", window=win.id, target=win.target, by=win.ended_by)
+        daemon.health.wake()
+        if daemon.maintenance_mirror is not None:  # replicas: the other's pages resume too
+            daemon.maintenance_mirror.ended(win)
+        return win
+
+    def finished_maintenance(self) -> Sequence[Window]:
+        """The book's last finished windows."""
+        return self._daemon.health.maintenance.finished
 
     async def reload(self) -> list[str]:
         """The daemon's reload."""

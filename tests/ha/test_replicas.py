@@ -30,9 +30,17 @@ from vigie.core.results import ProbeResult, Sample
 from vigie.core.yamlpos import ConfigErrors
 from vigie.monitor.alerting import Alert, AlertDispatcher, AlertingSettings, Outbox
 from vigie.monitor.alerting.ack import Silences
+from vigie.monitor.audit import UPDATE, AuditLog
 from vigie.monitor.config import load_config
 from vigie.monitor.health.maintenance import MaintenanceBook, MaintenanceSpec
-from vigie.monitor.replicas import MaintenanceMirror, ReplicaSet, ReplicaSettings
+from vigie.monitor.replicas import (
+    UPDATES_PATH,
+    MaintenanceMirror,
+    ReplicaSet,
+    ReplicaSettings,
+    UpdateFeed,
+    updates_answer,
+)
 from vigie.probes import default_registry
 from vigie.probes.base import Check, ProbeContext
 from vigie.probes.http import make_session
@@ -527,3 +535,181 @@ async def test_a_peers_resolve_holds_keep_alives_and_updates_for_handoff(tmp_pat
         await task
         outbox.close()
         await session.close()
+
+
+# --- operator state between replicas: early ends, incident updates ---------------------------
+
+
+async def test_a_window_ended_on_one_replica_ends_on_the_other_through_the_cluster(
+    alertmanager: Alertmanager,
+) -> None:
+    """Nord opens a window (its silence id kept), Bellevue reads it; Bellevue ends it early:
+    the silence is expired, and Nord's next pull ends its own window. A failed read ends
+    nothing; a window whose silence is still being created is not judged; an ended window's
+    silence is never read back as a new window."""
+    async with make_session() as session:
+        silences = Silences([alertmanager.url], session)
+        sites = {"nord", "bellevue"}
+        nord_book, bellevue_book = MaintenanceBook(), MaintenanceBook()
+        woken: list[str] = []
+        nord = MaintenanceMirror(
+            silences, lambda: nord_book, lambda: sites, "nord", on_change=lambda: woken.append("n")
+        )
+        bellevue = MaintenanceMirror(silences, lambda: bellevue_book, lambda: sites, "bellevue")
+        end = datetime.now(UTC) + timedelta(hours=1)
+        win = nord_book.add(MaintenanceSpec(target="nord", end=end, reason="UPS"), author="alice")
+        await nord.publish(win)
+        [held] = nord_book.windows
+        assert held.silence is not None
+        assert await bellevue.pull() == 1
+        [pulled] = bellevue_book.windows
+        assert pulled.silence == held.silence and pulled.author == "vigie nord"
+
+        broken = MaintenanceMirror(
+            Silences(["http://127.0.0.1:9"], session, timeout=1.0),
+            lambda: nord_book,
+            lambda: sites,
+            "nord",
+        )
+        ended = bellevue_book.end(pulled.id, "bob")
+        assert ended is not None
+        bellevue.ended(ended)
+        await bellevue.close()  # the expiry is done
+        assert not [s for s in await silences.active(pending=True) if s["id"] == held.silence]
+        assert await broken.pull() == 0 and nord_book.windows == [held]  # a failed read
+        later = nord_book.add(MaintenanceSpec(target="srv-1", end=end), author="alice")
+        nord.opened(later)  # its silence is being created while the pull runs
+        assert await nord.pull() == 1
+        await nord.close()
+        assert [w.id for w in nord_book.windows] == [later.id]
+        [gone] = [w for w in nord_book.finished if w.id == held.id]
+        assert gone.ended_early and "peer replica" in (gone.ended_by or "")
+        assert woken == ["n"]
+        assert await bellevue.pull() == 1  # Nord's srv-1 window
+        assert [w.target for w in bellevue_book.windows] == ["srv-1"]
+        assert await bellevue.pull() == 0  # the ended window's silence is not read back
+
+
+async def test_a_future_window_is_shared_before_it_starts(alertmanager: Alertmanager) -> None:
+    """A window opened for later is a pending silence: the peer reads it at once, and no pull
+    takes it for ended."""
+    async with make_session() as session:
+        silences = Silences([alertmanager.url], session)
+        nord_book, bellevue_book = MaintenanceBook(), MaintenanceBook()
+        nord = MaintenanceMirror(silences, lambda: nord_book, lambda: {"nord"}, "nord")
+        bellevue = MaintenanceMirror(silences, lambda: bellevue_book, lambda: {"nord"}, "bellevue")
+        start = datetime.now(UTC) + timedelta(hours=1)
+        spec = MaintenanceSpec(target="nord", start=start, end=start + timedelta(hours=1))
+        await nord.publish(nord_book.add(spec, author="alice"))
+        assert await bellevue.pull() == 1 and await nord.pull() == 0
+        assert [w.start for w in bellevue_book.windows] == [pytest.approx(start.timestamp(), abs=1)]
+        assert len(nord_book.windows) == 1
+
+
+@dataclass
+class Feed:
+    """A peer replica serving its updates, as `/-/replica/updates` does."""
+
+    audit: AuditLog
+    keys: dict[str, str] = field(default_factory=dict)
+    extra: list[Any] = field(default_factory=list)
+    up: bool = True
+    asked: list[str] = field(default_factory=list)
+    url: str = ""
+
+
+@pytest.fixture
+async def feed() -> AsyncIterator[Feed]:
+    """Vigie Nord's updates endpoint on a free loopback port (its answer, plus `extra` items)."""
+    state = Feed(AuditLog(None))
+
+    async def updates(request: web.Request) -> web.Response:
+        state.asked.append(request.query["since"])
+        if not state.up:
+            return web.Response(status=503)
+        body = updates_answer(state.audit, float(request.query["since"]), state.keys)
+        body["updates"] += state.extra
+        return web.json_response(body)
+
+    app = web.Application()
+    app.router.add_get(UPDATES_PATH, updates)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    state.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    yield state
+    await runner.cleanup()
+
+
+def post(log: AuditLog, incident: str, text: str, who: str = "alice") -> None:
+    """An operator's update on a replica."""
+    log.record(
+        who=who,
+        role="operator",
+        via="basic_auth",
+        remote="::1",
+        action=UPDATE,
+        target=incident,
+        detail=text,
+    )
+
+
+async def test_updates_posted_on_a_peer_are_pulled_once_and_annotate_alike(feed: Feed) -> None:
+    """Bellevue pulls Nord's updates into its own log, as posted there (time, author), under
+    its own incident of the same key; twice pulled, kept once; the peer down, nothing changes
+    and it catches up after; the newest by time annotates both replicas' alerts alike; peer
+    data is bounded and junk is dropped."""
+    settings = ReplicaSettings.model_validate(
+        {
+            "instance": "bellevue",
+            "members": [
+                {"name": "nord", "url": feed.url, "site": "nord"},
+                {"name": "bellevue", "url": "http://127.0.0.1:9", "site": "bellevue"},
+            ],
+        }
+    )
+    mine = AuditLog(None)
+    woken: list[str] = []
+    feed.keys = {"nord@20261202T100003Z": "site:nord"}
+    async with make_session() as session:
+        bellevue = UpdateFeed(
+            settings,
+            mine,
+            session,
+            lambda name: None,
+            lambda: {"site:nord": "nord@20261202T100004Z"},  # seen starting a second later
+            on_change=lambda: woken.append("x"),
+        )
+        post(feed.audit, "nord@20261202T100003Z", "La DSI rétablit le courant")
+        assert await bellevue.pull() == 1
+        post(mine, "nord@20261202T100004Z", "Groupe électrogène démarré", who="bob")
+        assert await bellevue.pull() == 0  # known already
+        feed.up = False
+        post(feed.audit, "nord@20261202T100003Z", "x" * 2000)
+        assert await bellevue.pull() == 0
+        feed.up = True
+        feed.extra = [
+            "junk",
+            {"incident": "a", "at": "soon", "text": "t"},
+            {"incident": "a", "at": float("inf"), "text": "t"},
+            {"incident": "", "at": 5.0, "text": "t"},
+        ]
+        assert await bellevue.pull() == 1
+        assert woken == ["x", "x"]
+    assert float(feed.asked[0]) == 0.0
+    assert float(feed.asked[-1]) > 0  # asked from the last update it got
+    texts = [(a.who, a.via, a.detail[:20]) for a in mine.updates("nord@20261202T100004Z")]
+    assert texts == [
+        ("alice", "replica nord", "x" * 20),
+        ("bob", "basic_auth", "Groupe électrogène d"),
+        ("alice", "replica nord", "La DSI rétablit le c"),
+    ]
+    assert all(len(a.detail) <= 500 for a in mine.updates("nord@20261202T100004Z"))
+    newest_there = feed.audit.updates("nord@20261202T100003Z")[0]
+    newest_here = mine.latest_updates(["nord@20261202T100004Z"])["nord@20261202T100004Z"]
+    assert (newest_here.at, newest_here.who, newest_here.detail) == (
+        newest_there.at,
+        newest_there.who,
+        newest_there.detail[:500],
+    )
+    assert mine.local_updates(0, 10)[0].who == "bob"  # what it serves: its own only

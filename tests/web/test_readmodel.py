@@ -246,9 +246,17 @@ class Hospital:
         """The power cut is paged; as the test sets who acknowledged it."""
         return {"site:nord": self.acked}
 
-    def add_maintenance(self, spec: MaintenanceSpec) -> Window:
+    def add_maintenance(self, spec: MaintenanceSpec, author: str) -> Window:
         """Into the real MaintenanceBook."""
-        return self.book.add(spec)
+        return self.book.add(spec, author=author)
+
+    def end_maintenance(self, window_id: str, who: str) -> Window | None:
+        """Out of the real MaintenanceBook."""
+        return self.book.end(window_id, who)
+
+    def finished_maintenance(self) -> Sequence[Window]:
+        """The real MaintenanceBook's finished windows."""
+        return self.book.finished
 
     async def reload(self) -> list[str]:
         """Count the call and return the errors the test chose."""
