@@ -128,6 +128,8 @@ class AuditLog:
         self._clock = clock
         self._db: sqlite3.Connection | None = None
         self._kept: list[Action] = []
+        self._seen: set[tuple[str, float, str, str]] | None = None
+        """Updates this log holds, by (incident, time, author, text): built when first asked."""
         self._pending: list[Action] = []
         self._failing = False
         if path is not None:
@@ -189,6 +191,8 @@ class AuditLog:
         self._kept.append(entry)
         if len(self._kept) > KEEP:
             del self._kept[: len(self._kept) - KEEP]
+        if self._seen is not None and entry.action == UPDATE:
+            self._seen.add(_update_key(entry))
         if self.path is not None:
             self._pending.append(entry)
             self.flush()
@@ -202,6 +206,7 @@ class AuditLog:
             if self._db is None:  # it could not be opened at start: what it held shows now
                 self._db = self._open(self.path)
                 self._kept = (self._load(self._db) + self._kept)[-KEEP:]
+                self._seen = None
             with _transaction(self._db) as db:
                 db.executemany(
                     "INSERT INTO action (at, who, role, via, remote, action, target, detail,"
@@ -258,9 +263,11 @@ class AuditLog:
             detail=bound_text(sanitise(text), MAX_TEXT),
             expected=expected,
         )
-        same = (entry.target, entry.at, entry.who, entry.detail)
-        if any((a.target, a.at, a.who, a.detail) == same for a in self._kept if a.action == UPDATE):
+        if self._seen is None:
+            self._seen = {_update_key(a) for a in self._kept if a.action == UPDATE}
+        if _update_key(entry) in self._seen:
             return None
+        self._seen.add(_update_key(entry))
         self._kept.append(entry)
         if len(self._kept) > KEEP:
             del self._kept[: len(self._kept) - KEEP]
@@ -308,6 +315,11 @@ class AuditLog:
         if self._db is not None:
             self._db.close()
             self._db = None
+
+
+def _update_key(a: Action) -> tuple[str, float, str, str]:
+    """What makes an update the same on every replica: incident, time, author, text."""
+    return (a.target, a.at, a.who, a.detail)
 
 
 def _update_order(a: Action) -> tuple[float, str, str]:
