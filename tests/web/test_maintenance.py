@@ -30,6 +30,7 @@ from aiohttp import web
 from tests.alerting.conftest import Receiver, receiver
 from tests.conftest import free_port
 from tests.waiting import wait_for
+from tests.web.test_french import english_only, untranslated, visible
 from tests.web.test_webconfig import basic
 
 __all__ = ["receiver"]
@@ -236,7 +237,7 @@ async def test_a_window_survives_a_restart_holds_pages_and_ends_early(
 
 async def test_the_page_ends_a_window_with_its_button(vigie: Vigie) -> None:
     """The /maintenance form (a POST, browsers send no DELETE) ends the window and comes back
-    to the page, in French for a French browser."""
+    to the page, in French for a French browser (no English catalogue text on it)."""
     api = f"{vigie.url}/api/v1/maintenance"
     end = (datetime.now(UTC) + timedelta(minutes=30)).isoformat()
     status, opened = await call("POST", api, ALICE, {"target": "nord", "end": end})
@@ -244,6 +245,7 @@ async def test_the_page_ends_a_window_with_its_button(vigie: Vigie) -> None:
     french = {**ALICE, "Accept-Language": "fr"}
     status, page = await call("GET", f"{vigie.url}/maintenance", french)
     assert "Terminer maintenant" in page and "Datacenter Nord" in page
+    assert untranslated(visible(page), english_only()) == []
     async with (
         aiohttp.ClientSession() as s,
         s.post(
@@ -254,3 +256,4 @@ async def test_the_page_ends_a_window_with_its_button(vigie: Vigie) -> None:
     status, page = await call("GET", f"{vigie.url}/maintenance", french)
     assert "Aucune fenêtre de maintenance ouverte" in html.unescape(page)
     assert "terminée avant l'heure par alice" in html.unescape(page)
+    assert untranslated(visible(page), english_only()) == []
