@@ -508,6 +508,9 @@ class MaintenanceMirror:
             return
         finally:
             self._creating.discard(win.id)
+        if not _SILENCE_ID.match(silence):  # it goes into URLs: an id, nothing else
+            self._log.warning("maintenance_silence_failed", target=win.target, error="bad id")
+            return
         self._log.info("maintenance_silence_created", target=win.target, silence=silence)
         kept = self._book().set_silence(win.id, silence)
         if kept is not None and kept.ended_early:  # ended while its silence was being made
