@@ -313,6 +313,38 @@ EN: dict[str, Entry] = {
     "r.no_actions": "No operator action recorded during the incident.",
     "r.print": "Print this page for a PDF.",
     "r.availability": "Availability (30 days)",
+    # pictures (web.svg): restoration curve, outage bars, month strips; the PDF report
+    "g.curve": "Restoration: applications back over time",
+    "g.bars": "Each application: down, impacted, back",
+    "g.strip": "Day by day",
+    "g.tier": "Tier {n}",
+    "g.no_tier": "No tier",
+    "g.total": "All applications",
+    "g.axis_time": "Time ({zone})",
+    "g.axis_back": "Applications back",
+    "g.curve_summary": Plural(
+        "{back} of {n} application back at {at}", "{back} of {n} applications back at {at}"
+    ),
+    "g.tier_back": "{tier}: {back} of {n}",
+    "g.bars_summary": Plural(
+        "{n} application: {down} down, {impacted} impacted, {back} back",
+        "{n} applications: {down} down, {impacted} impacted, {back} back",
+    ),
+    "g.down": "down",
+    "g.impacted": "impacted",
+    "g.back": "back",
+    "g.bar_row": "{name} ({tier}): down {down}, impacted {impacted}",
+    "g.bar_back": "back at {at}",
+    "g.more": Plural("and {n} more application", "and {n} more applications"),
+    "g.strip_summary": "{name}, {start} to {end}: {bad} of {days} days with down time,"
+    " {maint} with maintenance",
+    "g.day_ok": "no down time",
+    "g.day_under": "down up to {d}",
+    "g.day_over": "down over {d}",
+    "g.maintenance": "maintenance",
+    "g.no_data": "no data",
+    "g.legend": "Legend of the day cells: shade by down time, a slash for maintenance",
+    "r.page": "Page {n}",
 }
 
 FR: dict[str, Entry] = {
@@ -587,6 +619,41 @@ FR: dict[str, Entry] = {
     "r.no_actions": "Aucune action d'opérateur enregistrée pendant l'incident.",
     "r.print": "Imprimer cette page pour obtenir un PDF.",
     "r.availability": "Disponibilité (30 jours)",
+    # images (web.svg) : courbe de reprise, barres de panne, bandes du mois ; le rapport PDF
+    "g.curve": "Reprise : applications rétablies au fil du temps",
+    "g.bars": "Chaque application : en panne, touchée, rétablie",
+    "g.strip": "Jour par jour",
+    "g.tier": "Niveau {n}",
+    "g.no_tier": "Sans niveau",
+    "g.total": "Toutes les applications",
+    "g.axis_time": "Heure ({zone})",
+    "g.axis_back": "Applications rétablies",
+    "g.curve_summary": Plural(
+        "{back} application rétablie sur {n} à {at}",
+        "{back} applications rétablies sur {n} à {at}",
+        count="back",
+    ),
+    "g.tier_back": "{tier} : {back} sur {n}",
+    "g.bars_summary": Plural(
+        "{n} application : {down} en panne, {impacted} touchée(s), {back} rétablie(s)",
+        "{n} applications : {down} en panne, {impacted} touchée(s), {back} rétablie(s)",
+    ),
+    "g.down": "en panne",
+    "g.impacted": "touchée",
+    "g.back": "rétablie",
+    "g.bar_row": "{name} ({tier}) : en panne {down}, touchée {impacted}",
+    "g.bar_back": "rétablie à {at}",
+    "g.more": Plural("et {n} autre application", "et {n} autres applications"),
+    "g.strip_summary": "{name}, du {start} au {end} : {bad} jours sur {days} avec indisponibilité,"
+    " {maint} avec maintenance",
+    "g.day_ok": "aucune indisponibilité",
+    "g.day_under": "indisponible jusqu'à {d}",
+    "g.day_over": "indisponible plus de {d}",
+    "g.maintenance": "maintenance",
+    "g.no_data": "pas de données",
+    "g.legend": "Légende des cases : teinte selon l'indisponibilité, barre oblique pour la"
+    " maintenance",
+    "r.page": "Page {n}",
 }
 
 CATALOGUE: Mapping[Language, Mapping[str, Entry]] = {"en": EN, "fr": FR}

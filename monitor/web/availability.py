@@ -1,5 +1,6 @@
 """Availability on the web: /availability (last day, week, month, or a range of days) and
-/api/v1/availability, per application and per tier, maintenance windows left out.
+/api/v1/availability, per application and per tier, maintenance windows left out; the page
+draws a month strip per application (a cell per day: monitor.web.svg).
 
 Figures come from the archive's kept changes (monitor.health.availability); without a
 state_dir nothing is kept and the page says so.
@@ -8,7 +9,7 @@ state_dir nothing is kept and the page says so.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import jinja2
@@ -21,6 +22,7 @@ from vigie.monitor.web.archive import BadQuery, bounds, query_of, render
 from vigie.monitor.web.keys import SOURCE_KEY
 from vigie.monitor.web.pages import PAGES_KEY, application_ids, name_of, tier_of
 from vigie.monitor.web.readmodel import TopologyView
+from vigie.monitor.web.svg import day_starts
 from vigie.monitor.web.views import iso
 
 RANGES = {"day": 86400.0, "week": 7 * 86400.0, "month": 30 * 86400.0}
@@ -44,6 +46,8 @@ class Line:
     name: str
     criticality: int
     cells: tuple[Figures, ...]
+    days: tuple[Figures, ...] = ()
+    """An application's figures day by day (the page's month strip), oldest first."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +61,8 @@ class AvailabilityPage:
     since: str
     until: str
     enabled: bool
+    day_starts: tuple[float, ...] = ()
+    """Where each day of the month strips begins (midnight in the config's zone)."""
 
 
 def periods_of(query: dict[str, str], speech: Speech, now: float) -> list[Period]:
@@ -89,6 +95,20 @@ def compute(
     return apps, tier_lines
 
 
+STRIP_DAYS = 30
+
+
+def daily(
+    archive: IncidentArchive, cid: str, starts: list[float], now: float
+) -> tuple[Figures, ...]:
+    """A component's figures for each day beginning at `starts` (today's up to now)."""
+    if not starts:
+        return ()
+    ends = [*starts[1:], starts[-1] + 86400.0]
+    spells = archive.changes(cid, starts[0], min(ends[-1], now))
+    return tuple(figures(spells, a, min(b, now)) for a, b in zip(starts, ends, strict=True))
+
+
 def _figures_json(f: Figures) -> dict[str, Any]:
     return {
         "availability": None if f.availability is None else round(f.availability, 6),
@@ -110,6 +130,9 @@ async def availability_page(request: web.Request) -> web.Response:
     archive = source.archive()
     topo = source.topology()
     apps, tier_lines = ([], []) if archive is None else compute(archive, topo, periods)
+    starts = day_starts(min(now, periods[-1].until), source.speech().zone, STRIP_DAYS)
+    if archive is not None:
+        apps = [replace(a, days=daily(archive, a.id, starts, now)) for a in apps]
     page = AvailabilityPage(
         now=now,
         periods=tuple(periods),
@@ -118,6 +141,7 @@ async def availability_page(request: web.Request) -> web.Response:
         since=query.get("from", ""),
         until=query.get("to", ""),
         enabled=archive is not None,
+        day_starts=tuple(starts),
     )
     return render(request, "availability.html", page)
 

@@ -29,7 +29,7 @@ from vigie.monitor.health.states import State
 from vigie.monitor.health.topology import dependency_members
 from vigie.monitor.health.wording import mains_lost_at
 from vigie.monitor.i18n import Speech, Text, negotiate
-from vigie.monitor.web import api
+from vigie.monitor.web import api, svg
 from vigie.monitor.web.keys import SOURCE_KEY
 from vigie.monitor.web.operators import incident_updates, latest_updates, may_operate
 from vigie.monitor.web.readmodel import Paging, StatusSource, TopologyView
@@ -92,6 +92,7 @@ class Pages:
         env.filters["state_class"] = state_class
         env.filters["safe_url"] = safe_url
         env.filters["path"] = lambda value: quote(str(value), safe="")
+        svg.install(env)  # restoration_curve, outage_bars, month_strip, strip_legend
         return cls(env)
 
     def render(
@@ -641,12 +642,26 @@ def _budget(source: StatusSource, topo: TopologyView, cid: str) -> BudgetView | 
 
 def recovery_board(source: StatusSource) -> RecoveryBoard:
     """The recovery board: what is still down and what has come back, since when."""
-    rows = recovery_rows(source)
+    now = time.time()
+    rows = recovery_rows(source, now)
+    tracks = tuple(
+        svg.track(
+            r.id,
+            r.name,
+            r.criticality,
+            ((t.at, t.state) for t in source.transitions(r.id)),
+            r.down_since if r.down_since is not None else now,
+        )
+        for r in rows
+    )
+    first = min((r.down_since for r in rows if r.down_since is not None), default=now)
     return RecoveryBoard(
-        now=time.time(),
+        now=now,
         rows=tuple(rows),
         down=sum(1 for r in rows if not r.back),
         back=sum(1 for r in rows if r.back),
+        tracks=tracks,
+        since=first - max(60.0, (now - first) * 0.03),  # a little before the first fall
     )
 
 

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from vigie.monitor.health.snapshot import ImpactedApp, Incident
+from vigie.monitor.web.svg import Track
 
 
 def iso(ts: float) -> str:
@@ -331,6 +332,10 @@ class RecoveryBoard:
     rows: tuple[RecoveryRow, ...]
     down: int
     back: int
+    tracks: tuple[Track, ...] = ()
+    """Each row's state changes since its outage began, for the pictures (monitor.web.svg)."""
+    since: float = 0.0
+    """Where the pictures start: a little before the first outage began."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,6 @@
 """The recovery board's wording fixes: criticality order in each group, the outage's start for a
-flapping application, the degraded-mode text kept while an application is still down.
+flapping application, the degraded-mode text kept while an application is still down; and its
+pictures: the restoration curve and a bar per application.
 
 Built from a hand-written read model (tests/web/test_readmodel.py's Hospital) whose state
 history is fed crafted snapshots: no daemon, no clock.
@@ -7,9 +8,11 @@ history is fed crafted snapshots: no daemon, no clock.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC
 
 from tests.web.test_readmodel import Hospital
+from tests.web.test_svg import NS, parse, texts
 from vigie.monitor.health.history import StateHistory, Transition
 from vigie.monitor.health.model import Topology
 from vigie.monitor.health.snapshot import ComponentStatus, Snapshot
@@ -18,6 +21,7 @@ from vigie.monitor.health.topology import ComponentSpec, SiteSpec
 from vigie.monitor.i18n import Speech
 from vigie.monitor.web.pages import Pages, outage_start, recovery_board, recovery_rows
 from vigie.monitor.web.readmodel import TopologyView
+from vigie.monitor.web.views import RecoveryBoard
 
 T0 = 1_767_000_000.0
 APPS = {
@@ -122,3 +126,18 @@ def test_still_down_applications_keep_their_degraded_mode_on_the_board() -> None
     assert "Résultats par téléphone, poste 4410" in html
     assert "encore en panne" in html and "INSTABLE" in html and "RÉTABLI" in html
     assert "Tableau de reprise : 2 rétablies, 2 en panne" in html
+
+
+def test_the_board_draws_the_restoration_curve_and_a_bar_per_application() -> None:
+    """Two of four back on the curve (in French); one bar per row, in the board's order."""
+    board = recovery_board(Board())
+    html = Pages.create().render("recovery.html", board, Speech("fr", UTC))
+    pictures = re.findall(r"(?s)<svg .*?</svg>", html)
+    assert len(pictures) == 2
+    curve, bars = (parse(p) for p in pictures)
+    assert (curve.findtext(f"{NS}title") or "").startswith("2 applications rétablies sur 4 à")
+    assert "Toutes les applications (2)" in texts(curve)
+    rows = [g.findtext(f"{NS}text") for g in bars.iter(f"{NS}g")]
+    assert rows == [r.name for r in board.rows]
+    empty = RecoveryBoard(now=T0, rows=(), down=0, back=0)  # nothing failed: no picture
+    assert "<svg" not in Pages.create().render("recovery.html", empty, Speech("fr", UTC))
