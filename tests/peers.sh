@@ -24,6 +24,7 @@ declare -A PEERS=(
   [/usr/sbin/slapd]=slapd
   [/usr/sbin/kamailio]=kamailio
   [/usr/sbin/nats-server]=nats-server
+  [/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf]=fonts-dejavu-core
 )
 
 missing=()

@@ -1,16 +1,19 @@
-"""The post-incident report: Markdown (/incident/<id>/report.md) and a printable page
-(/incident/<id>/report), for an open incident or an archived one.
+"""The post-incident report: Markdown (/incident/<id>/report.md), a printable page
+(/incident/<id>/report) and a PDF (/incident/<id>/report.pdf, monitor.web.pdf), for an open
+incident or an archived one.
 
 What the crisis cell's review needs, from what Vigie knew: root cause, the timeline, each
 impacted application with its tier, its outage (first failure seen to back, from the state
 changes), its availability over the 30 days up to the end and its degraded mode, the times to
 detect (first failure seen to incident), to page, to acknowledge and to recover, who was
-paged, and the operator actions (the audit log) during the incident. No PDF: neither fpdf2
-nor WeasyPrint is installed; the page prints as one.
+paged, and the operator actions (the audit log) during the incident. The page and the PDF
+also draw the restoration curve (and the page the outage bars: monitor.web.svg).
 """
 
 from __future__ import annotations
 
+import asyncio
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,6 +29,7 @@ from vigie.monitor.web.archive import render
 from vigie.monitor.web.keys import SOURCE_KEY
 from vigie.monitor.web.operators import OPS_KEY
 from vigie.monitor.web.pages import reader_speech
+from vigie.monitor.web.svg import Track, track
 
 MAX_ACTIONS = 200
 
@@ -59,6 +63,10 @@ class Report:
     to_recover: float | None
     apps: tuple[AppOutage, ...]
     actions: tuple[Action, ...]
+    tracks: tuple[Track, ...] = ()
+    """Each impacted application's state changes, for the pictures (monitor.web.svg)."""
+    since: float = 0.0
+    """Where the pictures start: a little before the first failure seen."""
 
 
 AVAILABILITY_DAYS = 30
@@ -108,6 +116,7 @@ def build(
     failures = [c.at for c in record.timeline if c.state != "OK" and State[c.state].failing]
     first = min([*failures, record.started_at])
     paged = [p.opened for p in record.paging]
+    since = first - max(60.0, (record.closed_at - first) * 0.03)
     acked = [p.acked_at for p in record.paging if p.acked_at is not None]
     return Report(
         now=time.time(),
@@ -122,7 +131,20 @@ def build(
         actions=tuple(
             a for a in actions if record.started_at - 300 <= a.at <= record.closed_at + 300
         )[:MAX_ACTIONS],
+        tracks=tuple(tracks(record, since)),
+        since=since,
     )
+
+
+def tracks(record: ArchivedIncident, since: float) -> list[Track]:
+    """Each impacted application's state changes on the timeline, as the pictures draw them."""
+    out = []
+    for app in sorted(record.applications, key=lambda a: (a.criticality, a.name.lower())):
+        changes = [
+            (c.at, State[c.state]) for c in record.timeline if c.id == app.id and not c.event
+        ]
+        out.append(track(app.id, app.name, app.criticality, changes, since))
+    return out
 
 
 def markdown(report: Report, sp: Speech) -> str:
@@ -251,7 +273,38 @@ async def report_markdown(request: web.Request) -> web.Response:
     return web.Response(text=text, content_type="text/markdown", charset="utf-8")
 
 
+PDF_AT_ONCE = 2
+"""PDFs drawn at the same time at most (each in a thread: fpdf2 takes the CPU for a while)."""
+PDF_SLOTS_KEY: web.AppKey[asyncio.Semaphore] = web.AppKey("pdf_slots", asyncio.Semaphore)
+
+
+def pdf_name(incident_id: str) -> str:
+    """The PDF's file name: `vigie-report-` and the incident id in safe characters."""
+    return "vigie-report-" + re.sub(r"[^A-Za-z0-9._-]+", "-", incident_id)[:120] + ".pdf"
+
+
+async def report_pdf(request: web.Request) -> web.Response:
+    """Serve the report as a PDF (application/pdf), in the reader's language."""
+    from vigie.monitor.web.pdf import render_pdf  # fpdf2 loads only when a PDF is asked for
+
+    found = _find(request)
+    if found is None:
+        raise web.HTTPNotFound(text="no such incident, open or archived\n")
+    sp = reader_speech(request, request.app[SOURCE_KEY].speech())
+    record, closed = found
+    report = build(record, closed, _actions(request), _availability(request, record))
+    async with request.app[PDF_SLOTS_KEY]:
+        body = await asyncio.to_thread(render_pdf, report, sp)
+    return web.Response(
+        body=body,
+        content_type="application/pdf",
+        headers={"Content-Disposition": f'inline; filename="{pdf_name(record.id)}"'},
+    )
+
+
 def add_routes(app: web.Application) -> None:
     """Register the report's routes."""
+    app[PDF_SLOTS_KEY] = asyncio.Semaphore(PDF_AT_ONCE)
     app.router.add_get("/incident/{id}/report", report_page)
     app.router.add_get("/incident/{id}/report.md", report_markdown)
+    app.router.add_get("/incident/{id}/report.pdf", report_pdf)

@@ -1,6 +1,7 @@
 """The post-incident report: its figures from a scripted record (times to detect, page,
-acknowledge, recover; each application's outage), its Markdown in French, and both forms
-served for an open and for an archived incident by a live daemon."""
+acknowledge, recover; each application's outage), its Markdown in French, and its forms (page
+with its pictures, Markdown, PDF) served for an open and for an archived incident by a live
+daemon."""
 
 from __future__ import annotations
 
@@ -83,6 +84,8 @@ async def test_reports_of_an_open_and_an_archived_incident_are_served(tmp_path: 
         iid = quote(daemon.health.engine.snapshot.incidents["component:srv-12"].id)
         status, page = await fetch(daemon, f"/incident/{iid}/report")
         assert status == 200 and "Post-incident report" in page and "still open" in page
+        assert 'class="picture restoration"' in page and 'class="picture outage-bars"' in page
+        assert f'href="/incident/{iid}/report.pdf"' in page
         targets.down = set()
 
         async def archived() -> bool:
@@ -98,6 +101,14 @@ async def test_reports_of_an_open_and_an_archived_incident_are_served(tmp_path: 
         assert "Availability (30 days)" in text and " 100.000 % |" not in text  # it was down
         status, _ = await fetch(daemon, "/incident/nothing@20200101T000000Z/report.md")
         assert status == 404
+        status, _ = await fetch(daemon, "/incident/nothing@20200101T000000Z/report.pdf")
+        assert status == 404
+        async with (
+            aiohttp.ClientSession() as s,
+            s.get(f"http://127.0.0.1:{daemon.listen_port}/incident/{iid}/report.pdf") as resp,
+        ):
+            assert resp.status == 200 and resp.content_type == "application/pdf"
+            assert (await resp.read()).startswith(b"%PDF-")
 
 
 async def test_the_lab_power_cut_report_follows_the_scenario() -> None:
