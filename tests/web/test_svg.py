@@ -197,6 +197,8 @@ def test_time_ticks_fall_on_round_local_times() -> None:
     ticks = time_ticks(start, start + 3 * HOUR, PARIS)
     assert 3 <= len(ticks) <= 7
     assert [label for _, label in ticks][:2] == ["01:30", "02:00"]
+    short = time_ticks(start, start + 90, PARIS)  # a power cut seen at speed: seconds
+    assert 3 <= len(short) <= 7 and all(label.count(":") == 2 for _, label in short)
     week = time_ticks(start, start + 7 * DAY, PARIS)
     assert all(label.count("/") == 1 for _, label in week) and len(week) <= 7
 
