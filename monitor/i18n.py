@@ -345,6 +345,8 @@ EN: dict[str, Entry] = {
     "g.no_data": "no data",
     "g.legend": "Legend of the day cells: shade by down time, a slash for maintenance",
     "r.page": "Page {n}",
+    # a page's refusal of a change to a viewer (web.operators; the API answers in English)
+    "forbidden.role": "Forbidden: this needs the {role} role; {who} is a {has}.",
 }
 
 FR: dict[str, Entry] = {
@@ -654,6 +656,8 @@ FR: dict[str, Entry] = {
     "g.legend": "Légende des cases : teinte selon l'indisponibilité, barre oblique pour la"
     " maintenance",
     "r.page": "Page {n}",
+    # le refus d'une modification à un lecteur (web.operators ; l'API répond en anglais)
+    "forbidden.role": "Interdit : il faut le rôle {role} ; {who} a le rôle {has}.",
 }
 
 CATALOGUE: Mapping[Language, Mapping[str, Entry]] = {"en": EN, "fr": FR}

@@ -26,7 +26,7 @@ from aiohttp import web
 from vigie.core.results import bound_text
 from vigie.core.sanitise import sanitise
 from vigie.monitor.audit import MAX_TEXT, UPDATE, Action, AuditLog
-from vigie.monitor.i18n import Speech
+from vigie.monitor.i18n import Speech, negotiate
 from vigie.monitor.web.keys import SOURCE_KEY
 
 VIEWER = "viewer"
@@ -181,10 +181,21 @@ async def require_operator(request: web.Request, handler: Handler) -> web.Stream
     p = principal(request)
     if p.operator:
         return await handler(request)
-    message = f"this needs the operator role; {p.who} is a {p.role}"
     if request.path.startswith("/api/"):
+        message = f"this needs the operator role; {p.who} is a {p.role}"
         return web.json_response({"error": message, "role_needed": OPERATOR}, status=403)
-    return web.Response(status=403, text=f"Forbidden: {message}.\n")
+    return refusal(request, p)
+
+
+def refusal(request: web.Request, p: Principal) -> web.Response:
+    """403 for a page: the role needed and the sender's, in the reader's language."""
+    source = request.app.get(SOURCE_KEY)
+    default = source.speech().language if source is not None else "en"
+    sp = Speech(negotiate(request.headers.get("Accept-Language"), default))
+    text = sp.t(
+        "forbidden.role", role=sp.t("role." + OPERATOR), who=p.who, has=sp.t("role." + p.role)
+    )
+    return web.Response(status=403, text=text + "\n")
 
 
 # --- incident updates --------------------------------------------------------------------------
@@ -305,9 +316,7 @@ async def form_page(request: web.Request) -> web.Response:
 
     p = principal(request)
     if not p.operator:
-        return web.Response(
-            status=403, text=f"Forbidden: this needs the operator role; {p.who} is a {p.role}.\n"
-        )
+        return refusal(request, p)
     wanted = request.match_info["id"]
     for incident in request.app[SOURCE_KEY].snapshot().incidents.values():
         if incident.id == wanted:
