@@ -144,6 +144,7 @@ async def test_every_page_is_french_during_the_power_cut(power_cut: Demo) -> Non
     paths.append("/incident/nowhere")  # the 404 page too
     first = quote(next(i for i in snap.incidents.values() if i.site_wide).id, safe="")
     paths += ["/audit", f"/incident/{first}/update"]  # the audit log, an update's form
+    paths += ["/maintenance", "/escalations"]  # operator state: windows, who was paged
     paths += [f"/incident/{first}/report", f"/incident/{first}/report.md"]
     fragments = english_only()
     assert fragments["applications impacted"] == "apps.impacted"  # the list is not empty
