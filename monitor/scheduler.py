@@ -31,6 +31,17 @@ DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5
 # A failed run that lasted this share of its timeout counts as a timeout (a probe's own deadline).
 SLOW_FAILURE_SHARE = 0.9
 
+SLOT = 0.1
+"""Checks start on a grid of this many seconds: the checks due in one slot start together.
+
+Each wake-up of an idle event loop costs far more CPU than the Python it runs (about 0.15 ms
+of a core per wake-up on the bench's VM, more than half of a plain GET's CPU), so the checks'
+start offsets are rounded down to a multiple of SLOT: with the same interval, the checks
+whose offsets fall in one slot share their due times and their wake-up. 100 ms keeps the
+spread (3,000 checks every 30 s: 10 a slot; 50,000 every 60 s: 83) and adds no lag (lag is
+measured from the slot, the planned start).
+"""
+
 
 def slow_lane_slots(per_host: int) -> int:
     """Return how many of a host's slots checks that timed out last time may hold at once."""
@@ -241,16 +252,23 @@ class Scheduler:
                 self._kinds[kind] = self._metrics.for_kind(kind)
         return added, removed, changed
 
-    def next_due(self, check: Check, now: float) -> float:
-        """Return the first due time of the check's grid at or after now."""
-        phase = self._base + start_offset(check.id, check.interval)
+    def phase(self, check: Check) -> float:
+        """Return the check's first grid point: its offset, rounded down to a slot."""
+        offset = start_offset(check.id, check.interval)
+        return self._base + offset // SLOT * SLOT
+
+    def next_due(self, check: Check, now: float, phase: float | None = None) -> float:
+        """Return the first due time of the check's grid at or after now (phase: if known)."""
+        if phase is None:
+            phase = self.phase(check)
         k = max(0, math.ceil((now - phase) / check.interval))
         return phase + k * check.interval
 
     async def _loop(self, check: Check) -> None:
         """Run one check forever on its grid, skipping ticks missed while a run was late."""
         wake = self._wake[check.id]
-        due = self.next_due(check, self._clock())
+        phase = self.phase(check)
+        due = self.next_due(check, self._clock(), phase)
         while True:
             delay = due - self._clock()
             start_at = due
@@ -268,7 +286,7 @@ class Scheduler:
             if self._stopping:
                 return
             if start_at == due:
-                due = max(due + check.interval, self.next_due(check, self._clock()))
+                due = max(due + check.interval, self.next_due(check, self._clock(), phase))
 
     def trigger(self, check_id: str) -> bool:
         """Run a check now (e.g. after a trap) without moving its grid; False if unknown."""

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from tests import waiting
 from tests.waiting import wait_for
 from vigie.core.results import ProbeResult
-from vigie.monitor.scheduler import Scheduler, SchedulerMetrics, start_offset
+from vigie.monitor.scheduler import SLOT, Scheduler, SchedulerMetrics, start_offset
 from vigie.monitor.store import ResultStore
 from vigie.probes import default_registry
 from vigie.probes.base import Check, ProbeContext, ProbeRegistry
@@ -196,6 +196,59 @@ class ExplodingProbe:
     async def __call__(self, check: Check, ctx: ProbeContext) -> ProbeResult:
         """Raise instead of returning a result."""
         raise RuntimeError("probe bug: list index out of range")
+
+
+class StampProbe:
+    """A probe kind that notes when each run starts (a test double of a probe, not of a peer)."""
+
+    kind: ClassVar[str] = "stamp"
+    Settings: ClassVar[type[BaseModel]] = TcpProbe.Settings
+
+    def __init__(self) -> None:
+        self.starts: dict[str, list[float]] = defaultdict(list)
+
+    def parse_target(self, target: str) -> str:
+        """Accept any target."""
+        return target
+
+    def host_of(self, target: str) -> str:
+        """Use the target as host."""
+        return target
+
+    async def __call__(self, check: Check, ctx: ProbeContext) -> ProbeResult:
+        """Note the start and succeed."""
+        self.starts[check.id].append(time.monotonic())
+        return ProbeResult(True)
+
+
+async def test_checks_due_in_one_slot_start_together(session: aiohttp.ClientSession) -> None:
+    """300 checks every 3 s start on at most 3 / SLOT grid points, a slot apart, so the loop
+    wakes once a slot rather than once a check; the grid stays spread over the interval and
+    the checks of one slot start within a few milliseconds of each other."""
+    stamp = StampProbe()
+    sched, _, _ = make_scheduler(session, ProbeRegistry([stamp]), per_host_concurrency=1000)
+    plan = {
+        f"s{i}": Check(f"s{i}", "stamp", f"h{i}", 3.0, 1.0, TcpProbe.Settings(), host=f"h{i}")
+        for i in range(300)
+    }
+    t0 = time.monotonic()
+    sched.apply(plan)
+    try:
+        await wait_for(lambda: len(stamp.starts) == 300, "a first run of every check", 15.0)
+    finally:
+        await sched.stop(0.1)
+    dues = {cid: sched.next_due(check, t0) for cid, check in plan.items()}
+    grid = sorted(set(dues.values()))
+    assert 3.0 / SLOT * 0.6 <= len(grid) <= 3.0 / SLOT, len(grid)
+    for point in grid:
+        slots = (point - grid[0]) / SLOT
+        assert abs(slots - round(slots)) < 1e-6, slots
+    by_point: dict[float, list[float]] = defaultdict(list)
+    for cid, due in dues.items():
+        by_point[due].append(stamp.starts[cid][0])
+    spreads = sorted(max(ts) - min(ts) for ts in by_point.values())
+    assert spreads[len(spreads) // 2] < 0.005, spreads  # the median slot: one wake-up
+    assert all(min(ts) >= due - 0.001 for due, ts in by_point.items())  # never early
 
 
 async def test_probe_exception_becomes_failed_result(session: aiohttp.ClientSession) -> None:
