@@ -47,6 +47,7 @@ from tests.bench.common import (
 from tests.bench.cpu import blackbox_exporter
 from tests.bench.scale import histogram_quantile
 from tests.health.hospital import generated_hospital
+from vigie.monitor.scheduler import SLOT
 
 TARGET_HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5")
 DATACENTERS = ("nord", "sud", "bellevue", "est")
@@ -141,6 +142,7 @@ class WholeResults:
     scrapes: list[Scrape] = field(default_factory=list)
     blackbox: Side = field(default_factory=lambda: Side("blackbox"))
     floor: Side = field(default_factory=lambda: Side("aiohttp floor"))
+    lean: Side = field(default_factory=lambda: Side("lean floor"))
     daemon_exit: int | None = None
     error: str | None = None  # why the run did not complete
 
@@ -176,6 +178,12 @@ class WholeResults:
         theirs = self.floor.ms_per_probe
         return self.ms_per_probe / theirs if theirs else math.nan
 
+    @property
+    def ratio_lean(self) -> float:
+        """Return the daemon's CPU per probe divided by the lean client floor's."""
+        theirs = self.lean.ms_per_probe
+        return self.ms_per_probe / theirs if theirs else math.nan
+
     def lag_quantile(self, q: float) -> float:
         """Return a lag quantile of the window, interpolated as PromQL's histogram_quantile."""
         return histogram_quantile(q, self.lag)
@@ -193,6 +201,8 @@ class WholeResults:
             floor_ms_per_probe=self.floor.ms_per_probe,
             ratio_blackbox=self.ratio_blackbox,
             ratio_floor=self.ratio_floor,
+            lean_ms_per_probe=self.lean.ms_per_probe,
+            ratio_lean=self.ratio_lean,
             lag_p99=self.lag_quantile(0.99),
             cpu_percent=self.cpu_percent,
         )
@@ -359,35 +369,48 @@ async def _floor_counts(proc: subprocess.Popen[str]) -> tuple[float, float]:
     return float(data["probes"]), float(data["ok"])
 
 
-class Sides:
-    """blackbox_exporter and the floor, driven beside the daemon at its probe rate."""
+SideReading = tuple[CpuTimes, float, float]
+"""A side process's CPU times, probes done and probes ok, at one instant."""
 
-    def __init__(self, bb_pid: int, driver: BlackboxDriver, floor: subprocess.Popen[str]) -> None:
+
+class Sides:
+    """blackbox_exporter and the floors (aiohttp, and lean on fresh connections), driven
+    beside the daemon at its probe rate."""
+
+    def __init__(
+        self,
+        bb_pid: int,
+        driver: BlackboxDriver,
+        floor: subprocess.Popen[str],
+        lean: subprocess.Popen[str] | None,
+    ) -> None:
         self.bb_pid = bb_pid
         self.driver = driver
         self.floor = floor
+        self.lean = lean
         self.driving: asyncio.Task[None] | None = None
 
-    async def read(self) -> tuple[CpuTimes, int, int, CpuTimes, float, float]:
-        """Return blackbox's CPU and counts, then the floor's, now."""
-        bb = proc_cpu(self.bb_pid), self.driver.done, self.driver.ok
-        floor_cpu = proc_cpu(self.floor.pid)
-        floor_done, floor_ok = await _floor_counts(self.floor)
-        return (*bb, floor_cpu, floor_done, floor_ok)
+    async def read(self) -> list[SideReading]:
+        """Return blackbox's CPU and counts, then the floors', now."""
+        out: list[SideReading] = [
+            (proc_cpu(self.bb_pid), float(self.driver.done), float(self.driver.ok))
+        ]
+        for proc in (self.floor, self.lean):
+            if proc is not None:
+                cpu = proc_cpu(proc.pid)
+                done, ok = await _floor_counts(proc)
+                out.append((cpu, done, ok))
+        return out
 
-    def fill(
-        self,
-        res: WholeResults,
-        first: tuple[CpuTimes, int, int, CpuTimes, float, float],
-        last: tuple[CpuTimes, int, int, CpuTimes, float, float],
-    ) -> None:
+    def fill(self, res: WholeResults, first: list[SideReading], last: list[SideReading]) -> None:
         """Put the window's deltas and the processes' memory in res."""
-        res.blackbox.cpu = (last[0] - first[0]).total
-        res.blackbox.probes, res.blackbox.ok = last[1] - first[1], last[2] - first[2]
-        res.floor.cpu = (last[3] - first[3]).total
-        res.floor.probes, res.floor.ok = last[4] - first[4], last[5] - first[5]
-        res.blackbox.rss_kib = proc_memory(self.bb_pid).get("VmRSS", 0)
-        res.floor.rss_kib = proc_memory(self.floor.pid).get("VmRSS", 0)
+        pids = [self.bb_pid, self.floor.pid] + ([self.lean.pid] if self.lean else [])
+        for side, pid, a, b in zip(
+            (res.blackbox, res.floor, res.lean), pids, first, last, strict=False
+        ):
+            side.cpu = (b[0] - a[0]).total
+            side.probes, side.ok = b[1] - a[1], b[2] - a[2]
+            side.rss_kib = proc_memory(pid).get("VmRSS", 0)
 
 
 async def _measure(
@@ -506,12 +529,18 @@ def _start_sides(stack: contextlib.ExitStack, p: WholeParams, urls: list[str]) -
     """Start blackbox_exporter and the floor process, stopped when the stack closes."""
     bb, bb_port = stack.enter_context(blackbox_exporter())
     floor_cmd = [sys.executable, "-m", "tests.bench.floor", "--rate", f"{p.rate:g}"]
+    floor_cmd += ["--slot", f"{SLOT:g}"]  # started in slots, as the daemon's checks
     floor_cmd += [a for u in urls for a in ("--url", u)]
     if p.reuse:
         floor_cmd.append("--reuse")
     floor = subprocess.Popen(floor_cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     stack.callback(stop_process, floor)
-    return Sides(bb.pid, BlackboxDriver(bb_port, urls, p.rate), floor)
+    lean = None
+    if not p.reuse:  # the lean client opens a fresh connection per GET
+        lean_cmd = [*floor_cmd, "--mode", "lean"]
+        lean = subprocess.Popen(lean_cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        stack.callback(stop_process, lean)
+    return Sides(bb.pid, BlackboxDriver(bb_port, urls, p.rate), floor, lean)
 
 
 def summary(res: WholeResults) -> str:
@@ -519,7 +548,8 @@ def summary(res: WholeResults) -> str:
     return (
         f"{res.ms_per_probe:.3f} ms/probe ({res.cpu_percent:.0f}% of a core) vs blackbox"
         f" {res.blackbox.ms_per_probe:.3f} ({res.ratio_blackbox:.2f}x), floor"
-        f" {res.floor.ms_per_probe:.3f} ({res.ratio_floor:.2f}x); lag p99"
+        f" {res.floor.ms_per_probe:.3f} ({res.ratio_floor:.2f}x), lean floor"
+        f" {res.lean.ms_per_probe:.3f} ({res.ratio_lean:.2f}x); lag p99"
         f" {res.lag_quantile(0.99) * 1000:.1f} ms; /metrics worst {res.body_ms(1.0):.0f} ms;"
         f" RSS {max(res.rss_kib, default=0) / 1024:.0f} MiB; probes"
         f" {res.probes_ok:.0f}/{res.probes_run:.0f} ok (plan {res.params.rate * res.window_s:.0f})"
@@ -534,6 +564,7 @@ FULL = [
 EXTRA = [
     WholeParams("10k", 10000, 30.0, 90.0),
     WholeParams("3k-reuse", 3000, 30.0, 180.0, reuse=True),
+    WholeParams("3k-short", 3000, 30.0, 60.0),
 ]
 QUICK = [
     WholeParams("3k-quick", 600, 6.0, 30.0, scrape_every=5.0),
@@ -644,6 +675,19 @@ def render(results: list[WholeResults]) -> str:
         [f"{r.floor.ms_per_probe:.3f} ({r.floor.ok:.0f}/{r.floor.probes:.0f})" for r in results],
     )
     row("Daemon ÷ aiohttp floor", [f"{r.ratio_floor:.2f}x" for r in results])
+    row(
+        "lean client floor CPU ms/probe (probes ok)",
+        [
+            f"{r.lean.ms_per_probe:.3f} ({r.lean.ok:.0f}/{r.lean.probes:.0f})"
+            if r.lean.probes
+            else "n/a"
+            for r in results
+        ],
+    )
+    row(
+        "Daemon ÷ lean floor",
+        [f"{r.ratio_lean:.2f}x" if r.lean.probes else "n/a" for r in results],
+    )
     row(
         "Lag p99 (p50)",
         [
