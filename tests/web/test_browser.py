@@ -11,6 +11,7 @@ import re
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
@@ -187,15 +188,18 @@ async def browser(binary: str, user: str) -> AsyncIterator[Page]:
                     page = Page(ws)
                     await page.call("Page.enable")
                     await page.call("Network.enable")
-                    token = base64.b64encode(f"{user}:{PASSWORD}".encode()).decode()
                     # what the browser sends once its user typed the password in the prompt
-                    await page.call(
-                        "Network.setExtraHTTPHeaders", headers={"Authorization": f"Basic {token}"}
-                    )
+                    await page.call("Network.setExtraHTTPHeaders", headers=authorization(user))
                     yield page
         finally:
             proc.kill()
             await proc.wait()
+
+
+def authorization(user: str) -> dict[str, str]:
+    """The basic-auth header of a user of the test's web.yml."""
+    token = base64.b64encode(f"{user}:{PASSWORD}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
 
 
 def _read(path: Path) -> str:
@@ -237,6 +241,13 @@ async def test_chromium_in_french_a_viewer_reads_and_an_operator_posts_an_update
     async with french_cell(tmp_path) as (daemon, iid):
         base = f"http://127.0.0.1:{daemon.listen_port}"
         incident = f"{base}/incident/{quote(iid, safe='')}"
+        end = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+        window = {"target": "srv-19", "end": end, "reason": "micrologiciel"}
+        async with (
+            aiohttp.ClientSession(headers=authorization("alice")) as s,
+            s.post(f"{base}/api/v1/maintenance", json=window) as r,
+        ):
+            assert r.status == 201, await r.text()  # a window the operator may end early
         async with browser(binary, "bob") as bob:
             overview = await bob.open(f"{base}/")
             page = await bob.open(incident)
@@ -246,11 +257,13 @@ async def test_chromium_in_french_a_viewer_reads_and_an_operator_posts_an_update
                 ".then(async r => [r.status, await r.text()])"
             )
             form = await bob.open(incident + "/update")
+            shown = await bob.open(f"{base}/maintenance")
         assert '<html lang="fr">' in overview and "Cause première : Datacenter Nord" in visible(
             overview
         )
         assert "Points de situation de la cellule de crise" in visible(page)
-        for dom in (overview, page, form):
+        assert "micrologiciel" in visible(shown)  # bob reads the window, with no way to end it
+        for dom in (overview, page, form, shown):
             assert not FORM.search(dom) and "<textarea" not in dom
         assert "/update" not in page  # no link to the form either
         assert refused[0] == 403, refused
@@ -264,6 +277,8 @@ async def test_chromium_in_french_a_viewer_reads_and_an_operator_posts_an_update
             after = await alice.submit({"text": UPDATE, "expected_recovery": "16:00"})
             location = await alice.evaluate("location.href")
             overview = await alice.open(f"{base}/")
+            windows = await alice.open(f"{base}/maintenance")
+        assert FORM.search(windows)  # the operator may end the window; bob could not
         assert unquote(location) == unquote(incident)  # back on the incident page
         text = visible(after)
         assert UPDATE in text, text
