@@ -5,7 +5,8 @@ Run with `make screenshot` (or `python -m tests.web.screenshot [OUT.png]`): it s
 cell reads them, in French (the demo's web.language, the browser asking for French too):
 
 - OUT (docs/status-page.png): the overview, the power-cut scenario played time-compressed until
-  Nord's applications are down, with an update the cell posted;
+  Nord's applications are down, with an update the cell posted and the on-call's
+  acknowledgement (the link of the SMS the demo's gateway received);
 - OUT-incident.png: the incident's page with that update;
 - OUT-recovery.png: the recovery board while the recovery scenario brings Nord back (some
   applications back, others still down or flapping);
@@ -17,6 +18,7 @@ cell reads them, in French (the demo's web.language, the browser asking for Fren
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -36,6 +38,8 @@ SPEED = 40.0
 """Scenario speed: the batteries run out within about 20 s."""
 UPDATE = "La DSI rétablit le courant : groupe électrogène en route, puis redémarrage des serveurs"
 SIZE = "1280,900"
+ACK_LINK = re.compile(r"ACK (http://\S+)")
+"""The acknowledgement link of a page the demo's SMS gateway received."""
 MAX_BYTES = 300_000
 """A picture larger than this is written again with fewer colours (ImageMagick, if present)."""
 
@@ -91,6 +95,23 @@ async def post_update(demo: Demo, incident: str) -> None:
             raise SystemExit(f"the update was refused: {response.status} {await response.text()}")
 
 
+async def acknowledge(demo: Demo) -> None:
+    """Acknowledge the page as the on-call would, by the link of the first SMS (if one came)."""
+    gateway = demo.sms
+
+    def link() -> str | None:
+        texts = [] if gateway is None else [sms.text for sms in gateway.received]
+        found = [m.group(1) for m in map(ACK_LINK.search, texts) if m is not None]
+        return found[0] if found else None
+
+    if await until(lambda: link() is not None, "the on-call's SMS", within=60):
+        async with aiohttp.ClientSession() as session, session.post(link() or "") as response:
+            if response.status != 200:
+                print(
+                    f"screenshot: the acknowledgement answered {response.status}", file=sys.stderr
+                )
+
+
 async def screenshots(out: Path) -> list[Path]:
     """Play the power cut and the recovery in the demo; photograph the pages; return them."""
     binary = chromium_binary()
@@ -112,6 +133,7 @@ async def screenshots(out: Path) -> list[Path]:
         incident = next(i for i in snap.incidents.values() if i.site_wide).id
         failed = {a for a, s in apps(demo).items() if s.failing}
         await post_update(demo, incident)
+        await acknowledge(demo)
         await shoot(binary, demo.url + "/", out)
         await shoot(binary, f"{demo.url}/incident/{quote(incident, safe='')}", named["incident"])
 
