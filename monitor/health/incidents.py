@@ -10,6 +10,7 @@ signs, confirmation) is decided by the engine and given here as plain inputs.
 from __future__ import annotations
 
 import collections
+import functools
 from collections.abc import Collection, Iterable, Mapping, MutableMapping, Sequence, Set
 from dataclasses import dataclass
 
@@ -54,22 +55,32 @@ def applications(
     topology: Topology, ids: Iterable[str], components: Mapping[str, ComponentStatus]
 ) -> list[ImpactedApp]:
     """Return the applications among ids, most critical first."""
+    specs = topology.components
     apps = []
     for cid in ids:
-        spec = topology.components[cid]
+        spec = specs[cid]
         if spec.kind in APPLICATION_KINDS:
             apps.append(
-                ImpactedApp(
-                    id=cid,
-                    name=spec.name or cid,
-                    criticality=spec.criticality or 4,
-                    state=components[cid].state,
-                    degraded_mode=spec.degraded_mode,
-                    runbook_url=spec.runbook_url,
-                    team=spec.team,
+                _application(
+                    cid,
+                    spec.name or cid,
+                    spec.criticality or 4,
+                    components[cid].state,
+                    spec.degraded_mode,
+                    spec.runbook_url,
+                    spec.team,
                 )
             )
     return sorted(apps, key=lambda a: (a.criticality, a.id))
+
+
+@functools.lru_cache(maxsize=8192)
+def _application(  # noqa: PLR0917 - ImpactedApp's fields, as its own constructor takes them
+    cid: str, name: str, criticality: int, state: State, mode: str, runbook: str, team: str
+) -> ImpactedApp:
+    """One value per application and state: a site incident lists hundreds at each evaluation
+    while it is open (and its description's lines are cached by them)."""
+    return ImpactedApp(cid, name, criticality, state, mode, runbook, team)
 
 
 def make_incident(

@@ -6,16 +6,67 @@ from the engine so that readers do not import the machinery that computes them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from vigie.monitor.health.states import State
 
 
-@dataclass(frozen=True, slots=True)
+class Later:
+    """A sentence kept as its facts, written (once) when a page or an alert reads it.
+
+    After a site-wide failure an evaluation gives thousands of components new reasons, and
+    writing each as a Text cost more than the rest of the evaluation; few of them are ever
+    read. Equal facts write equal sentences, so two are compared by their facts; against a
+    plain string, by the sentence.
+    """
+
+    __slots__ = ("_text", "args", "make")
+
+    def __init__(self, make: Callable[..., str], *args: Hashable) -> None:
+        """Keep the facts: the wording function and its arguments."""
+        self.make = make
+        self.args = args
+        self._text: str | None = None
+
+    def text(self) -> str:
+        """Return the sentence, written at the first call."""
+        text = self._text
+        if text is None:
+            text = self._text = self.make(*self.args)
+        return text
+
+    def __eq__(self, other: object) -> bool:
+        """Equal facts (the same wording of equal arguments), or the same sentence as a str."""
+        if self is other:
+            return True
+        if isinstance(other, Later):
+            return self.make is other.make and self.args == other.args
+        if isinstance(other, str):
+            return self.text() == other
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        """Hash as the sentence (equal facts write equal sentences)."""
+        return hash(self.text())
+
+    def __repr__(self) -> str:
+        """Show the sentence, as a reason written at once showed."""
+        return repr(self.text())
+
+
+Reason = str | Later
+"""A reason as the engine keeps it: a sentence, or its facts until someone reads it."""
+
+
+@dataclass(frozen=True, slots=True, init=False)
 class ComponentStatus:
-    """What the health model says of one component now."""
+    """What the health model says of one component now.
+
+    `reasons` are the sentences; `why` the same as the engine keeps them (facts written on
+    reading, see `Later`), and what two statuses are compared by.
+    """
 
     id: str
     kind: str
@@ -23,9 +74,38 @@ class ComponentStatus:
     state: State
     own: State
     since: float
-    reasons: tuple[str, ...]
+    why: tuple[Reason, ...]
     roots: tuple[str, ...]
     maintenance: bool = False
+
+    def __init__(  # noqa: PLR0917 - positional, as the generated one was: callers use it so
+        self,
+        id: str,
+        kind: str,
+        site: str,
+        state: State,
+        own: State,
+        since: float,
+        reasons: Iterable[Reason],
+        roots: tuple[str, ...],
+        maintenance: bool = False,
+    ) -> None:
+        """Take the reasons as sentences or as facts (`Later`)."""
+        put = object.__setattr__
+        put(self, "id", id)
+        put(self, "kind", kind)
+        put(self, "site", site)
+        put(self, "state", state)
+        put(self, "own", own)
+        put(self, "since", since)
+        put(self, "why", reasons if isinstance(reasons, tuple) else tuple(reasons))
+        put(self, "roots", roots)
+        put(self, "maintenance", maintenance)
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        """Why the component is in its state, one sentence each (a Text for the pages)."""
+        return tuple(r if isinstance(r, str) else r.text() for r in self.why)
 
 
 @dataclass(frozen=True, slots=True)

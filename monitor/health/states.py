@@ -23,6 +23,9 @@ class State(enum.IntEnum):
         return self in FAILING
 
 
+NAMES = {state: state.name for state in State}
+"""Each state's name, looked up without the enum's slower `name` property (logs, hot path)."""
+
 FAILING = frozenset({State.DEGRADED, State.DOWN, State.IMPACTED, State.FLAPPING})
 
 SEVERITY_STATE = {"warning": State.WARNING, "degraded": State.DEGRADED, "down": State.DOWN}

@@ -56,13 +56,14 @@ def rule_active(check_id: str, rule: Rule | str, seen: str) -> Text:
 
 def impacted_by(roots: Iterable[str]) -> Text:
     """A component failing because of what it depends on."""
-    return _impacted_by(", ".join(sorted(roots)))
+    return impacted_by_sorted(tuple(sorted(roots)))
 
 
 @functools.lru_cache(maxsize=4096)
-def _impacted_by(roots: str) -> Text:
-    """One Text per set of roots: a site's thousand impacted components share a few."""
-    return Text("reason.impacted_by", roots=roots)
+def impacted_by_sorted(roots: tuple[str, ...]) -> Text:
+    """The same for roots already sorted; one Text per set of roots: a site's thousand
+    impacted components share a few."""
+    return Text("reason.impacted_by", roots=", ".join(roots))
 
 
 def mains_lost(lost_at: float, runtime: float | None) -> Text:
@@ -132,8 +133,13 @@ def warning_summary(label: str) -> Text:
     return Text("warning.summary", label=label, state=state_word(State.WARNING))
 
 
+@functools.lru_cache(maxsize=8192)
 def application_line(app: ImpactedApp) -> Text:
-    """One application in an incident's description, with what clinicians do meanwhile."""
+    """One application in an incident's description, with what clinicians do meanwhile.
+
+    One Text per application and state: a site incident lists hundreds, written again at
+    each evaluation while it is open.
+    """
     word = state_word(app.state)
     if app.degraded_mode:
         return Text(

@@ -117,6 +117,9 @@ def replay(seed: int, steps: int) -> tuple[int, int]:
             inc.maintenance = full.maintenance = window if not inc.maintenance else {}
         got, want = inc.evaluate(), full.evaluate(full=True)
         assert got == want, f"seed {seed}, step {step}: {difference(got, want)}"
+        # Reasons are kept as facts and compared so: written out, they must read the same.
+        for cid, status in got.components.items():
+            assert status.reasons == want.components[cid].reasons, f"seed {seed}, {cid}"
         assert asked[0] == asked[1], f"seed {seed}, step {step}: on-demand runs differ"
     return fed, changed
 

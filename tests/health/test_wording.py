@@ -9,7 +9,7 @@ import pytest
 
 from vigie.core.rules import Rule
 from vigie.monitor.health import wording
-from vigie.monitor.health.snapshot import ImpactedApp
+from vigie.monitor.health.snapshot import ComponentStatus, ImpactedApp, Later
 from vigie.monitor.health.states import State
 from vigie.monitor.i18n import Speech, zone_of
 
@@ -29,6 +29,29 @@ def test_reasons() -> None:
     )
     assert wording.impacted_by(["ups-b", "san"]) == "impacted by san, ups-b"
     assert FR.say(wording.no_result("chk-a")) == "aucun résultat du contrôle chk-a"
+
+
+def test_a_reason_kept_as_facts_is_written_once_when_read() -> None:
+    """The engine keeps reasons as facts (Later): the sentence is made on the first read only,
+    is the same sentence as written at once, and compares by facts (or as a sentence)."""
+    made: list[str] = []
+
+    def counted(check: str) -> str:
+        made.append(check)
+        return wording.no_result(check)
+
+    later = Later(counted, "chk-a")
+    status = ComponentStatus("srv", "server", "nord", State.UNKNOWN, State.UNKNOWN, 1.0,
+                             (later,), ())  # fmt: skip
+    assert made == []  # kept: nothing written yet
+    assert status.reasons == ("no result from check chk-a",)
+    assert status.reasons == ("no result from check chk-a",)
+    assert made == ["chk-a"]  # written once, at the first read
+    assert FR.say(status.reasons[0]) == "aucun résultat du contrôle chk-a"  # still a Text
+    assert later == Later(counted, "chk-a") and later != Later(counted, "chk-b")
+    assert later == "no result from check chk-a" and later != "no result from check chk-b"
+    assert status == ComponentStatus("srv", "server", "nord", State.UNKNOWN, State.UNKNOWN,
+                                     1.0, (Later(counted, "chk-a"),), ())  # fmt: skip
 
 
 def test_a_rule_with_text_says_it_in_plain_words_with_rounded_numbers() -> None:
