@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import os
 import signal
 import sqlite3
@@ -21,6 +20,7 @@ from pydantic import BaseModel
 
 from vigie.core.results import bound_text
 from vigie.core.yamlpos import ConfigErrors
+from vigie.monitor import heap
 from vigie.monitor.alerting import AlertDispatcher, Outbox, build_sinks
 from vigie.monitor.alerting.ack import Silences
 from vigie.monitor.alerting.escalation import Escalations, escalations_for
@@ -406,9 +406,9 @@ class Daemon:
         interval = self.notifier.watchdog_interval
         if interval is not None:
             self._watchdog = asyncio.create_task(watchdog_loop(self.notifier, interval))
-        # The config, plan and topology live as long as the daemon: keep full garbage
-        # collections from scanning them again and again (they cost ~250 ms at 5,000 components).
-        gc.freeze()
+        # The config, plan and topology live as long as the daemon: keep garbage collections
+        # from scanning them again and again (monitor/heap.py).
+        heap.settle()
         self.notifier.ready()
         self.log.info(
             "daemon_started",
@@ -468,6 +468,7 @@ class Daemon:
             await self.traps.update(loaded.plan, self._trap_section(loaded), new_traps)
         self._reload_health(loaded)
         self.loaded = loaded
+        heap.settle(thaw=True)  # the previous config freed, the new one frozen
         self.reload_ok.set(1)
         self.reload_time.set(time.time())
         self.log.info(
