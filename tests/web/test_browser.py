@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import html
 import itertools
 import json
+import os
 import re
+import signal
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -164,7 +167,8 @@ class Page:
 @asynccontextmanager
 async def browser(binary: str, user: str) -> AsyncIterator[Page]:
     """A headless chromium asking for French, logged in (basic auth) as `user`."""
-    with tempfile.TemporaryDirectory(prefix="vigie-cdp-") as profile:
+    # chromium's helpers may still write in the profile as they exit: never fail on its removal
+    with tempfile.TemporaryDirectory(prefix="vigie-cdp-", ignore_cleanup_errors=True) as profile:
         proc = await asyncio.create_subprocess_exec(
             binary,
             *CHROMIUM_FLAGS,
@@ -192,7 +196,8 @@ async def browser(binary: str, user: str) -> AsyncIterator[Page]:
                     await page.call("Network.setExtraHTTPHeaders", headers=authorization(user))
                     yield page
         finally:
-            proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # its own session: chromium and its helpers
             await proc.wait()
 
 
