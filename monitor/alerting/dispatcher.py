@@ -100,7 +100,10 @@ class AlertDispatcher:
     instance goes in the `vigie_instance` annotation. With `sender`, direct sinks (those not
     re-sent: webhook, mail), which nothing deduplicates downstream, are delivered only while
     sender() is true; another replica's rows are dropped once `handoff` seconds old, so a
-    change the sender died before delivering is still sent by the survivor.
+    change the sender died before delivering is still sent by the survivor. A resolve goes
+    out from the replica that delivered the alert's firing notification to that sink, sender
+    or not: the page of a replica's own loss is sent by its peer, which stops being sender the
+    moment the lost replica is back, and the one back never had that alert to resolve.
     """
 
     def __init__(
@@ -134,6 +137,8 @@ class AlertDispatcher:
         self._handoff = handoff
         self._peer_resolved = peer_resolved
         self._resolved: dict[str, float] = {}  # key -> when this Vigie resolved it (wall)
+        # sink -> keys of the firing notifications this Vigie delivered there (its resolves)
+        self._paged: dict[str, set[str]] = {name: set() for name in names}
         self._metrics = AlertingMetrics(registry)
         self._wake = {name: asyncio.Event() for name in names}
         self._tasks: list[asyncio.Task[None]] = []
@@ -389,7 +394,10 @@ class AlertDispatcher:
             if not rows:
                 await wake.wait()
                 continue
-            wait = self._left_to_peer(sink, rows)
+            own = self._own_resolves(sink, rows)
+            wait = None if own else self._left_to_peer(sink, rows)
+            if own:
+                rows = own
             if wait is not None:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(wait):
@@ -433,6 +441,14 @@ class AlertDispatcher:
         # Look again at least every second: the sender may die (and this replica take over).
         return min(1.0, max(0.05, min(row.created for row in rows) + self._handoff - now))
 
+    def _own_resolves(self, sink: Sink, rows: Sequence[Row]) -> list[Row]:
+        """The resolves among rows of alerts whose firing this Vigie delivered to the sink,
+        when another replica is the sender ([] while this one sends all rows anyway)."""
+        if sink.refresh or self._sender is None or self._sender():
+            return []
+        paged = self._paged[sink.name]
+        return [r for r in rows if r.alert.state == "resolved" and r.alert.key in paged]
+
     async def _attempt(self, sink: Sink, rows: Sequence[Row]) -> str | None:
         """Send rows once; record the outcome; return None on success, else the reason."""
         ids = [row.id for row in rows]
@@ -451,6 +467,13 @@ class AlertDispatcher:
             except Exception as exc:  # delivered all the same: at worst re-sent after a restart
                 self._log.error("alert_outbox_failed", sink=sink.name, error=bound_text(str(exc)))
             self._metrics.sent.labels(sink=sink.name).inc(len(ids))
+            if not sink.refresh:
+                paged = self._paged[sink.name]
+                for row in rows:
+                    if row.alert.state == "firing":
+                        paged.add(row.alert.key)
+                    else:
+                        paged.discard(row.alert.key)
             self._update_gauges()
             self._log.debug("alert_delivered", sink=sink.name, alerts=len(ids))
             return None

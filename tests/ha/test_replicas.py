@@ -347,6 +347,46 @@ async def test_a_replica_not_sending_leaves_direct_sinks_to_its_peer(tmp_path: P
         await session.close()
 
 
+async def test_the_replica_that_paged_sends_the_resolve_after_it_stops_sending(
+    tmp_path: Path,
+) -> None:
+    """A replica that delivered a page to a direct sink delivers its resolve too, though another
+    replica became sender meanwhile (the page of that replica's own loss: the one back never
+    had it); a resolve of a page it never delivered is left to the sender."""
+    am, hook = RecordingSink("am", refresh=True), RecordingSink("hook")
+    sending = [True]
+    outbox = Outbox(tmp_path / "o.sqlite")
+    session = make_session()
+    dispatcher = AlertDispatcher(
+        AlertingSettings.model_validate({**FAST, "watchdog": False}),
+        outbox,
+        [am, hook],
+        session,
+        CollectorRegistry(),
+        logger=structlog.get_logger(),
+        sender=lambda: sending[0],
+        handoff=0.5,
+    )
+    task = asyncio.create_task(dispatcher.run())
+    try:
+        dispatcher.fire(make_alert(key="lost"))
+        await wait_for(lambda: ("lost", "firing") in hook.sent(), "the page, as sender")
+        sending[0] = False  # the lost replica is back, and first by name
+        dispatcher.fire(make_alert(key="other"))
+        await wait_for(lambda: outbox.depth().get("hook", 0) == 0, "the peer's page left to it")
+        dispatcher.resolve("other")
+        dispatcher.resolve("lost")
+        await wait_for(lambda: ("lost", "resolved") in hook.sent(), "the resolve of its own page")
+        await wait_for(lambda: outbox.depth().get("hook", 0) == 0, "the other resolve left")
+        assert hook.sent() == [("lost", "firing"), ("lost", "resolved")]
+        assert ("other", "resolved") in am.sent()
+    finally:
+        await dispatcher.stop()
+        await task
+        outbox.close()
+        await session.close()
+
+
 # --- maintenance windows through Alertmanager's silences -------------------------------------
 
 
