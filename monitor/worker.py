@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry
 
 from vigie.core.results import ProbeResult, bound_text
 from vigie.core.yamlpos import ConfigErrors
-from vigie.monitor import __version__
+from vigie.monitor import __version__, heap
 from vigie.monitor.bus.codec import encode, subject_token
 from vigie.monitor.bus.link import connect_until, members_bucket, watch_members
 from vigie.monitor.bus.members import Change, Membership, owner
@@ -266,6 +266,7 @@ async def run_worker(
                 await starting
         else:
             starting.result()
+            heap.settle()  # the config and plan live as long as the worker (monitor/heap.py)
             await stop.wait()
         stopping.cancel()
         await worker.stop()
