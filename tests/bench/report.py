@@ -289,7 +289,7 @@ def scale_section(scale: ScaleResults) -> list[str]:
         below = count
     lines += [
         "",
-        "Scrapes (seconds into the window, headers ms, total ms, bytes):"
+        "Scrapes (seconds into the window, headers ms, total ms, bytes on the wire, gzip):"
         + "".join(
             f" {s.at:.0f}s {s.ttfb:.1f}/{s.total:.1f}/{s.size}" + ";" for s in scale.scrapes
         ).rstrip(";")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import math
 import os
 import re
@@ -246,7 +247,9 @@ async def _scrape(session: aiohttp.ClientSession, url: str, t0: float) -> tuple[
         body = await resp.read()
         total = time.perf_counter() - start
         resp.raise_for_status()
-    return Scrape(time.monotonic() - t0, ttfb * 1000, total * 1000, len(body)), body.decode()
+        gzipped = resp.headers.get("Content-Encoding") == "gzip"  # asked for, as Prometheus does
+    text = (gzip.decompress(body) if gzipped else body).decode()
+    return Scrape(time.monotonic() - t0, ttfb * 1000, total * 1000, len(body)), text
 
 
 async def _wait_status(
