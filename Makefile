@@ -15,7 +15,7 @@ help:
 	@echo "make fuzz   fuzz the parsers of what devices send (atheris, about 14 minutes)"
 	@echo "make lint   ruff and mypy --strict"
 	@echo "make schema regenerate config/schema.json"
-	@echo "make screenshot regenerate docs/status-page.png (needs chromium)"
+	@echo "make screenshot regenerate the French screenshots docs/status-page*.png (needs chromium)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)

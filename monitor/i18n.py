@@ -22,6 +22,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 Language = Literal["en", "fr"]
 LANGUAGES: tuple[Language, ...] = get_args(Language)
 DEFAULT_LANGUAGE: Language = "en"
+ANONYMOUS = "anonymous"
+"""Who a request is from when it carries no user and no certificate (kept as is in the audit)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +221,7 @@ EN: dict[str, Entry] = {
     "col.detail": "Detail",
     "role.operator": "operator",
     "role.viewer": "viewer",
+    "who.anonymous": "anonymous",
     "role.receiver": "on-call receiver (paged link)",
     "action.maintenance": "maintenance window opened",
     "action.reload": "configuration reloaded",
@@ -528,6 +531,7 @@ FR: dict[str, Entry] = {
     "col.detail": "Détail",
     "role.operator": "opérateur",
     "role.viewer": "lecteur",
+    "who.anonymous": "anonyme",
     "role.receiver": "destinataire d'astreinte (lien reçu)",
     "action.maintenance": "fenêtre de maintenance ouverte",
     "action.reload": "configuration rechargée",
@@ -646,8 +650,13 @@ FR: dict[str, Entry] = {
     "g.bar_row": "{name} ({tier}) : en panne {down}, touchée {impacted}",
     "g.bar_back": "rétablie à {at}",
     "g.more": Plural("et {n} autre application", "et {n} autres applications"),
-    "g.strip_summary": "{name}, du {start} au {end} : {bad} jours sur {days} avec indisponibilité,"
-    " {maint} avec maintenance",
+    "g.strip_summary": Plural(
+        "{name}, du {start} au {end} : {bad} jour sur {days} avec indisponibilité,"
+        " {maint} avec maintenance",
+        "{name}, du {start} au {end} : {bad} jours sur {days} avec indisponibilité,"
+        " {maint} avec maintenance",
+        count="bad",
+    ),
     "g.day_ok": "aucune indisponibilité",
     "g.day_under": "indisponible jusqu'à {d}",
     "g.day_over": "indisponible plus de {d}",
@@ -777,6 +786,10 @@ class Speech:
         if isinstance(text, Text):
             return self.render(text.key, text.own, text.params)
         return text
+
+    def who(self, name: str) -> str:
+        """Return who acted as people read it: the anonymous visitor in this language."""
+        return self.t("who.anonymous") if name == ANONYMOUS else name
 
     def state(self, name: str) -> str:
         """Return a state's name as badges show it."""

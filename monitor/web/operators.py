@@ -26,7 +26,7 @@ from aiohttp import web
 from vigie.core.results import bound_text
 from vigie.core.sanitise import sanitise
 from vigie.monitor.audit import MAX_TEXT, UPDATE, Action, AuditLog
-from vigie.monitor.i18n import Speech, negotiate
+from vigie.monitor.i18n import ANONYMOUS, Speech, negotiate
 from vigie.monitor.web.keys import SOURCE_KEY
 
 VIEWER = "viewer"
@@ -117,7 +117,7 @@ def principal(request: web.Request) -> Principal:
     elif subject:
         who, via = subject, "certificate"
     else:
-        who, via = "anonymous", "anonymous"
+        who, via = ANONYMOUS, ANONYMOUS
     return Principal(sanitise(who)[:200], via, role, request.remote or "")
 
 
@@ -193,7 +193,10 @@ def refusal(request: web.Request, p: Principal) -> web.Response:
     default = source.speech().language if source is not None else "en"
     sp = Speech(negotiate(request.headers.get("Accept-Language"), default))
     text = sp.t(
-        "forbidden.role", role=sp.t("role." + OPERATOR), who=p.who, has=sp.t("role." + p.role)
+        "forbidden.role",
+        role=sp.t("role." + OPERATOR),
+        who=sp.who(p.who),
+        has=sp.t("role." + p.role),
     )
     return web.Response(status=403, text=text + "\n")
 

@@ -86,6 +86,7 @@ class Pages:
         )
         env.filters["clock"] = _clock
         env.filters["ago"] = _ago
+        env.filters["who"] = _who
         env.filters["state"] = _state
         env.filters["say"] = _say
         env.filters["reason"] = _reason
@@ -129,6 +130,13 @@ def _clock(ctx: jinja2.runtime.Context, ts: float | None) -> str:
     """A time in the reader's zone, with the zone: `02/12 02:47 CET`."""
     speech: Speech = ctx["sp"]
     return speech.clock(ts)
+
+
+@jinja2.pass_context
+def _who(ctx: jinja2.runtime.Context, name: str) -> str:
+    """Who acted, in the reader's language (the anonymous visitor is translated)."""
+    speech: Speech = ctx["sp"]
+    return speech.who(name)
 
 
 @jinja2.pass_context

@@ -235,7 +235,8 @@ def render_pdf(report: Report, sp: Speech, unicode: bool = True) -> bytes:
     for action in report.actions:
         pdf.line_of(
             _bounded(
-                f"{sp.clock(action.at)} {action.who} ({action.role}): {action.action}"
+                f"{sp.clock(action.at)} {sp.who(action.who)} ({t('role.' + action.role)}):"
+                f" {t('action.' + action.action)}"
                 f" {action.target} {action.detail}"
             )
         )

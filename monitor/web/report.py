@@ -192,7 +192,7 @@ def markdown(report: Report, sp: Speech) -> str:
     lines += ["", f"## {t('r.actions')}", ""]
     for action in report.actions:
         lines.append(
-            f"- {sp.clock(action.at)} {_cell(action.who)} ({t('role.' + action.role)}):"
+            f"- {sp.clock(action.at)} {_cell(sp.who(action.who))} ({t('role.' + action.role)}):"
             f" {t('action.' + action.action)}"
             f" {_cell(action.target)} {_cell(action.detail)}".rstrip()
         )

@@ -143,7 +143,7 @@ def _tier_label(tier: int, sp: Speech) -> str:
 # --- the restoration curve ---------------------------------------------------------------------
 
 CURVE_W, CURVE_H = 760, 270
-CURVE_LEFT, CURVE_RIGHT, CURVE_TOP, CURVE_BOTTOM = 52, 200, 14, 44
+CURVE_LEFT, CURVE_RIGHT, CURVE_TOP, CURVE_BOTTOM = 52, 230, 14, 44
 
 
 def back_counts(tracks: Sequence[Track], at: float) -> dict[int, int]:
@@ -254,7 +254,8 @@ def restoration_curve(
         f'<text transform="translate(14 {(top + bottom) // 2}) rotate(-90)"'
         f' text-anchor="middle" fill="#5b6673">{escape(sp.t("g.axis_back"))}</text>'
     )
-    series: list[tuple[str, tuple[str, str], float, list[tuple[float, int]]]] = []
+    # (label, style, width, points, applications in the series): the legend says "back/of"
+    series: list[tuple[str, tuple[str, str], float, list[tuple[float, int]], int]] = []
     for tier in tiers:
         mine = [tr for tr in tracks if tr.tier == tier]
         series.append(
@@ -263,11 +264,12 @@ def restoration_curve(
                 TIER_STYLE.get(tier, TIER_STYLE[5]),
                 2.0,
                 _series(mine, start, end),
+                len(mine),
             )
         )
     if len(tiers) != 1:
-        series.insert(0, (sp.t("g.total"), TOTAL_STYLE, 5.0, _series(tracks, start, end)))
-    for i, (label, (colour, dash), width, points) in enumerate(series):
+        series.insert(0, (sp.t("g.total"), TOTAL_STYLE, 5.0, _series(tracks, start, end), total))
+    for i, (label, (colour, dash), width, points, of) in enumerate(series):
         dashes = f' stroke-dasharray="{dash}"' if dash else ""
         if width > 4:
             dashes += ' stroke-opacity="0.4"'
@@ -280,7 +282,7 @@ def restoration_curve(
         out.append(
             f'<line x1="{right + 10}" x2="{right + 40}" y1="{ly}" y2="{ly}"'
             f' stroke="{colour}" stroke-width="{_n(width)}"{dashes}/>'
-            f'<text x="{right + 46}" y="{ly + 4}">{escape(_cut(label, 24))} ({count})</text>'
+            f'<text x="{right + 46}" y="{ly + 4}">{escape(_cut(label, 24))} ({count}/{of})</text>'
         )
     out.append("</svg>")
     return Markup("".join(out))

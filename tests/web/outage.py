@@ -9,8 +9,10 @@ Shared by the page tests, the browser test and `make screenshot`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import tempfile
 from collections.abc import AsyncIterator, Callable
@@ -158,7 +160,10 @@ def chromium_binary() -> str | None:
 
 async def chromium(binary: str, *args: str, deadline: float = 60.0) -> str:
     """Run headless chromium with a fresh profile; return its stdout (e.g. --dump-dom)."""
-    with tempfile.TemporaryDirectory(prefix="vigie-chromium-") as profile:
+    # chromium's helpers may still write in the profile as they exit: never fail on its removal
+    with tempfile.TemporaryDirectory(
+        prefix="vigie-chromium-", ignore_cleanup_errors=True
+    ) as profile:
         proc = await asyncio.create_subprocess_exec(
             binary,
             *CHROMIUM_FLAGS,
@@ -171,7 +176,8 @@ async def chromium(binary: str, *args: str, deadline: float = 60.0) -> str:
         try:
             out, err = await asyncio.wait_for(proc.communicate(), deadline)
         except TimeoutError:
-            proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # its own session: chromium and its helpers
             await proc.wait()
             raise AssertionError(f"chromium did not finish within {deadline}s") from None
     if proc.returncode != 0:

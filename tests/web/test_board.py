@@ -136,7 +136,7 @@ def test_the_board_draws_the_restoration_curve_and_a_bar_per_application() -> No
     assert len(pictures) == 2
     curve, bars = (parse(p) for p in pictures)
     assert (curve.findtext(f"{NS}title") or "").startswith("2 applications rétablies sur 4 à")
-    assert "Toutes les applications (2)" in texts(curve)
+    assert "Toutes les applications (2/4)" in texts(curve)  # back, of those that fell
     rows = [g.findtext(f"{NS}text") for g in bars.iter(f"{NS}g")]
     assert rows == [r.name for r in board.rows]
     empty = RecoveryBoard(now=T0, rows=(), down=0, back=0)  # nothing failed: no picture

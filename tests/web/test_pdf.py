@@ -74,12 +74,12 @@ def test_a_scripted_report_says_in_pdf_what_the_markdown_says() -> None:
     for words in (*both, "50 min 20 s", "99,952 %", "Dossiers papier"):
         assert words in md and words in text, words
     assert "Reprise : applications rétablies au fil du temps" in text  # the curve's heading
-    assert "Niveau 1 (1)" in text  # and its legend, drawn from the SVG
+    assert "Niveau 1 (1/1)" in text  # and its legend, drawn from the SVG
 
     # without DejaVu: Helvetica, accents kept (Latin-1), the arrow spelt
     plain = text_of(render_pdf(report, sp, unicode=False))
     assert "IMPACTÉ -> OK" in plain and "Délai de rétablissement: 1 h 00" in plain
-    assert "Niveau 1 (1)" in plain  # the curve is drawn with the built-in font too
+    assert "Niveau 1 (1/1)" in plain  # the curve is drawn with the built-in font too
 
 
 def test_latin1_spells_what_the_builtin_font_cannot_show() -> None:

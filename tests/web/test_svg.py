@@ -88,7 +88,7 @@ def test_each_picture_is_safe_xml_with_the_hostile_name_kept_as_text() -> None:
     assert any(HOSTILE in t for t in texts(bars))  # the row's title holds it whole
     assert any(HOSTILE in t for t in texts(strip))
     assert "Heure (CET)" in texts(curve) and "Applications rétablies" in texts(curve)
-    assert "Niveau 1 (1)" in texts(curve)  # the legend counts those back
+    assert "Niveau 1 (1/1)" in texts(curve)  # the legend counts those back, of how many
     assert {"en panne", "touchée", "rétablie"} <= set(texts(bars))
     assert "maintenance" in texts(legend) and "aucune indisponibilité" in texts(legend)
 
@@ -108,7 +108,8 @@ def test_the_curve_ends_on_the_count_of_applications_back() -> None:
     total = next(p for p in paths if p.get("stroke-width") == "5")  # all applications
     last_v = float(re.findall(r"V([\d.]+)", total.get("d", ""))[-1])
     assert last_v == y_of_count["2"]
-    assert "All applications (2)" in texts(root)
+    assert "All applications (2/3)" in texts(root)  # mid-recovery: 2 back of the 3 that fell
+    assert "Tier 3 (0/1)" in texts(root)
     # the tier 3 line never leaves 0: a single move and a flat line
     tier3 = next(p for p in paths if p.get("stroke-dasharray") == "2 2")
     assert "V" not in tier3.get("d", "")
@@ -186,6 +187,12 @@ def test_the_month_strip_shades_each_day_and_slashes_maintenance() -> None:
     assert words[2] is not None and words[2].endswith("pas de données")
     slashes = [p for p in root.iter(f"{NS}path") if p.get("stroke") == MAINTENANCE_STROKE]
     assert len(slashes) == 1
+    summary = root.find(f"{NS}title")
+    assert summary is not None and summary.text is not None
+    assert ": 1 jour sur 3 avec indisponibilité, 1 avec maintenance" in summary.text  # no "1 jours"
+    two = parse(month_strip("Dossier patient", starts, [days[1], days[1], days[2]], FR))
+    title = two.find(f"{NS}title")
+    assert title is not None and title.text is not None and ": 2 jours sur 3" in title.text
     # days are midnights in the zone, summer time or not
     for at in day_starts(datetime(2026, 3, 31, 12, tzinfo=PARIS).timestamp(), PARIS, 5):
         assert datetime.fromtimestamp(at, PARIS).strftime("%H:%M") == "00:00"
