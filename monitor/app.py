@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import structlog
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import Gauge
 from pydantic import BaseModel
 
 from vigie.core.results import bound_text
@@ -47,6 +47,7 @@ from vigie.monitor.scheduler import Scheduler, SchedulerMetrics
 from vigie.monitor.statedir import StateDirMonitor
 from vigie.monitor.store import ResultStore
 from vigie.monitor.systemd import SystemdNotifier, watchdog_loop
+from vigie.monitor.textformat import OwnRegistry
 from vigie.monitor.traps import TrapMetrics, TrapReceiver
 from vigie.probes.base import Closing, KeepsCheckState, ProbeRegistry
 from vigie.probes.traps import TrapProbe
@@ -72,7 +73,7 @@ class Daemon:
         self.env = os.environ if env is None else env
         self.notifier = notifier or SystemdNotifier.from_env({})
         self.log = logger if logger is not None else structlog.get_logger()
-        self.own_registry = CollectorRegistry()
+        self.own_registry = OwnRegistry()
         register_runtime_collectors(self.own_registry)  # process_cpu_seconds_total and the like
         self.store = ResultStore()
         self.exposition = Exposition(self.own_registry)
@@ -306,8 +307,7 @@ class Daemon:
                     self.history.transitions,
                     escalations=escalations,
                     updates=[
-                        (a.at, a.who, a.detail, a.expected)
-                        for a in self.audit.updates(incident.id)
+                        (a.at, a.who, a.detail, a.expected) for a in self.audit.updates(incident.id)
                     ],
                 )
                 self.archive.add(record)
@@ -491,9 +491,7 @@ class Daemon:
         if (old.sites, old.components, old.health) == (new.sites, new.components, new.health):
             engine.set_plan(loaded.plan, rules_of(new))
         else:
-            fresh = build_engine(
-                new, loaded.plan, logger=self.log, run_now=self.scheduler.run_now
-            )
+            fresh = build_engine(new, loaded.plan, logger=self.log, run_now=self.scheduler.run_now)
             fresh.adopt(engine)  # open incidents the change leaves alone go on, unnotified
             self.health.engine = fresh
         self.health.maintenance.set_config(new.maintenance)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import random
 import sys
 import time
+import zlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,7 @@ from vigie.core.results import ProbeResult, Sample
 from vigie.monitor.app import Daemon
 from vigie.monitor.config import load_config
 from vigie.monitor.exposition import (
+    DEFLATE_END,
     Exposition,
     Shard,
     accepts_gzip,
@@ -266,6 +269,47 @@ def test_page_stays_whole_when_results_arrive_mid_walk() -> None:
     assert names.count("probe_http_status_code") == 1499
     assert names.count("probe_http_duration_seconds") == 1499 * 6
     assert "chk-new" not in text
+
+
+def one_member(body: bytes) -> bytes:
+    """Decompress a gzip body that must be exactly one member (what any HTTP client reads)."""
+    reader = zlib.decompressobj(wbits=31)
+    text = reader.decompress(body)
+    assert reader.eof and reader.unused_data == b""
+    return text
+
+
+async def packed_page(exp: Exposition) -> bytes:
+    """The whole page as /metrics sends it gzipped, decompressed."""
+    return one_member(b"".join([chunk async for chunk in exp.gzip_stream()]))
+
+
+async def test_gzip_page_keeps_the_blocks_that_did_not_change() -> None:
+    """Random results, checks dropped and added, families that come and go: every gzipped page
+    is one member holding the plain page's series; a block is compressed again only when one
+    of its lines changed."""
+    rng = random.Random(5)
+    exp = filled(3000, 40)
+    for step in range(12):
+        for i in rng.sample(range(3000), rng.choice((0, 1, 30, 900))):
+            exp.update(f"chk-{i}", rng.choice((http_result(i + step), ProbeResult(False, 0.5))))
+        if step == 6:  # a reload: 100 checks go, 50 come
+            exp.set_labels({f"chk-{i}": [("check", f"chk-{i}")] for i in range(100, 3050)})
+            for i in range(3000, 3050):
+                exp.update(f"chk-{i}", http_result(i))
+        plain = b"".join([chunk async for chunk in exp.stream()]).decode()
+        page = (await packed_page(exp)).decode()
+        assert series(page) == series(plain), step
+        assert sorted(page.splitlines()) == sorted(plain.splitlines()), step
+    before = list(exp.packed_pieces())
+    assert [id(r) for r in exp.packed_pieces()] == [id(r) for r in before]  # nothing changed
+    exp.update("chk-2000", http_result(7))  # new values in its HTTP families, same success
+    after = list(exp.packed_pieces())
+    redone = [b for a, b in zip(before, after, strict=True) if a is not b]
+    assert 1 <= len(redone) <= len(PHASES) + 3  # its block of each family that changed
+    raw = zlib.decompressobj(wbits=-15)  # the kept runs and the end make one deflate stream
+    text = raw.decompress(b"".join(r.data for r in after) + DEFLATE_END)
+    assert raw.eof and len(text) == sum(r.size for r in after)
 
 
 CLIENT = (

@@ -14,11 +14,11 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from prometheus_client.core import CounterMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from vigie.monitor.health.archive import Change, Spell
 from vigie.monitor.health.snapshot import Snapshot
 from vigie.monitor.health.states import State
+from vigie.monitor.textformat import FamilyText, TextCollector
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +62,15 @@ def figures(spells: Sequence[Spell], since: float, until: float) -> Figures:
     return Figures(observed, down, maintenance)
 
 
-class DownTime(Collector):
+DOWN_NAME = "vigie_component_down_seconds"
+DOWN_HELP = (
+    "Seconds the component was failing (DOWN, IMPACTED, FLAPPING, DEGRADED) outside"
+    " maintenance windows, since this Vigie started."
+)
+DOWN_LABELS = ("component", "site", "kind")
+
+
+class DownTime(TextCollector):
     """Follows snapshots: changes of state or maintenance to keep, and down seconds to count."""
 
     def __init__(self) -> None:
@@ -70,6 +78,7 @@ class DownTime(Collector):
         self._at: float | None = None
         self._down: dict[str, float] = {}
         self._meta: dict[str, tuple[str, str]] = {}
+        self._text = FamilyText(DOWN_NAME, "counter", DOWN_HELP, DOWN_LABELS)
 
     def observe(self, snapshot: Snapshot) -> list[Change]:
         """Count the down time since the last snapshot; return the changes this one brings."""
@@ -101,16 +110,22 @@ class DownTime(Collector):
 
     def collect(self) -> Iterator[Metric]:
         """Yield vigie_component_down_seconds_total."""
-        family = CounterMetricFamily(
-            "vigie_component_down_seconds",
-            "Seconds the component was failing (DOWN, IMPACTED, FLAPPING, DEGRADED) outside"
-            " maintenance windows, since this Vigie started.",
-            labels=["component", "site", "kind"],
-        )
-        for cid, seconds in sorted(self._down.items()):
-            site, kind = self._meta.get(cid, ("", ""))
-            family.add_metric([cid, site, kind], seconds)
+        family = CounterMetricFamily(DOWN_NAME, DOWN_HELP, labels=list(DOWN_LABELS))
+        for labels, seconds in self._rows():
+            family.add_metric(list(labels), seconds)
         yield family
+
+    def text(self) -> str:
+        """Write vigie_component_down_seconds_total as text."""
+        return self._text.render(self._rows())
+
+    def _rows(self) -> list[tuple[tuple[str, ...], float]]:
+        """(component, site, kind), seconds, by component id; a copy, so a thread may read it."""
+        meta = self._meta.copy()
+        return [
+            ((cid, *meta.get(cid, ("", ""))), seconds)
+            for cid, seconds in sorted(self._down.copy().items())
+        ]
 
 
 def tiers(per_app: Iterable[tuple[int, Figures]]) -> dict[int, Figures]:

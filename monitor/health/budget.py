@@ -24,7 +24,6 @@ from dataclasses import dataclass, replace
 from typing import Any, cast
 
 from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from vigie.core.rules import DEFAULT_RULE, Rule
 from vigie.monitor.health.topology import (
@@ -35,6 +34,7 @@ from vigie.monitor.health.topology import (
     dependency_members,
     selector_matches,
 )
+from vigie.monitor.textformat import FamilyText, TextCollector
 from vigie.probes.base import Check, RuleSource
 
 APPLICATION_KINDS = frozenset({"application", "business_service"})
@@ -437,21 +437,39 @@ def budget_json(budget: Budget, target: float | None) -> dict[str, Any]:
     }
 
 
-class BudgetCollector(Collector):
+BUDGET_HELP = (
+    "Worst case from a fault of the component to the first notification (detection"
+    " budget: interval + timeout + for + confirmation + group_wait)."
+)
+BUDGET_LABELS = ("component", "kind", "tier")
+
+
+class BudgetCollector(TextCollector):
     """Exposes vigie_page_budget_seconds from the budgets of the config in force."""
 
     def __init__(self, budgets: Callable[[], Budgets]) -> None:
         self._budgets = budgets
+        self._family = FamilyText("vigie_page_budget_seconds", "gauge", BUDGET_HELP, BUDGET_LABELS)
+        self._kept: tuple[Budgets, str] | None = None  # the text, until a reload's new budgets
 
     def collect(self) -> Iterator[Metric]:
         """Yield one gauge per component that something can detect."""
         family = GaugeMetricFamily(
-            "vigie_page_budget_seconds",
-            "Worst case from a fault of the component to the first notification (detection"
-            " budget: interval + timeout + for + confirmation + group_wait).",
-            labels=["component", "kind", "tier"],
+            "vigie_page_budget_seconds", BUDGET_HELP, labels=list(BUDGET_LABELS)
         )
-        for b in self._budgets().components.values():
-            tier = "" if b.tier is None else str(b.tier)
-            family.add_metric([b.component, b.kind, tier], b.seconds)
+        for labels, seconds in _budget_rows(self._budgets()):
+            family.add_metric(list(labels), seconds)
         yield family
+
+    def text(self) -> str:
+        """Write the same family as text, once per config."""
+        budgets = self._budgets()
+        kept = self._kept
+        if kept is None or kept[0] is not budgets:
+            kept = self._kept = (budgets, self._family.render(_budget_rows(budgets)))
+        return kept[1]
+
+
+def _budget_rows(budgets: Budgets) -> Iterator[tuple[tuple[str, ...], float]]:
+    for b in list(budgets.components.values()):
+        yield (b.component, b.kind, "" if b.tier is None else str(b.tier)), b.seconds

@@ -20,7 +20,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from vigie.core.results import ProbeResult, Sample
-from vigie.monitor.exposition import Shard
+from vigie.monitor.exposition import Shard, gzip_stream
 from vigie.monitor.health.budget import Budget, Budgets
 from vigie.monitor.health.history import Recovery, StateHistory, Transition
 from vigie.monitor.health.maintenance import MaintenanceBook, MaintenanceSpec, Window
@@ -130,6 +130,10 @@ class OneLine:
     async def stream(self, shard: Shard | None = None) -> AsyncIterator[bytes]:
         """Yield the line."""
         yield b'probe_success{check="chk-dpi"} 0\n'
+
+    def gzip_stream(self, shard: Shard | None = None) -> AsyncIterator[bytes]:
+        """The line gzipped."""
+        return gzip_stream(self.stream(shard))
 
 
 class Hospital:
