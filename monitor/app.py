@@ -175,6 +175,7 @@ class Daemon:
                 config.maintenance,
                 path=config.state_dir / "maintenance.sqlite" if config.state_dir else None,
                 report=self.state_dir,
+                retention=config.health.archive_retention,  # what availability looks back on
             ),
             logger=self.log,
             metrics=HealthRunnerMetrics(self.own_registry),

@@ -14,6 +14,7 @@ latest state) when the file takes writes again (the next change or the retry loo
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import sqlite3
 import time
@@ -32,6 +33,8 @@ STORE = "maintenance"
 """The store's name in the state-dir monitor's reports."""
 KEEP_FINISHED = 100
 """Finished windows (ended early or past their end) kept in memory for the page."""
+PRUNE_EVERY = 86400.0
+"""Seconds between two deletions of windows past the retention, when windows are written."""
 MAX_WHO = 200
 MAX_REASON = 500
 
@@ -119,10 +122,15 @@ class MaintenanceBook:
         path: Path | None = None,
         report: WriteReport | None = None,
         clock: Callable[[], float] = time.time,
+        retention: float | None = None,
     ) -> None:
         self.path = path
         self._report = report
         self._clock = clock
+        # finished windows older than this leave the file (the archive's retention: what
+        # availability can look back on); None keeps them all
+        self.retention = retention
+        self._pruned = float("-inf")
         self._open: dict[str, Window] = {}
         self._finished: dict[str, Window] = {}
         self._pending: dict[str, Window] = {}
@@ -245,6 +253,8 @@ class MaintenanceBook:
         """Write every changed window; True when the file holds them all."""
         if self.path is None or not (self._pending or self._failing):
             return True
+        now = self._clock()
+        prune = self.retention is not None and now - self._pruned >= PRUNE_EVERY
         try:
             if self._db is None:  # it could not be opened at start
                 self._db = open_store(self.path, _SCHEMA)
@@ -256,6 +266,8 @@ class MaintenanceBook:
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [_row(w) for w in self._pending.values()],
                 )
+                if prune:
+                    self._prune(db, now)
                 db.execute("COMMIT")
             except BaseException:
                 if db.in_transaction:
@@ -267,6 +279,8 @@ class MaintenanceBook:
             self._failed(exc)
             return False
         self._pending.clear()
+        if prune:
+            self._pruned = now
         if self._failing:
             self._failing = False
             if self._report is not None:
@@ -304,9 +318,23 @@ class MaintenanceBook:
         if self._report is not None and self.path is not None:
             self._report.failed(STORE, self.path, exc)
 
+    def _prune(self, db: sqlite3.Connection, now: float) -> None:
+        """Delete the windows that finished before the retention (inside a transaction)."""
+        if self.retention is not None:
+            db.execute(
+                "DELETE FROM maintenance_window WHERE coalesce(ended_at, ends_at) < ?",
+                (now - self.retention,),
+            )
+
     def _load(self, db: sqlite3.Connection) -> None:
-        """Open windows go back to holding pages; the last finished ones are kept to show."""
+        """Open windows go back to holding pages; the last finished ones are kept to show;
+        windows finished before the retention leave the file."""
         now = self._clock()
+        if self.retention is not None and not db.in_transaction:
+            with contextlib.suppress(sqlite3.OperationalError):  # a read-only copy: keep all
+                with db:
+                    self._prune(db, now)
+                self._pruned = now
         rows = db.execute(
             f"SELECT {_COLUMNS} FROM maintenance_window WHERE ended_at IS NULL AND ends_at > ?"
             " ORDER BY starts_at",

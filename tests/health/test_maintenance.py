@@ -122,6 +122,43 @@ def test_windows_survive_a_restart_and_finished_ones_are_kept(tmp_path: Path) ->
     assert count == 3
 
 
+def rows(path: Path) -> set[str]:
+    """The targets of the windows the file holds."""
+    db = sqlite3.connect(path)
+    try:
+        return {r[0] for r in db.execute("SELECT target FROM maintenance_window")}
+    finally:
+        db.close()
+
+
+def test_windows_finished_before_the_retention_leave_the_file(tmp_path: Path) -> None:
+    """With a 30-day retention, a window finished more than 30 days ago leaves the file at a
+    write (at most one pruning a day) or at the next start; open windows and recent ones stay.
+    Without a retention everything is kept."""
+    path = tmp_path / "maintenance.sqlite"
+    clock = Clock()
+    day = 86400.0
+    book = MaintenanceBook(path=path, clock=clock, retention=30 * day)
+    old = book.add(spec("srv-old", 1), author="alice")
+    book.end(old.id, "alice")
+    clock.now += 20 * day
+    book.add(spec("srv-recent", 1, start=clock.now), author="bob")
+    assert rows(path) == {"srv-old", "srv-recent"}
+    clock.now += 11 * day  # srv-old ended 31 days ago, srv-recent about 11 days ago
+    book.add(spec("srv-open", 24 * 40, start=clock.now), author="carol")
+    assert rows(path) == {"srv-recent", "srv-open"}  # that write pruned
+    book.close()
+    clock.now += 21 * day  # srv-recent finished 32 days ago: the next start prunes it
+    again = MaintenanceBook(path=path, clock=clock, retention=30 * day)
+    assert rows(path) == {"srv-open"}
+    assert again.finished == [] and [w.target for w in again.windows] == ["srv-open"]
+    again.close()
+    clock.now += 100 * day
+    keep_all = MaintenanceBook(path=path, clock=clock)
+    keep_all.close()
+    assert rows(path) == {"srv-open"}
+
+
 def test_an_unwritable_state_dir_keeps_windows_in_memory_and_writes_them_back(
     tmp_path: Path,
 ) -> None:
