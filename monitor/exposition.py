@@ -554,6 +554,9 @@ class Exposition:
             async for chunk in gzip_stream(self.stream(shard)):
                 yield chunk
             return
+        loop = asyncio.get_running_loop()
+        # the own registry is written in a thread meanwhile, not after the walk
+        own = loop.run_in_executor(_executor(), self.render_own)
         batch: list[bytes] = [GZIP_HEADER]
         crc = size = batch_bytes = 0
         clock = time.perf_counter
@@ -569,9 +572,7 @@ class Exposition:
             if clock() - turn >= SLICE:
                 await asyncio.sleep(0)
                 turn = clock()
-        loop = asyncio.get_running_loop()
-        own = await loop.run_in_executor(_executor(), self.render_own)
-        run = pack(own)
+        run = pack(await own)
         crc, size = combine(crc, run.crc, run.size), size + run.size
         batch += [run.data, DEFLATE_END, struct.pack("<II", crc, size & 0xFFFFFFFF)]
         yield b"".join(batch)

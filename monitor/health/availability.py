@@ -79,6 +79,8 @@ class DownTime(TextCollector):
         self._down: dict[str, float] = {}
         self._meta: dict[str, tuple[str, str]] = {}
         self._text = FamilyText(DOWN_NAME, "counter", DOWN_HELP, DOWN_LABELS)
+        self._kept: str | None = None  # the text, written again only after a count moved
+        self._moved = True
 
     def observe(self, snapshot: Snapshot) -> list[Change]:
         """Count the down time since the last snapshot; return the changes this one brings."""
@@ -88,6 +90,7 @@ class DownTime(TextCollector):
             for cid, (state, maint) in self._last.items():
                 if state.failing and not maint:
                     self._down[cid] = self._down.get(cid, 0.0) + dt
+                    self._moved = True
         self._at = at if self._at is None else max(self._at, at)
         changes: list[Change] = []
         for cid, status in snapshot.components.items():
@@ -98,8 +101,11 @@ class DownTime(TextCollector):
                 when = status.since if before is None or before[0] is not now[0] else at
                 changes.append((cid, when, status.state, status.maintenance))
                 self._last[cid] = now
-            self._meta[cid] = (status.site, status.kind)
-            self._down.setdefault(cid, 0.0)
+            meta = self._meta.get(cid)
+            if meta is None or meta[0] != status.site or meta[1] != status.kind:
+                self._meta[cid] = (status.site, status.kind)
+                self._down.setdefault(cid, 0.0)
+                self._moved = True
         for gone in self._last.keys() - snapshot.components.keys():
             del self._last[gone]  # left the topology: its counter stays (a counter never drops)
         return changes
@@ -116,8 +122,12 @@ class DownTime(TextCollector):
         yield family
 
     def text(self) -> str:
-        """Write vigie_component_down_seconds_total as text."""
-        return self._text.render(self._rows())
+        """Write vigie_component_down_seconds_total as text (kept while no count moves)."""
+        kept = self._kept
+        if kept is None or self._moved:
+            self._moved = False  # before the copy: a count moving meanwhile is seen next time
+            kept = self._kept = self._text.render(self._rows())
+        return kept
 
     def _rows(self) -> list[tuple[tuple[str, ...], float]]:
         """(component, site, kind), seconds, by component id; a copy, so a thread may read it."""
