@@ -103,8 +103,8 @@ COMMON_FAMILIES = {
     "probe_duration_seconds": Family("gauge", "How long the probe took, in seconds."),
 }
 
-LABEL_CACHE_SIZE = 4096
-"""Label texts remembered per check before the memo starts afresh."""
+LABEL_CACHE_SIZE = 200_000
+"""Own label texts remembered (for all checks) before the memo starts afresh."""
 
 _TEXT_TYPES = {"gauge": "gauge", "counter": "counter", "info": "gauge", "stateset": "gauge"}
 
@@ -306,11 +306,12 @@ class Exposition:
         self._families: dict[str, Family] = dict(COMMON_FAMILIES)
         # Encoded once when a result arrives, so a scrape only joins bytes.
         self._lines: dict[str, dict[str, bytes]] = {}
-        self._check_families: dict[str, set[str]] = {}
+        self._check_families: dict[str, frozenset[str]] = {}
+        self._family_sets: dict[frozenset[str], frozenset[str]] = {}
         self._prefixes: dict[str, str] = {}
-        # Per check: a sample's labels -> the rendered label text (check prefix included).
-        # The same series come back at every run, so they are escaped once, not every time.
-        self._label_texts: dict[str, dict[tuple[tuple[str, str], ...], str]] = {}
+        # A sample's own labels -> their rendered text (`phase="connect"`), for every check:
+        # the same series come back at every run and across checks, so they are escaped once.
+        self._own_texts: dict[tuple[tuple[str, str], ...], str] = {}
         self._shard_keys: dict[str, int] = {}
         # Per (of, index): the ids of the checks in that shard, in plan order; reset by set_labels.
         self._shard_members: dict[int, list[tuple[list[str], set[str]]]] = {}
@@ -349,17 +350,17 @@ class Exposition:
         prefix = self._prefixes.get(check_id)
         if prefix is None:
             return
-        texts = self._label_texts.setdefault(check_id, {})
-        if len(texts) > LABEL_CACHE_SIZE:  # series come and go (a table's rows): start afresh
-            texts.clear()
-        rendered = self.render_samples(prefix, result_samples(result), texts)
+        rendered = self.render_samples(prefix, result_samples(result))
         old = self._check_families.get(check_id)
         packed, block = self._packed, self._block_of.get(check_id, -1)
         if old is None or old != rendered.keys():  # families came or went: usually not
             for family in (old or set()) - rendered.keys():
                 self._lines[family].pop(check_id, None)
                 packed.get(family, {}).pop(block, None)
-            self._check_families[check_id] = set(rendered)
+            families = frozenset(rendered)  # one shared set for the checks of a kind
+            if len(self._family_sets) > 10_000:
+                self._family_sets.clear()
+            self._check_families[check_id] = self._family_sets.setdefault(families, families)
         lines = self._lines
         for family, text in rendered.items():
             per_check = lines.get(family)
@@ -372,28 +373,29 @@ class Exposition:
                 if kept:
                     kept.pop(block, None)
 
-    def render_samples(
-        self,
-        prefix: str,
-        samples: Iterable[Sample],
-        texts: dict[tuple[tuple[str, str], ...], str] | None = None,
-    ) -> dict[str, str]:
+    def render_samples(self, prefix: str, samples: Iterable[Sample]) -> dict[str, str]:
         """Render samples grouped by family, registering new families' headers.
 
-        texts memoises label texts for this prefix (a table's rows carry the same labels in
-        every column's family, and a check's series repeat from run to run).
+        prefix is the check's label text; a sample's own labels are rendered once and kept
+        for every check (a table's rows carry the same labels in every column's family, and
+        the same series come back from run to run).
         """
         out: dict[str, list[str]] = {}
-        texts = {} if texts is None else texts
+        texts = self._own_texts
+        if len(texts) > LABEL_CACHE_SIZE:  # series come and go (tables' rows): start afresh
+            texts.clear()
         families = self._families
         isfinite = math.isfinite
         for name, value, labels, type_, help_ in samples:
             if name not in families:
                 families[name] = Family(_TEXT_TYPES[type_], help_)
-            text = texts.get(labels)
-            if text is None:
-                own = label_text(labels)
-                text = texts[labels] = f"{prefix},{own}" if prefix and own else prefix or own
+            if labels:
+                own = texts.get(labels)
+                if own is None:
+                    own = texts[labels] = label_text(labels)
+                text = f"{prefix},{own}" if prefix and own else prefix or own
+            else:
+                text = prefix
             if value.__class__ is float and not value.is_integer() and isfinite(value):
                 shown = repr(value)  # the common case, without format_value's call
             else:
@@ -409,11 +411,10 @@ class Exposition:
     def drop(self, check_id: str) -> None:
         """Remove every series of a check."""
         block = self._block_of.get(check_id, -1)
-        for family in self._check_families.pop(check_id, set()):
+        for family in self._check_families.pop(check_id, frozenset()):
             self._lines[family].pop(check_id, None)
             self._packed.get(family, {}).pop(block, None)
         self._prefixes.pop(check_id, None)
-        self._label_texts.pop(check_id, None)
         self._shard_keys.pop(check_id, None)
 
     def render_text(self, families: Mapping[str, str]) -> str:
