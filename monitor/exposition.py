@@ -497,25 +497,11 @@ class Exposition:
         The loop gets a turn every SLICE seconds of wall time (the consumer's own work between
         batches included); the own registry is collected and rendered in a worker thread.
         """
-        batch: list[bytes] = []
-        size = 0
-        clock = time.perf_counter
-        turn = clock()
-        for piece in self.pieces(shard):
-            batch.append(piece)
-            size += len(piece)
-            if size >= BATCH_BYTES:
-                yield b"".join(batch)
-                batch.clear()
-                size = 0
-            if clock() - turn >= SLICE:
-                await asyncio.sleep(0)
-                turn = clock()
+        async for chunk in batched(self.pieces(shard)):
+            yield chunk
         if shard is None or shard.own:
             loop = asyncio.get_running_loop()
-            batch.append(await loop.run_in_executor(_executor(), self.render_own))
-        if batch:
-            yield b"".join(batch)
+            yield await loop.run_in_executor(_executor(), self.render_own)
 
     def packed_pieces(self) -> Iterator[Packed]:
         """Yield the whole page's probe families as Packed runs, compressing only changed blocks.
@@ -558,24 +544,40 @@ class Exposition:
         loop = asyncio.get_running_loop()
         # the own registry is written in a thread meanwhile, not after the walk
         own = loop.run_in_executor(_executor(), self.render_own)
-        batch: list[bytes] = [GZIP_HEADER]
-        crc = size = batch_bytes = 0
-        clock = time.perf_counter
-        turn = clock()
-        for run in self.packed_pieces():
-            batch.append(run.data)
-            batch_bytes += len(run.data)
-            crc, size = combine(crc, run.crc, run.size), size + run.size
-            if batch_bytes >= BATCH_BYTES:
-                yield b"".join(batch)
-                batch.clear()
-                batch_bytes = 0
-            if clock() - turn >= SLICE:
-                await asyncio.sleep(0)
-                turn = clock()
+        crc = size = 0
+
+        def compressed() -> Iterator[bytes]:
+            nonlocal crc, size
+            yield GZIP_HEADER
+            for run in self.packed_pieces():
+                crc, size = combine(crc, run.crc, run.size), size + run.size
+                yield run.data
+
+        async for chunk in batched(compressed()):
+            yield chunk
         run = pack(await own)
         crc, size = combine(crc, run.crc, run.size), size + run.size
-        batch += [run.data, DEFLATE_END, struct.pack("<II", crc, size & 0xFFFFFFFF)]
+        yield b"".join([run.data, DEFLATE_END, struct.pack("<II", crc, size & 0xFFFFFFFF)])
+
+
+async def batched(pieces: Iterable[bytes]) -> AsyncIterator[bytes]:
+    """Join pieces into batches of about BATCH_BYTES; the loop gets a turn every SLICE seconds
+    of wall time (the consumer's own work between batches included)."""
+    batch: list[bytes] = []
+    size = 0
+    clock = time.perf_counter
+    turn = clock()
+    for piece in pieces:
+        batch.append(piece)
+        size += len(piece)
+        if size >= BATCH_BYTES:
+            yield b"".join(batch)
+            batch.clear()
+            size = 0
+        if clock() - turn >= SLICE:
+            await asyncio.sleep(0)
+            turn = clock()
+    if batch:
         yield b"".join(batch)
 
 
