@@ -411,6 +411,7 @@ class Daemon:
         # The config, plan and topology live as long as the daemon: keep garbage collections
         # from scanning them again and again (monitor/heap.py).
         heap.settle()
+        heap.break_transport_cycles()  # closed connections freed at once, not by the collector
         self._warm_metrics()
         self.notifier.ready()
         self.log.info(

@@ -267,6 +267,7 @@ async def run_worker(
         else:
             starting.result()
             heap.settle()  # the config and plan live as long as the worker (monitor/heap.py)
+            heap.break_transport_cycles()
             await stop.wait()
         stopping.cancel()
         await worker.stop()
