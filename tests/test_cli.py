@@ -16,7 +16,7 @@ import pytest
 import trustme
 from aiohttp import web
 
-from tests.conftest import free_port
+from tests.conftest import free_port, serving
 from tests.snmp_peers import running_snmpd
 from vigie.monitor.cli import _parser, main
 
@@ -150,14 +150,8 @@ async def test_probe_http_url_needs_no_config_and_logs_each_event_once() -> None
 
     app = web.Application()
     app.router.add_get("/health", ok)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
+    async with serving(app) as port:
         code, out, err = await run_vigie("probe", f"http://127.0.0.1:{port}/health")
-    finally:
-        await runner.cleanup()
     assert code == 0, err
     assert (
         f'probe_success{{check="probe",kind="http",target="http://127.0.0.1:{port}/health"}} 1'

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.conftest import free_port
+from tests.conftest import serving
 from vigie.monitor.heap import break_transport_cycles
 
 
@@ -27,14 +27,8 @@ async def served() -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_get("/", ok)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
+    async with serving(app) as port:
         yield f"http://127.0.0.1:{port}/"
-    finally:
-        await runner.cleanup()
 
 
 async def transports_in_cycles(url: str, probes: int) -> int:
