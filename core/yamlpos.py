@@ -257,6 +257,129 @@ class _Builder:
         return items
 
 
+class _EventBuilder:
+    """Builds the data straight from libyaml's events, as _Builder builds it from nodes.
+
+    No node tree is held: at 20,000 checks the tree weighed about 140 MB beside the data,
+    and the strings taken from it kept its memory pages from going back to the system, so
+    a daemon's resident memory stayed that much larger for its whole life. An alias gives
+    the anchored value itself, with the anchor's mark, as a node reached twice does. A merge
+    key (`<<`), a collection as a key, an alias of a collection being built or a
+    collection's other tag raises _Disagree: the text is then composed into nodes and read
+    by _Builder.
+    """
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+        self.events = loader.get_event
+        self.tainted: set[Mark] = loader.tainted
+        self.anchors: dict[str, tuple[Any, Mark]] = {}  # anchor -> value, its mark
+        self.named: set[str] = set()  # anchors met, built or being built
+
+    def document(self) -> Any:
+        """Return the single document's data, None for an empty stream."""
+        events = self.events
+        events()  # StreamStartEvent
+        if self.loader.check_event(yaml.StreamEndEvent):
+            return None
+        events()  # DocumentStartEvent
+        data, _ = self.value(events())
+        events()  # DocumentEndEvent
+        if not self.loader.check_event(yaml.StreamEndEvent):
+            raise _Disagree  # more than one document: the composer words the error
+        return data
+
+    def value(self, event: Any) -> tuple[Any, Mark]:
+        """Return the data starting at this event, and its mark (an alias: its anchor's)."""
+        cls, at = event.__class__, event.start_mark
+        mark = (at.line + 1, at.column + 1)
+        if cls is yaml.AliasEvent:
+            found = self.anchors.get(event.anchor)
+            if found is None:  # unknown, or a collection holding itself
+                raise _Disagree
+            return found
+        anchor = event.anchor
+        if anchor is not None:
+            if anchor in self.named:
+                raise _Disagree  # an anchor defined twice: the composer words the error
+            self.named.add(anchor)
+        if cls is yaml.ScalarEvent:
+            data = self.scalar(event)
+        elif cls is yaml.MappingStartEvent and event.tag in (None, "!", _MAP):
+            data = self.mapping(event, mark)
+        elif cls is yaml.SequenceStartEvent and event.tag in (None, "!", _SEQ):
+            data = self.sequence(event, mark)
+        else:
+            raise _Disagree
+        if anchor is not None:
+            self.anchors[anchor] = (data, mark)
+        return data, mark
+
+    def scalar(self, event: Any) -> Any:
+        """Return a scalar's value: a string in place, else the loader's constructor's."""
+        tag, value = event.tag, event.value
+        if tag is None or tag == "!":
+            tag = self.loader.resolve(yaml.ScalarNode, value, event.implicit)
+        if tag == _STR and "$" not in value:
+            return value
+        if tag in (_MERGE, _VALUE):
+            raise _Disagree
+        node = yaml.ScalarNode(tag, value, event.start_mark, event.end_mark, event.style)
+        if tag == _STR:
+            return _construct_str(self.loader, node)
+        return self.loader.construct_object(node, deep=True)
+
+    def mapping(self, start: Any, mark: Mark) -> PosDict:
+        """Return a mapping's PosDict: keys, values, their marks and duplicate-key problems."""
+        mapping = PosDict()
+        mapping.mark = mark
+        flow, events, tainted = start.flow_style, self.events, self.tainted
+        problems, pos = self.loader.problems, mapping.pos
+        while True:
+            key_event = events()
+            if key_event.__class__ is yaml.MappingEndEvent:
+                return mapping
+            if key_event.__class__ is not yaml.ScalarEvent or key_event.anchor is not None:
+                raise _Disagree  # a collection, an alias or an anchor as a key
+            if flow and _plain_question(key_event):
+                raise _Disagree
+            key = self.scalar(key_event)
+            key_at: Any = key_event.start_mark
+            key_mark = (key_at.line + 1, key_at.column + 1)
+            if key in mapping:
+                problems.append((key_mark, f"duplicate key {key!r}"))
+            value_event = events()
+            if flow and _plain_question(value_event):
+                raise _Disagree
+            mapping[key], value_mark = self.value(value_event)
+            pos[key] = key_mark
+            if tainted and value_mark in tainted:
+                tainted.add(key_mark)
+
+    def sequence(self, start: Any, mark: Mark) -> PosList:
+        """Return a sequence's PosList with each item's mark."""
+        items = PosList()
+        items.mark = mark
+        flow, events, marks = start.flow_style, self.events, items.pos
+        while True:
+            event = events()
+            if event.__class__ is yaml.SequenceEndEvent:
+                return items
+            if flow and _plain_question(event):
+                raise _Disagree
+            item, item_mark = self.value(event)
+            items.append(item)
+            marks.append(item_mark)
+
+
+def _plain_question(event: Any) -> bool:
+    """True for a plain scalar holding `?` (in a flow collection: PyYAML refuses it)."""
+    return event.__class__ is yaml.ScalarEvent and not event.style and "?" in event.value
+
+
+_MERGE, _VALUE = "tag:yaml.org,2002:merge", "tag:yaml.org,2002:value"
+
+
 _FastLoader: type[Any] | None = None
 if getattr(yaml, "__with_libyaml__", False):
     _resolve: Callable[..., Any] = yaml.CSafeLoader.resolve  # untyped in the stubs
@@ -294,6 +417,20 @@ def _parse_fast(
     """Parse with libyaml; None when it is missing, may read the text otherwise, or fails."""
     if _FastLoader is None or _libyaml_may_differ(text):
         return None
+    loader = _FastLoader(text)
+    loader.env = env
+    loader.problems = []
+    loader.tainted = set()
+    try:
+        data = _EventBuilder(loader).document()
+    except _Disagree:  # an anchor, a merge key...: composed into nodes below
+        pass
+    except Exception:  # any failure: PyYAML reads the text again and words the error
+        return None
+    else:
+        return data, loader.problems, loader.tainted
+    finally:
+        loader.dispose()
     loader = _FastLoader(text)
     loader.env = env
     loader.problems = []

@@ -10,11 +10,13 @@ from __future__ import annotations
 import math
 import random
 import time
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from vigie.core import yamlpos
 from vigie.core.yamlpos import ConfigErrors, parse_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,6 +42,7 @@ DISAGREEMENTS = [
     "a: !!set {x, y}\nb: !!omap [x: 1]\n",  # collections of other tags
     "a: x\u2028b: y\n",  # a Unicode line separator
     "a: 1\na: 2\nb: ${NOPE}\nc: ${X}\n",  # problems: duplicate key, unset variable
+    "a: &x 1\nb: &x [2]\nc: *x\n",  # an anchor defined twice
     "base: &b {interval: 30s}\ncheck: {<<: *b, id: c}\n",  # merge keys
     "{a: 1}: x\n",  # a mapping as a key
     "a: [1, 2\n",  # syntax errors
@@ -147,3 +150,45 @@ def test_libyaml_is_taken_on_a_large_config() -> None:
         parse_yaml(text, "f.yaml", {}, libyaml=libyaml)
         costs[libyaml] = time.process_time() - started
     assert costs[True] * 3 < costs[False], costs
+
+
+# Anchors and aliases libyaml's events read without a node tree (yamlpos._EventBuilder).
+ALIASES = [
+    "a: &x [1, 2]\nb: *x\n",  # a list given twice: the same object, the anchor's marks
+    "a: &s hello\nb: *s\nc: [*s, *s]\n",  # a scalar
+    "a: &m {k: v}\nb: [*m, *m]\n",
+    "a: &x 1\nb: &y [2]\nc: *x\nd: *y\n",
+    "k: &e ${X}\nj: *e\nu: &u ${NOPE}\nv: *u\n",  # variables: substituted once, tainted marks
+    "a: &n null\nb: *n\nc: &i 12\nd: [*i]\n",
+    "a: &q x\nb: {c: *q}\n",
+]
+
+
+@pytest.mark.parametrize("text", ALIASES)
+def test_aliases_read_as_pyyaml_from_events(text: str) -> None:
+    """Anchors and aliases read as PyYAML reads them, straight from libyaml's events."""
+    assert_same_reading(text)
+    assert yamlpos._FastLoader is not None, "libyaml is installed with PyYAML's wheel"
+    loader = yamlpos._FastLoader(text)
+    loader.env, loader.problems, loader.tainted = ENV, [], set()
+    try:
+        yamlpos._EventBuilder(loader).document()  # no _Disagree: no node tree was needed
+    finally:
+        loader.dispose()
+
+
+def test_large_config_is_read_without_a_node_tree() -> None:
+    """Reading holds little more than the data: no tree of nodes beside it (it was 1.6x)."""
+    text = "checks:\n" + "".join(
+        f"  - id: chk-{i}\n    kind: http\n    target: http://10.0.{i // 250}.{i % 250}/\n"
+        f"    interval: 30s\n    labels: {{component: app-{i // 4}, site: nord}}\n"
+        for i in range(4000)
+    )
+    tracemalloc.start()
+    try:
+        data = parse_yaml(text, "f.yaml", {})
+        held, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(data[0]["checks"]) == 4000
+    assert peak < 1.3 * held, (peak, held)
