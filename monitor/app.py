@@ -67,7 +67,7 @@ class Daemon:
         logger: Any = None,
         state_retry_every: float = 5.0,
     ) -> None:
-        self.loaded = loaded
+        self.loaded = loaded = loaded.running()  # the plan, not the check models it came from
         self.registry = registry
         self.session = session
         self.env = os.environ if env is None else env
@@ -448,6 +448,7 @@ class Daemon:
 
     async def _apply(self, loaded: LoadedConfig) -> list[str]:
         """Swap in a validated config: plan, exposition labels, traps, health."""
+        loaded = loaded.running()
         if loaded.config.web != self.loaded.config.web:
             self.log.warning("config_web_change_needs_restart")
         if (loaded.config.alerting, loaded.config.state_dir) != (

@@ -7,7 +7,7 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -295,6 +295,52 @@ class ConfigBase(_Strict):
         return self
 
 
+class SharedSettings:
+    """One settings object for the checks of a kind that set the same: settings are frozen.
+
+    At 20,000 checks a settings object per check weighed about 1 KiB each (an http check's
+    dozen fields, its TLS block, lists and dicts): the default is made once per kind, and a
+    check's settings equal to the default or to the previous check's of its kind are that
+    object (consecutive checks usually share a module or a generator's settings).
+    """
+
+    def __init__(self, factory: type[BaseModel]) -> None:
+        self.factory = factory
+        self.default: BaseModel | None = None
+
+    def __call__(self) -> BaseModel:
+        """Return the kind's default settings, made once."""
+        if self.default is None:
+            self.default = self.factory()
+        return self.default
+
+    def intern(self, value: BaseModel, info: ValidationInfo) -> BaseModel:
+        """Return the equal default or previous settings of this load, else value."""
+        pool = info.context.get(INTERNED) if isinstance(info.context, dict) else None
+        if pool is None:  # validated outside load_config: nothing to share with
+            return value
+        if value == self():
+            return self()
+        last: BaseModel | None = pool.get(self.factory)
+        if last is not None and last == value:
+            return last
+        pool[self.factory] = value
+        return value
+
+
+def _interning(kind: str, shared: SharedSettings) -> Any:
+    """Return the validator that shares a kind's equal settings (SharedSettings.intern)."""
+
+    def intern(cls: type[BaseModel], value: BaseModel, info: ValidationInfo) -> BaseModel:
+        return shared.intern(value, info)
+
+    return field_validator(kind)(classmethod(intern))
+
+
+INTERNED = "interned_settings"
+"""The validation context's key of the settings pool of one load (SharedSettings.intern)."""
+
+
 def build_config_model(registry: ProbeRegistry) -> type[ConfigBase]:
     """Build the Config model whose checks are a union tagged by `kind`, one member per probe."""
     checks: list[Any] = []
@@ -307,7 +353,8 @@ def build_config_model(registry: ProbeRegistry) -> type[ConfigBase]:
                 Field(default_factory=probe.Section, description=f"Shared {probe.kind} settings."),
             )
         kind = probe.kind
-        settings_field = (probe.Settings, Field(default_factory=probe.Settings))
+        shared = SharedSettings(probe.Settings)
+        settings_field = (probe.Settings, Field(default_factory=shared))
 
         def valid_target(cls: type[BaseModel], value: str, _probe: Any = probe) -> str:
             result: str = _probe.parse_target(value)
@@ -318,7 +365,10 @@ def build_config_model(registry: ProbeRegistry) -> type[ConfigBase]:
             create_model(  # type: ignore[call-overload]
                 f"{title}Check",
                 __base__=CheckBase,
-                __validators__={"_target": field_validator("target")(classmethod(valid_target))},
+                __validators__={
+                    "_target": field_validator("target")(classmethod(valid_target)),
+                    "_shared": _interning(kind, shared),
+                },
                 kind=(Literal[kind], Field(description="Probe kind.")),
                 **{kind: settings_field},
             )
@@ -327,6 +377,7 @@ def build_config_model(registry: ProbeRegistry) -> type[ConfigBase]:
             create_model(  # type: ignore[call-overload]
                 f"{title}Module",
                 __base__=ModuleBase,
+                __validators__={"_shared": _interning(kind, shared)},
                 kind=(Literal[kind], Field(description="Probe kind.")),
                 **{kind: settings_field},
             )
@@ -495,6 +546,17 @@ class LoadedConfig:
     warnings: list[ConfigError] = field(default_factory=list)
     budgets: Budgets | None = None  # detection budgets, computed at load (monitor.health.budget)
 
+    def running(self) -> LoadedConfig:
+        """Return the config as a daemon keeps it: without the validated check models.
+
+        The plan holds what runs; the list of pydantic models it was built from weighed about
+        1 KiB a check at 20,000 checks, kept for nothing (`config.checks` is empty here).
+        """
+        if not self.config.checks:
+            return self
+        config = self.config.model_copy(update={"checks": []})
+        return replace(self, config=config, budgets=self.budget())
+
     def budget(self) -> Budgets:
         """Return the detection budgets, computing them for a config built without load_config."""
         return self.budgets if self.budgets is not None else budgets_of(self.config, self.plan)
@@ -600,7 +662,8 @@ def _validate(
 ) -> tuple[ConfigBase | None, list[Problem]]:
     """Validate raw data; return the config or None, and each error at its data location."""
     try:
-        return model.model_validate(raw, context={"config_dir": config_dir}), []
+        context = {"config_dir": config_dir, INTERNED: {}}
+        return model.model_validate(raw, context=context), []
     except ValidationError as exc:
         found: list[tuple[Loc, str, str, Loc | None]] = []
         for err in exc.errors():
@@ -909,17 +972,25 @@ def _plan(
     sections: dict[str, SectionProbe[Any]] = {
         probe.kind: probe for probe in registry if isinstance(probe, SectionProbe)
     }
+    # Checks sharing settings (SharedSettings) share their bound settings too: bound once.
+    bound: dict[int, BaseModel | str] = {}
     for i, item in enumerate(config.checks):
         kind: str = getattr(item, "kind")  # noqa: B009 - set by the dynamic model
         probe = registry[kind]
         settings = getattr(item, kind)
         section_probe = sections.get(kind)
         if section_probe is not None:
-            try:
-                settings = section_probe.bind(settings, getattr(config, kind), config_dir)
-            except ValueError as exc:
-                errors.append((("checks", i, kind), str(exc)))
+            done = bound.get(id(settings))
+            if done is None:
+                try:
+                    done = section_probe.bind(settings, getattr(config, kind), config_dir)
+                except ValueError as exc:
+                    done = str(exc)
+                bound[id(settings)] = done
+            if isinstance(done, str):
+                errors.append((("checks", i, kind), done))
                 continue
+            settings = done
         plan[item.id] = Check(
             id=item.id,
             kind=kind,

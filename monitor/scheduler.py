@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -414,7 +415,7 @@ class Scheduler:
             start = self._clock()
             if due is not None:
                 self._metrics.lag.observe(max(0.0, start - due))
-            log = ProbeLog(self._logger(check), keep=keep_logs)
+            log = ProbeLog(self._logger(check, keep_logs), keep=keep_logs)
             ctx = ProbeContext(session=self._session, log=log)
             self._metrics.in_flight.inc()
             try:
@@ -457,8 +458,15 @@ class Scheduler:
             timestamp=time.time(),
         )
 
-    def _logger(self, check: Check) -> Any:
-        """Return the scheduler's logger bound to the check's id and target."""
+    def _logger(self, check: Check, keep_logs: bool) -> Any:
+        """Return the scheduler's logger bound to the check's id and target.
+
+        A probe's lines are debug lines: when nobody would see them (debug off, not a debug
+        run) the unbound logger is enough, and no logger is bound and kept per check.
+        """
+        is_enabled_for = getattr(self._log, "is_enabled_for", None)
+        if not keep_logs and is_enabled_for is not None and not is_enabled_for(logging.DEBUG):
+            return self._log
         cached = self._loggers.get(check.id)
         if cached is not None and cached[0] == check.target:
             return cached[1]

@@ -60,7 +60,7 @@ class Worker:
             raise ValueError("vigie worker needs a `bus:` section in the config")
         self.name = name
         self.settings: BusSettings = bus
-        self.loaded = loaded
+        self.loaded = loaded.running()  # the plan, not the check models it came from
         self.registry = registry
         self.log = (logger if logger is not None else structlog.get_logger()).bind(worker=name)
         self.own_registry = CollectorRegistry()
@@ -203,7 +203,7 @@ class Worker:
             return [str(e) for e in exc.errors]
         if loaded.config.bus != self.loaded.config.bus:
             self.log.warning("config_bus_change_needs_restart")
-        self.loaded = loaded
+        self.loaded = loaded.running()
         self._apply_share()
         return []
 

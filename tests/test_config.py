@@ -222,4 +222,4 @@ async def test_reload_reports_every_error(tmp_path: Path) -> None:
     expected = [m.replace(bad.name, str(config), 1) for m in expected_messages(bad)]
     assert errors == expected
     assert len(errors) == 5
-    assert daemon.loaded is loaded  # the old config stays in use
+    assert daemon.loaded.plan is loaded.plan  # the old config stays in use
