@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Annotated, Any
 
@@ -18,12 +19,24 @@ def parse_duration(value: Any) -> float:
         raise ValueError("must be a duration such as 30s, 1m or 500ms")
     if isinstance(value, int | float):
         seconds = float(value)
-    elif isinstance(value, str) and _WHOLE.match(value.strip()):
-        text = value.strip()
-        sign = -1.0 if text.startswith("-") else 1.0
-        seconds = sign * sum(float(n) * _UNITS[u] for n, u in _PART.findall(text))
+    elif isinstance(value, str):
+        return _text_seconds(value)
     else:
         raise ValueError(f"must be a duration such as 30s, 1m or 500ms, got {value!r}")
+    if seconds <= 0:
+        raise ValueError("must be greater than 0")
+    return seconds
+
+
+@functools.lru_cache(maxsize=4096)
+def _text_seconds(value: str) -> float:
+    """Return seconds from a duration string: a config repeats a few (`30s`) thousands of
+    times, each read once (and one float for all)."""
+    text = value.strip()
+    if not _WHOLE.match(text):
+        raise ValueError(f"must be a duration such as 30s, 1m or 500ms, got {value!r}")
+    sign = -1.0 if text.startswith("-") else 1.0
+    seconds = sign * sum(float(n) * _UNITS[u] for n, u in _PART.findall(text))
     if seconds <= 0:
         raise ValueError("must be greater than 0")
     return seconds

@@ -275,6 +275,7 @@ class _EventBuilder:
         self.tainted: set[Mark] = loader.tainted
         self.anchors: dict[str, tuple[Any, Mark]] = {}  # anchor -> value, its mark
         self.named: set[str] = set()  # anchors met, built or being built
+        self.plain: dict[str, str] = loader._plain_tags  # plain scalars' tags, by text
 
     def document(self) -> Any:
         """Return the single document's data, None for an empty stream."""
@@ -319,7 +320,12 @@ class _EventBuilder:
         """Return a scalar's value: a string in place, else the loader's constructor's."""
         tag, value = event.tag, event.value
         if tag is None or tag == "!":
-            tag = self.loader.resolve(yaml.ScalarNode, value, event.implicit)
+            if not event.implicit[0]:  # quoted, or a bare `!`: a string (no path resolvers)
+                tag = _STR
+            else:
+                tag = self.plain.get(value) or self.loader.resolve(
+                    yaml.ScalarNode, value, event.implicit
+                )
         if tag == _STR and "$" not in value:
             return value
         if tag in (_MERGE, _VALUE):
