@@ -109,8 +109,9 @@ def replicas_lost(summary: Text, lost: Sequence[str]) -> Text:
     )
 
 
+@functools.cache
 def state_word(state: State) -> Text:
-    """A state's name as the pages show it (DOWN, EN PANNE...)."""
+    """A state's name as the pages show it (DOWN, EN PANNE...); one Text per state."""
     return Text(f"state.{state.name}")
 
 
