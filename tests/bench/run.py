@@ -56,21 +56,30 @@ def main(argv: list[str] | None = None) -> int:
     date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
     cpu: CpuResults | None = None
     scale: ScaleResults | None = None
+    took: dict[str, float] = {}
     if args.only in (None, "cpu"):
         log("benchmark 1: CPU per HTTP probe")
+        at = time.monotonic()
         cpu = run_cpu(QUICK_CPU if args.quick else FULL_CPU)
+        took["cpu"] = time.monotonic() - at
     if args.only in (None, "scale"):
         log("benchmark 2: scale")
+        at = time.monotonic()
         scale = run_scale(QUICK_SCALE if args.quick else FULL_SCALE, 10 if args.quick else 20)
+        took["scale"] = time.monotonic() - at
         log(f"scale: {summary(scale)}")
     sections: list[str] = []
     headline: list[str] = []
     for name, target in SECTIONS.items():
         if args.only in (None, name):
             log(f"benchmark: {name}")
+            at = time.monotonic()
             module, _, func = target.partition(":")
             section = getattr(importlib.import_module(module), func)(args.quick)
+            took[name] = time.monotonic() - at
+            log(f"benchmark: {name} took {took[name]:.0f}s")
             (headline if name in HEADLINE else sections).append(section)
+    sections.append(wall_times(took))
     info = RunInfo(command, date, time.monotonic() - started, args.quick, nofile)
     raw = {
         "run": info.__dict__,
@@ -82,6 +91,25 @@ def main(argv: list[str] | None = None) -> int:
     output.write_text(render_report(info, cpu, scale, NOTES, sections, headline=headline))
     log(f"wrote {output} in {info.wall_s:.0f}s")
     return 0
+
+
+def wall_times(took: dict[str, float]) -> str:
+    """Return the Markdown section of each part's wall time (the whole run's budget: 45 min)."""
+    rows = [f"| `{name}` | {seconds / 60:.1f} |" for name, seconds in took.items()]
+    total = sum(took.values()) / 60
+    return "\n".join(
+        [
+            "## Wall time of each part",
+            "",
+            "What each part of this run took (`--only NAME` runs one); the whole run's budget",
+            "is 45 minutes, `make soak` runs apart.",
+            "",
+            "| Part | Minutes |",
+            "| --- | ---: |",
+            *rows,
+            f"| all | {total:.1f} |",
+        ]
+    )
 
 
 NOTES: list[str] = []
