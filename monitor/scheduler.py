@@ -14,7 +14,7 @@ import aiohttp
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from vigie.core.results import ProbeResult, bound_text
+from vigie.core.results import ProbeResult, bound_text, seconds
 from vigie.monitor.ondemand import OnDemandGate
 from vigie.monitor.store import ResultStore
 from vigie.probes.base import Check, ProbeContext, ProbeLog, ProbeRegistry
@@ -430,7 +430,7 @@ class Scheduler:
                 result = ProbeResult(False, error=reason)
             finally:
                 self._metrics.in_flight.dec()
-            duration = self._clock() - start
+            duration = seconds(self._clock() - start)
         finally:
             self._release(held)
         self._sort_lane(check, timed_out, result, duration)

@@ -19,7 +19,7 @@ from aiohttp.tracing import Trace
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from yarl import URL
 
-from vigie.core.results import ProbeResult, Sample, bound_text
+from vigie.core.results import ProbeResult, Sample, bound_text, seconds
 from vigie.core.secrets import ConfigPath, resolve_secret_field
 from vigie.probes.base import Check, ProbeContext
 from vigie.probes.extract import ExtractError, ExtractSpec, extract
@@ -147,17 +147,17 @@ class HttpTiming:
         if last is not None and self.body_end is not None:
             transfer = max(0.0, self.body_end - last)
         return {
-            "dns": dns_sum,
-            "connect": connect,
-            "tls": tls,
-            "processing": processing,
-            "transfer": transfer,
+            "dns": seconds(dns_sum),
+            "connect": seconds(connect),
+            "tls": seconds(tls),
+            "processing": seconds(processing),
+            "transfer": seconds(transfer),
         }
 
     def total(self) -> float:
         """Return the seconds from the start of the request to the end of the body (or now)."""
         end = self.body_end if self.body_end is not None else time.monotonic()
-        return max(0.0, end - self.start)
+        return seconds(max(0.0, end - self.start))
 
 
 _TIMING: ContextVar[HttpTiming | None] = ContextVar("vigie_http_timing", default=None)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import math
 
-from vigie.core.results import MAX_ERROR_CHARS, ProbeResult, Sample, bound_text, format_value
+from vigie.core.results import (
+    MAX_ERROR_CHARS,
+    ProbeResult,
+    Sample,
+    bound_text,
+    format_value,
+    seconds,
+)
 
 
 def test_bound_text_cuts_and_cleans_untrusted_text() -> None:
@@ -29,3 +36,10 @@ def test_result_defaults_and_sample_defaults() -> None:
     result = ProbeResult(success=True, samples=(Sample("up", 1.0),))
     assert result.timestamp > 0 and result.error is None
     assert result.samples[0].type == "gauge" and result.samples[0].labels == ()
+
+
+def test_durations_are_kept_to_the_microsecond() -> None:
+    """A measured duration keeps six decimals: /metrics lines carry no clock noise."""
+    assert seconds(0.016526422999959323) == 0.016526
+    assert repr(seconds(1.0471154309998383)) == "1.047115"
+    assert seconds(0.0000004) == 0.0
