@@ -524,8 +524,11 @@ class Exposition:
             for number, members in enumerate(blocks):
                 run = kept.get(number)
                 if run is None:
-                    get = live.get
-                    text = b"".join([line for cid in members if (line := get(cid)) is not None])
+                    try:  # every check of the block has its line: the usual case, in C
+                        text = b"".join(map(live.__getitem__, members))
+                    except KeyError:  # some have none yet (no result, or dropped)
+                        get = live.get
+                        text = b"".join([ln for cid in members if (ln := get(cid)) is not None])
                     run = kept[number] = pack(text)
                 if run.size:
                     yield run
