@@ -307,20 +307,30 @@ class SharedSettings:
     def __init__(self, factory: type[BaseModel]) -> None:
         self.factory = factory
         self.default: BaseModel | None = None
+        self.required = False  # the kind has a field without default: no default settings
+
+    def _default(self) -> BaseModel | None:
+        """Return the kind's default settings made once, or None when it has none."""
+        if self.default is None and not self.required:
+            try:
+                self.default = self.factory()
+            except ValidationError:  # e.g. the exporter kind's `metrics`
+                self.required = True
+        return self.default
 
     def __call__(self) -> BaseModel:
-        """Return the kind's default settings, made once."""
-        if self.default is None:
-            self.default = self.factory()
-        return self.default
+        """Return the kind's default settings (raising, as the model does, when it has none)."""
+        default = self._default()
+        return default if default is not None else self.factory()
 
     def intern(self, value: BaseModel, info: ValidationInfo) -> BaseModel:
         """Return the equal default or previous settings of this load, else value."""
         pool = info.context.get(INTERNED) if isinstance(info.context, dict) else None
         if pool is None:  # validated outside load_config: nothing to share with
             return value
-        if value == self():
-            return self()
+        default = self._default()
+        if default is not None and value == default:
+            return default
         last: BaseModel | None = pool.get(self.factory)
         if last is not None and last == value:
             return last

@@ -59,6 +59,8 @@ checks:
   - {id: e, kind: http, target: 'http://127.0.0.1:9/e', http: {method: HEAD}}
   - {id: f, kind: snmp, target: '127.0.0.1:9', snmp: {auth: ro}}
   - {id: g, kind: snmp, target: '127.0.0.2:9', snmp: {auth: ro}}
+  - {id: h, kind: exporter, target: 'http://127.0.0.1:9/m', exporter: {metrics: [ups_.*]}}
+  - {id: i, kind: exporter, target: 'http://127.0.0.1:9/n', exporter: {metrics: [ups_.*]}}
 """
 
 
@@ -72,6 +74,16 @@ def test_checks_with_equal_settings_share_one_object(tmp_path: Path) -> None:
     assert settings["c"] is not settings["a"] and settings["c"].reuse_connections
     assert settings["e"].method == "HEAD" and settings["a"].method == "GET"
     assert settings["f"] is settings["g"]  # bound to the snmp section once
+    assert settings["h"] is settings["i"]  # a kind without default settings shares too
+
+
+def test_kind_without_default_settings_still_asks_for_them(tmp_path: Path) -> None:
+    """The exporter kind has no default (`metrics` is required): leaving it out is an error."""
+    (tmp_path / "vigie.yaml").write_text(
+        "checks:\n  - {id: h, kind: exporter, target: 'http://127.0.0.1:9/m'}\n"
+    )
+    with pytest.raises(ConfigErrors, match="metrics: required field is missing"):
+        load_config(tmp_path / "vigie.yaml", default_registry(), env={})
 
 
 def test_running_config_keeps_the_plan_not_the_check_models(tmp_path: Path) -> None:
