@@ -420,35 +420,41 @@ if getattr(yaml, "__with_libyaml__", False):
 def _parse_fast(
     text: str, env: Mapping[str, str]
 ) -> tuple[Any, list[tuple[Mark, str]], set[Mark]] | None:
-    """Parse with libyaml; None when it is missing, may read the text otherwise, or fails."""
+    """Parse with libyaml; None when it is missing, may read the text otherwise, or fails.
+
+    From the events first; where they cannot say it as PyYAML would (_Disagree: a merge key,
+    another tag...), the text is composed into nodes and read by _Builder.
+    """
     if _FastLoader is None or _libyaml_may_differ(text):
         return None
-    loader = _FastLoader(text)
-    loader.env = env
-    loader.problems = []
-    loader.tainted = set()
-    try:
-        data = _EventBuilder(loader).document()
-    except _Disagree:  # an anchor, a merge key...: composed into nodes below
-        pass
-    except Exception:  # any failure: PyYAML reads the text again and words the error
-        return None
-    else:
+    for build in (_from_events, _from_nodes):
+        loader = _FastLoader(text)
+        loader.env = env
+        loader.problems = []
+        loader.tainted = set()
+        try:
+            data = build(loader)
+        except _Disagree:
+            if build is _from_nodes:
+                return None
+            continue
+        except Exception:  # any failure: PyYAML reads the text again and words the error
+            return None
+        finally:
+            loader.dispose()
         return data, loader.problems, loader.tainted
-    finally:
-        loader.dispose()
-    loader = _FastLoader(text)
-    loader.env = env
-    loader.problems = []
-    loader.tainted = set()
-    try:
-        root = loader.get_single_node()
-        data = None if root is None else _Builder(loader).build(root)
-    except Exception:  # any failure: PyYAML reads the text again and words the error
-        return None
-    finally:
-        loader.dispose()
-    return data, loader.problems, loader.tainted
+    return None
+
+
+def _from_events(loader: Any) -> Any:
+    """Return the document's data built from libyaml's events."""
+    return _EventBuilder(loader).document()
+
+
+def _from_nodes(loader: Any) -> Any:
+    """Return the document's data built from libyaml's node tree."""
+    root = loader.get_single_node()
+    return None if root is None else _Builder(loader).build(root)
 
 
 def load_yaml(text: str, file: str, env: Mapping[str, str]) -> Any:
