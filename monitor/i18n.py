@@ -753,7 +753,11 @@ class Speech:
         """Render `key` (or its own templates) in this language; an unknown id reads as itself."""
         if key == "lines":
             items = params.get("items", ())
-            return "\n".join(self.say(i) for i in items) if isinstance(items, tuple) else ""
+            if not isinstance(items, tuple):
+                return ""
+            if self.language == "en" and self.zone is host_zone():
+                return "\n".join(items)  # each Text's own value is this very rendering
+            return "\n".join(self.say(i) for i in items)
         template = self._template(key, own, params)
         values = {name: self._value(v) for name, v in params.items()}
         try:

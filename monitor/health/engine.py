@@ -277,6 +277,7 @@ class HealthEngine:
         self.checks: dict[str, CheckHealth] = {}
         self.check_components: dict[str, list[str]] = {}
         self.component_checks: dict[str, list[str]] = collections.defaultdict(list)
+        self._healths: dict[str, tuple[CheckHealth, ...]] = {}  # component_checks' CheckHealth
         self.keeps: set[str] = set()  # checks whose last samples are read again (set_plan)
         self.maintenance: dict[str, str] = {}
         self._since: dict[str, tuple[State, float]] = {}
@@ -325,6 +326,7 @@ class HealthEngine:
                 and [t.rule for t in mine.trackers] == [t.rule for t in health.trackers]
             ):
                 self.checks[check_id] = health
+        self._healths = self._component_healths()
         comps = self.topology.components
         self._since = {k: v for k, v in old._since.items() if k in comps}
         self._failing_since = {k: v for k, v in old._failing_since.items() if k in comps}
@@ -396,6 +398,7 @@ class HealthEngine:
             if any(t.rule.timed for t in health.trackers)
             or any(comps_spec[c].kind == "ups" for c in self.check_components[cid])
         }
+        self._healths = self._component_healths()
         self._full = True  # a new plan: every component is recomputed at the next evaluation
 
     def observe(self, check_id: str, result: ProbeResult | None) -> bool:
@@ -420,6 +423,10 @@ class HealthEngine:
             tracker.observe(samples, now)
         comps = self.check_components.get(check_id, ())
         if health.outcome(now, self.stale_intervals) != before:
+            if comps:
+                # Its state now, while the result is at hand: the evaluation that follows a
+                # site-wide failure then reads thousands of states instead of working them out.
+                health.state(now, self.stale_intervals)
             self._dirty.update(comps)
             return bool(comps)
         # The incident pass reads results directly (confirmation, power devices answering, a
@@ -437,6 +444,12 @@ class HealthEngine:
             if window is not None
         )
 
+    def _component_healths(self) -> dict[str, tuple[CheckHealth, ...]]:
+        """Return each component's CheckHealth objects (what `_own_state` reads: no lookup
+        by check id per check and evaluation)."""
+        checks = self.checks
+        return {cid: tuple(checks[c] for c in ids) for cid, ids in self.component_checks.items()}
+
     def samples_of(self, component: str) -> list[Sample]:
         """Return the latest samples of every check of a component that keeps them: a UPS's
         (its runtime left), or one with a rule that time alone changes (`keeps`)."""
@@ -450,20 +463,21 @@ class HealthEngine:
 
         Also return when the first of those states may change with time alone (a timer).
         """
-        checks, stale_intervals = self.checks, self.stale_intervals
         own, rank = _OK, 0
         known = False
         reasons: tuple[Reason, ...] = ()
         stale: tuple[Reason, ...] = ()
         due = math.inf
-        for check_id in self.component_checks.get(cid, ()):
-            health = checks[check_id]
+        for health in self._healths.get(cid, ()):
             state = health.cached
-            if state is not None and now < health.cached_until:  # health.state()'s cache
+            until = health.cached_until
+            if state is not None and now < until:  # health.state()'s cache
                 why = health.cached_why
             else:
-                state, why = health.state(now, stale_intervals)
-            due = min(due, health.cached_until)
+                state, why = health.state(now, self.stale_intervals)
+                until = health.cached_until
+            if until < due:  # noqa: PLR1730 - min() is a call per check and evaluation
+                due = until
             if state is _UNKNOWN:
                 stale += why
                 continue
@@ -639,7 +653,8 @@ class HealthEngine:
         prev = self._since.get(cid)
         if prev is not None and prev[0] in FAILING and state not in FAILING:
             recovered.add(cid)  # recovered: what depends on it must be seen again
-        self._schedule(cid, now, due)
+        if due < math.inf or cid in self._fail_changes:
+            self._schedule(cid, now, due)
         spec = self.topology.components[cid]
         since = prev[1] if prev is not None and prev[0] is state else now
         if prev is None or prev[0] is not state:
@@ -664,7 +679,7 @@ class HealthEngine:
             since=since,
             reasons=why,
             roots=roots,
-            maintenance=self._in_maintenance(spec),
+            maintenance=bool(self.maintenance) and self._in_maintenance(spec),
         )
 
     def _schedule(self, cid: str, now: float, due: float) -> None:

@@ -57,6 +57,8 @@ class StatusIndex:
         old = self.status.get(cid)
         self.status[cid] = new
         if old is not None:
+            if old.state is new.state and old.roots == new.roots:
+                return old  # what the indexes read of it is unchanged
             self._drop(old)
         if new.roots == (cid,):
             self.roots.add(cid)

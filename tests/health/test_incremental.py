@@ -171,6 +171,21 @@ def test_a_failure_recomputes_what_depends_on_it() -> None:
     assert changed <= {server, *downstream(eng, server)}
 
 
+def test_a_changing_result_works_out_its_check_state_as_it_arrives() -> None:
+    """The check's new state is worked out by observe, and the evaluation reads that one."""
+    eng, clock, _ = quiet_engine()
+    server = next(c for c, s in eng.topology.components.items() if s.kind == "server")
+    check_id = eng.component_checks[server][0]
+    clock.now += 1.0
+    assert eng.observe(check_id, DOWN)
+    health = eng.checks[check_id]
+    worked_out = (health.cached, health.cached_why)
+    assert worked_out[0] is not None and worked_out[0].failing
+    snap = eng.evaluate()
+    assert snap.components[server].own is worked_out[0]
+    assert (health.cached, health.cached_why) == worked_out  # read, not worked out again
+
+
 def downstream(eng: HealthEngine, cid: str) -> set[str]:
     """Return every component that depends on cid, directly or not."""
     seen: set[str] = set()
