@@ -197,7 +197,7 @@ def _secs(value: float) -> str:
 
 def run(quick: bool) -> str:
     """Run the workload with the slow lane and without; return the Markdown section."""
-    w = Workload(200, 5.0, 1.0, 15.0) if quick else Workload(1000, 20.0, 1.0, 60.0)
+    w = Workload(200, 5.0, 1.0, 15.0) if quick else Workload(1000, 20.0, 1.0, 40.0)
     paths, interval, timeout, window = w.paths, w.interval, w.probe_timeout, w.window
     results = []
     for lanes, load in ((True, w), (False, w), (True, replace(w, hung_percent=0))):

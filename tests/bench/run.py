@@ -19,7 +19,7 @@ from vigie.monitor.logs import configure_logging
 
 FULL_CPU = CpuParams(n=3000, n_check_http=3000, concurrency=16, rounds=3, warmup=200)
 QUICK_CPU = CpuParams(n=500, n_check_http=500, concurrency=16, rounds=1, warmup=50)
-FULL_SCALE = ScaleParams(n_http=7000, n_tcp=3000, interval=30, window=150, scrape_every=15)
+FULL_SCALE = ScaleParams(n_http=7000, n_tcp=3000, interval=30, window=60, scrape_every=15)
 QUICK_SCALE = ScaleParams(n_http=1400, n_tcp=600, interval=10, window=20, scrape_every=5)
 
 

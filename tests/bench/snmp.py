@@ -639,7 +639,7 @@ def _deb_version(package: str) -> str:
 # --------------------------------------------------------------------------- report
 
 FULL = SnmpParams(
-    cpu=CpuParams(n=2000, n_check_http=0, concurrency=16, rounds=3, warmup=100),
+    cpu=CpuParams(n=2000, n_check_http=0, concurrency=16, rounds=2, warmup=100),
     n_netsnmp=2000,
     devices=5000,
     interval=30,

@@ -593,8 +593,8 @@ def summary(res: WholeResults) -> str:
 
 
 FULL = [
-    WholeParams("3k", 3000, 30.0, 180.0),
-    WholeParams("20k-1core", 20000, 60.0, 180.0, pin=True),
+    WholeParams("3k", 3000, 30.0, 120.0),
+    WholeParams("20k-1core", 20000, 60.0, 120.0, pin=True),
 ]
 # Development sizes, run by name: `python -m tests.bench.whole 10k`.
 EXTRA = [
