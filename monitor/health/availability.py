@@ -81,18 +81,22 @@ class DownTime(TextCollector):
         self._text = FamilyText(DOWN_NAME, "counter", DOWN_HELP, DOWN_LABELS)
         self._kept: str | None = None  # the text, written again only after a count moved
         self._moved = True
+        self._counting: set[str] = set()  # failing outside maintenance: their time counts
+        self._seen: Mapping[str, object] | None = None  # the components last observed
 
     def observe(self, snapshot: Snapshot) -> list[Change]:
         """Count the down time since the last snapshot; return the changes this one brings."""
         at = snapshot.at
         if self._at is not None and at > self._at:
             dt = at - self._at
-            for cid, (state, maint) in self._last.items():
-                if state.failing and not maint:
-                    self._down[cid] = self._down.get(cid, 0.0) + dt
-                    self._moved = True
+            for cid in self._counting:
+                self._down[cid] = self._down.get(cid, 0.0) + dt
+                self._moved = True
         self._at = at if self._at is None else max(self._at, at)
         changes: list[Change] = []
+        if snapshot.components is self._seen:
+            return changes  # the engine's same statuses: nothing changed (most ticks)
+        self._seen = snapshot.components
         for cid, status in snapshot.components.items():
             now = (status.state, status.maintenance)
             before = self._last.get(cid)
@@ -101,6 +105,10 @@ class DownTime(TextCollector):
                 when = status.since if before is None or before[0] is not now[0] else at
                 changes.append((cid, when, status.state, status.maintenance))
                 self._last[cid] = now
+                if status.state.failing and not status.maintenance:
+                    self._counting.add(cid)
+                else:
+                    self._counting.discard(cid)
             meta = self._meta.get(cid)
             if meta is None or meta[0] != status.site or meta[1] != status.kind:
                 self._meta[cid] = (status.site, status.kind)
@@ -108,6 +116,7 @@ class DownTime(TextCollector):
                 self._moved = True
         for gone in self._last.keys() - snapshot.components.keys():
             del self._last[gone]  # left the topology: its counter stays (a counter never drops)
+            self._counting.discard(gone)
         return changes
 
     def down_seconds(self) -> Mapping[str, float]:

@@ -56,6 +56,8 @@ class StateHistory:
             cid: collections.deque((Transition(at, st) for at, st in log), maxlen=per_component)
             for cid, log in (restored or {}).items()
         }
+        self._seen: Mapping[str, object] | None = None  # the components last observed
+
 
     def observe(self, snapshot: Snapshot) -> Changes:
         """Record every component whose state differs from its last recorded one.
@@ -63,6 +65,9 @@ class StateHistory:
         Return what changed, for the durable copy: (component, at, state) transitions added,
         and components that left the topology (their history is dropped).
         """
+        if snapshot.components is self._seen:
+            return Changes([], [])  # the engine's same statuses: nothing changed (most ticks)
+        self._seen = snapshot.components
         added: list[tuple[str, float, State]] = []
         for cid, status in snapshot.components.items():
             log = self._log.get(cid)

@@ -151,3 +151,22 @@ async def test_the_api_and_the_page_show_the_scripted_day(served: str) -> None:
     assert status == 200 and share in page and "Disponibilité" in page
     status, page = await _get(f"{served}/availability")
     assert status == 200 and "Last 30 days" in page and "Dossier patient" in page
+
+
+def test_the_engine_s_same_statuses_count_time_and_change_nothing() -> None:
+    """A snapshot re-dated with the same statuses (most ticks) adds down time, no change."""
+    downtime = DownTime()
+    comps = {
+        "srv-1": _status("srv-1", "server", State.DOWN, T0, False),
+        "app-dpi": _status("app-dpi", "application", State.IMPACTED, T0, True),
+        "app-mail": _status("app-mail", "application", State.OK, T0, False),
+    }
+    assert len(downtime.observe(Snapshot(T0, comps, {}, {}))) == 3
+    for hour in (1.0, 2.0, 3.0):
+        assert downtime.observe(Snapshot(T0 + hour * HOUR, comps, {}, {})) == []
+    assert downtime.down_seconds() == {"srv-1": 3 * HOUR, "app-dpi": 0.0, "app-mail": 0.0}
+    back = {**comps, "srv-1": _status("srv-1", "server", State.OK, T0 + 4 * HOUR, False)}
+    changes = downtime.observe(Snapshot(T0 + 4 * HOUR, back, {}, {}))
+    assert [c[0] for c in changes] == ["srv-1"]
+    downtime.observe(Snapshot(T0 + 5 * HOUR, back, {}, {}))
+    assert downtime.down_seconds()["srv-1"] == 4 * HOUR

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from vigie.monitor.health.history import Recovery, StateHistory, Transition
@@ -84,6 +86,17 @@ def test_observe_reports_what_changed_for_the_durable_copy() -> None:
     assert h.observe(snap(11, dpi=(State.OK, 5), pacs=(State.OK, 0))) == ([], [])
     later = h.observe(snap(20, dpi=(State.DOWN, 19)))
     assert later.added == [("dpi", 19, State.DOWN)] and later.removed == ["pacs"]
+
+
+def test_the_engine_s_same_statuses_are_not_walked_again() -> None:
+    """A snapshot re-dated with the very same statuses (most ticks) adds nothing."""
+    h = StateHistory()
+    first = snap(10, dpi=(State.OK, 5))
+    h.observe(first)
+    h._log["dpi"].clear()  # were the statuses walked again, dpi's transition would come back
+    assert h.observe(dataclasses.replace(first, at=11)) == ([], [])
+    assert h.transitions("dpi") == []
+    assert h.observe(snap(12, dpi=(State.OK, 5))).added == [("dpi", 5, State.OK)]
 
 
 def test_restored_history_goes_on_without_a_duplicate() -> None:
