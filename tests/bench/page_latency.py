@@ -62,7 +62,7 @@ class Params:
     seed: int = 11
 
 
-FULL = Params(scale=5.0, runs=7)
+FULL = Params(scale=5.0, runs=6)
 QUICK = Params(scale=10.0, runs=3)
 
 

@@ -643,7 +643,7 @@ FULL = SnmpParams(
     n_netsnmp=2000,
     devices=5000,
     interval=30,
-    window=90,
+    window=60,
     scrape_every=15,
 )
 QUICK = SnmpParams(

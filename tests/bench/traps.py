@@ -51,7 +51,7 @@ class Params:
     flood_seconds: float = 10.0
 
 
-FULL = Params(traps=20, polls=5, poll_interval=10.0, flood_seconds=10.0)
+FULL = Params(traps=20, polls=4, poll_interval=10.0, flood_seconds=10.0)
 QUICK = Params(traps=10, polls=2, poll_interval=4.0, flood_seconds=3.0)
 HEALTHY_GOAL_S = 0.05
 FLOOD_PHASES = (
