@@ -755,7 +755,7 @@ class Speech:
             items = params.get("items", ())
             if not isinstance(items, tuple):
                 return ""
-            if self.language == "en" and self.zone is host_zone():
+            if self._as_written():
                 return "\n".join(items)  # each Text's own value is this very rendering
             return "\n".join(self.say(i) for i in items)
         template = self._template(key, own, params)
@@ -776,9 +776,13 @@ class Speech:
         one = n in (0, 1) if self.language == "fr" else n == 1
         return entry.one if one else entry.other
 
+    def _as_written(self) -> bool:
+        """True when this speech is a Text's own value (English, the host's zone)."""
+        return self.language == "en" and self.zone is host_zone()
+
     def _value(self, value: object) -> object:
         if isinstance(value, Text):
-            if self.language == "en" and self.zone is host_zone():
+            if self._as_written():
                 return str.__str__(value)  # its value is this very rendering: no second pass
             return self.say(value)
         if isinstance(value, Moment):

@@ -653,8 +653,7 @@ class HealthEngine:
         prev = self._since.get(cid)
         if prev is not None and prev[0] in FAILING and state not in FAILING:
             recovered.add(cid)  # recovered: what depends on it must be seen again
-        if due < math.inf or cid in self._fail_changes:
-            self._schedule(cid, now, due)
+        self._schedule(cid, now, due)
         spec = self.topology.components[cid]
         since = prev[1] if prev is not None and prev[0] is state else now
         if prev is None or prev[0] is not state:
@@ -679,7 +678,7 @@ class HealthEngine:
             since=since,
             reasons=why,
             roots=roots,
-            maintenance=bool(self.maintenance) and self._in_maintenance(spec),
+            maintenance=self._in_maintenance(spec),
         )
 
     def _schedule(self, cid: str, now: float, due: float) -> None:

@@ -58,7 +58,6 @@ class StateHistory:
         }
         self._seen: Mapping[str, object] | None = None  # the components last observed
 
-
     def observe(self, snapshot: Snapshot) -> Changes:
         """Record every component whose state differs from its last recorded one.
 
