@@ -292,6 +292,7 @@ class HealthEngine:
         self.index = StatusIndex(topology)
         self._dirty: set[str] = set()
         self._timers: list[tuple[float, str]] = []
+        self._timer_at: dict[str, float] = {}  # each component's earliest timer in the heap
         self._full = True  # the next evaluation recomputes everything
         self._maintenance_seen: dict[str, str] = {}
         self._awaited: set[str] = set()
@@ -505,11 +506,11 @@ class HealthEngine:
         """Count failing/not-failing changes in the window; True while there are too many.
 
         A failure that its dependencies explain (at any moment of it) is no flap: its changes
-        are taken back, so a component hit by two outages of its cause is not FLAPPING.
+        are taken back, so a component hit by two outages of its cause is not FLAPPING. Asked
+        only of a component failing now or counted before (the common case, never failed in
+        the window and not failing now, is told apart by the caller without a call).
         """
         was = cid in self._failing_since
-        if failing is was and not failing and not self._fail_changes.get(cid):
-            return False  # the common case: never failed in the window, not failing now
         changes = self._fail_changes[cid]
         if failing != was:
             if failing:
@@ -547,6 +548,7 @@ class HealthEngine:
             self._maintenance_seen = dict(self.maintenance)
             self._dirty.clear()
             self._timers.clear()
+            self._timer_at.clear()
             self.index.clear()
             recovered: set[str] = set()
             for cid in self.topology.order:
@@ -554,8 +556,12 @@ class HealthEngine:
             changed = True
         else:
             todo, self._dirty = self._dirty, set()
-            while self._timers and self._timers[0][0] <= now:
-                todo.add(heapq.heappop(self._timers)[1])
+            timers, timer_at = self._timers, self._timer_at
+            while timers and timers[0][0] <= now:
+                at, cid = heapq.heappop(timers)
+                if timer_at.get(cid) == at:  # else superseded by an earlier one, already run
+                    del timer_at[cid]
+                    todo.add(cid)
             changed = self._recompute(todo, now) if todo else False
         if not changed and self._quiet():
             self.snapshot = dataclasses.replace(self.snapshot, at=now)
@@ -597,7 +603,7 @@ class HealthEngine:
             cid = topo.order[heapq.heappop(heap)]
             new = self._component(cid, now, recovered)
             old = self.index.put(new)
-            if old == new:
+            if old is new:  # `_component` returns the same object for the same status
                 continue
             changed = True
             if old is not None and old.state is new.state and old.roots == new.roots:
@@ -618,7 +624,7 @@ class HealthEngine:
         status = self.index.status
         groups = self.topology.groups[cid]
         own, why, due = self._own_state(cid, now)
-        if recovered and any(m in recovered for members, _ in groups for m in members):
+        if recovered and not recovered.isdisjoint(self.topology.upstream[cid]):
             self._dep_change[cid] = now  # its results so far predate this recovery
         broken: list[tuple[str, ...]] | None = None
         for members, need in groups:
@@ -635,7 +641,8 @@ class HealthEngine:
         # Only a failure of its own counts as a flap: not one its dependencies explain,
         # nor one seen in results older than their last change.
         failing = own in FAILING
-        if self._flapping(cid, failing, bool(broken) or self._stale(cid), now):
+        counted = failing or cid in self._failing_since or self._fail_changes.get(cid)
+        if counted and self._flapping(cid, failing, bool(broken) or self._stale(cid), now):
             own = State.FLAPPING  # held failing: no page storm while it flaps
             why = (*why, wording.FLAPPING)
         if broken and (own in FAILING or own is _UNKNOWN or not self.component_checks.get(cid)):
@@ -669,16 +676,20 @@ class HealthEngine:
                     old=NAMES[prev[0]],
                     new=NAMES[state],
                 )
-        return ComponentStatus(
-            id=cid,
-            kind=spec.kind,
-            site=spec.site or "",
-            state=state,
-            own=own,
-            since=since,
-            reasons=why,
-            roots=roots,
-            maintenance=self._in_maintenance(spec),
+        maintenance = self._in_maintenance(spec)
+        old = status.get(cid)
+        if (
+            old is not None
+            and old.state is state
+            and old.own is own
+            and old.since == since
+            and old.roots == roots
+            and old.maintenance is maintenance
+            and old.why == why
+        ):
+            return old  # the same status: no new object, and `_recompute` sees it by identity
+        return ComponentStatus(  # positional: keywords cost 1,500 times a site-wide failure
+            cid, spec.kind, spec.site or "", state, own, since, why, roots, maintenance
         )
 
     def _schedule(self, cid: str, now: float, due: float) -> None:
@@ -688,7 +699,11 @@ class HealthEngine:
         if changes and len(changes) >= self.flap_changes:
             due = min(due, changes[-self.flap_changes] + self.flap_window)
         if due < math.inf:
-            heapq.heappush(self._timers, (max(due, now), cid))
+            at = max(due, now)
+            pending = self._timer_at.get(cid)
+            if pending is None or at < pending:  # one timer per component, the earliest
+                self._timer_at[cid] = at
+                heapq.heappush(self._timers, (at, cid))
 
     def _in_maintenance(self, spec: ComponentSpec) -> bool:
         if not self.maintenance:

@@ -44,6 +44,11 @@ class Topology:
             ]
             for cid, deps in self.deps.items()
         }
+        # Every component each one depends on directly, in any group (read on a recovery).
+        self.upstream: dict[str, frozenset[str]] = {
+            cid: frozenset(m for members, _ in groups for m in members)
+            for cid, groups in self.groups.items()
+        }
         self.dependents: dict[str, list[str]] = collections.defaultdict(list)
         for cid, deps in self.deps.items():
             for dep in deps:

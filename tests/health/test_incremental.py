@@ -186,6 +186,22 @@ def test_a_changing_result_works_out_its_check_state_as_it_arrives() -> None:
     assert (health.cached, health.cached_why) == worked_out  # read, not worked out again
 
 
+def test_a_component_recomputed_again_and_again_keeps_one_timer() -> None:
+    """A server flapping every second has it and its dependents recomputed each time; each
+    keeps one timer (its earliest), not one more per evaluation to pop and recompute later."""
+    eng, clock, feed = quiet_engine()
+    server = next(c for c, s in eng.topology.components.items() if s.kind == "server")
+    check_id = eng.component_checks[server][0]
+    for step in range(60):
+        clock.now += 1.0
+        feed(UP)  # the others stay fresh: their timers fall due and are set again
+        eng.observe(check_id, DOWN if step % 2 == 0 else UP)
+        eng.evaluate()
+    due = [cid for _, cid in eng._timers]
+    assert len(due) == len(set(due)) <= len(eng.topology.components)
+    assert server in due  # still timed: staleness, its rules' timers
+
+
 def downstream(eng: HealthEngine, cid: str) -> set[str]:
     """Return every component that depends on cid, directly or not."""
     seen: set[str] = set()
