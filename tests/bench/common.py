@@ -99,6 +99,33 @@ def proc_memory(pid: int) -> dict[str, int]:
     return out
 
 
+DAEMON_COMMANDS = frozenset({"run", "worker"})
+"""The `vigie` subcommands that keep running and take CPU beside a benchmark."""
+
+
+def stray_daemons(proc_root: Path = Path("/proc")) -> list[str]:
+    """Return `vigie run` and `vigie worker` processes already running (pid and command).
+
+    One left by an earlier, interrupted run shares the CPU with every figure measured after
+    it; the bench refuses to start beside one rather than report its noise as Vigie's cost.
+    """
+    found = []
+    for entry in proc_root.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        args = [a.decode(errors="replace") for a in argv if a]
+        for i, arg in enumerate(args[:-1]):
+            is_vigie = arg in ("vigie.monitor.cli", "vigie") or arg.endswith("/vigie")
+            if is_vigie and args[i + 1] in DAEMON_COMMANDS:
+                found.append(f"pid {entry.name}: {' '.join(args)[:200]}")
+                break
+    return sorted(found)
+
+
 def stop_process(proc: subprocess.Popen[Any], grace: float = 10.0) -> None:
     """Stop a child we started: SIGTERM, then SIGKILL after grace seconds."""
     if proc.poll() is not None:

@@ -11,7 +11,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tests.bench.common import OUT, ROOT, log, raise_nofile
+from tests.bench.common import OUT, ROOT, log, raise_nofile, stray_daemons
 from tests.bench.cpu import CpuParams, CpuResults, run_cpu
 from tests.bench.report import RunInfo, render_report
 from tests.bench.scale import ScaleParams, ScaleResults, run_scale, summary
@@ -50,6 +50,12 @@ def main(argv: list[str] | None = None) -> int:
         OUT / "benchmarks-quick.md" if args.quick else ROOT / "docs" / "benchmarks.md"
     )
     configure_logging("warning", stream=sys.stderr)
+    strays = stray_daemons()
+    if strays:
+        log("refusing to measure beside running daemons (stop them first):")
+        for line in strays:
+            log(f"  {line}")
+        return 2
     nofile = raise_nofile()
     OUT.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
