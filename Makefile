@@ -4,12 +4,13 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-test
 PYTHON ?= python3
 
-.PHONY: demo test bench soak fuzz lint schema peers clean help screenshot
+.PHONY: demo test test-asyncio bench soak fuzz lint schema peers clean help screenshot
 
 help:
 	@echo "make demo   the simulated hospital watched by Vigie: prints the URLs (Ctrl-C stops)"
 	@echo "            DEMO_ARGS='--ha --scenario power-cut --speed 10': two replicas, Nord's falls"
 	@echo "make test   create .venv, install test peers (when root) and run the tests"
+	@echo "make test-asyncio  the probes' tests on asyncio's loop (vigie run --loop asyncio)"
 	@echo "make bench  run the benchmarks and write docs/benchmarks.md"
 	@echo "make soak   10k checks for 30 minutes with flapping targets: RSS growth (tests/bench/out/soak.md)"
 	@echo "make fuzz   fuzz the parsers of what devices send (atheris, about 14 minutes)"
@@ -33,6 +34,9 @@ peers:
 
 test: $(STAMP) peers
 	$(VENV)/bin/pytest -q
+
+test-asyncio: $(STAMP) peers
+	VIGIE_TEST_LOOP=asyncio $(VENV)/bin/pytest -q tests/probes tests/test_eventloop.py
 
 bench: $(STAMP) peers
 	$(PY) -m tests.bench.run

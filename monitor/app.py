@@ -27,6 +27,7 @@ from vigie.monitor.alerting.escalation import Escalations, escalations_for
 from vigie.monitor.audit import AuditLog, annotate
 from vigie.monitor.bus.consumer import BusConsumer
 from vigie.monitor.config import LoadedConfig, load_config, load_config_logged
+from vigie.monitor.eventloop import loop_name
 from vigie.monitor.exposition import Exposition, check_labels
 from vigie.monitor.health.alerts import IncidentNotifier
 from vigie.monitor.health.archive import Closings, IncidentArchive, archived_incident
@@ -419,6 +420,7 @@ class Daemon:
             config=str(self.loaded.path),
             checks=len(self.loaded.plan),
             listen=f"{host}:{self.listen_port}",
+            loop=loop_name(asyncio.get_running_loop()),
         )
 
     async def reload(self) -> list[str]:

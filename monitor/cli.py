@@ -7,13 +7,14 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from vigie.core.yamlpos import ConfigErrors
 from vigie.monitor import __version__
 from vigie.monitor.config import json_schema, load_config
+from vigie.monitor.eventloop import CHOICES, loop_factory
 from vigie.monitor.logs import command_logging, configure_logging
 from vigie.probes import default_registry
 
@@ -38,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
         choices=["debug", "info", "warning", "error"],
         help="least severe log events written (default: info)",
     )
+    _loop_option(run)
     worker = sub.add_parser(
         "worker", help="run a share of the checks and publish the results on NATS (bus:)"
     )
@@ -49,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
         choices=["debug", "info", "warning", "error"],
         help="least severe log events written (default: info)",
     )
+    _loop_option(worker)
     check = sub.add_parser("check", help="validate a config file and summarise it")
     check.add_argument("config", type=Path, help="config file to validate (YAML)")
     check.add_argument(
@@ -106,7 +109,19 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="two replicas, one per lab datacenter (docs/ha.md): a power cut takes Nord's down",
     )
+    _loop_option(demo)
     return parser
+
+
+def _loop_option(parser: argparse.ArgumentParser) -> None:
+    """Add --loop: the event loop a long-running command runs on (monitor/eventloop.py)."""
+    parser.add_argument(
+        "--loop",
+        default="auto",
+        choices=CHOICES,
+        help="event loop: uvloop (C, the cheaper per probe), asyncio's own, or auto: uvloop"
+        " when installed (default: auto)",
+    )
 
 
 def _snmp_probe_options(parser: argparse.ArgumentParser, with_profile: bool = True) -> None:
@@ -375,20 +390,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         from vigie.monitor.app import run_daemon
 
         configure_logging(args.log_level)
-        return asyncio.run(run_daemon(args.config, default_registry(), os.environ))
+        return _run_loop(run_daemon(args.config, default_registry(), os.environ), args.loop)
     if args.command == "worker":
         from vigie.monitor.worker import run_worker
 
         configure_logging(args.log_level)
-        return asyncio.run(run_worker(args.config, args.name, default_registry(), os.environ))
+        return _run_loop(
+            run_worker(args.config, args.name, default_registry(), os.environ), args.loop
+        )
     if args.command == "demo":
         from vigie.monitor.demo import run_demo
 
         configure_logging("info")
-        return asyncio.run(
-            run_demo(args.listen, scenario=args.scenario, speed=args.speed, ha=args.ha)
+        return _run_loop(
+            run_demo(args.listen, scenario=args.scenario, speed=args.speed, ha=args.ha), args.loop
         )
     return 2
+
+
+def _run_loop(main: Coroutine[Any, Any, int], choice: str) -> int:
+    """Run a long-running command's coroutine on the chosen loop; 2 if it cannot be had."""
+    try:
+        factory = loop_factory(choice)
+    except ValueError as exc:
+        main.close()
+        print(f"vigie: {exc}", file=sys.stderr)
+        return 2
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main)
 
 
 if __name__ == "__main__":

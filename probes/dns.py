@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import time
 from typing import ClassVar, Literal, Self, get_args
 
 import dns.asyncquery
@@ -184,9 +185,8 @@ class DnsProbe(HostPortTarget):
         if not settings.recursion_desired:
             query.flags &= ~dns.flags.RD
         timeout = check.timeout * _OWN_DEADLINE_SHARE
-        loop = asyncio.get_running_loop()
         ctx.log("dns_query", server=check.target, name=str(query.question[0].name))
-        start = loop.time()
+        start = time.monotonic()
         used_tcp = settings.transport == "tcp"
         over = "" if used_tcp else " (UDP)"
         try:
@@ -200,7 +200,7 @@ class DnsProbe(HostPortTarget):
                     used_tcp = True
                     over = " (TCP, after a truncated UDP answer)"
             if used_tcp:
-                left = max(0.0, timeout - (loop.time() - start))
+                left = max(0.0, timeout - (time.monotonic() - start))
                 answer = await dns.asyncquery.tcp(query, address, timeout=left, port=port)
         except dns.exception.Timeout:
             return f"timeout after {timeout:.3g}s: no answer from {check.target}{over}", None
@@ -209,7 +209,7 @@ class DnsProbe(HostPortTarget):
             return f"protocol error: bad answer from {check.target}{over}: {detail}", None
         except OSError as exc:
             return f"query to {check.target}{over} failed: {os_error_reason(exc)}", None
-        lookup = loop.time() - start
+        lookup = time.monotonic() - start
         phases.append(("lookup", lookup))
         qtype = query.question[0].rdtype
         records = [

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+import time
 import uuid
 from datetime import datetime
 from typing import ClassVar, Literal, Protocol
@@ -308,16 +309,15 @@ class Hl7Probe(HostPortTarget):
                 sslctx = self._ssl_contexts.get(settings.tls_config)
             except ValueError as exc:
                 return f"TLS: {exc}", None
-        loop = asyncio.get_running_loop()
         ctx.log("hl7_connect", host=host, port=port, tls=settings.tls)
-        start = loop.time()
+        start = time.monotonic()
         try:
             reader, writer = await asyncio.open_connection(host, port)
         except socket.gaierror as exc:
             return f"DNS: cannot resolve {host!r}: {exc.strerror}", None
         except OSError as exc:
             return f"connect to {check.target} failed: {os_error_reason(exc)}", None
-        phases.append(("connect", loop.time() - start))
+        phases.append(("connect", time.monotonic() - start))
         samples.append(
             _gauge(
                 "probe_tcp_connect_duration_seconds",
@@ -327,7 +327,7 @@ class Hl7Probe(HostPortTarget):
         )
         try:
             if sslctx is not None:
-                tls_start = loop.time()
+                tls_start = time.monotonic()
                 try:
                     await writer.start_tls(
                         sslctx, server_hostname=settings.tls_config.server_name or host
@@ -336,7 +336,7 @@ class Hl7Probe(HostPortTarget):
                     return describe_ssl_error(exc), None
                 except OSError as exc:
                     return f"TLS handshake failed: {os_error_reason(exc)}", None
-                phases.append(("tls", loop.time() - tls_start))
+                phases.append(("tls", time.monotonic() - tls_start))
                 der = peer_cert_der(writer.get_extra_info("ssl_object"))
                 expiry = cert_expiry(der) if der is not None else None
                 if expiry is not None:
@@ -364,10 +364,9 @@ class Hl7Probe(HostPortTarget):
         phases: list[tuple[str, float]],
     ) -> tuple[str | None, str | None]:
         """Send the framed message, read the framed answer, check MSA-1 and MSA-2."""
-        loop = asyncio.get_running_loop()
         control_id = _control_id()
         message = settings.build(control_id)
-        sent_at = loop.time()
+        sent_at = time.monotonic()
         try:
             writer.write(START_BLOCK + message + END_BLOCK)
             await writer.drain()
@@ -379,7 +378,7 @@ class Hl7Probe(HostPortTarget):
             return f"connection error: {os_error_reason(exc)}", None
         except (MllpError, EOFError) as exc:
             return f"protocol error: {exc}", None
-        roundtrip = loop.time() - sent_at
+        roundtrip = time.monotonic() - sent_at
         phases.append(("roundtrip", roundtrip))
         samples.append(
             _gauge(

@@ -17,6 +17,7 @@ import re
 import secrets
 import socket
 import struct
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -180,7 +181,6 @@ class IcmpProbe:
         samples: list[Sample],
     ) -> str | None:
         """Resolve, open the socket, exchange echoes; return the failure reason or None."""
-        loop = asyncio.get_running_loop()
         try:
             family, address = await _resolve(check.target, settings.ip_version)
         except socket.gaierror as exc:
@@ -199,12 +199,12 @@ class IcmpProbe:
             token = secrets.token_bytes(_TOKEN_BYTES)
             payload = token + bytes(settings.payload_bytes - _TOKEN_BYTES)
             receiver = asyncio.create_task(_receive(sock, family, token, echo))
-            own_deadline = loop.time() + check.timeout * _OWN_DEADLINE_SHARE
+            own_deadline = time.monotonic() + check.timeout * _OWN_DEADLINE_SHARE
             try:
                 await _send_all(
                     sock, (address, family), payload, settings, echo=echo, deadline=own_deadline
                 )
-                left = min(own_deadline - loop.time(), settings.packet_timeout)
+                left = min(own_deadline - time.monotonic(), settings.packet_timeout)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(echo.settled.wait(), max(left, 0.0))
             finally:
@@ -241,18 +241,17 @@ async def _send_all(
     deadline: float,
 ) -> None:
     """Send count echo requests interval apart (stopping at a send error or the deadline)."""
-    loop = asyncio.get_running_loop()
     address, family = to
     for seq in range(1, settings.count + 1):
         if seq > 1:
-            wait = min(settings.interval, deadline - loop.time())
+            wait = min(settings.interval, deadline - time.monotonic())
             if wait <= 0 or echo.error is not None:
                 return
             await asyncio.sleep(wait)
         packet = _HEADER.pack(_ECHO_REQUEST[family], 0, 0, 0, seq) + payload
-        echo.sent[seq] = loop.time()
+        echo.sent[seq] = time.monotonic()
         try:
-            await loop.sock_sendto(sock, packet, (address, 0))
+            await _sendto(sock, packet, (address, 0))
         except OSError as exc:
             del echo.sent[seq]
             echo.error = exc
@@ -260,6 +259,31 @@ async def _send_all(
             return
     echo.all_sent = True
     echo.update()
+
+
+async def _sendto(sock: socket.socket, packet: bytes, to: tuple[str, int]) -> None:
+    """Send one datagram, waiting for room in the socket's buffer if it is full.
+
+    Not `loop.sock_sendto`: uvloop, the daemon's loop, raises NotImplementedError for it.
+    """
+    while True:
+        try:
+            sock.sendto(packet, to)
+            return
+        except BlockingIOError:
+            loop = asyncio.get_running_loop()
+            writable: asyncio.Future[None] = loop.create_future()
+            loop.add_writer(sock.fileno(), _settle, writable)
+            try:
+                await writable
+            finally:
+                loop.remove_writer(sock.fileno())
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    """Wake a waiter once (a ready callback may fire again before it runs)."""
+    if not future.done():
+        future.set_result(None)
 
 
 async def _receive(
@@ -274,7 +298,7 @@ async def _receive(
             echo.error = exc
             echo.update()
             return
-        now = loop.time()
+        now = time.monotonic()
         if len(data) < _HEADER.size + _TOKEN_BYTES:
             continue
         kind, _, _, _, seq = _HEADER.unpack_from(data)

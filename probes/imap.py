@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
+import time
 import uuid
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -409,11 +410,10 @@ class ImapProbe(HostPortTarget):
     ) -> str:
         """Return why the run ran out of time, naming the step (or the missing message)."""
         if trip.waiting_since is not None:
-            loop = asyncio.get_running_loop()
             assert trip.sent_at is not None
             return (
                 f"round trip: message {trip.message_id} not in {settings.mailbox}"
-                f" {loop.time() - trip.sent_at:.3g}s after sending"
+                f" {time.monotonic() - trip.sent_at:.3g}s after sending"
                 f" (SMTP accepted it: {trip.accepted})"
             )
         if trip.smtp is not None:
@@ -444,10 +444,9 @@ class ImapProbe(HostPortTarget):
         )
         client = ImapClient(reader, writer, settings.max_response_bytes, session, ctx)
         try:
-            loop = asyncio.get_running_loop()
-            start = loop.time()
+            start = time.monotonic()
             kind = await client.greeting()
-            session.phases.append(("greeting", loop.time() - start))
+            session.phases.append(("greeting", time.monotonic() - start))
             if not client.capabilities:
                 await client.ok("CAPABILITY", "CAPABILITY")
             if settings.tls == "starttls" and sslctx is not None:
@@ -456,7 +455,7 @@ class ImapProbe(HostPortTarget):
                     raise MailFailure(
                         f"the server does not offer STARTTLS (capabilities: {offered})"
                     )
-                start = loop.time()
+                start = time.monotonic()
                 await client.ok("STARTTLS", "STARTTLS")
                 await start_tls(
                     writer,
@@ -466,7 +465,7 @@ class ImapProbe(HostPortTarget):
                     session=session,
                     phase="starttls",
                 )
-                session.phases[-1] = ("starttls", loop.time() - start)
+                session.phases[-1] = ("starttls", time.monotonic() - start)
                 client.capabilities = set()
                 await client.ok("CAPABILITY", "CAPABILITY")
             session.samples.append(
@@ -497,8 +496,7 @@ class ImapProbe(HostPortTarget):
         client: ImapClient, username: str, password: SecretStr, session: Session
     ) -> None:
         """Log in; note the outcome and refresh the capabilities, which change after login."""
-        loop = asyncio.get_running_loop()
-        start = loop.time()
+        start = time.monotonic()
         help_text = "1 when the login was accepted, 0 when refused."
         before = set(client.capabilities)
         try:
@@ -506,7 +504,7 @@ class ImapProbe(HostPortTarget):
         except MailFailure:
             session.samples.append(gauge("imap_login_success", 0.0, help_text))
             raise
-        session.phases.append(("auth", loop.time() - start))
+        session.phases.append(("auth", time.monotonic() - start))
         session.samples.append(gauge("imap_login_success", 1.0, help_text))
         if client.capabilities == before:
             await client.ok("CAPABILITY", "CAPABILITY")
@@ -514,11 +512,10 @@ class ImapProbe(HostPortTarget):
     @staticmethod
     async def _open_mailbox(client: ImapClient, settings: ImapSettings, session: Session) -> None:
         """SELECT (round trip) or EXAMINE the mailbox and count its messages."""
-        loop = asyncio.get_running_loop()
-        start = loop.time()
+        start = time.monotonic()
         verb = "SELECT" if settings.roundtrip is not None else "EXAMINE"
         response = await client.ok(f"{verb} {quoted(settings.mailbox)}", verb)
-        session.phases.append(("mailbox", loop.time() - start))
+        session.phases.append(("mailbox", time.monotonic() - start))
         for line in response.untagged:
             match = _EXISTS.match(f"* {line}")
             if match:
@@ -541,14 +538,13 @@ class ImapProbe(HostPortTarget):
         trip: _Trip,
     ) -> None:
         """Send the message through SMTP, wait for it in the mailbox, delete it (and stale ones)."""
-        loop = asyncio.get_running_loop()
         session = client.session
         tag = _probe_tag(check.id)
         domain = rt.mail_from.rpartition("@")[2]
         trip.message_id = f"<vigie.{uuid.uuid4().hex}@{domain}>"
         host, port = split_host_port(rt.smtp_target)
         trip.smtp = Session()
-        trip.sent_at = loop.time()
+        trip.sent_at = time.monotonic()
         try:
             smtp = await open_smtp(
                 host, port, rt.smtp, ssl_contexts=self._ssl_contexts, session=trip.smtp, ctx=ctx
@@ -564,9 +560,9 @@ class ImapProbe(HostPortTarget):
             raise MailFailure(f"round trip: SMTP {rt.smtp_target}: {exc}") from None
         trip.smtp = None
         trip.accepted = reply.text
-        session.phases.append(("send", loop.time() - trip.sent_at))
+        session.phases.append(("send", time.monotonic() - trip.sent_at))
         ctx.log("roundtrip_sent", message_id=trip.message_id, reply=reply.text)
-        trip.waiting_since = loop.time()
+        trip.waiting_since = time.monotonic()
         criteria = f"HEADER Message-ID {quoted(trip.message_id)}"
         while True:
             await client.ok("NOOP", "NOOP")
@@ -574,9 +570,9 @@ class ImapProbe(HostPortTarget):
             if found:
                 break
             await asyncio.sleep(rt.poll_interval)
-        session.phases.append(("delivery", loop.time() - trip.waiting_since))
+        session.phases.append(("delivery", time.monotonic() - trip.waiting_since))
         trip.waiting_since = None
-        took = loop.time() - trip.sent_at
+        took = time.monotonic() - trip.sent_at
         session.samples.append(
             gauge(
                 "mail_roundtrip_seconds",
@@ -584,7 +580,7 @@ class ImapProbe(HostPortTarget):
                 "Seconds from sending the test message through SMTP to finding it in IMAP.",
             )
         )
-        start = loop.time()
+        start = time.monotonic()
         stale: list[int] = []
         if "WITHIN" in client.capabilities:
             stale = await client.search(
@@ -596,7 +592,7 @@ class ImapProbe(HostPortTarget):
             await client.ok(f"UID EXPUNGE {uids}", "EXPUNGE")
         else:
             await client.ok("EXPUNGE", "EXPUNGE")
-        session.phases.append(("cleanup", loop.time() - start))
+        session.phases.append(("cleanup", time.monotonic() - start))
         session.samples.append(
             gauge(
                 "mail_roundtrip_stale_deleted",

@@ -12,6 +12,7 @@ import asyncio
 import math
 import socket
 import ssl
+import time
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal, Self
 
@@ -446,16 +447,15 @@ class LdapProbe(HostPortTarget):
             except ValueError as exc:
                 return f"TLS: {exc}"
         server_name = settings.tls_config.server_name or host
-        loop = asyncio.get_running_loop()
         ctx.log("ldap_connect", host=host, port=port, tls=settings.tls)
-        start = loop.time()
+        start = time.monotonic()
         try:
             reader, writer = await asyncio.open_connection(host, port)
         except socket.gaierror as exc:
             return f"DNS: cannot resolve {host!r}: {exc.strerror}"
         except OSError as exc:
             return f"connect to {check.target} failed: {os_error_reason(exc)}"
-        run.phases.append(("connect", loop.time() - start))
+        run.phases.append(("connect", time.monotonic() - start))
         run.samples.append(
             _gauge(
                 "probe_tcp_connect_duration_seconds",
@@ -525,8 +525,7 @@ async def _start_tls(
     run: _Run,
 ) -> str | None:
     """Ask for StartTLS if configured, then do the TLS handshake; return why it failed."""
-    loop = asyncio.get_running_loop()
-    start = loop.time()
+    start = time.monotonic()
     if settings.tls == "starttls":
         run.step = "waiting for the StartTLS answer"
         answer = await _exchange(
@@ -547,7 +546,7 @@ async def _start_tls(
         return describe_ssl_error(exc)
     except OSError as exc:
         return f"TLS handshake failed: {os_error_reason(exc)}"
-    run.phases.append(("tls", loop.time() - start))
+    run.phases.append(("tls", time.monotonic() - start))
     der = peer_cert_der(writer.get_extra_info("ssl_object"))
     expiry = cert_expiry(der) if der is not None else None
     if expiry is not None:
@@ -568,13 +567,12 @@ async def _bind(
     run: _Run,
 ) -> str | None:
     """Do the simple (or anonymous) bind; return why it failed."""
-    loop = asyncio.get_running_loop()
     password = settings.password.get_secret_value().encode() if settings.password else b""
     request = _tlv(
         _BIND_REQUEST, _int(3) + _octets(settings.bind_dn.encode()) + _octets(password, 0x80)
     )
     run.step = "waiting for the bind answer"
-    start = loop.time()
+    start = time.monotonic()
     answer = await _exchange(
         request,
         _BIND_RESPONSE,
@@ -583,7 +581,7 @@ async def _bind(
         run=run,
         limit=settings.max_message_bytes,
     )
-    run.phases.append(("bind", loop.time() - start))
+    run.phases.append(("bind", time.monotonic() - start))
     run.samples.append(
         _gauge("ldap_bind_seconds", run.phases[-1][1], "Seconds from bind request to answer.")
     )
@@ -602,7 +600,6 @@ async def _search(
     run: _Run,
 ) -> str | None:
     """Run the search, counting entries up to its done message; return why it failed."""
-    loop = asyncio.get_running_loop()
     size_limit = max(settings.min_entries, 1)
     request = _tlv(
         _SEARCH_REQUEST,
@@ -616,7 +613,7 @@ async def _search(
         + _tlv(0x30, _octets(b"1.1")),  # no attributes: the DNs are enough
     )
     run.step = "waiting for the search answer"
-    start = loop.time()
+    start = time.monotonic()
     message_id = run.next_id
     writer.write(_message(run.message_id(), request))
     await writer.drain()
@@ -629,7 +626,7 @@ async def _search(
             continue
         _check_answer(message, message_id, _SEARCH_DONE)
         break
-    run.phases.append(("search", loop.time() - start))
+    run.phases.append(("search", time.monotonic() - start))
     run.samples += [
         _gauge("ldap_search_seconds", run.phases[-1][1], "Seconds from search request to done."),
         _gauge("ldap_search_entries", entries, "Entries the search returned (up to its limit)."),

@@ -11,6 +11,7 @@ import asyncio
 import re
 import secrets
 import socket
+import time
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
@@ -309,7 +310,7 @@ class SipProbe(HostPortTarget):
         try:
             local = transport.get_extra_info("sockname")
             request = _build_request(settings, check.target, "udp", (local[0], local[1]))
-            start = loop.time()
+            start = time.monotonic()
             interval = _T1
             transport.sendto(request.data)
             ctx.log("sip_sent", transport="udp", call_id=request.call_id)
@@ -341,7 +342,7 @@ class SipProbe(HostPortTarget):
                 if response.code < 200:
                     state.provisional = response.code
                     continue  # provisional: retransmissions go on (RFC 3261 17.1.2.2)
-                return self._judge(settings, response, loop.time() - start, ctx, state)
+                return self._judge(settings, response, time.monotonic() - start, ctx, state)
         finally:
             transport.close()
 
@@ -355,16 +356,15 @@ class SipProbe(HostPortTarget):
         """Connect, send over TCP, read responses (bounded) until a final one."""
         samples, phases = state.samples, state.phases
         host, port = split_host_port(check.target)
-        loop = asyncio.get_running_loop()
         state.transport = "TCP"
-        start = loop.time()
+        start = time.monotonic()
         try:
             reader, writer = await asyncio.open_connection(host, port)
         except socket.gaierror as exc:
             return f"DNS: cannot resolve {host!r}: {exc.strerror}"
         except OSError as exc:
             return f"connect to {check.target} failed: {os_error_reason(exc)}"
-        phases.append(("connect", loop.time() - start))
+        phases.append(("connect", time.monotonic() - start))
         samples.append(
             _gauge(
                 "probe_tcp_connect_duration_seconds",
@@ -376,7 +376,7 @@ class SipProbe(HostPortTarget):
         try:
             local = writer.get_extra_info("sockname")
             request = _build_request(settings, check.target, "tcp", (local[0], local[1]))
-            sent_at = loop.time()
+            sent_at = time.monotonic()
             writer.write(request.data)
             await writer.drain()
             state.sent = True
@@ -396,7 +396,7 @@ class SipProbe(HostPortTarget):
                         reader, buf, response.content_length, settings.max_response_bytes
                     )
                     continue
-                return self._judge(settings, response, loop.time() - sent_at, ctx, state)
+                return self._judge(settings, response, time.monotonic() - sent_at, ctx, state)
         except SipError as exc:
             return f"protocol error: {exc}"
         except EOFError as exc:

@@ -12,6 +12,7 @@ import base64
 import re
 import socket
 import ssl
+import time
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal, NamedTuple, Self
 
@@ -197,17 +198,16 @@ async def open_stream(
             sslctx = ssl_contexts.get(tls_config)
         except ValueError as exc:
             raise MailFailure(f"TLS: {exc}") from None
-    loop = asyncio.get_running_loop()
     session.step = "connecting"
     ctx.log("mail_connect", host=host, port=port, tls=tls)
-    start = loop.time()
+    start = time.monotonic()
     try:
         reader, writer = await asyncio.open_connection(host, port, limit=MAX_LINE_BYTES)
     except socket.gaierror as exc:
         raise MailFailure(f"DNS: cannot resolve {host!r}: {exc.strerror}") from None
     except OSError as exc:
         raise MailFailure(f"connect to {host}:{port} failed: {os_error_reason(exc)}") from None
-    took = loop.time() - start
+    took = time.monotonic() - start
     session.phases.append(("connect", took))
     session.samples.append(
         gauge(
@@ -237,16 +237,15 @@ async def start_tls(
     phase: str,
 ) -> None:
     """Do the TLS handshake on the connection and note the certificate's expiry."""
-    loop = asyncio.get_running_loop()
     session.step = "the TLS handshake"
-    start = loop.time()
+    start = time.monotonic()
     try:
         await writer.start_tls(sslctx, server_hostname=tls_config.server_name or host)
     except ssl.SSLError as exc:
         raise MailFailure(describe_ssl_error(exc)) from None
     except OSError as exc:
         raise MailFailure(f"TLS handshake failed: {os_error_reason(exc)}") from None
-    session.phases.append((phase, loop.time() - start))
+    session.phases.append((phase, time.monotonic() - start))
     der = peer_cert_der(writer.get_extra_info("ssl_object"))
     expiry = cert_expiry(der) if der is not None else None
     if expiry is not None:
@@ -418,10 +417,9 @@ async def _greet(
     session: Session,
 ) -> None:
     """Banner, EHLO, STARTTLS and EHLO again, login: the session setup steps."""
-    loop = asyncio.get_running_loop()
-    start = loop.time()
+    start = time.monotonic()
     banner = await client.reply("banner")
-    session.phases.append(("banner", loop.time() - start))
+    session.phases.append(("banner", time.monotonic() - start))
     session.samples.append(
         gauge(
             "smtp_banner_code", banner.code, "Reply code of the server's greeting (220 is ready)."
@@ -431,16 +429,16 @@ async def _greet(
     if banner.code != 220:
         raise MailFailure(f"banner {banner.text}")
     name = settings.ehlo_name or socket.gethostname() or "localhost"
-    start = loop.time()
+    start = time.monotonic()
     await client.ehlo(name, allow_helo=settings.tls == "none" and settings.username is None)
-    session.phases.append(("ehlo", loop.time() - start))
+    session.phases.append(("ehlo", time.monotonic() - start))
     if settings.tls == "starttls" and sslctx is not None:
         if "STARTTLS" not in client.extensions:
             raise MailFailure(
                 "the server does not offer STARTTLS"
                 f" (EHLO extensions: {client.listed_extensions()})"
             )
-        start = loop.time()
+        start = time.monotonic()
         reply = await client.command("STARTTLS", "STARTTLS")
         if reply.code != 220:
             raise MailFailure(f"STARTTLS refused: {reply.text}")
@@ -452,7 +450,7 @@ async def _greet(
             session=session,
             phase="starttls",
         )
-        session.phases[-1] = ("starttls", loop.time() - start)
+        session.phases[-1] = ("starttls", time.monotonic() - start)
         await client.ehlo(name, allow_helo=False)
     session.samples.append(
         gauge(
@@ -471,13 +469,13 @@ async def _greet(
             )
         )
     if settings.username is not None and settings.password is not None:
-        start = loop.time()
+        start = time.monotonic()
         try:
             await client.login(settings.username, settings.password.get_secret_value())
         except MailFailure:
             session.samples.append(_login_sample(0.0))
             raise
-        session.phases.append(("auth", loop.time() - start))
+        session.phases.append(("auth", time.monotonic() - start))
         session.samples.append(_login_sample(1.0))
 
 

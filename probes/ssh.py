@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import os
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar, Literal, Self
@@ -275,8 +276,7 @@ class SshProbe(HostPortTarget):
             key = await self._keys.get(settings.client_key_file, settings.passphrase)
         except ValueError as exc:
             return self._fail(str(exc), [], ctx)
-        loop = asyncio.get_running_loop()
-        start = loop.time()
+        start = time.monotonic()
         phases: list[tuple[str, float]] = []
         ctx.log(
             "ssh_connect",
@@ -302,10 +302,10 @@ class SshProbe(HostPortTarget):
                 kbdint_auth=False,
                 client_host_keys=None,
             )
-            phases.append(("connect", loop.time() - start))
+            phases.append(("connect", time.monotonic() - start))
             ctx.log("ssh_connected", seconds=round(phases[-1][1], 6))
             out = await _session(conn, line, settings.max_output_bytes)
-            phases.append(("command", loop.time() - start - phases[0][1]))
+            phases.append(("command", time.monotonic() - start - phases[0][1]))
         except _Failure as exc:
             return self._fail(str(exc), phases, ctx)
         except asyncssh.HostKeyNotVerifiable as exc:

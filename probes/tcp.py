@@ -6,6 +6,7 @@ import asyncio
 import re
 import socket
 import ssl
+import time
 from typing import ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -167,9 +168,8 @@ class TcpProbe(HostPortTarget):
             except ValueError as exc:
                 return ProbeResult(success=False, error=bound_text(f"TLS: {exc}"))
 
-        loop = asyncio.get_running_loop()
         ctx.log("tcp_connect", host=host, port=port, tls=settings.tls)
-        start = loop.time()
+        start = time.monotonic()
         try:
             reader, writer = await asyncio.open_connection(host, port)
         except socket.gaierror as exc:
@@ -181,7 +181,7 @@ class TcpProbe(HostPortTarget):
                 success=False,
                 error=bound_text(f"connect to {check.target} failed: {os_error_reason(exc)}"),
             )
-        connect = loop.time() - start
+        connect = time.monotonic() - start
         ctx.log("tcp_connected", seconds=round(connect, 6))
         samples = [
             _gauge(
@@ -193,7 +193,7 @@ class TcpProbe(HostPortTarget):
         phases: list[tuple[str, float]] = [("connect", connect)]
         try:
             if sslctx is not None:
-                tls_start = loop.time()
+                tls_start = time.monotonic()
                 try:
                     await writer.start_tls(
                         sslctx, server_hostname=settings.tls_config.server_name or host
@@ -204,7 +204,7 @@ class TcpProbe(HostPortTarget):
                     return self._fail(
                         f"TLS handshake failed: {os_error_reason(exc)}", samples, phases, ctx
                     )
-                phases.append(("tls", loop.time() - tls_start))
+                phases.append(("tls", time.monotonic() - tls_start))
                 der = peer_cert_der(writer.get_extra_info("ssl_object"))
                 expiry = cert_expiry(der) if der is not None else None
                 ctx.log("tls_done", seconds=round(phases[-1][1], 6))
@@ -218,7 +218,7 @@ class TcpProbe(HostPortTarget):
                     )
             error, regex_failed = await self._run_steps(settings, reader, writer, ctx)
             if settings.query_response:
-                phases.append(("query", loop.time() - start - sum(v for _, v in phases)))
+                phases.append(("query", time.monotonic() - start - sum(v for _, v in phases)))
         finally:
             await close_writer(writer)
         samples.append(

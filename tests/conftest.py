@@ -2,14 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 from aiohttp import web
+
+from vigie.monitor.eventloop import loop_factory
+
+PROBES_TESTS = Path(__file__).parent / "probes"
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """The loop an async test runs on: the probes' tests on uvloop, the daemon's own (its
+    sockets, TLS and subprocesses), the others on asyncio's; VIGIE_TEST_LOOP=asyncio or
+    uvloop puts them all on one (`make test-asyncio`: the probes on `--loop asyncio`)."""
+    choice = os.environ.get("VIGIE_TEST_LOOP") or (
+        "uvloop" if item.path.is_relative_to(PROBES_TESTS) else "asyncio"
+    )
+    return {"loop": loop_factory(choice)}
 
 
 def free_port() -> int:

@@ -486,14 +486,13 @@ class AlertDispatcher:
         """Stop the loops, then give what is queued one bounded chance (flush_timeout)."""
         self._stopped.set()
         await self._cancel_tasks()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._settings.flush_timeout
+        deadline = time.monotonic() + self._settings.flush_timeout
 
         async def flush(sink: Sink) -> None:
             if not sink.refresh and self._sender is not None and not self._sender():
                 return  # another replica sends to it; what is queued waits for a restart
             while (rows := self._outbox.pending(sink.name, sink.batch_size)) and (
-                left := deadline - loop.time()
+                left := deadline - time.monotonic()
             ) > 0:
                 try:
                     async with asyncio.timeout(left):

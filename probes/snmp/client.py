@@ -12,6 +12,7 @@ import errno
 import ipaddress
 import re
 import socket
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -95,9 +96,8 @@ class Client:
 
     async def exchange(self, send: Callable[[], None], recv: Callable[[], T]) -> T:
         """Send a request and await its answer, resending on silence; raise NoAnswer."""
-        loop = asyncio.get_running_loop()
         for attempt in range(self.retries + 1):
-            if loop.time() >= self.deadline:
+            if time.monotonic() >= self.deadline:
                 raise NoAnswer(attempt)
             try:
                 await self._send(send)
@@ -106,7 +106,7 @@ class Client:
                     raise NoAnswer(attempt + 1, refused=True) from None
                 raise
             self.pdus += 1
-            end = min(loop.time() + self.request_timeout, self.deadline)
+            end = min(time.monotonic() + self.request_timeout, self.deadline)
             try:
                 result = await self._receive(recv, end)
             except TimeoutError as exc:
@@ -137,7 +137,7 @@ class Client:
         """Read the answer when the socket becomes readable, until `end` (loop time)."""
         loop = asyncio.get_running_loop()
         while True:
-            remaining = end - loop.time()
+            remaining = end - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError
             ready: asyncio.Future[None] = loop.create_future()

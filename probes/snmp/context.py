@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -260,7 +261,7 @@ class _Run:
         """Start asking the agent in plaintext why it is silent, beside the remaining tries."""
         if self.silence is not None or self.answered:
             return
-        remaining = self.deadline - asyncio.get_running_loop().time()
+        remaining = self.deadline - time.monotonic()
         if remaining < 0.05:
             return
         ip, port = self.address
@@ -270,7 +271,6 @@ class _Run:
 
     async def collect(self, log: Log) -> Collected:
         """GET the plan's scalars in chunks of max_varbinds, then walk its columns."""
-        loop = asyncio.get_running_loop()
         plan, data = self.settings.plan, Collected()
         gets, step = list(plan.gets), self.settings.max_varbinds
         for start in range(0, len(gets), step):
@@ -289,11 +289,11 @@ class _Run:
             data.scalars.update(values)
             log("snmp_get", oids=len(chunk), values=len(values))
         for subtree, columns in walk_groups(plan.walks):
-            began = loop.time()
+            began = time.monotonic()
             try:
                 walked = await self.walk(subtree, columns)
             finally:
-                self.stats.walk_seconds += loop.time() - began
+                self.stats.walk_seconds += time.monotonic() - began
             data.walks.update(walked)
             for column in columns:
                 log("snmp_walk", oid=column, rows=len(walked[column]))
@@ -346,16 +346,16 @@ class _Run:
         loop = asyncio.get_running_loop()
         retries = self.settings.retries
         for attempt in range(retries + 1):
-            if loop.time() >= self.deadline:
+            if time.monotonic() >= self.deadline:
                 raise NoAnswer(attempt)
             future: asyncio.Future[Any] = loop.create_future()
             try:
                 send(self.built.engine, self.target, None, self.context, *args, _answer, future)
             except pysnmp_error.PySnmpError as exc:
                 raise SnmpFailure("snmp_error", f"SNMP engine error: {exc}") from None
-            end = min(loop.time() + self.request_timeout, self.deadline)
+            end = min(time.monotonic() + self.request_timeout, self.deadline)
             try:
-                async with asyncio.timeout_at(end):
+                async with asyncio.timeout(max(0.0, end - time.monotonic())):
                     indication, status, index, varbinds = await future
             except TimeoutError:
                 self.explain_silence_early()
@@ -446,8 +446,7 @@ async def explain_silence(exc: NoAnswer, run: _Run, *, target: str) -> SnmpFailu
         if exc.tries
         else "within the check's timeout"
     )
-    loop = asyncio.get_running_loop()
-    remaining = run.deadline - loop.time()
+    remaining = run.deadline - time.monotonic()
     if not run.answered and (run.silence is not None or remaining >= 0.05):
         if run.silence is not None:
             usm = await run.silence  # bounded: it ends by the deadline

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import time
 
 from vigie.probes.snmp.auth import SnmpAuth
 from vigie.probes.snmp.client import NoAnswer
@@ -34,8 +34,7 @@ async def explain_silence(
         if exc.tries
         else "within the check's timeout"
     )
-    loop = asyncio.get_running_loop()
-    remaining = deadline - loop.time()
+    remaining = deadline - time.monotonic()
     probe_auth = auth if auth.version == 3 and auth.security_level == "authPriv" else None
     if remaining < 0.05 or (auth.version == 3 and probe_auth is None):
         usm = None
@@ -67,7 +66,7 @@ async def explain_silence(
 
 async def explain_auth(host: str, port: int, auth: SnmpAuth, deadline: float) -> SnmpFailure:
     """Classify an SNMPv3 report by repeating the request in plaintext and reading the report."""
-    remaining = deadline - asyncio.get_running_loop().time()
+    remaining = deadline - time.monotonic()
     if remaining >= 0.05:
         usm = await usm_check(host, port, auth, min(remaining, 2.0))
         if usm.report is not None:

@@ -6,7 +6,7 @@ polls (probes/snmp/context.py), so both stop walks, cap them and word failures a
 
 from __future__ import annotations
 
-import asyncio
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -38,7 +38,6 @@ async def poll(
     log: Callable[..., None],
 ) -> Collected:
     """Run the plan: GET the scalars in as few PDUs as allowed, then walk each column."""
-    loop = asyncio.get_running_loop()
     sock = client.sock
     data = Collected()
     gets = list(plan.gets)
@@ -85,7 +84,7 @@ async def poll(
     for subtree, columns in walk_groups(plan.walks):
         repetitions = settings.max_repetitions
         while True:
-            began = loop.time()
+            began = time.monotonic()
             try:
                 walked = await _walk(
                     client, subtree, columns, settings, stats, max_repetitions=repetitions
@@ -99,7 +98,7 @@ async def poll(
                 repetitions = max(1, repetitions // 2)
                 log("snmp_walk_answer_too_large", oid=subtree, max_repetitions=repetitions)
             finally:
-                stats.walk_seconds += loop.time() - began
+                stats.walk_seconds += time.monotonic() - began
         data.walks.update(walked)
         for column in columns:
             log("snmp_walk", oid=column, rows=len(walked[column]))

@@ -11,7 +11,6 @@ both paths share the plan, walk grouping and walk_cap (WalkRows).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Sequence
@@ -206,8 +205,7 @@ class SnmpProbe:
     async def __call__(self, check: Check[SnmpCheckSettings], ctx: ProbeContext) -> ProbeResult:
         """Poll the target once with the check's profiles (settings bound by `bind`)."""
         settings = check.settings
-        loop = asyncio.get_running_loop()
-        started = loop.time()
+        started = time.monotonic()
         deadline = started + check.timeout * 0.95
         request_timeout = settings.request_timeout or check.timeout / (settings.retries + 2)
         auth = settings.resolved_auth

@@ -13,6 +13,7 @@ import contextlib
 import hmac
 import os
 import socket
+import time
 from dataclasses import dataclass
 
 from vigie.probes.snmp.auth import AUTH_KEYS, AUTH_MACS, SnmpAuth
@@ -151,8 +152,7 @@ async def usm_check(
     authorizationError) or an unsupported-level report proves the user and auth key are right.
     The request names `context`, so an agent that knows no such context says so (or drops it).
     """
-    loop = asyncio.get_running_loop()
-    end = loop.time() + wait
+    end = time.monotonic() + wait
     msg_id = int.from_bytes(os.urandom(3), "big")
     found = await _udp_exchange(
         host, port, _v3_message(msg_id, 0x04, (b"", 0, 0), b"", b""), msg_id, wait
@@ -177,7 +177,7 @@ async def usm_check(
         # auth_params is a random marker: zero it to compute the MAC, then put the MAC there.
         mac = hmac.new(key, message.replace(auth_params, b"\x00" * mac_len), digest).digest()
         message = message.replace(auth_params, mac[:mac_len])
-    reply = await _udp_exchange(host, port, message, msg_id, max(0.05, end - loop.time()))
+    reply = await _udp_exchange(host, port, message, msg_id, max(0.05, end - time.monotonic()))
     if reply is None:
         return UsmCheck(discovered=True)
     if reply.pdu_tag == 0xA8:

@@ -1,8 +1,8 @@
 """The HTTP floors: only the GETs, at a fixed rate, nothing of Vigie around them.
 
-`python -m tests.bench.floor --rate R --url U [--url U ...] [--reuse] [--mode M]` runs until
-SIGTERM. On SIGUSR1 it prints one JSON line with the probes done and succeeded so far, so the
-bench can read a window's count; its CPU is read from /proc by the bench.
+`python -m tests.bench.floor --rate R --url U [--url U ...] [--reuse] [--mode M] [--loop L]`
+runs until SIGTERM. On SIGUSR1 it prints one JSON line with the probes done and succeeded so
+far, so the bench can read a window's count; its CPU is read from /proc by the bench.
 
 Modes (what the GETs go through):
 
@@ -19,7 +19,8 @@ Modes (what the GETs go through):
 The pacing is one `loop.call_at` per GET, or per slot with `--slot S` (the GETs due in one
 slot of S seconds start together, as the daemon's scheduler starts its checks: see
 `vigie.monitor.scheduler.SLOT`); no timeout and no exception per tick, so the floors measure
-the GETs, not the harness.
+the GETs, not the harness. The event loop is the daemon's (`--loop`, as `vigie run --loop`):
+uvloop when installed.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from yarl import URL
 
 from tests.bench import lean_http
 from tests.bench.lean_http import LeanError, lean_request
+from vigie.monitor.eventloop import CHOICES, loop_factory
 from vigie.probes.http import make_session
 
 Get = Callable[[int], Coroutine[Any, Any, None]]
@@ -188,16 +190,23 @@ def main() -> None:
         default="aiohttp",
         help="what the GETs go through (see the module's docstring)",
     )
+    parser.add_argument(
+        "--loop",
+        choices=CHOICES,
+        default="auto",
+        help="event loop, as `vigie run --loop` (default: auto, the daemon's own default)",
+    )
     args = parser.parse_args()
     if args.reuse and args.mode != "aiohttp":
         parser.error("--reuse is for --mode aiohttp: the others open a fresh connection per GET")
-    if args.mode == "aiohttp":
-        asyncio.run(_run_aiohttp(args.rate, args.url, args.reuse, args.slot))
-    elif args.mode == "none":
-        asyncio.run(_run_none(args.rate, args.slot))
-    else:
-        lean_http.RAW = args.mode == "raw"
-        asyncio.run(_run_lean(args.rate, args.url, args.slot))
+    with asyncio.Runner(loop_factory=loop_factory(args.loop)) as runner:
+        if args.mode == "aiohttp":
+            runner.run(_run_aiohttp(args.rate, args.url, args.reuse, args.slot))
+        elif args.mode == "none":
+            runner.run(_run_none(args.rate, args.slot))
+        else:
+            lean_http.RAW = args.mode == "raw"
+            runner.run(_run_lean(args.rate, args.url, args.slot))
     sys.exit(0)
 
 

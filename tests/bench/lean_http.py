@@ -27,7 +27,7 @@ import ssl
 import time
 import zlib
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 from aiohappyeyeballs import start_connection
 from yarl import URL
@@ -124,9 +124,9 @@ class _Exchange(asyncio.Protocol):
     # ---------------------------------------------------------------- asyncio callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """Keep the transport to write the request on."""
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        """Keep the transport to write the request on (uvloop's are not asyncio.Transport
+        subclasses: the type is taken as the loop gives it)."""
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         """Feed the bytes to the parser of the current state."""
@@ -459,7 +459,6 @@ async def _connect(
     except OSError as exc:
         raise LeanError(f"connect to {host}:{port} failed: {os_error_reason(exc)}") from None
     timing.on_connection_end()
-    assert isinstance(transport, asyncio.Transport)
     return transport
 
 

@@ -50,6 +50,7 @@ from tests.bench.common import (
 from tests.bench.cpu import blackbox_exporter
 from tests.bench.scale import histogram_quantile
 from tests.health.hospital import generated_hospital
+from vigie.monitor.eventloop import loop_factory
 from vigie.monitor.scheduler import SLOT
 
 TARGET_HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5")
@@ -79,6 +80,7 @@ class WholeParams:
     timeout: float = 5.0
     profile: Path | None = None  # py-spy's collapsed stacks of the daemon over the window
     sides: bool = True  # blackbox_exporter and the floor driven beside the daemon
+    loop: str = "auto"  # the daemon's and the floors' event loop (`vigie run --loop`)
 
     @property
     def rate(self) -> float:
@@ -546,6 +548,7 @@ def run_whole(p: WholeParams) -> WholeResults:
         config = OUT / f"whole-{p.label}.yaml"
         res.components = write_config(config, p, listens, web_port)
         cmd = [sys.executable, "-m", "vigie.monitor.cli", "run", "--config", str(config)]
+        cmd += ["--loop", p.loop]
         if daemon_cpu is not None:
             cmd = ["taskset", "-c", str(daemon_cpu), *cmd]
         log(
@@ -573,7 +576,7 @@ def _start_sides(stack: contextlib.ExitStack, p: WholeParams, urls: list[str]) -
     """Start blackbox_exporter and the floor process, stopped when the stack closes."""
     bb, bb_port = stack.enter_context(blackbox_exporter())
     floor_cmd = [sys.executable, "-m", "tests.bench.floor", "--rate", f"{p.rate:g}"]
-    floor_cmd += ["--slot", f"{SLOT:g}"]  # started in slots, as the daemon's checks
+    floor_cmd += ["--slot", f"{SLOT:g}", "--loop", p.loop]  # in slots, as the daemon's checks
     floor_cmd += [a for u in urls for a in ("--url", u)]
     if p.reuse:
         floor_cmd.append("--reuse")
@@ -609,6 +612,9 @@ EXTRA = [
     WholeParams("10k", 10000, 30.0, 90.0),
     WholeParams("3k-reuse", 3000, 30.0, 180.0, reuse=True),
     WholeParams("3k-short", 3000, 30.0, 60.0),
+    # The same on asyncio's own loop (`--loop asyncio`): what uvloop changes (docs/scaling.md).
+    WholeParams("3k-asyncio", 3000, 30.0, 120.0, loop="asyncio"),
+    WholeParams("20k-1core-asyncio", 20000, 60.0, 120.0, pin=True, loop="asyncio"),
 ]
 QUICK = [
     WholeParams("3k-quick", 600, 6.0, 30.0, scrape_every=5.0),
@@ -623,6 +629,11 @@ def run(quick: bool) -> str:
         json.dumps([r.to_json() for r in results], indent=2, default=str) + "\n"
     )
     return render(results)
+
+
+def _loop_used(choice: str = "auto") -> str:
+    """Return the event loop `--loop choice` gives the daemon and the floors on this host."""
+    return "uvloop" if loop_factory(choice) is not asyncio.new_event_loop else "asyncio"
 
 
 def _met(ok: bool) -> str:
@@ -648,7 +659,9 @@ def render(results: list[WholeResults]) -> str:
         " (`tests/bench/floor.py`: only the GETs, started in the scheduler's 100 ms slots as"
         " the daemon starts its checks): the plain aiohttp floor, on the probe session's"
         " settings, and the lean floor, a measurement-only HTTP/1.1 client on asyncio's"
-        " Protocol API (`tests/bench/lean_http.py`, fresh connections only).",
+        " Protocol API (`tests/bench/lean_http.py`, fresh connections only). The daemon and"
+        f" the floors run on {_loop_used()} (`--loop auto`, the default) unless the table"
+        " says otherwise.",
         "",
         "| Goal | Measured | Met |",
         "| --- | --- | --- |",
@@ -689,6 +702,7 @@ def render(results: list[WholeResults]) -> str:
         ["kept alive" if r.params.reuse else "fresh per probe" for r in results],
     )
     row("Daemon CPU set", ["one core (taskset)" if r.params.pin else "any" for r in results])
+    row("Event loop (daemon and floors)", [_loop_used(r.params.loop) for r in results])
     row(
         "Start-up to serving / first round",
         [f"{r.startup_s:.1f} s / {r.ready_s:.1f} s" for r in results],

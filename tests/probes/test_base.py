@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
+import os
 from typing import Any
 
 import pytest
 import structlog
 
 from vigie.core.rules import Rule
+from vigie.monitor.eventloop import loop_name
 from vigie.monitor.logs import configure_logging
 from vigie.probes import ProbeRegistry, default_registry
 from vigie.probes.base import Closing, KeepsCheckState, ProbeLog, RuleSource, StatefulProbe
@@ -128,3 +131,10 @@ def test_shipped_kinds_declare_their_hooks() -> None:
     redfish = RedfishSettings.model_validate({"auth": "none"})
     assert isinstance(redfish, RuleSource) and redfish.health_rules()
     assert not isinstance(HttpSettings(), RuleSource)
+
+
+async def test_the_probes_tests_run_on_the_daemons_loop() -> None:
+    """The probes' async tests run on uvloop, as `vigie run` does (tests/conftest.py), unless
+    VIGIE_TEST_LOOP names another loop (`make test-asyncio`)."""
+    want = os.environ.get("VIGIE_TEST_LOOP") or "uvloop"
+    assert loop_name(asyncio.get_running_loop()) == want

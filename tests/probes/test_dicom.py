@@ -288,7 +288,12 @@ async def test_cancelled_run_ends_its_association(probe: DicomProbe, ctx: ProbeC
 
 async def test_tls(probe: DicomProbe, ctx: ProbeContext, pki: Pki) -> None:
     """DICOM TLS: with the CA file the echo succeeds; without it the reason names TLS."""
-    with archive(ssl_context=pki.server_context()) as pacs:
+    # The archive is shut down off the loop: its server waits for the last connection to
+    # close, which the loop carries out (uvloop closes a failed TLS connection on its next
+    # iteration; a shutdown blocking the loop would wait for it forever).
+    stack = contextlib.ExitStack()
+    pacs = stack.enter_context(archive(ssl_context=pki.server_context()))
+    try:
         target = f"127.0.0.1:{pacs.port}"
         good = await probe(
             make_check(
@@ -301,6 +306,8 @@ async def test_tls(probe: DicomProbe, ctx: ProbeContext, pki: Pki) -> None:
             ctx,
         )
         bad = await probe(make_check(probe, target, called_ae_title="PACS", tls=True), ctx)
+    finally:
+        await asyncio.to_thread(stack.close)
     assert good.success, good.error
     assert bad.error is not None and bad.error.startswith("TLS: certificate verify failed")
 
