@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import structlog
-from gufo.snmp.sync.client import SnmpSession
+from gufo.snmp.aio.client import SnmpSession
 from pydantic import ValidationError
 
 from tests.snmp_peers import (
@@ -275,9 +275,13 @@ async def test_context_path_gives_the_gufo_path_samples(
 async def test_values_have_the_types_gufo_returns(sim: Snmpsim) -> None:
     """Every ASN.1 type polled in a context has gufo-snmp's Python type and value; NULL left out."""
     oids = [f"{TYPES}.{i}.0" for i in range(1, 16)]  # .15 is absent
-    with SnmpSession(addr="127.0.0.1", port=sim.port, community="types", timeout=2) as session:
-        want_get = session.get_many(oids)
-        want_walk = dict(session.getbulk(TYPES))
+    # gufo's async client, as the probe's: its blocking one reads with a socket timeout,
+    # which a SIGCHLD interrupts (EINTR) once uvloop has spawned a process in this one.
+    async with SnmpSession(
+        addr="127.0.0.1", port=sim.port, community="types", timeout=2
+    ) as session:
+        want_get = await session.get_many(oids)
+        want_walk = {oid: value async for oid, value in session.getbulk(TYPES)}
     check = snmp_check(sim.target(), auths=ctx_auth("sha_aes", "types"), auth="c")
     assert isinstance(check.settings, SnmpCheckSettings)
     settings = check.settings.model_copy(
