@@ -9,7 +9,6 @@ measures durations with `time.monotonic()`, never with the loop's clock.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 from collections.abc import Callable
 
 CHOICES = ("auto", "uvloop", "asyncio")
@@ -20,11 +19,13 @@ def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop]:
     """Return what makes the loop `choice` names; ValueError if it cannot be had here."""
     if choice not in CHOICES:
         raise ValueError(f"unknown event loop {choice!r}: one of {', '.join(CHOICES)}")
-    if choice == "asyncio" or (choice == "auto" and importlib.util.find_spec("uvloop") is None):
+    if choice == "asyncio":
         return asyncio.new_event_loop
     try:
-        import uvloop  # optional: asyncio's loop when it is missing
+        import uvloop  # optional: auto falls back to asyncio's loop without it
     except ImportError as exc:
+        if choice == "auto":
+            return asyncio.new_event_loop
         raise ValueError(f"--loop uvloop: uvloop cannot be imported ({exc})") from None
     new_loop: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
     return new_loop

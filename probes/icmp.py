@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import os
 import re
@@ -27,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from vigie.core.results import ProbeResult, Sample, bound_text
 from vigie.probes.base import Check, ProbeContext
+from vigie.probes.nonblocking import send_when_writable
 from vigie.probes.tls import os_error_reason
 
 __all__ = [
@@ -251,7 +253,8 @@ async def _send_all(
         packet = _HEADER.pack(_ECHO_REQUEST[family], 0, 0, 0, seq) + payload
         echo.sent[seq] = time.monotonic()
         try:
-            await _sendto(sock, packet, (address, 0))
+            send = functools.partial(sock.sendto, packet, (address, 0))
+            await send_when_writable(sock.fileno(), send)
         except OSError as exc:
             del echo.sent[seq]
             echo.error = exc
@@ -259,31 +262,6 @@ async def _send_all(
             return
     echo.all_sent = True
     echo.update()
-
-
-async def _sendto(sock: socket.socket, packet: bytes, to: tuple[str, int]) -> None:
-    """Send one datagram, waiting for room in the socket's buffer if it is full.
-
-    Not `loop.sock_sendto`: uvloop, the daemon's loop, raises NotImplementedError for it.
-    """
-    while True:
-        try:
-            sock.sendto(packet, to)
-            return
-        except BlockingIOError:
-            loop = asyncio.get_running_loop()
-            writable: asyncio.Future[None] = loop.create_future()
-            loop.add_writer(sock.fileno(), _settle, writable)
-            try:
-                await writable
-            finally:
-                loop.remove_writer(sock.fileno())
-
-
-def _settle(future: asyncio.Future[None]) -> None:
-    """Wake a waiter once (a ready callback may fire again before it runs)."""
-    if not future.done():
-        future.set_result(None)
 
 
 async def _receive(

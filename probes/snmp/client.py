@@ -23,6 +23,7 @@ from gufo.snmp._fast import (
     SnmpV3ClientSocket,
 )
 
+from vigie.probes.nonblocking import send_when_writable, settle
 from vigie.probes.snmp.auth import SnmpAuth
 from vigie.probes.snmp.failures import SnmpFailure
 
@@ -119,19 +120,7 @@ class Client:
 
     async def _send(self, send: Callable[[], None]) -> None:
         """Send now, or when the socket's buffer has room."""
-        try:
-            send()
-            return
-        except BlockingIOError:
-            pass
-        loop = asyncio.get_running_loop()
-        ready: asyncio.Future[None] = loop.create_future()
-        loop.add_writer(self.fd, _wake, ready)
-        try:
-            await ready
-        finally:
-            loop.remove_writer(self.fd)
-        send()
+        await send_when_writable(self.fd, send)
 
     async def _receive(self, recv: Callable[[], T], end: float) -> T:
         """Read the answer when the socket becomes readable, until `end` (loop time)."""
@@ -141,7 +130,7 @@ class Client:
             if remaining <= 0:
                 raise TimeoutError
             ready: asyncio.Future[None] = loop.create_future()
-            loop.add_reader(self.fd, _wake, ready)
+            loop.add_reader(self.fd, settle, ready)
             try:
                 async with asyncio.timeout(remaining):
                     await ready
@@ -151,12 +140,6 @@ class Client:
                 return recv()
             except BlockingIOError:
                 continue  # a stale or foreign datagram was dropped: keep waiting
-
-
-def _wake(future: asyncio.Future[None]) -> None:
-    """Resolve a readiness future once."""
-    if not future.done():
-        future.set_result(None)
 
 
 def client_socket(auth: SnmpAuth, addr: str) -> Socket:
